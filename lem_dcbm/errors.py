@@ -1,0 +1,83 @@
+"""The package's exception tree.
+
+    LemDcbmError
+    ├── ConfigError               bad configuration (the process exits with code 2)
+    └── MeterError                the meter could not be asked or answered badly
+        ├── MeterConnectionError  no answer: refused, reset, timed out
+        │   └── MeterTlsError     the TLS handshake failed (wrong or unpinned certificate)
+        ├── MeterStatusError      an answer with an unexpected HTTP status
+        └── MeterBodyError        an answer whose body is not what the API promises
+
+Only ``lem_dcbm.meter.transport`` translates ``requests``/``urllib3`` exceptions into
+these, always with ``raise ... from``.
+"""
+
+from __future__ import annotations
+
+BODY_EXCERPT_CHARS = 200
+
+
+def excerpt(body: str | bytes, limit: int = BODY_EXCERPT_CHARS) -> str:
+    """Return a short, single-line excerpt of a response body for error messages."""
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", errors="replace")
+    flat = " ".join(body.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+class LemDcbmError(Exception):
+    """Base of every error this package raises on purpose."""
+
+
+class ConfigError(LemDcbmError):
+    """A configuration value is missing or invalid; ``key`` names it."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"config key '{key}': {problem}")
+        self.key = key
+        self.problem = problem
+
+
+class MeterError(LemDcbmError):
+    """A request to the meter failed; the message names method and endpoint."""
+
+    def __init__(self, method: str, endpoint: str, detail: str) -> None:
+        super().__init__(f"{method} {endpoint}: {detail}")
+        self.method = method
+        self.endpoint = endpoint
+        self.detail = detail
+
+
+class MeterConnectionError(MeterError):
+    """The meter did not answer (connection refused or reset, timeout)."""
+
+
+class MeterTlsError(MeterConnectionError):
+    """The TLS handshake with the meter failed; the certificate is not the pinned one."""
+
+
+class MeterStatusError(MeterError):
+    """The meter answered with an HTTP status the API does not promise for this call."""
+
+    def __init__(self, method: str, endpoint: str, status: int, body: str | bytes) -> None:
+        self.status = status
+        self.body_excerpt = excerpt(body)
+        super().__init__(
+            method, endpoint, f"unexpected HTTP status {status}, body: '{self.body_excerpt}'"
+        )
+
+
+class MeterBodyError(MeterError):
+    """The meter answered with a body that could not be understood."""
+
+    def __init__(
+        self, method: str, endpoint: str, reason: str, body: str | bytes, status: int = 200
+    ) -> None:
+        self.status = status
+        self.reason = reason
+        self.body_excerpt = excerpt(body)
+        super().__init__(
+            method,
+            endpoint,
+            f"unexpected body (HTTP {status}): {reason}; body: '{self.body_excerpt}'",
+        )
