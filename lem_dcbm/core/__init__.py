@@ -1,0 +1,1 @@
+"""Pure module logic: the meter client and the clock are injected, nothing here knows MQTT."""

@@ -1,0 +1,70 @@
+"""The interfaces the core depends on: what it asks of the meter and tells EVerest."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from lem_dcbm.meter.models import LegalState, LiveMeasure, MeterStatus, SettingsResult, StopReport
+
+
+class MeterApi(Protocol):
+    """The meter's REST API as the core uses it (``lem_dcbm.meter.client.MeterClient``)."""
+
+    api_version: str
+
+    def status(self) -> MeterStatus:
+        """``GET /v1/status``."""
+        ...
+
+    def livemeasure(self) -> LiveMeasure:
+        """``GET /{v}/livemeasure``."""
+        ...
+
+    def supports_v2(self) -> bool:
+        """True when the meter serves the ``/v2`` API."""
+        ...
+
+    def legal(self) -> LegalState:
+        """``GET /{v}/legal``: the current or last transaction."""
+        ...
+
+    def start_transaction(self, body: Mapping[str, Any]) -> LegalState:
+        """``POST /{v}/legal``."""
+        ...
+
+    def stop_transaction(self, transaction_id: str) -> StopReport:
+        """``PUT /{v}/legal?transactionId=...``."""
+        ...
+
+    def ocmf(self, transaction_id: str | None = None) -> str:
+        """``GET /{v}/ocmf[?transactionId=...]``: the signed record, unchanged."""
+        ...
+
+    def settings(self) -> dict[str, Any]:
+        """``GET /v1/settings``."""
+        ...
+
+    def put_settings(self, patch: Mapping[str, Any]) -> SettingsResult:
+        """``PUT /v1/settings``."""
+        ...
+
+
+class EverestOutputs(Protocol):
+    """What the core publishes towards EVerest (implemented by the MQTT adapter)."""
+
+    def publish_powermeter(self, value: dict[str, Any]) -> None:
+        """Publish the ``powermeter`` var."""
+        ...
+
+    def publish_public_key_ocmf(self, key: str) -> None:
+        """Publish the ``public_key_ocmf`` var."""
+        ...
+
+    def raise_error(self, name: str, sub_type: str, message: str, severity: str = "High") -> None:
+        """Raise ``<namespace>/<name>`` with ``sub_type`` (idempotent)."""
+        ...
+
+    def clear_error(self, name: str, sub_type: str) -> None:
+        """Clear ``<namespace>/<name>`` with ``sub_type`` if raised."""
+        ...

@@ -1,0 +1,128 @@
+"""The module's main loop: init the meter, then publish ``powermeter`` on a fixed beat.
+
+Deadlines sit on the monotonic clock, ``interval`` apart from the first one: a slow
+meter answer shortens the next wait instead of shifting every later publication.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from lem_dcbm.clock import Clock
+from lem_dcbm.core.controller import MeterController
+from lem_dcbm.core.ports import EverestOutputs
+from lem_dcbm.errors import MeterError
+
+_LOGGER = logging.getLogger(__name__)
+
+COMMUNICATION_FAULT = "CommunicationFault"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LoopTiming:
+    """Publication interval and init retry policy."""
+
+    interval_s: float = 1.0
+    #: Init attempts before the module says the meter is missing (then it keeps trying).
+    init_retries: int = 25
+    #: Pause between init attempts once the quick retries are used up.
+    init_retry_delay_s: float = 10.0
+
+
+class ReadyLoop:
+    """Runs init with retries, then reads and publishes once per interval until stopped."""
+
+    def __init__(
+        self,
+        controller: MeterController,
+        outputs: EverestOutputs,
+        clock: Clock,
+        timing: LoopTiming,
+        *,
+        on_cycle: Callable[[], None] | None = None,
+    ) -> None:
+        self._controller = controller
+        self._outputs = outputs
+        self._clock = clock
+        self._timing = timing
+        self._on_cycle = on_cycle
+        self._fault_raised = False
+
+    def run(self, stop: threading.Event) -> None:
+        """Init the meter, then publish until ``stop`` is set."""
+        if not self._initialize(stop):
+            return
+        self._outputs.publish_public_key_ocmf(self._controller.public_key_ocmf)
+        deadline = self._clock.monotonic()
+        while not stop.is_set():
+            self._cycle()
+            deadline += self._timing.interval_s
+            now = self._clock.monotonic()
+            if now > deadline + self._timing.interval_s:
+                # Far behind (a meter timeout): skip the missed beats instead of bursting.
+                missed = int((now - deadline) // self._timing.interval_s)
+                deadline += missed * self._timing.interval_s
+            self._clock.wait(stop, deadline - now)
+
+    def republish_public_key(self) -> None:
+        """Publish ``public_key_ocmf`` again (after a broker reconnect) once it is known."""
+        key = self._controller.public_key_ocmf
+        if key:
+            self._outputs.publish_public_key_ocmf(key)
+
+    def _initialize(self, stop: threading.Event) -> bool:
+        attempt = 0
+        while not stop.is_set():
+            attempt += 1
+            try:
+                self._controller.initialize()
+            except MeterError as err:
+                self._communication_failed(err)
+                # Quick retries first so a meter that comes up late is used within a second;
+                # after the configured retries fall back to the configured delay.
+                quick = attempt <= self._timing.init_retries
+                delay = self._timing.interval_s if quick else self._timing.init_retry_delay_s
+                if attempt == self._timing.init_retries:
+                    _LOGGER.error(
+                        "meter still unreachable after %d attempts; retrying every %.0f s",
+                        attempt,
+                        self._timing.init_retry_delay_s,
+                    )
+                self._clock.wait(stop, delay)
+                continue
+            return True
+        return False
+
+    def _cycle(self) -> None:
+        try:
+            value = self._controller.read_powermeter()
+        except MeterError as err:
+            self._communication_failed(err)
+        except Exception:  # noqa: BLE001 - a bad answer must not end the loop
+            _LOGGER.exception("reading the meter failed unexpectedly")
+        else:
+            self._outputs.publish_powermeter(value)
+            self._communication_restored()
+        try:
+            self._controller.housekeeping()
+        except Exception:  # noqa: BLE001 - housekeeping must never end the loop
+            _LOGGER.exception("housekeeping failed")
+        if self._on_cycle is not None:
+            self._on_cycle()
+
+    def _communication_failed(self, err: MeterError) -> None:
+        if self._fault_raised:
+            _LOGGER.debug("meter still unreachable: %s", err)
+            return
+        self._fault_raised = True
+        _LOGGER.error("meter communication failed: %s", err)
+        self._outputs.raise_error(COMMUNICATION_FAULT, "", f"meter communication failed: {err}")
+
+    def _communication_restored(self) -> None:
+        if self._fault_raised:
+            self._fault_raised = False
+            _LOGGER.info("meter communication restored")
+            self._outputs.clear_error(COMMUNICATION_FAULT, "")

@@ -1,0 +1,136 @@
+"""An in-memory meter behind the ``MeterApi`` seam, for unit tests of the core."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from lem_dcbm.errors import MeterConnectionError, MeterStatusError
+from lem_dcbm.meter.models import (
+    LegalState,
+    LiveMeasure,
+    MeterStatus,
+    SettingsResult,
+    StopReport,
+)
+
+PUBLIC_KEY = "3059301306072A8648CE3D020106082A8648CE3D030107034200"
+
+
+def ocmf_record(transaction_id: str, *, ended: bool) -> str:
+    """A record shaped like the meter's (not signed: the core does not verify here)."""
+    readings = [f'{{"TX":"B","RV":1.0,"TID":"{transaction_id}"}}']
+    if ended:
+        readings.append('{"TX":"E","RV":2.0}')
+    return (
+        'OCMF|{"FV":"1.0","RD":['
+        + ",".join(readings)
+        + ']}|{"SA":"ECDSA-secp256r1-SHA256","SD":"00"}'
+    )
+
+
+@dataclass
+class FakeMeter:
+    """Keeps a transaction, settings and a call log; ``fail`` injects errors per call."""
+
+    api_version: str = "v1"
+    v2: bool = False
+    time_sync_ok: bool = True
+    sensor_link_ok: bool = True
+    running_id: str | None = None
+    last_id: str = ""
+    ended: set[str] = field(default_factory=set)
+    settings_store: dict[str, Any] = field(default_factory=lambda: {"ocmfId": {"IT": 0}})
+    settings_writes: list[dict[str, Any]] = field(default_factory=list)
+    refuse_settings: set[str] = field(default_factory=set)
+    calls: list[str] = field(default_factory=list)
+    #: call name -> list of exceptions (or callables) consumed one per call
+    fail: dict[str, list[BaseException | Callable[[], None]]] = field(default_factory=dict)
+
+    def _enter(self, name: str) -> None:
+        self.calls.append(name)
+        queue = self.fail.get(name)
+        if queue:
+            item = queue.pop(0)
+            if isinstance(item, BaseException):
+                raise item
+            item()
+
+    def status(self) -> MeterStatus:
+        self._enter("status")
+        bits = {
+            "suLinkStatusIsOk": self.sensor_link_ok,
+            "muFatalErrorOccured": False,
+            "transactionIsOnGoing": self.running_id is not None,
+            "timeSyncStatusIsOk": self.time_sync_ok,
+        }
+        value = sum(1 << i for i, on in enumerate(bits.values()) if on)
+        return MeterStatus(
+            value=value,
+            bits=bits,
+            error_value=0,
+            error_bits={},
+            meter_id="12024072805",
+            public_key_ocmf=PUBLIC_KEY,
+            public_key="",
+            firmware_version="MU-2.3.0.1",
+            time="",
+        )
+
+    def livemeasure(self) -> LiveMeasure:
+        self._enter("livemeasure")
+        return LiveMeasure(400.0, 10.0, 4.0, 30.0, 28.0, 12.5, 0.25, "2026-11-22T10:00:00+01:00")
+
+    def supports_v2(self) -> bool:
+        self._enter("supports_v2")
+        return self.v2
+
+    def legal(self) -> LegalState:
+        self._enter("legal")
+        tid = self.running_id or self.last_id
+        return LegalState(transaction_id=tid, running=self.running_id is not None)
+
+    def start_transaction(self, body: Mapping[str, Any]) -> LegalState:
+        self._enter("start_transaction")
+        if self.running_id is not None:
+            raise MeterStatusError("POST", "/v1/legal", 409, '{"error": "transaction running"}')
+        self.running_id = str(body["transactionId"])
+        self.last_id = self.running_id
+        self.last_start_body = dict(body)
+        return LegalState(transaction_id=self.running_id, running=True)
+
+    def stop_transaction(self, transaction_id: str) -> StopReport:
+        self._enter("stop_transaction")
+        if self.running_id != transaction_id:
+            raise MeterStatusError("PUT", "/v1/legal", 404, '{"error": "no such transaction"}')
+        self.running_id = None
+        self.ended.add(transaction_id)
+        return StopReport(transaction_id=transaction_id, transaction_status=17)
+
+    def ocmf(self, transaction_id: str | None = None) -> str:
+        self._enter("ocmf")
+        tid = transaction_id or self.last_id
+        if tid != self.running_id and tid not in self.ended:
+            raise MeterStatusError("GET", "/v1/ocmf", 404, "not found")
+        return ocmf_record(tid, ended=tid in self.ended)
+
+    def settings(self) -> dict[str, Any]:
+        self._enter("settings")
+        return self.settings_store
+
+    def put_settings(self, patch: Mapping[str, Any]) -> SettingsResult:
+        self._enter("put_settings")
+        self.settings_writes.append(dict(patch))
+        key = next(iter(patch))
+        sub = patch[key]
+        name = f"{key}.{next(iter(sub))}" if isinstance(sub, Mapping) else key
+        if self.running_id is not None or name in self.refuse_settings:
+            return SettingsResult(accepted=False, meter_id="12024072805")
+        self.settings_store.update(patch)
+        return SettingsResult(accepted=True, meter_id="12024072805")
+
+
+def unreachable(name: str) -> MeterConnectionError:
+    """The error a dead meter gives."""
+    return MeterConnectionError("GET", f"/v1/{name}", "connection refused")

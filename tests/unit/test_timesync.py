@@ -1,0 +1,81 @@
+"""When the meter's clock is written: init, after the settings window, daily, before a start."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from lem_dcbm.clock import ManualClock
+from lem_dcbm.core.timesync import NtpServer, TimeSync
+from tests.support.fake_meter import FakeMeter
+
+DST = {"activated": False, "offset": 60}
+
+
+def setup(ntp: tuple[NtpServer, ...] = ()) -> tuple[TimeSync, FakeMeter, ManualClock]:
+    clock = ManualClock(datetime(2026, 11, 22, 10, 0, tzinfo=timezone.utc))
+    meter = FakeMeter()
+    sync = TimeSync(meter, clock, timezone="+01:00", dst=DST, ntp_servers=ntp)
+    return sync, meter, clock
+
+
+def kinds(meter: FakeMeter) -> list[str]:
+    out = []
+    for write in meter.settings_writes:
+        key = next(iter(write))
+        out.append(f"{key}.{next(iter(write[key]))}" if key == "time" else key)
+    return out
+
+
+def test_manual_sync_schedule() -> None:
+    sync, meter, clock = setup()
+    sync.sync()  # init, inside the settings window
+    assert kinds(meter) == ["time.utc", "time.tz", "time.dst"]
+    assert meter.settings_writes[0] == {"time": {"utc": "2026-11-22T10:00:00Z"}}
+    assert meter.settings_writes[1] == {"time": {"tz": "+01:00"}}
+    assert meter.settings_writes[2] == {"time": {"dst": DST}}
+    clock.advance(119)
+    assert not sync.sync_if_due()
+    clock.advance(1)
+    assert sync.sync_if_due()  # the window has passed: write again so it persists
+    assert len(meter.settings_writes) == 6
+    clock.advance(24 * 3600 - 1)
+    assert not sync.sync_if_due()
+    clock.advance(1)
+    assert sync.sync_if_due()
+    assert meter.settings_writes[-3] == {"time": {"utc": "2026-11-23T10:02:00Z"}}
+
+
+def test_failed_sync_retried_after_a_minute() -> None:
+    sync, meter, clock = setup()
+    clock.advance(200)
+    meter.refuse_settings.add("time.utc")
+    assert not sync.sync_if_due()
+    clock.advance(59)
+    assert not sync.sync_if_due()
+    meter.refuse_settings.clear()
+    clock.advance(1)
+    assert sync.sync_if_due()
+
+
+def test_ntp_written_until_after_window_then_never_again() -> None:
+    servers = (NtpServer("192.0.2.1", 123), NtpServer("192.0.2.2", 1123))
+    sync, meter, clock = setup(servers)
+    sync.sync()
+    assert meter.settings_writes[0] == {
+        "ntp": {
+            "servers": [
+                {"ipAddress": "192.0.2.1", "port": 123},
+                {"ipAddress": "192.0.2.2", "port": 1123},
+            ],
+            "syncPeriod": 120,
+            "ntpActivated": True,
+        }
+    }
+    assert kinds(meter) == ["ntp", "time.tz", "time.dst"]
+    clock.advance(120)
+    assert sync.sync_if_due()
+    assert sync.next_due is None
+    clock.advance(3 * 24 * 3600)
+    assert not sync.sync_if_due()
+    sync.sync()  # before a start: nothing to do any more
+    assert len(meter.settings_writes) == 6
