@@ -1,0 +1,245 @@
+"""HTTP(S) to one meter over a small pool of persistent keep-alive connections.
+
+This is the only module that knows ``requests`` and ``urllib3``: every exception they
+raise is translated here into the package's tree (``raise ... from exc``):
+
+- a failed TLS handshake -> ``MeterTlsError``;
+- refused, reset or timed-out connections -> ``MeterConnectionError``;
+- anything else ``requests`` raises -> ``MeterError``.
+
+urllib3's own retries are off, so nothing is ever re-sent behind the caller's back,
+with one exception: a GET or PUT that fails because the server closed a connection
+(reset, disconnect, broken pipe) before answering is sent once more on a fresh
+connection. The meter drops idle keep-alive connections at any time, and urllib3 only
+notices a dropped connection when it is taken from the pool, so the race between that
+check and the send is real. A POST is never re-sent here: a connection can break after
+the meter received and acted on the request, and starting a transaction twice is not
+harmless, so the caller's retry policy decides.
+"""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import re
+import ssl
+import time
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+
+from lem_dcbm.errors import MeterConnectionError, MeterError, MeterTlsError
+from lem_dcbm.meter.tls import pinned_ssl_context
+
+_LOGGER = logging.getLogger(__name__)
+
+_CHARSET = re.compile(r"charset=\"?([A-Za-z0-9._-]+)", re.IGNORECASE)
+
+#: The module reads measurements and runs commands from two threads.
+POOL_SIZE = 2
+#: Methods that may be sent again after a stale-connection failure.
+IDEMPOTENT_METHODS = frozenset({"GET", "PUT"})
+
+# Signs that the peer closed a connection we believed open, rather than that the meter
+# is unreachable; ssl.SSLEOFError is how a closed TLS connection shows up on a write.
+_DISCONNECTS: tuple[type[BaseException], ...] = (
+    http.client.RemoteDisconnected,
+    ConnectionResetError,
+    ConnectionAbortedError,
+    BrokenPipeError,
+    ssl.SSLEOFError,
+)
+# Failures to establish a connection at all: a fresh one will not do better.
+_CONNECT_FAILURES: tuple[type[BaseException], ...] = (
+    NewConnectionError,
+    ConnectTimeoutError,
+    ConnectionRefusedError,
+    ssl.SSLCertVerificationError,
+)
+
+
+class Transport(Protocol):
+    """What the meter client needs from a transport (fakes implement this too)."""
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        params: Mapping[str, str] | None = None,
+    ) -> tuple[int, str]:
+        """Send one request; return the HTTP status and the body text."""
+        ...
+
+    def close(self) -> None:
+        """Release the connections."""
+        ...
+
+
+def _plain_adapter() -> HTTPAdapter:
+    return HTTPAdapter(pool_connections=1, pool_maxsize=POOL_SIZE, max_retries=0)
+
+
+class _PinnedAdapter(HTTPAdapter):
+    """An adapter whose HTTPS connections use one pinned ``SSLContext`` and no CA store."""
+
+    def __init__(self, ssl_context: ssl.SSLContext) -> None:
+        self._ssl_context = ssl_context
+        super().__init__(pool_connections=1, pool_maxsize=POOL_SIZE, max_retries=0)
+
+    def init_poolmanager(
+        self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any
+    ) -> None:
+        pool_kwargs["ssl_context"] = self._ssl_context
+        # The pinned context already skips the hostname check; tell urllib3 not to redo
+        # it on its own (it would, seeing check_hostname off).
+        pool_kwargs["assert_hostname"] = False
+        super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
+
+    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
+        # requests would point urllib3 at its CA bundle here, and urllib3 would load it
+        # into the shared pinned context: trust must stay with the one pinned PEM.
+        conn.cert_reqs = "CERT_REQUIRED"
+        conn.ca_certs = None
+        conn.ca_cert_dir = None
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and every exception it wraps (causes, contexts, args, reasons), outermost first."""
+    seen: set[int] = set()
+    order: list[BaseException] = []
+    layer: list[BaseException] = [exc]
+    while layer:
+        following: list[BaseException] = []
+        for current in layer:
+            if id(current) in seen:
+                continue
+            seen.add(id(current))
+            order.append(current)
+            linked = [current.__cause__, current.__context__, getattr(current, "reason", None)]
+            linked.extend(current.args)
+            following.extend(item for item in linked if isinstance(item, BaseException))
+        layer = following
+    return order
+
+
+def is_stale_connection(exc: BaseException) -> bool:
+    """True when ``exc`` looks like a dropped open connection, not an unreachable meter."""
+    causes = _chain(exc)
+    if any(isinstance(cause, _CONNECT_FAILURES) for cause in causes):
+        return False
+    return any(isinstance(cause, _DISCONNECTS) for cause in causes)
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost readable cause, e.g. 'ConnectionRefusedError: [Errno 111] ...'."""
+    inner = _chain(exc)[-1]
+    return f"{type(inner).__name__}: {inner}"
+
+
+def _decode(body: bytes, content_type: str) -> str:
+    """Decode with the declared charset, else UTF-8 (what the meter sends)."""
+    # requests would assume ISO-8859-1 for text/* without a charset, or guess.
+    match = _CHARSET.search(content_type)
+    try:
+        return body.decode(match.group(1) if match else "utf-8", errors="replace")
+    except LookupError:
+        return body.decode("utf-8", errors="replace")
+
+
+class HttpTransport:
+    """Requests to one meter at ``base_url`` with a per-request timeout.
+
+    Give ``tls_certificate_pem`` (and an ``https://`` URL) to pin the meter's
+    certificate; an unparsable PEM raises ``ConfigError`` here, not at the first request.
+    """
+
+    def __init__(self, base_url: str, *, timeout_s: float, tls_certificate_pem: str = "") -> None:
+        if timeout_s <= 0:
+            raise ValueError(f"timeout_s must be positive, got {timeout_s}")
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
+        context = pinned_ssl_context(tls_certificate_pem) if tls_certificate_pem else None
+        self._ssl_context = context
+        self._session = requests.Session()
+        # The meter is on the local network: no proxies or CA bundles from the environment.
+        self._session.trust_env = False
+        self._adapters = (
+            _plain_adapter(),
+            _PinnedAdapter(context) if context is not None else _plain_adapter(),
+        )
+        self._session.mount("http://", self._adapters[0])
+        self._session.mount("https://", self._adapters[1])
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The pinned context HTTPS requests use, or None without a pinned PEM."""
+        return self._ssl_context
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        params: Mapping[str, str] | None = None,
+    ) -> tuple[int, str]:
+        """Send one request; return ``(status, body text)`` or raise a ``MeterError``."""
+        method = method.upper()
+        try:
+            return self._send(method, path, json_body, params)
+        except MeterConnectionError as exc:
+            if method not in IDEMPOTENT_METHODS or not isinstance(exc.__cause__, Exception):
+                raise
+            if not is_stale_connection(exc.__cause__):
+                raise
+            _LOGGER.info("%s %s: connection dropped (%s); retrying once", method, path, exc.detail)
+            # Idle pooled connections may be just as stale; start over with fresh ones.
+            for adapter in self._adapters:
+                adapter.poolmanager.clear()
+            return self._send(method, path, json_body, params)
+
+    def _send(
+        self, method: str, path: str, json_body: Any, params: Mapping[str, str] | None
+    ) -> tuple[int, str]:
+        started = time.monotonic()
+        try:
+            response = self._session.request(
+                method,
+                self.base_url + path,
+                json=json_body,
+                params=dict(params) if params else None,
+                timeout=(self.timeout_s, self.timeout_s),
+                allow_redirects=False,
+            )
+        except requests.exceptions.SSLError as exc:
+            raise MeterTlsError(method, path, f"TLS handshake failed: {_reason(exc)}") from exc
+        except requests.exceptions.Timeout as exc:
+            raise MeterConnectionError(
+                method, path, f"no answer within {self.timeout_s:g} s: {_reason(exc)}"
+            ) from exc
+        except (
+            requests.exceptions.ConnectionError,
+            requests.exceptions.ChunkedEncodingError,
+            requests.exceptions.ContentDecodingError,
+        ) as exc:
+            raise MeterConnectionError(method, path, f"connection failed: {_reason(exc)}") from exc
+        except requests.exceptions.RequestException as exc:
+            raise MeterError(method, path, f"request failed: {_reason(exc)}") from exc
+        text = _decode(response.content, response.headers.get("Content-Type", ""))
+        _LOGGER.debug(
+            "%s %s -> %d in %.0f ms",
+            method,
+            path,
+            response.status_code,
+            (time.monotonic() - started) * 1000,
+        )
+        return response.status_code, text
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self._session.close()

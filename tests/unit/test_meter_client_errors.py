@@ -1,0 +1,597 @@
+"""Every error path of the meter client, pinned with ``responses`` (and one raw socket server).
+
+Each failure must surface as the right ``MeterError`` subclass whose message names the
+method, the endpoint and, for answers, the status and an excerpt of the body.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import requests
+import responses
+from responses import matchers
+from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
+
+from lem_dcbm.errors import (
+    MeterBodyError,
+    MeterConnectionError,
+    MeterError,
+    MeterStatusError,
+    MeterTlsError,
+)
+from lem_dcbm.meter.client import MeterClient
+from lem_dcbm.meter.transport import HttpTransport, is_stale_connection
+from tests.support.certs import line_breakless, make_self_signed
+
+BASE = "http://meter.test:8080"
+
+STATUS_BODY = {
+    "status": {
+        "value": 17,
+        "bits": {
+            "suLinkStatusIsOk": True,
+            "muFatalErrorOccured": False,
+            "transactionIsOnGoing": False,
+            "tamperingIsDetected": False,
+            "timeSyncStatusIsOk": True,
+            "overTemperatureIsDetected": False,
+            "reversedVoltage": False,
+            "suMeasureFailureOccurred": False,
+        },
+    },
+    "version": {"applicationFirmwareVersion": "MU-2.3.0.1"},
+    "time": "2026-11-22T10:00:00+00:00",
+    "meterId": "12024072805",
+    "errors": {"value": 0, "bits": {"muInitIsFailed": False}},
+    "publicKey": "ab",
+    "publicKeyOcmf": "3059",
+}
+LIVE_BODY = {
+    "voltage": 400.1,
+    "current": 125.0,
+    "power": 50.0,
+    "temperatureH": 31.5,
+    "temperatureL": 29.0,
+    "energyImportTotal": 188.977,
+    "energyExportTotal": 0.0,
+    "timestamp": "2026-11-22T10:00:00+01:00",
+}
+START_BODY = {"evseId": "DE*ABC*E1", "transactionId": "tx-1", "clientId": "c", "tariffId": 0}
+OCMF = 'OCMF|{"FV":"1.0","RD":[{"TX":"B","RV":1.5}]}|{"SA":"ECDSA-secp256r1-SHA256","SD":"3045"}'
+
+
+@pytest.fixture
+def client() -> Iterator[MeterClient]:
+    meter = MeterClient.connect("meter.test", 8080, timeout_s=5.0)
+    yield meter
+    meter.close()
+
+
+@pytest.fixture
+def mocked() -> Iterator[responses.RequestsMock]:
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        yield rsps
+
+
+def disconnect() -> requests.exceptions.ConnectionError:
+    """What requests raises when the server closed a kept-alive connection unanswered."""
+    reason = http.client.RemoteDisconnected("Remote end closed connection without response")
+    return requests.exceptions.ConnectionError(ProtocolError("Connection aborted.", reason))
+
+
+def refused() -> requests.exceptions.ConnectionError:
+    """What requests raises when nothing listens on the meter's port."""
+    inner = NewConnectionError(None, "Failed to establish a new connection: refused")  # type: ignore[arg-type]
+    inner.__cause__ = ConnectionRefusedError(111, "Connection refused")
+    return requests.exceptions.ConnectionError(MaxRetryError(None, "/v1/status", inner))  # type: ignore[arg-type]
+
+
+# -- connection failures -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raised", "error_class", "detail"),
+    [
+        (
+            requests.exceptions.ReadTimeout("read timed out"),
+            MeterConnectionError,
+            "no answer within 5 s",
+        ),
+        (
+            requests.exceptions.ConnectTimeout("connect timed out"),
+            MeterConnectionError,
+            "no answer within 5 s",
+        ),
+        (refused(), MeterConnectionError, "connection failed: ConnectionRefusedError"),
+        (
+            requests.exceptions.SSLError("certificate verify failed: self-signed certificate"),
+            MeterTlsError,
+            "TLS handshake failed",
+        ),
+        (
+            requests.exceptions.ChunkedEncodingError("body cut off"),
+            MeterConnectionError,
+            "body cut off",
+        ),
+    ],
+    ids=["read-timeout", "connect-timeout", "refused", "tls", "cut-off"],
+)
+def test_connection_failures_map_to_the_tree(
+    client: MeterClient,
+    mocked: responses.RequestsMock,
+    raised: Exception,
+    error_class: type[MeterError],
+    detail: str,
+) -> None:
+    mocked.get(f"{BASE}/v1/status", body=raised)
+
+    with pytest.raises(MeterError) as caught:
+        client.status()
+
+    assert type(caught.value) is error_class
+    assert str(caught.value).startswith("GET /v1/status: ")
+    assert detail in str(caught.value)
+    assert caught.value.__cause__ is raised
+    # Not a stale connection: nothing is sent twice.
+    assert len(mocked.calls) == 1
+
+
+def test_tls_error_is_also_a_connection_error(
+    client: MeterClient, mocked: responses.RequestsMock
+) -> None:
+    mocked.get(f"{BASE}/v1/livemeasure", body=requests.exceptions.SSLError("handshake"))
+    with pytest.raises(MeterConnectionError):
+        client.livemeasure()
+
+
+def test_other_request_errors_are_meter_errors(mocked: responses.RequestsMock) -> None:
+    transport = HttpTransport(BASE, timeout_s=1.0)
+    mocked.get(f"{BASE}/v1/status", body=requests.exceptions.InvalidHeader("bad header"))
+    with pytest.raises(MeterError) as caught:
+        transport.request("GET", "/v1/status")
+    assert not isinstance(caught.value, MeterConnectionError)
+    assert str(caught.value) == "GET /v1/status: request failed: InvalidHeader: bad header"
+
+
+# -- stale keep-alive connections ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT"])
+def test_idempotent_request_is_resent_once_after_a_dropped_connection(
+    mocked: responses.RequestsMock, method: str
+) -> None:
+    transport = HttpTransport(BASE, timeout_s=1.0)
+    mocked.add(method, f"{BASE}/v1/settings", body=disconnect())
+    mocked.add(method, f"{BASE}/v1/settings", json={"result": 1})
+
+    assert transport.request(method, "/v1/settings") == (200, '{"result": 1}')
+    assert len(mocked.calls) == 2
+
+
+def test_a_second_dropped_connection_is_a_connection_error(mocked: responses.RequestsMock) -> None:
+    transport = HttpTransport(BASE, timeout_s=1.0)
+    mocked.get(f"{BASE}/v1/status", body=disconnect())
+    mocked.get(f"{BASE}/v1/status", body=disconnect())
+    mocked.get(f"{BASE}/v1/status", json={})
+
+    with pytest.raises(
+        MeterConnectionError, match="GET /v1/status: connection failed: RemoteDisconnected"
+    ):
+        transport.request("GET", "/v1/status")
+    assert len(mocked.calls) == 2
+
+
+def test_post_is_never_resent_by_the_transport(
+    client: MeterClient, mocked: responses.RequestsMock
+) -> None:
+    mocked.post(f"{BASE}/v1/legal", body=disconnect())
+    mocked.post(f"{BASE}/v1/legal", status=201, json={"transactionId": "tx-1", "running": True})
+
+    with pytest.raises(MeterConnectionError, match="POST /v1/legal: connection failed"):
+        client.start_transaction(START_BODY)
+    assert len(mocked.calls) == 1
+
+
+@pytest.mark.parametrize(
+    ("exc", "stale"),
+    [
+        (disconnect(), True),
+        (
+            requests.exceptions.ConnectionError(
+                ProtocolError("aborted", ConnectionResetError(104, "reset"))
+            ),
+            True,
+        ),
+        (
+            requests.exceptions.ConnectionError(
+                ProtocolError("aborted", BrokenPipeError(32, "pipe"))
+            ),
+            True,
+        ),
+        (refused(), False),
+        (requests.exceptions.ReadTimeout("read timed out"), False),
+        (requests.exceptions.ConnectionError("something"), False),
+    ],
+    ids=["disconnected", "reset", "broken-pipe", "refused", "timeout", "unknown"],
+)
+def test_stale_connection_classification(exc: BaseException, stale: bool) -> None:
+    assert is_stale_connection(exc) is stale
+
+
+class _OneRequestPerConnection:
+    """A raw HTTP server that answers the first request on a connection and drops the next.
+
+    That is what a meter closing an idle keep-alive connection looks like when the close
+    races with our next request: the request is sent and then the connection is gone.
+    """
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.accepted = 0
+        self.requests: list[str] = []
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _read_request(self, stream: Any) -> str:
+        line = stream.readline().decode()
+        length = 0
+        while (header := stream.readline()) not in (b"\r\n", b""):
+            name, _, value = header.decode().partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+        stream.read(length)
+        return line.split(" ")[0] if line else ""
+
+    def _handle(self, conn: socket.socket) -> None:
+        with conn, conn.makefile("rb") as stream:
+            self.requests.append(self._read_request(stream))
+            body = b'{"result": 1}'
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+            )
+            method = self._read_request(stream)
+            if method:
+                self.requests.append(method)
+            # Close without answering the second request.
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.fixture
+def dropping_server() -> Iterator[_OneRequestPerConnection]:
+    server = _OneRequestPerConnection()
+    yield server
+    server.close()
+
+
+def test_get_on_a_dropped_keepalive_connection_succeeds_on_a_fresh_one(
+    dropping_server: _OneRequestPerConnection,
+) -> None:
+    transport = HttpTransport(f"http://127.0.0.1:{dropping_server.port}", timeout_s=5.0)
+    try:
+        assert transport.request("GET", "/v1/settings")[0] == 200
+        assert transport.request("GET", "/v1/settings")[0] == 200
+    finally:
+        transport.close()
+    assert dropping_server.requests == ["GET", "GET", "GET"]
+    assert dropping_server.accepted == 2
+
+
+def test_post_on_a_dropped_keepalive_connection_is_not_resent(
+    dropping_server: _OneRequestPerConnection,
+) -> None:
+    transport = HttpTransport(f"http://127.0.0.1:{dropping_server.port}", timeout_s=5.0)
+    try:
+        assert transport.request("GET", "/v1/settings")[0] == 200
+        with pytest.raises(MeterConnectionError, match="POST /v1/legal: connection failed"):
+            transport.request("POST", "/v1/legal", json_body={"transactionId": "t"})
+    finally:
+        transport.close()
+    assert dropping_server.requests == ["GET", "POST"]
+
+
+# -- unexpected statuses -------------------------------------------------------------------
+
+CALLS: dict[str, tuple[str, str, Callable[[MeterClient], object]]] = {
+    "status": ("GET", "/v1/status", lambda c: c.status()),
+    "livemeasure": ("GET", "/v1/livemeasure", lambda c: c.livemeasure()),
+    "legal": ("GET", "/v1/legal", lambda c: c.legal()),
+    "start": ("POST", "/v1/legal", lambda c: c.start_transaction(START_BODY)),
+    "stop": ("PUT", "/v1/legal?transactionId=tx-1", lambda c: c.stop_transaction("tx-1")),
+    "ocmf": ("GET", "/v1/ocmf?transactionId=tx-1", lambda c: c.ocmf("tx-1")),
+    "ocmf-index": ("GET", "/v1/ocmf/-1", lambda c: c.ocmf_by_index(-1)),
+    "settings": ("GET", "/v1/settings", lambda c: c.settings()),
+    "put-settings": ("PUT", "/v1/settings", lambda c: c.put_settings({"time": {"tz": "+01:00"}})),
+    "certificate": ("GET", "/v1/certificate", lambda c: c.certificate()),
+}
+
+
+@pytest.mark.parametrize("name", list(CALLS))
+def test_server_error_is_a_status_error_naming_everything(
+    client: MeterClient, mocked: responses.RequestsMock, name: str
+) -> None:
+    method, endpoint, call = CALLS[name]
+    mocked.add(method, BASE + endpoint, status=500, body="Internal Server Error: sensor busy")
+
+    with pytest.raises(MeterStatusError) as caught:
+        call(client)
+
+    error = caught.value
+    assert (error.method, error.endpoint, error.status) == (method, endpoint, 500)
+    assert str(error) == (
+        f"{method} {endpoint}: unexpected HTTP status 500, "
+        "body: 'Internal Server Error: sensor busy'"
+    )
+
+
+@pytest.mark.parametrize("name", list(CALLS))
+def test_malformed_json_is_a_body_error_naming_everything(
+    client: MeterClient, mocked: responses.RequestsMock, name: str
+) -> None:
+    method, endpoint, call = CALLS[name]
+    status = 201 if name == "start" else 200
+    mocked.add(method, BASE + endpoint, status=status, body='{"voltage": 400.1, "curr')
+
+    with pytest.raises(MeterBodyError) as caught:
+        call(client)
+
+    error = caught.value
+    assert (error.method, error.endpoint, error.status) == (method, endpoint, status)
+    message = str(error)
+    assert message.startswith(f"{method} {endpoint}: unexpected body (HTTP {status}): ")
+    assert 'body: \'{"voltage": 400.1, "curr\'' in message
+
+
+def test_start_answered_with_200_instead_of_201_is_a_status_error(
+    client: MeterClient, mocked: responses.RequestsMock
+) -> None:
+    mocked.post(f"{BASE}/v1/legal", status=200, json={"transactionId": "tx-1", "running": True})
+    with pytest.raises(MeterStatusError, match="POST /v1/legal: unexpected HTTP status 200"):
+        client.start_transaction(START_BODY)
+
+
+def test_refused_start_keeps_the_meters_reason(
+    client: MeterClient, mocked: responses.RequestsMock
+) -> None:
+    mocked.post(f"{BASE}/v1/legal", status=400, json={"error": "transactionId too long"})
+    with pytest.raises(MeterStatusError) as caught:
+        client.start_transaction(START_BODY)
+    assert caught.value.status == 400
+    assert "transactionId too long" in caught.value.body_excerpt
+
+
+def test_long_bodies_are_cut_to_an_excerpt(
+    client: MeterClient, mocked: responses.RequestsMock
+) -> None:
+    mocked.get(f"{BASE}/v1/status", status=503, body="x" * 5000)
+    with pytest.raises(MeterStatusError) as caught:
+        client.status()
+    assert len(caught.value.body_excerpt) == 200
+    assert caught.value.body_excerpt.endswith("...")
+
+
+# -- unexpected bodies ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "field"),
+    [
+        (
+            "status",
+            {k: v for k, v in STATUS_BODY.items() if k != "meterId"},
+            "field 'meterId' is missing",
+        ),
+        (
+            "status",
+            {**STATUS_BODY, "status": {"value": "17", "bits": {}}},
+            "field 'status.value' has the wrong type",
+        ),
+        (
+            "livemeasure",
+            {k: v for k, v in LIVE_BODY.items() if k != "power"},
+            "field 'power' is missing",
+        ),
+        ("livemeasure", [LIVE_BODY], "expected an object"),
+        ("legal", {"transactionId": "tx-1"}, "field 'running' is missing"),
+        (
+            "stop",
+            {"transactionId": "tx-1", "meterValue": {}},
+            "field 'meterValue.transactionStatus' is missing",
+        ),
+        ("put-settings", {"meterId": "1"}, "field 'result' is missing"),
+        ("settings", ["not", "an", "object"], "expected a JSON object"),
+        ("certificate", {"cert": "x"}, "field 'certificate' is missing"),
+        (
+            "certificate",
+            {"certificate": "-----BEGIN CERTIFICATE-----AAAA-----END CERTIFICATE-----"},
+            "X.509",
+        ),
+    ],
+)
+def test_missing_or_wrong_fields_are_body_errors_naming_the_field(
+    client: MeterClient, mocked: responses.RequestsMock, name: str, body: Any, field: str
+) -> None:
+    method, endpoint, call = CALLS[name]
+    mocked.add(method, BASE + endpoint, json=body)
+
+    with pytest.raises(MeterBodyError) as caught:
+        call(client)
+
+    assert field in caught.value.reason
+    assert str(caught.value).startswith(f"{method} {endpoint}: unexpected body (HTTP 200): ")
+
+
+def test_start_that_is_not_running_is_a_body_error(
+    client: MeterClient, mocked: responses.RequestsMock
+) -> None:
+    mocked.post(f"{BASE}/v1/legal", status=201, json={"transactionId": "tx-1", "running": False})
+
+    with pytest.raises(MeterBodyError) as caught:
+        client.start_transaction(START_BODY)
+
+    message = str(caught.value)
+    assert message.startswith("POST /v1/legal: unexpected body (HTTP 201): ")
+    assert "not running" in message
+    assert '"running": false' in message
+
+
+@pytest.mark.parametrize(
+    "body",
+    ["", "<html>404</html>", '{"ocmf": null}', "OCMF", '"not a record"', "  OCMF|{}|{}"],
+)
+def test_non_ocmf_body_is_a_body_error(
+    client: MeterClient, mocked: responses.RequestsMock, body: str
+) -> None:
+    mocked.get(f"{BASE}/v1/ocmf", body=body)
+    with pytest.raises(
+        MeterBodyError, match=r"GET /v1/ocmf: unexpected body \(HTTP 200\): not an OCMF record"
+    ):
+        client.ocmf()
+
+
+def test_two_records_in_one_object_are_ambiguous(
+    client: MeterClient, mocked: responses.RequestsMock
+) -> None:
+    mocked.get(f"{BASE}/v1/ocmf", json={"a": OCMF, "b": OCMF})
+    with pytest.raises(MeterBodyError):
+        client.ocmf()
+
+
+def test_v2_probe_404_is_false_200_true_else_status_error(
+    client: MeterClient, mocked: responses.RequestsMock
+) -> None:
+    url = f"{BASE}/v2/livemeasure"
+    mocked.get(url, status=404, body="Not Found")
+    assert client.supports_v2() is False
+    mocked.replace(responses.GET, url, status=200, json=LIVE_BODY)
+    assert client.supports_v2() is True
+    mocked.replace(responses.GET, url, status=500, body="busy")
+    with pytest.raises(
+        MeterStatusError, match="GET /v2/livemeasure: unexpected HTTP status 500, body: 'busy'"
+    ):
+        client.supports_v2()
+
+
+# -- successful calls: paths, bodies, exact OCMF ---------------------------------------------
+
+
+def test_happy_paths_parse_into_models(client: MeterClient, mocked: responses.RequestsMock) -> None:
+    mocked.get(f"{BASE}/v1/status", json=STATUS_BODY)
+    mocked.get(f"{BASE}/v1/livemeasure", json=LIVE_BODY)
+    mocked.get(f"{BASE}/v1/settings", json={"ocmfId": {"IT": 3}})
+    mocked.put(
+        f"{BASE}/v1/settings",
+        json={"meterId": "12024072805", "result": 0},
+        match=[matchers.json_params_matcher({"time": {"tz": "+01:00"}})],
+    )
+
+    assert client.status().meter_id == "12024072805"
+    assert client.status().time_sync_ok is True
+    assert client.livemeasure().power_kw == 50.0
+    assert client.settings() == {"ocmfId": {"IT": 3}}
+    assert client.put_settings({"time": {"tz": "+01:00"}}).accepted is False
+
+
+def test_start_and_stop_send_the_documented_requests(
+    client: MeterClient, mocked: responses.RequestsMock
+) -> None:
+    mocked.post(
+        f"{BASE}/v1/legal",
+        status=201,
+        json={**START_BODY, "running": True},
+        match=[matchers.json_params_matcher(START_BODY)],
+    )
+    mocked.put(
+        f"{BASE}/v1/legal",
+        json={"transactionId": "tx 1/ä&x", "meterValue": {"transactionStatus": 17}},
+        match=[
+            matchers.query_param_matcher({"transactionId": "tx 1/ä&x"}),
+            matchers.json_params_matcher({"running": False}),
+        ],
+    )
+
+    started = client.start_transaction(START_BODY)
+    report = client.stop_transaction("tx 1/ä&x")
+
+    assert (started.transaction_id, started.running) == ("tx-1", True)
+    assert report.billable
+    assert not report.still_running
+    stop_url = mocked.calls[1].request.url
+    assert stop_url == f"{BASE}/v1/legal?transactionId=tx%201%2F%C3%A4%26x"
+
+
+def test_api_version_switches_legal_ocmf_and_livemeasure_only(
+    client: MeterClient, mocked: responses.RequestsMock
+) -> None:
+    client.api_version = "v2"
+    mocked.get(f"{BASE}/v2/livemeasure", json=LIVE_BODY)
+    mocked.get(f"{BASE}/v2/legal", json={"transactionId": "t", "running": False})
+    mocked.get(f"{BASE}/v2/ocmf/7", body=OCMF)
+    mocked.get(f"{BASE}/v1/status", json=STATUS_BODY)
+
+    client.livemeasure()
+    client.legal()
+    assert client.ocmf_by_index(7) == OCMF
+    client.status()
+    assert [call.request.path_url for call in mocked.calls] == [
+        "/v2/livemeasure",
+        "/v2/legal",
+        "/v2/ocmf/7",
+        "/v1/status",
+    ]
+
+
+def test_unknown_api_version_is_refused(client: MeterClient) -> None:
+    with pytest.raises(ValueError, match="api_version"):
+        client.api_version = "v3"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        OCMF,
+        OCMF + "\r\n",
+        # Non-ASCII in the payload must come back byte for byte (the meter sends UTF-8).
+        OCMF.replace('"FV":"1.0"', '"FV":"1.0","CI":"Zähler|1"'),
+    ],
+)
+def test_ocmf_is_returned_exactly_as_sent(
+    client: MeterClient, mocked: responses.RequestsMock, body: str
+) -> None:
+    mocked.get(f"{BASE}/v1/ocmf", body=body.encode("utf-8"), content_type="text/plain")
+    assert client.ocmf() == body
+
+
+@pytest.mark.parametrize("wrapped", [json.dumps(OCMF), json.dumps({"ocmf": OCMF, "meterId": "1"})])
+def test_provable_ocmf_wrappers_are_removed(
+    client: MeterClient, mocked: responses.RequestsMock, wrapped: str
+) -> None:
+    mocked.get(f"{BASE}/v1/ocmf", body=wrapped)
+    assert client.ocmf() == OCMF
+
+
+def test_certificate_is_repaired_into_pem(
+    client: MeterClient, mocked: responses.RequestsMock
+) -> None:
+    pem = make_self_signed().cert_pem
+    mocked.get(f"{BASE}/v1/certificate", json={"certificate": line_breakless(pem)})
+    assert client.certificate() == pem

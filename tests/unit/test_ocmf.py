@@ -1,0 +1,137 @@
+"""OCMF records: splitting on the exact payload text and verifying the real LEM test vector."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from lem_dcbm.ocmf import load_public_key, parse_ocmf, verify_ocmf
+
+VECTOR = Path("/work/shared/reference/ocmf/lem-real-record.json")
+
+
+@pytest.fixture(scope="module")
+def vector() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(VECTOR.read_text())
+    return data
+
+
+def sign(payload_text: str, key: ec.EllipticCurvePrivateKey) -> str:
+    signature = key.sign(payload_text.encode("utf-8"), ec.ECDSA(hashes.SHA256()))
+    return f'OCMF|{payload_text}|{{"SA":"ECDSA-secp256r1-SHA256","SD":"{signature.hex().upper()}"}}'
+
+
+def key_hex(key: ec.EllipticCurvePrivateKey) -> str:
+    der = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return der.hex().upper()
+
+
+def test_real_lem_record_parses(vector: dict[str, Any]) -> None:
+    record = parse_ocmf(vector["ocmf"])
+
+    assert record.signature_algorithm == "ECDSA-secp256r1-SHA256"
+    assert record.signature_hex.startswith("304502202FFD57")
+    assert vector["ocmf"] == f"OCMF|{record.payload_text}|" + vector["ocmf"].rsplit("|", 1)[1]
+    assert record.payload["GI"] == "LEM DCBM"
+    assert [reading.get("TX") for reading in record.payload["RD"]] == ["B", None, "E", None]
+
+
+@pytest.mark.parametrize("key_field", ["public_key_ocmf_hex", "public_key_ocmf_base64"])
+def test_real_lem_record_verifies(vector: dict[str, Any], key_field: str) -> None:
+    assert verify_ocmf(vector["ocmf"], vector[key_field]) is True
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ('"RV":1328.281', '"RV":1338.281'),  # end energy
+        ('"CI":"FR*A23*E45B*78D"', '"CI":"FR*A23*E45B*78E"'),  # EVSE
+        ('"FV":"1.0",', '"FV":"1.0", '),  # one blank: the signature is over exact bytes
+        ("9EFBC0AD", "9EFBC0AE"),  # signature itself
+    ],
+)
+def test_tampered_real_record_does_not_verify(vector: dict[str, Any], old: str, new: str) -> None:
+    assert old in vector["ocmf"]
+    tampered = vector["ocmf"].replace(old, new)
+    assert verify_ocmf(tampered, vector["public_key_ocmf_hex"]) is False
+
+
+def test_another_key_does_not_verify(vector: dict[str, Any]) -> None:
+    other = key_hex(ec.generate_private_key(ec.SECP256R1()))
+    assert verify_ocmf(vector["ocmf"], other) is False
+
+
+def test_pipe_inside_the_payload_does_not_cut_it() -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    payload = '{"FV":"1.0","CI":"A|B","RD":[{"TX":"B","RV":1.0}]}'
+    text = sign(payload, key)
+
+    record = parse_ocmf(text)
+
+    assert record.payload_text == payload
+    assert record.payload["CI"] == "A|B"
+    assert verify_ocmf(text, key_hex(key)) is True
+
+
+def test_keys_in_pem_base64_and_bare_point_forms_load() -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    public = key.public_key()
+    der = public.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    pem = public.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    point = public.public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
+    text = sign('{"FV":"1.0"}', key)
+
+    for form in (der.hex(), base64.b64encode(der).decode(), pem.decode(), point.hex()):
+        assert load_public_key(form).public_numbers() == public.public_numbers()
+        assert verify_ocmf(text, form) is True
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"FV":"1.0"}', "does not start with 'OCMF|'"),
+        ("OCMF|{not json}|{}", "payload is not valid JSON"),
+        ('OCMF|["FV"]|{"SD":"00"}', "payload is not a JSON object"),
+        ('OCMF|{"FV":"1.0"}', "not followed by '|'"),
+        ('OCMF|{"FV":"1.0"}|{"SA":"ECDSA-secp256r1-SHA256"}', "'SD' is missing"),
+        ('OCMF|{"FV":"1.0"}|{"SD":"zz"}', "'SD' is not hex"),
+        ('OCMF|{"FV":"1.0"}|{"SD":"00"} trailing', "unexpected text after"),
+    ],
+)
+def test_malformed_records_raise_clear_value_errors(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match="OCMF|ocmf") as caught:
+        parse_ocmf(text)
+    assert message in str(caught.value)
+
+
+def test_missing_sa_defaults_to_secp256r1() -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    text = sign('{"FV":"1.0"}', key).replace('"SA":"ECDSA-secp256r1-SHA256",', "")
+    assert parse_ocmf(text).signature_algorithm == "ECDSA-secp256r1-SHA256"
+    assert verify_ocmf(text, key_hex(key)) is True
+
+
+def test_unsupported_algorithm_and_wrong_curve_are_errors_not_false() -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    text = sign('{"FV":"1.0"}', key)
+    with pytest.raises(ValueError, match="unsupported OCMF signature algorithm"):
+        verify_ocmf(text.replace("secp256r1", "secp384r1"), key_hex(key))
+    other_curve = key_hex(ec.generate_private_key(ec.SECP384R1()))
+    with pytest.raises(ValueError, match="secp384r1"):
+        verify_ocmf(text, other_curve)
+    with pytest.raises(ValueError, match="neither hex nor base64"):
+        verify_ocmf(text, "not a key!")
