@@ -53,11 +53,11 @@ class MeterApi(Protocol):
 class EverestOutputs(Protocol):
     """What the core publishes towards EVerest (implemented by the MQTT adapter)."""
 
-    def publish_powermeter(self, value: dict[str, Any]) -> None:
-        """Publish the ``powermeter`` var."""
+    def publish_powermeter(self, value: dict[str, Any]) -> object:
+        """Publish the ``powermeter`` var (dropped while the broker is away)."""
         ...
 
-    def publish_public_key_ocmf(self, key: str) -> None:
+    def publish_public_key_ocmf(self, key: str) -> object:
         """Publish the ``public_key_ocmf`` var."""
         ...
 

@@ -1,0 +1,32 @@
+"""Log format: one line per event, each naming the module id."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+
+class _ModuleIdFilter(logging.Filter):
+    def __init__(self, module_id: str) -> None:
+        super().__init__()
+        self.module_id = module_id
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.module_id = self.module_id
+        return True
+
+
+def configure_logging(module_id: str, level: str | None = None) -> None:
+    """Log to stderr as ``time level [module_id] logger: message``; level from LEM_DCBM_LOG_LEVEL."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_ModuleIdFilter(module_id))
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s [%(module_id)s] %(name)s: %(message)s")
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel((level or os.environ.get("LEM_DCBM_LOG_LEVEL") or "INFO").upper())
+    # paho and urllib3 are chatty at DEBUG; keep them at WARNING unless asked.
+    for noisy in ("urllib3", "paho"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

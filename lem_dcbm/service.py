@@ -1,0 +1,203 @@
+"""Composition and lifecycle: config -> meter client -> controller -> EVerest adapter.
+
+This is the only module that imports every layer. It runs the ready loop on a thread,
+waits for a stop signal (SIGTERM, SIGINT or the manager's shutdown message), then
+lets the command in flight finish and disconnects cleanly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+from lem_dcbm.clock import Clock, SystemClock
+from lem_dcbm.config import BrokerSettings, ModuleConfig
+from lem_dcbm.core import responses
+from lem_dcbm.core.controller import ControllerSettings, MeterController
+from lem_dcbm.core.ready_loop import LoopTiming, ReadyLoop
+from lem_dcbm.core.timesync import NtpServer, TimeSync
+from lem_dcbm.core.transaction_request import StartSettings
+from lem_dcbm.everest.adapter import EverestAdapter
+from lem_dcbm.meter.client import MeterClient
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class LateBoundHandlers:
+    """Command handlers that answer 'not ready' until the controller exists.
+
+    In manager mode the adapter must subscribe before the configuration (and so the
+    controller) is known.
+    """
+
+    def __init__(self) -> None:
+        self.controller: MeterController | None = None
+
+    def start_transaction(self, value: dict[str, Any]) -> dict[str, Any]:
+        """Forward to the controller, or answer that the module is not ready."""
+        if self.controller is None:
+            return responses.failed("the module is still starting; no meter yet")
+        return self.controller.start_transaction(value)
+
+    def stop_transaction(self, transaction_id: str) -> dict[str, Any]:
+        """Forward to the controller, or answer that the module is not ready."""
+        if self.controller is None:
+            return responses.failed("the module is still starting; no meter yet")
+        return self.controller.stop_transaction(transaction_id)
+
+
+@dataclass
+class MeterStack:
+    """The meter-facing objects built from one configuration."""
+
+    client: MeterClient
+    controller: MeterController
+    loop: ReadyLoop | None = None
+
+
+def build_meter_stack(config: ModuleConfig, clock: Clock) -> MeterStack:
+    """Build client, time sync and controller; raise ``ConfigError`` for a bad certificate."""
+    client = MeterClient.connect(
+        config.ip_address,
+        config.port,
+        tls_certificate_pem=config.meter_tls_certificate,
+        timeout_s=config.command_timeout_ms / 1000.0,
+    )
+    servers: tuple[NtpServer, ...] = ()
+    if config.ntp_server_1_ip_addr:
+        servers = (NtpServer(config.ntp_server_1_ip_addr, config.ntp_server_1_port),)
+        if config.ntp_server_2_ip_addr:
+            servers += (NtpServer(config.ntp_server_2_ip_addr, config.ntp_server_2_port),)
+    timesync = TimeSync(
+        client,
+        clock,
+        timezone=config.meter_timezone,
+        dst=json.loads(config.meter_dst),
+        ntp_servers=servers,
+    )
+    settings = ControllerSettings(
+        start=StartSettings(
+            tariff_id=config.tariff_id,
+            cable_id=config.cable_id,
+            sc=config.SC,
+            uv=config.UV,
+            ud=config.UD,
+        ),
+        api_version=config.api_version,
+        identification_type=config.IT,
+        transaction_retries=config.resilience_transaction_request_retries,
+        transaction_retry_delay_s=config.resilience_transaction_request_retry_delay / 1000.0,
+        signed_start_value=config.signed_start_value,
+    )
+    return MeterStack(client, MeterController(client, settings, clock, timesync))
+
+
+class Service:
+    """One module instance: owns the threads, the adapter and the meter stack."""
+
+    def __init__(
+        self,
+        module_id: str,
+        broker: BrokerSettings,
+        *,
+        clock: Clock | None = None,
+        on_cycle: Callable[[], None] | None = None,
+    ) -> None:
+        self.module_id = module_id
+        self.stop_event = threading.Event()
+        self._clock = clock or SystemClock()
+        self._on_cycle = on_cycle
+        self._handlers = LateBoundHandlers()
+        self._adapter: EverestAdapter | None = None
+        self._broker = broker
+        self._stack: MeterStack | None = None
+
+    def install_signal_handlers(self) -> None:
+        """Make SIGTERM and SIGINT end the service cleanly."""
+
+        def handle(signum: int, _frame: FrameType | None) -> None:
+            _LOGGER.info("signal %s received, shutting down", signal.Signals(signum).name)
+            self.stop_event.set()
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)
+
+    def run_standalone(self, config: ModuleConfig) -> int:
+        """Run from a config file: no manager, start publishing right away."""
+        adapter = self._connect(config.error_namespace)
+        return self._serve(adapter, config, wait_global_ready=False)
+
+    def run_with_manager(self, load: Callable[[list[dict[str, Any]]], ModuleConfig]) -> int:
+        """Run under the EVerest manager: config over MQTT, ready handshake, shutdown."""
+        adapter = self._connect("powermeter")
+        params = adapter.fetch_manager_config()
+        config = load(params)
+        adapter.set_error_namespace(config.error_namespace)
+        return self._serve(adapter, config, wait_global_ready=True)
+
+    def _connect(self, error_namespace: str) -> EverestAdapter:
+        adapter = EverestAdapter(
+            self._broker, self.module_id, self._handlers, error_namespace=error_namespace
+        )
+        self._adapter = adapter
+        adapter.connect()
+        return adapter
+
+    def _serve(
+        self, adapter: EverestAdapter, config: ModuleConfig, *, wait_global_ready: bool
+    ) -> int:
+        stack = build_meter_stack(config, self._clock)
+        self._stack = stack
+        stack.loop = ReadyLoop(
+            stack.controller,
+            adapter,
+            self._clock,
+            LoopTiming(
+                interval_s=config.publish_interval_ms / 1000.0,
+                init_retries=config.resilience_initial_connection_retries,
+                init_retry_delay_s=config.resilience_initial_connection_retry_delay / 1000.0,
+            ),
+            on_cycle=self._on_cycle,
+        )
+        adapter.on_connected(stack.loop.republish_public_key)
+        self._handlers.controller = stack.controller
+        adapter.announce_ready()
+        if wait_global_ready and not self._wait_global_ready(adapter):
+            return self._shutdown(adapter, stack, None)
+        loop_thread = threading.Thread(
+            target=stack.loop.run, args=(self.stop_event,), name="ready-loop", daemon=True
+        )
+        loop_thread.start()
+        _LOGGER.info("module %s running", self.module_id)
+        while not self.stop_event.wait(0.2):
+            if adapter.shutdown_requested.is_set():
+                _LOGGER.info("shutdown requested by the manager")
+                self.stop_event.set()
+        return self._shutdown(adapter, stack, loop_thread)
+
+    def _wait_global_ready(self, adapter: EverestAdapter) -> bool:
+        waiter = threading.Thread(target=self._forward_shutdown, args=(adapter,), daemon=True)
+        waiter.start()
+        return adapter.wait_global_ready(self.stop_event)
+
+    def _forward_shutdown(self, adapter: EverestAdapter) -> None:
+        while not self.stop_event.is_set():
+            if adapter.shutdown_requested.wait(0.2):
+                self.stop_event.set()
+
+    def _shutdown(
+        self, adapter: EverestAdapter, stack: MeterStack, loop_thread: threading.Thread | None
+    ) -> int:
+        self.stop_event.set()
+        if loop_thread is not None:
+            loop_thread.join(timeout=3.0)
+        adapter.close()
+        stack.client.close()
+        _LOGGER.info("module %s stopped", self.module_id)
+        return 0

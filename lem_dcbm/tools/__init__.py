@@ -1,0 +1,1 @@
+"""Integrator tools: talk to a running module over MQTT as an EVerest module would."""
