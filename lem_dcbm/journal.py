@@ -1,0 +1,297 @@
+"""The durable transaction journal: every step of a transaction and its signed record.
+
+The OCMF record is the customer's bill, so each step a transaction passes is written to
+disk before the module acts on it, and survives a crash at any instant. One small JSON
+file per transaction holds its steps, its record and a few facts; the file name is a hash
+of the transaction id (ids come from the network and are never used as paths). Files are
+replaced atomically (see :mod:`lem_dcbm.atomic_file`).
+
+Every write takes the next value of a counter that lives in the files themselves
+(``sequence``): the journal keeps the ``keep`` most recently written transactions and
+drops older ones, except those still running or still waiting for their record. A file
+that cannot be read is moved into ``corrupt/`` with a warning, never fatal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from lem_dcbm.atomic_file import (
+    TEMP_PREFIX,
+    TEMP_SUFFIX,
+    fsync_directory,
+    remove_temporaries,
+    write_atomic,
+)
+from lem_dcbm.clock import Clock, SystemClock, rfc3339
+from lem_dcbm.errors import ConfigError
+
+_LOGGER = logging.getLogger(__name__)
+
+#: The steps of a transaction, in the order they normally happen.
+STEPS = ("start_requested", "start_confirmed", "stop_requested", "stop_confirmed", "ocmf_fetched")
+#: Sub-directory that receives files which could not be read.
+CORRUPT_DIR = "corrupt"
+_FILE_PREFIX = "tx-"
+_FILE_SUFFIX = ".json"
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    """What the journal knows about one transaction."""
+
+    transaction_id: str
+    sequence: int  #: the journal's write counter at this entry's last write
+    steps: tuple[str, ...]  #: steps passed, each once, in the order first recorded
+    ocmf: str | None  #: the signed record exactly as the meter sent it
+    updated_at: str  #: RFC 3339 UTC time of the last write
+    data: Mapping[str, Any] = field(hash=False)  #: facts the caller stored along
+
+    @property
+    def started(self) -> bool:
+        """The meter confirmed the start."""
+        return "start_confirmed" in self.steps
+
+    @property
+    def stopped(self) -> bool:
+        """The meter confirmed the stop."""
+        return "stop_confirmed" in self.steps
+
+    @property
+    def has_record(self) -> bool:
+        """The signed record is in the journal."""
+        return self.ocmf is not None
+
+    @property
+    def open(self) -> bool:
+        """Started and not (known to be) stopped: it may still run at the meter."""
+        return self.started and not self.stopped
+
+    @property
+    def awaiting_record(self) -> bool:
+        """Stopped, but its signed record was not fetched yet."""
+        return self.stopped and not self.has_record
+
+
+class CorruptEntryError(ValueError):
+    """A journal file does not hold a valid entry."""
+
+
+def entry_file_name(transaction_id: str) -> str:
+    """The file name of a transaction's entry: a hash, whatever characters the id holds."""
+    digest = hashlib.sha256(transaction_id.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{_FILE_PREFIX}{digest}{_FILE_SUFFIX}"
+
+
+def encode_entry(entry: JournalEntry) -> bytes:
+    """The file content for ``entry``; ``TypeError``/``ValueError`` for data JSON cannot hold."""
+    document = {
+        "transaction_id": entry.transaction_id,
+        "sequence": entry.sequence,
+        "steps": list(entry.steps),
+        # ASCII escapes round-trip every Python string exactly, lone surrogates included.
+        "ocmf": entry.ocmf,
+        "updated_at": entry.updated_at,
+        "data": dict(entry.data),
+    }
+    return (json.dumps(document, ensure_ascii=True, allow_nan=False, indent=2) + "\n").encode()
+
+
+def decode_entry(raw: bytes) -> JournalEntry:
+    """Parse a journal file's content; raise ``CorruptEntryError`` saying what is wrong."""
+    try:
+        document = json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError) as err:
+        raise CorruptEntryError(f"not JSON: {err}") from err
+    if not isinstance(document, dict):
+        raise CorruptEntryError("not a JSON object")
+    transaction_id = _field(document, "transaction_id", str)
+    sequence = _field(document, "sequence", int)
+    steps = _field(document, "steps", list)
+    ocmf = _field(document, "ocmf", (str, type(None)))
+    updated_at = _field(document, "updated_at", str)
+    data = _field(document, "data", dict)
+    if not transaction_id:
+        raise CorruptEntryError("empty transaction_id")
+    if isinstance(sequence, bool) or sequence < 1:
+        raise CorruptEntryError(f"bad sequence {sequence!r}")
+    if any(step not in STEPS for step in steps) or len(set(steps)) != len(steps):
+        raise CorruptEntryError(f"bad steps {steps!r}")
+    return JournalEntry(
+        transaction_id=transaction_id,
+        sequence=sequence,
+        steps=tuple(steps),
+        ocmf=ocmf,
+        updated_at=updated_at,
+        data=MappingProxyType(data),
+    )
+
+
+def _field(document: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
+    value = document.get(key)
+    if not isinstance(value, kind):
+        raise CorruptEntryError(f"field '{key}' missing or of the wrong type")
+    return value
+
+
+class TransactionJournal:
+    """Durable per-transaction state in a directory; safe to share between threads."""
+
+    def __init__(self, directory: Path, *, keep: int = 500, clock: Clock | None = None) -> None:
+        """Open (and create) the journal in ``directory``; ``ConfigError`` if it is unusable."""
+        if keep < 1:
+            raise ValueError(f"keep must be at least 1, not {keep}")
+        self._directory = Path(directory)
+        self._keep = keep
+        self._clock = clock or SystemClock()
+        self._lock = threading.Lock()
+        _prepare_directory(self._directory)
+        self._entries = self._load()
+        self._sequence = max((entry.sequence for entry in self._entries.values()), default=0)
+
+    @property
+    def directory(self) -> Path:
+        """Where the journal's files live."""
+        return self._directory
+
+    def record(
+        self, transaction_id: str, step: str, *, ocmf: str | None = None, **data: Any
+    ) -> JournalEntry:
+        """Add ``step`` (and ``data``) to a transaction; on disk when this returns.
+
+        ``ocmf`` is required with ``ocmf_fetched`` and refused with any other step. A
+        failed write raises ``OSError`` and leaves the journal as it was.
+        """
+        if step not in STEPS:
+            raise ValueError(f"unknown journal step {step!r}; expected one of {STEPS}")
+        if (step == "ocmf_fetched") != (ocmf is not None):
+            raise ValueError("an OCMF record goes with the step ocmf_fetched, and only there")
+        if not transaction_id:
+            raise ValueError("a journal entry needs a transaction id")
+        with self._lock:
+            previous = self._entries.get(transaction_id)
+            steps = previous.steps if previous else ()
+            entry = JournalEntry(
+                transaction_id=transaction_id,
+                sequence=self._sequence + 1,
+                steps=steps if step in steps else (*steps, step),
+                ocmf=ocmf if ocmf is not None else (previous.ocmf if previous else None),
+                updated_at=rfc3339(self._clock.utc_now()),
+                data={**(previous.data if previous else {}), **data},
+            )
+            raw = encode_entry(entry)
+            # Keep in memory exactly what a reload would give (JSON turns tuples into lists).
+            entry = decode_entry(raw)
+            write_atomic(self._path(transaction_id), raw)
+            self._sequence = entry.sequence
+            self._entries[transaction_id] = entry
+            self._prune()
+            return entry
+
+    def get(self, transaction_id: str) -> JournalEntry | None:
+        """The entry of ``transaction_id``, or None when the journal does not know it."""
+        with self._lock:
+            return self._entries.get(transaction_id)
+
+    def entries(self) -> list[JournalEntry]:
+        """Every entry, least recently written first."""
+        with self._lock:
+            return sorted(self._entries.values(), key=lambda entry: entry.sequence)
+
+    def open_transactions(self) -> list[JournalEntry]:
+        """Entries started and not stopped: they may still run at the meter."""
+        return [entry for entry in self.entries() if entry.open]
+
+    def awaiting_record(self) -> list[JournalEntry]:
+        """Entries stopped at the meter whose signed record is still to be fetched."""
+        return [entry for entry in self.entries() if entry.awaiting_record]
+
+    def _path(self, transaction_id: str) -> Path:
+        return self._directory / entry_file_name(transaction_id)
+
+    def _load(self) -> dict[str, JournalEntry]:
+        removed = remove_temporaries(self._directory)
+        if removed:
+            _LOGGER.info("removed %d unfinished journal write(s)", len(removed))
+        entries: dict[str, JournalEntry] = {}
+        for path in sorted(self._directory.glob(f"{_FILE_PREFIX}*{_FILE_SUFFIX}")):
+            try:
+                entry = decode_entry(path.read_bytes())
+                if entry_file_name(entry.transaction_id) != path.name:
+                    raise CorruptEntryError("the name does not match the transaction it holds")
+            except (OSError, CorruptEntryError) as err:
+                self._move_aside(path, str(err))
+                continue
+            entries[entry.transaction_id] = entry
+        return entries
+
+    def _move_aside(self, path: Path, reason: str) -> None:
+        corrupt = self._directory / CORRUPT_DIR
+        try:
+            corrupt.mkdir(exist_ok=True)
+            target = _unused_name(corrupt, path.name)
+            os.replace(path, target)
+            fsync_directory(self._directory)
+        except OSError as err:
+            _LOGGER.warning(
+                "journal file %s is unreadable (%s) and could not be moved aside: %s",
+                path,
+                reason,
+                err,
+            )
+            return
+        _LOGGER.warning("journal file %s is unreadable (%s); moved to %s", path, reason, target)
+
+    def _prune(self) -> None:
+        """Drop the oldest finished entries beyond ``keep``; never one still needed."""
+        excess = len(self._entries) - self._keep
+        if excess <= 0:
+            return
+        finished = [e for e in self._entries.values() if not (e.open or e.awaiting_record)]
+        finished.sort(key=lambda entry: entry.sequence)
+        removed = 0
+        for entry in finished[:excess]:
+            try:
+                self._path(entry.transaction_id).unlink(missing_ok=True)
+            except OSError as err:
+                _LOGGER.warning("could not drop journal entry %s: %s", entry.transaction_id, err)
+                continue
+            del self._entries[entry.transaction_id]
+            removed += 1
+        if removed:
+            try:
+                fsync_directory(self._directory)
+            except OSError as err:
+                _LOGGER.warning("could not sync the journal directory: %s", err)
+
+
+def _prepare_directory(directory: Path) -> None:
+    """Create ``directory`` and prove that files can be written there."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=directory)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise ConfigError(
+            "journal_dir", f"cannot create or write the journal directory {directory}: {err}"
+        ) from err
+
+
+def _unused_name(directory: Path, name: str) -> Path:
+    target = directory / name
+    counter = 1
+    while target.exists():
+        target = directory / f"{name}.{counter}"
+        counter += 1
+    return target
