@@ -73,8 +73,9 @@ class Processes:
 
     def start(self, name: str, argv: Sequence[str]) -> subprocess.Popen[bytes]:
         """Start ``argv`` with stdout and stderr to ``<workdir>/<name>.log``."""
-        log = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115 - owned by the child
-        process = subprocess.Popen(list(argv), stdout=log, stderr=subprocess.STDOUT)
+        with open(self.workdir / f"{name}.log", "wb") as log:
+            # The child keeps its own copy of the descriptor.
+            process = subprocess.Popen(list(argv), stdout=log, stderr=subprocess.STDOUT)
         self.children.append((name, process))
         return process
 

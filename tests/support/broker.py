@@ -42,10 +42,11 @@ class Broker:
             "max_inflight_messages 100\n"
             "max_queued_messages 10000\n"
         )
-        log = open(self.workdir / "mosquitto.log", "ab")  # noqa: SIM115 - owned by the process
-        self.process = subprocess.Popen(
-            [mosquitto_binary(), "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT
-        )
+        with open(self.workdir / "mosquitto.log", "ab") as log:
+            # The child keeps its own copy of the descriptor.
+            self.process = subprocess.Popen(
+                [mosquitto_binary(), "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT
+            )
         wait_until(lambda: port_open(self.host, self.port), 10, what="mosquitto to listen")
 
     def stop(self) -> None:

@@ -1,0 +1,137 @@
+"""The module as a process: simulator over real sockets, real mosquitto, EVerest side over MQTT."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lem_dcbm.everest import validation
+from lem_dcbm.ocmf import parse_ocmf, verify_ocmf
+from tests.support.broker import Broker
+from tests.support.everest_peer import EverestPeer
+from tests.support.module_process import (
+    ModuleProcess,
+    simulator_config,
+    start_module,
+    write_config,
+)
+from tests.support.simulator import Simulator
+
+pytestmark = pytest.mark.integration
+
+REQUEST: dict[str, Any] = {
+    "evse_id": "DE*LEM*E0001",
+    "transaction_id": "2b1c6f0e-5a7d-4f1e-9d2a-0c3b4a5d6e7f",
+    "identification_status": "ASSIGNED",
+    "identification_type": "ISO14443",
+    "identification_flags": ["RFID_PLAIN"],
+    "identification_data": "04A2B3C4D5E6F7",
+}
+
+
+def parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+@pytest.fixture
+def peer(mosquitto: Broker) -> Iterator[EverestPeer]:
+    with EverestPeer(mosquitto.host, mosquitto.port) as started:
+        yield started
+
+
+def run_module(tmp_path: Path, sim: Simulator, broker: Broker, **overrides: Any) -> ModuleProcess:
+    config = write_config(tmp_path / "config.yaml", simulator_config(sim, **overrides))
+    return start_module(tmp_path, config, broker.port)
+
+
+def transaction_round_trip(peer: EverestPeer, sim: Simulator) -> None:
+    """Five valid publications, a start, energy, a stop whose record verifies."""
+    samples = peer.wait_for_var("powermeter", 5, timeout=20)
+    for sample in samples[:5]:
+        assert validation.check_var("powermeter", sample.value) is None, sample.value
+    key = peer.wait_for_var("public_key_ocmf", 1)[0].value
+
+    sim.set_load(power_kw=60.0, voltage_v=400.0)
+    started = peer.call("start_transaction", {"value": REQUEST}, timeout=15)
+    retval = started["retval"]
+    assert retval["status"] == "OK", retval
+    assert validation.check_result("start_transaction", retval) is None
+    window = parse_time(retval["transaction_max_stop_time"]) - parse_time(
+        retval["transaction_min_stop_time"]
+    )
+    assert window == timedelta(hours=48, minutes=-3)
+
+    before = len(peer.vars("powermeter"))
+    peer.wait_for_var("powermeter", before + 2, timeout=10)
+    stopped = peer.call("stop_transaction", {"transaction_id": REQUEST["transaction_id"]}, 15)
+    retval = stopped["retval"]
+    assert retval["status"] == "OK", retval
+    assert validation.check_result("stop_transaction", retval) is None
+    value = retval["signed_meter_value"]
+    assert value["encoding_method"] == "OCMF"
+    assert value["public_key"] == key
+    record = value["signed_meter_data"]
+    assert verify_ocmf(record, key)
+    readings = parse_ocmf(record).payload["RD"]
+    imports = [r["RV"] for r in readings if r.get("RI") == "1-0:1.8.0"]
+    assert [r.get("TX") for r in readings if "TX" in r] == ["B", "E"]
+    assert imports[1] > imports[0]
+
+
+def test_transaction_over_http(
+    tmp_path: Path, simulator: Simulator, mosquitto: Broker, peer: EverestPeer
+) -> None:
+    module = run_module(tmp_path, simulator, mosquitto)
+    try:
+        transaction_round_trip(peer, simulator)
+    finally:
+        assert module.terminate() == 0, module.log()
+
+
+def test_transaction_over_tls(
+    tmp_path: Path, tls_simulator: Simulator, mosquitto: Broker, peer: EverestPeer
+) -> None:
+    module = run_module(tmp_path, tls_simulator, mosquitto)
+    try:
+        transaction_round_trip(peer, tls_simulator)
+        assert tls_simulator.state()["connections"]["accepted"] <= 2
+    finally:
+        assert module.terminate() == 0, module.log()
+
+
+def test_boot_time_stops_are_answered(
+    tmp_path: Path, simulator: Simulator, mosquitto: Broker, peer: EverestPeer
+) -> None:
+    module = run_module(tmp_path, simulator, mosquitto)
+    try:
+        peer.wait_for_var("powermeter", 1, timeout=20)
+        remembered = peer.call("stop_transaction", {"transaction_id": "tx-before-reboot"})
+        assert remembered["retval"]["status"] == "UNEXPECTED_ERROR"
+        dangling = peer.call("stop_transaction", {"transaction_id": ""})
+        assert dangling["retval"] == {
+            "status": "UNEXPECTED_ERROR",
+            "error": "no transaction running",
+        }
+    finally:
+        assert module.terminate() == 0, module.log()
+
+
+def test_oversized_transaction_id_is_refused_before_the_meter(
+    tmp_path: Path, simulator: Simulator, mosquitto: Broker, peer: EverestPeer
+) -> None:
+    module = run_module(tmp_path, simulator, mosquitto)
+    try:
+        peer.wait_for_var("powermeter", 1, timeout=20)
+        answer = peer.call("start_transaction", {"value": {**REQUEST, "transaction_id": "x" * 38}})
+        assert answer["retval"]["status"] == "UNEXPECTED_ERROR"
+        assert "38 bytes" in answer["retval"]["error"]
+        counts = simulator.state()["requests"]
+        assert not any(key.startswith("POST") for key in counts), counts
+        good = peer.call("start_transaction", {"value": REQUEST})
+        assert good["retval"]["status"] == "OK"
+    finally:
+        assert module.terminate() == 0, module.log()
