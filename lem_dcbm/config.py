@@ -1,0 +1,423 @@
+"""Module configuration: ``manifest.yaml`` is the single source of keys, types and defaults.
+
+Values come from an EVerest config file (``active_modules: <id>: config_module``) or
+from the manager's configuration response; both end in ``config_from_mapping``, which
+validates them with a JSON schema built from the manifest plus the checks a schema
+cannot express, and raises ``ConfigError(key, problem)`` for the first violation.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jsonschema import Draft7Validator
+
+from lem_dcbm.errors import ConfigError
+from lem_dcbm.everest.topics import normalize_prefix
+
+#: Names the module is known by in an EVerest config's ``module:`` entry.
+MODULE_NAMES = ("LemDCBM400600", "lem-dcbm", "lem_dcbm")
+_JSON_TYPES = {"string": "string", "integer": "integer", "number": "number", "boolean": "boolean"}
+_SCHEMA_KEYWORDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "enum")
+_TIMEZONE = re.compile(r"^([+-])(\d{2}):(\d{2})$")
+_PORT_KEYS = ("port", "ntp_server_1_port", "ntp_server_2_port")
+_NON_NEGATIVE_KEYS = (
+    "resilience_initial_connection_retries",
+    "resilience_initial_connection_retry_delay",
+    "resilience_transaction_request_retries",
+    "resilience_transaction_request_retry_delay",
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModuleConfig:
+    """Validated module configuration; one field per key of ``manifest.yaml``."""
+
+    #: Address (IPv4 or host name) of the meter's REST API.
+    ip_address: str
+    #: TCP port of the meter's REST API.
+    port: int = 80
+    #: Local network interface to send meter requests from; empty: any.
+    interface: str = ""
+    #: The meter's pinned HTTPS certificate (PEM); empty: plain HTTP.
+    meter_tls_certificate: str = ""
+    #: First NTP server (IPv4); empty: the meter clock follows this system's UTC time.
+    ntp_server_1_ip_addr: str = ""
+    #: UDP port of the first NTP server.
+    ntp_server_1_port: int = 123
+    #: Optional second NTP server (IPv4).
+    ntp_server_2_ip_addr: str = ""
+    #: UDP port of the second NTP server.
+    ntp_server_2_port: int = 123
+    #: UTC offset of the meter's local time, ``+HH:MM``.
+    meter_timezone: str = "+00:00"
+    #: Daylight saving rules as a JSON object (text).
+    meter_dst: str = (
+        '{"activated": false, "offset": 60, "start": {"order": "last", "day": "sunday", '
+        '"month": "march", "hour": "T01:00Z"}, "end": {"order": "last", "day": "sunday", '
+        '"month": "october", "hour": "T01:00Z" }}'
+    )
+    #: Further attempts to reach the meter at start-up.
+    resilience_initial_connection_retries: int = 25
+    #: Pause between start-up attempts, ms.
+    resilience_initial_connection_retry_delay: int = 10000
+    #: Further attempts of a transaction request.
+    resilience_transaction_request_retries: int = 3
+    #: Pause between attempts of a transaction request, ms.
+    resilience_transaction_request_retry_delay: int = 250
+    #: Cable loss compensation profile.
+    cable_id: int = 0
+    #: Tariff number of every transaction.
+    tariff_id: int = 0
+    #: OCMF identification type in the meter's numbering; -1: leave the meter's setting.
+    IT: int = -1
+    #: OCMF SC field (v2 API).
+    SC: int = 0
+    #: OCMF UV field (v2 API); empty: not sent.
+    UV: str = ""
+    #: OCMF UD field (v2 API); empty: not sent.
+    UD: str = ""
+    #: Temperature that raises VendorWarning, degrees Celsius.
+    temperature_warning_level_C: float = 5000.0
+    #: Temperature that raises VendorError, degrees Celsius.
+    temperature_error_level_C: float = 5000.0
+    #: Hysteresis for clearing temperature warnings and errors, kelvin.
+    temperature_hysteresis_K: float = 3.0
+    #: Time a temperature must stay above a level before it counts, ms.
+    temperature_min_time_as_valid_ms: int = 5000
+    #: Timeout of one HTTP request to the meter, ms.
+    command_timeout_ms: int = 5000
+    #: REST API generation: ``auto``, ``v1`` or ``v2``.
+    api_version: str = "auto"
+    #: Return the signed begin reading from ``start_transaction``.
+    signed_start_value: bool = True
+    #: Directory of the transaction journal; empty: chosen at run time.
+    journal_dir: str = ""
+    #: Error namespace: ``powermeter`` or ``generic``.
+    error_namespace: str = "powermeter"
+    #: Period of the powermeter publication, ms.
+    publish_interval_ms: int = 1000
+
+    @property
+    def use_tls(self) -> bool:
+        """True when the meter is spoken to over HTTPS."""
+        return bool(self.meter_tls_certificate.strip())
+
+    @property
+    def meter_dst_settings(self) -> dict[str, Any]:
+        """``meter_dst`` parsed (validated at load time)."""
+        value: dict[str, Any] = json.loads(self.meter_dst)
+        return value
+
+
+# --- the manifest and the schema built from it -----------------------------------
+
+
+def load_manifest(path: Path | None = None) -> dict[str, Any]:
+    """Read a manifest; by default the one shipped inside the package."""
+    if path is None:
+        text = resources.files("lem_dcbm").joinpath("manifest.yaml").read_text(encoding="utf-8")
+    else:
+        text = path.read_text(encoding="utf-8")
+    manifest = yaml.safe_load(text)
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("config"), dict):
+        raise ConfigError("manifest", "has no 'config' mapping")
+    return manifest
+
+
+@functools.cache
+def _packaged_manifest() -> dict[str, Any]:
+    return load_manifest()
+
+
+def config_schema(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """A draft-7 schema for the ``config`` block of ``manifest``."""
+    properties: dict[str, Any] = {}
+    required: list[str] = []
+    for key, entry in manifest["config"].items():
+        schema: dict[str, Any] = {"type": _JSON_TYPES[entry["type"]]}
+        schema.update({word: entry[word] for word in _SCHEMA_KEYWORDS if word in entry})
+        if "default" in entry:
+            schema["default"] = entry["default"]
+        else:
+            required.append(key)
+        properties[key] = schema
+    return {
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "type": "object",
+        "properties": properties,
+        "required": required,
+        "additionalProperties": False,
+    }
+
+
+# --- validation ----------------------------------------------------------------
+
+
+def config_from_mapping(
+    values: Mapping[str, Any], manifest: Mapping[str, Any] | None = None
+) -> ModuleConfig:
+    """Validate ``values``, fill in defaults and build a ``ModuleConfig``."""
+    manifest = manifest if manifest is not None else _packaged_manifest()
+    schema = config_schema(manifest)
+    properties: dict[str, Any] = schema["properties"]
+    for key in values:
+        if key not in properties:
+            raise ConfigError(str(key), "unknown key (not declared in manifest.yaml)")
+    for key in schema["required"]:
+        if key not in values:
+            raise ConfigError(key, "missing; it is required and has no default")
+    for key, value in values.items():
+        _check_schema(key, value, properties[key])
+    complete = {key: values.get(key, spec.get("default")) for key, spec in properties.items()}
+    for key, spec in properties.items():
+        if spec["type"] == "number":
+            complete[key] = float(complete[key])
+        elif spec["type"] == "integer":
+            complete[key] = int(complete[key])
+    _check_semantics(complete)
+    known = {f.name for f in fields(ModuleConfig)}
+    return ModuleConfig(**{key: value for key, value in complete.items() if key in known})
+
+
+def _check_schema(key: str, value: Any, spec: dict[str, Any]) -> None:
+    error = next(iter(Draft7Validator(spec).iter_errors(value)), None)
+    if error is None:
+        return
+    if error.validator == "type":
+        raise ConfigError(key, f"expected {spec['type']}, got {_describe(value)}")
+    if error.validator == "enum":
+        choices = ", ".join(str(choice) for choice in spec["enum"])
+        raise ConfigError(key, f"must be one of {choices}; got {value!r}")
+    bound = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}
+    if error.validator in bound:
+        limit = spec[str(error.validator)]
+        raise ConfigError(key, f"must be {bound[str(error.validator)]} {limit}, got {value!r}")
+    raise ConfigError(key, error.message)
+
+
+def _describe(value: Any) -> str:
+    kind = {bool: "boolean", int: "integer", float: "number", str: "string"}.get(type(value))
+    if kind is None:
+        kind = (
+            "list" if isinstance(value, list) else "mapping" if isinstance(value, dict) else "null"
+        )
+    shown = repr(value)
+    return f"{kind} {shown[:60]}"
+
+
+def _check_semantics(values: dict[str, Any]) -> None:
+    address = str(values["ip_address"]).strip()
+    if not address or any(ch.isspace() or ch in "/?#@" for ch in address):
+        raise ConfigError(
+            "ip_address", f"not an IPv4 address or host name: {values['ip_address']!r}"
+        )
+    for key in _PORT_KEYS:
+        if not 1 <= values[key] <= 65535:
+            raise ConfigError(key, f"must be a port number from 1 to 65535, got {values[key]}")
+    for key in _NON_NEGATIVE_KEYS:
+        if values[key] < 0:
+            raise ConfigError(key, f"must not be negative, got {values[key]}")
+    for key in ("ntp_server_1_ip_addr", "ntp_server_2_ip_addr"):
+        if values[key]:
+            try:
+                ipaddress.IPv4Address(values[key])
+            except ValueError:
+                raise ConfigError(
+                    key, f"not an IPv4 address in dotted form W.X.Y.Z: {values[key]!r}"
+                ) from None
+    _check_timezone(values["meter_timezone"])
+    _check_dst(values["meter_dst"])
+    if values["meter_tls_certificate"].strip():
+        # Imported here: the TLS module pulls in cryptography, needed only with HTTPS.
+        from lem_dcbm.meter.tls import normalize_pem
+
+        normalize_pem(values["meter_tls_certificate"])
+
+
+def _check_timezone(text: str) -> None:
+    match = _TIMEZONE.match(text)
+    problem = f"expected +HH:MM or -HH:MM from -11:00 to +14:00, minutes 00/15/30/45; got {text!r}"
+    if not match:
+        raise ConfigError("meter_timezone", problem)
+    sign, hours, minutes = match.group(1), int(match.group(2)), int(match.group(3))
+    offset = (hours * 60 + minutes) * (-1 if sign == "-" else 1)
+    if minutes not in (0, 15, 30, 45) or not -11 * 60 <= offset <= 14 * 60:
+        raise ConfigError("meter_timezone", problem)
+
+
+def _check_dst(text: str) -> None:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError("meter_dst", f"not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise ConfigError("meter_dst", "must be a JSON object")
+
+
+# --- sources: EVerest config file, manager parameters ------------------------------
+
+
+def _is_our_module(name: object) -> bool:
+    if not isinstance(name, str):
+        return False
+    folded = name.replace("-", "").replace("_", "").lower()
+    return any(folded == known.replace("-", "").replace("_", "").lower() for known in MODULE_NAMES)
+
+
+def load_everest_config_file(path: Path, module_id: str | None) -> tuple[str, ModuleConfig]:
+    """Read an EVerest config file; return the module id and its validated config.
+
+    Without ``module_id`` the single active module whose ``module`` is this module's
+    name is used.
+    """
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError("--config", f"cannot read {path}: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError("--config", f"{path} is not valid YAML: {exc}") from exc
+    modules = document.get("active_modules") if isinstance(document, dict) else None
+    if not isinstance(modules, dict) or not modules:
+        raise ConfigError("active_modules", f"{path} has no 'active_modules' mapping")
+    if module_id is None:
+        ours = [
+            mid
+            for mid, entry in modules.items()
+            if isinstance(entry, dict) and _is_our_module(entry.get("module"))
+        ]
+        if len(ours) != 1:
+            found = ", ".join(str(mid) for mid in ours) or "none"
+            raise ConfigError(
+                "active_modules",
+                f"expected exactly one module '{MODULE_NAMES[0]}' in {path}, found {found}; "
+                "name one with --module-id",
+            )
+        module_id = str(ours[0])
+    entry = modules.get(module_id)
+    if not isinstance(entry, dict):
+        raise ConfigError("active_modules", f"no module '{module_id}' in {path}")
+    return module_id, config_from_mapping(_entry_values(entry, module_id))
+
+
+def _entry_values(entry: Mapping[str, Any], module_id: str) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    module_values = entry.get("config_module") or {}
+    if not isinstance(module_values, dict):
+        raise ConfigError("config_module", f"of '{module_id}' is not a mapping")
+    values.update(module_values)
+    implementations = entry.get("config_implementation") or {}
+    if not isinstance(implementations, dict):
+        raise ConfigError("config_implementation", f"of '{module_id}' is not a mapping")
+    main = implementations.get("main") or {}
+    if not isinstance(main, dict):
+        raise ConfigError("config_implementation", f"'main' of '{module_id}' is not a mapping")
+    for key, value in main.items():
+        if key in values and values[key] != value:
+            raise ConfigError(
+                str(key), "set differently in config_module and config_implementation.main"
+            )
+        values[key] = value
+    return values
+
+
+def config_from_manager_parameters(params: list[dict[str, Any]]) -> ModuleConfig:
+    """Build the config from the manager's ``configuration_parameters["!module"]`` list."""
+    values: dict[str, Any] = {}
+    if not isinstance(params, list):
+        raise ConfigError("configuration_parameters", "'!module' is not a list")
+    for param in params:
+        if not isinstance(param, dict) or not isinstance(param.get("name"), str):
+            raise ConfigError("configuration_parameters", f"entry without a name: {param!r}")
+        if "value" not in param:
+            raise ConfigError(param["name"], "the manager sent no value")
+        datatype = (param.get("characteristics") or {}).get("datatype")
+        values[param["name"]] = _from_text(param["name"], param["value"], datatype)
+    return config_from_mapping(values)
+
+
+def _from_text(key: str, value: Any, datatype: object) -> Any:
+    """Values arrive typed; a string for a non-string datatype is converted as the manager does."""
+    if not isinstance(value, str) or datatype in (None, "string"):
+        return value
+    try:
+        if datatype == "integer":
+            return int(value)
+        if datatype in ("number", "decimal"):
+            return float(value)
+        if datatype in ("boolean", "bool"):
+            return value.strip().lower() in ("true", "1")
+    except ValueError as exc:
+        raise ConfigError(key, f"cannot read {value!r} as {datatype}") from exc
+    return value
+
+
+# --- the broker -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class BrokerSettings:
+    """Where the MQTT broker is and which EVerest topic prefix to use."""
+
+    #: Broker host name (TCP).
+    host: str = "localhost"
+    #: Broker port (TCP).
+    port: int = 1883
+    #: Unix socket of the broker; when set it is used instead of host and port.
+    socket_path: str | None = None
+    #: EVerest topic prefix, always ending in ``/``.
+    prefix: str = "everest/"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "prefix", normalize_prefix(self.prefix))
+
+    def describe(self) -> str:
+        """``unix:/path`` or ``host:port``, for log lines and error messages."""
+        return f"unix:{self.socket_path}" if self.socket_path else f"{self.host}:{self.port}"
+
+
+def broker_settings(
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    socket_path: str | None = None,
+    prefix: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> BrokerSettings:
+    """Broker settings from flags, else ``EV_MQTT_*`` environment variables, else defaults.
+
+    A socket path from the environment is ignored when a host or port flag is given.
+    """
+    env = os.environ if env is None else env
+    if socket_path is None and host is None and port is None:
+        socket_path = env.get("EV_MQTT_BROKER_SOCKET_PATH") or None
+    chosen_port: int = 1883
+    if port is not None:
+        chosen_port = port
+        port_key = "--broker-port"
+    elif env.get("EV_MQTT_BROKER_PORT"):
+        port_key = "EV_MQTT_BROKER_PORT"
+        try:
+            chosen_port = int(env["EV_MQTT_BROKER_PORT"])
+        except ValueError:
+            raise ConfigError(port_key, f"not a port number: {env[port_key]!r}") from None
+    else:
+        port_key = "--broker-port"
+    if not 1 <= chosen_port <= 65535:
+        raise ConfigError(port_key, f"must be a port number from 1 to 65535, got {chosen_port}")
+    return BrokerSettings(
+        host=host or env.get("EV_MQTT_BROKER_HOST") or "localhost",
+        port=chosen_port,
+        socket_path=socket_path,
+        prefix=prefix or env.get("EV_MQTT_EVEREST_PREFIX") or "everest/",
+    )

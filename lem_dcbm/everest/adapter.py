@@ -1,0 +1,167 @@
+"""``EverestAdapter``: the powermeter implementation as other EVerest modules see it.
+
+It joins the bus, the command dispatcher, the error reporter and the manager link
+behind the few calls the module's core needs. The core supplies the two command
+handlers and decides what to publish; this class knows every topic and envelope.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from lem_dcbm.config import BrokerSettings
+from lem_dcbm.everest import envelope, validation
+from lem_dcbm.everest.bus import Backoff, MqttBus, stable_client_id
+from lem_dcbm.everest.commands import CommandDispatcher
+from lem_dcbm.everest.envelope import Generation
+from lem_dcbm.everest.manager import DEFAULT_MODULE_NAME, ManagerLink
+from lem_dcbm.everest.raised_errors import ErrorReporter
+from lem_dcbm.everest.topics import Topics
+
+_LOGGER = logging.getLogger(__name__)
+
+_GENERATIONS = {
+    "auto": None,
+    "2026": Generation.FRAMEWORK_2026,
+    "0.25": Generation.FRAMEWORK_0_25,
+}
+
+
+class PowermeterHandlers(Protocol):
+    """What the core provides for the two commands of the powermeter interface."""
+
+    def start_transaction(self, value: dict[str, Any]) -> dict[str, Any]:
+        """Start a transaction; return a ``TransactionStartResponse``."""
+        ...
+
+    def stop_transaction(self, transaction_id: str) -> dict[str, Any]:
+        """Stop a transaction; return a ``TransactionStopResponse``."""
+        ...
+
+
+class EverestAdapter:
+    """One ``powermeter`` implementation on the EVerest MQTT bus."""
+
+    def __init__(
+        self,
+        broker: BrokerSettings,
+        module_id: str,
+        handlers: PowermeterHandlers,
+        *,
+        error_namespace: str = "powermeter",
+        impl_id: str = "main",
+        client_id: str | None = None,
+        module_name: str = DEFAULT_MODULE_NAME,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.topics = Topics(broker.prefix, module_id, impl_id)
+        self._bus = MqttBus(
+            broker,
+            client_id or stable_client_id(self.topics.prefix, module_id),
+            backoff=backoff,
+        )
+        self._commands = CommandDispatcher(self.topics, self._publish_queued)
+        self._commands.register(
+            "start_transaction", lambda args: handlers.start_transaction(args["value"])
+        )
+        self._commands.register(
+            "stop_transaction", lambda args: handlers.stop_transaction(args["transaction_id"])
+        )
+        for topic in self._commands.command_topics():
+            self._bus.subscribe(topic, self._commands.submit)
+        self._errors = ErrorReporter(self.topics, self._publish_queued, namespace=error_namespace)
+        self._manager = ManagerLink(
+            self._bus, self.topics, module_name=module_name, provides={impl_id: "powermeter"}
+        )
+        #: Set when the manager asks every module to shut down.
+        self.shutdown_requested: threading.Event = self._manager.shutdown_requested
+        self._invalid_var_logged: set[str] = set()
+
+    @property
+    def connected(self) -> bool:
+        """True while the broker connection is up."""
+        return self._bus.connected
+
+    @property
+    def commands_waiting(self) -> int:
+        """Calls received and waiting behind the one in progress."""
+        return self._commands.waiting
+
+    # --- life cycle ------------------------------------------------------------------
+
+    def connect(self, timeout_s: float = 10.0) -> None:
+        """Connect and subscribe; raise ``BrokerUnavailable`` when the broker stays away."""
+        self._commands.start()
+        self._bus.connect(timeout_s)
+
+    def fetch_manager_config(
+        self, timeout_s: float = 10.0, *, generation: str = "auto"
+    ) -> list[dict[str, Any]]:
+        """Ask the manager for the configuration; return its ``"!module"`` parameter list.
+
+        ``generation`` is ``auto`` (told by the manager's retained settings), ``2026`` or
+        ``0.25``. Raises ``ManagerError`` when no answer comes within ``timeout_s``.
+        """
+        if generation not in _GENERATIONS:
+            raise ValueError(f"generation must be one of {sorted(_GENERATIONS)}")
+        response = self._manager.fetch_config(timeout_s, _GENERATIONS[generation])
+        return response.parameters
+
+    def announce_ready(self) -> None:
+        """Publish the metadata and ``ModuleReady``."""
+        self._manager.announce()
+
+    def wait_global_ready(self, stop: threading.Event) -> bool:
+        """Wait for the manager's ``GlobalReady``; False if stopped or shut down first."""
+        return self._manager.wait_global_ready(stop)
+
+    def on_connected(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` after every (re)connect, on the bus's dispatch thread."""
+        self._bus.on_connected(callback)
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Finish the command in flight, answer it, and disconnect cleanly."""
+        self._commands.stop(timeout_s)
+        self._bus.close(timeout_s)
+
+    # --- variables ---------------------------------------------------------------------
+
+    def publish_powermeter(self, value: dict[str, Any]) -> bool:
+        """Publish a measurement; dropped while offline or when it breaks the interface."""
+        return self._publish_var("powermeter", value)
+
+    def publish_public_key_ocmf(self, key: str) -> bool:
+        """Publish the meter's OCMF public key (dropped while offline)."""
+        return self._publish_var("public_key_ocmf", key)
+
+    def _publish_var(self, name: str, value: Any) -> bool:
+        problem = validation.check_var(name, value)
+        if problem is not None:
+            # Once per variable: a mapping bug would otherwise flood the log every second.
+            if name not in self._invalid_var_logged:
+                self._invalid_var_logged.add(name)
+                _LOGGER.error("not publishing %s, it breaks the interface: %s", name, problem)
+            return False
+        return self._bus.publish(
+            self.topics.var(name), envelope.var_payload(value), drop_when_offline=True
+        )
+
+    # --- errors --------------------------------------------------------------------
+
+    def raise_error(self, name: str, sub_type: str, message: str, severity: str = "High") -> None:
+        """Raise ``{namespace}/{name}`` unless that (name, sub_type) is raised already."""
+        self._errors.raise_error(name, sub_type, message, severity)
+
+    def clear_error(self, name: str, sub_type: str) -> None:
+        """Clear ``{namespace}/{name}`` if it is raised."""
+        self._errors.clear_error(name, sub_type)
+
+    def error_active(self, name: str, sub_type: str = "") -> bool:
+        """True while the error is raised."""
+        return self._errors.is_active(name, sub_type)
+
+    def _publish_queued(self, topic: str, payload: bytes) -> bool:
+        return self._bus.publish(topic, payload)

@@ -1,0 +1,338 @@
+"""``MqttBus``: the broker connection, over paho-mqtt 2.x.
+
+Threads and their duties:
+
+- paho's network thread moves bytes and reconnects after a loss; its callbacks put work
+  on a queue, set events and choose the next reconnect delay (capped exponential
+  backoff with jitter), nothing else.
+- the dispatch worker takes messages and "connected" notices off the queue and runs
+  the subscribed handlers and ``on_connected`` callbacks, one at a time.
+
+The session is persistent (MQTT 3.1.1, no clean session, a stable client id) and every
+subscription is QoS 2, so calls published while the module was cut off are delivered
+after it reconnects. Subscriptions are renewed on every connect anyway, since a
+restarted broker may have forgotten the session.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import queue
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, cast
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.reasoncodes import ReasonCode
+
+from lem_dcbm.config import BrokerSettings
+from lem_dcbm.errors import LemDcbmError
+
+_LOGGER = logging.getLogger(__name__)
+_PAHO_LOGGER = logging.getLogger(f"{__name__}.paho")
+
+#: Client ids longer than this are not guaranteed to be accepted by MQTT 3.1.1 brokers.
+MAX_CLIENT_ID = 23
+
+
+class BrokerUnavailable(LemDcbmError):
+    """The broker could not be reached in time."""
+
+
+def stable_client_id(prefix: str, module_id: str) -> str:
+    """A client id that stays the same for one module instance across restarts."""
+    digest = hashlib.sha256(f"{prefix}\0{module_id}".encode()).hexdigest()
+    return f"lemdcbm-{digest[: MAX_CLIENT_ID - len('lemdcbm-')]}"
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Reconnect delays: doubling from ``initial_s`` up to ``maximum_s``, with jitter."""
+
+    initial_s: float = 0.5
+    maximum_s: float = 30.0
+    #: Each delay is scaled by a random factor in ``[1 - jitter, 1 + jitter]``.
+    jitter: float = 0.25
+
+    def delay(self, attempt: int, rand: Callable[[], float] = random.random) -> float:
+        """Delay before reconnect attempt number ``attempt`` (0 for the first retry)."""
+        base = min(self.maximum_s, self.initial_s * (2.0 ** min(attempt, 30)))
+        scaled = base * (1.0 - self.jitter + 2.0 * self.jitter * rand())
+        return min(self.maximum_s, scaled)
+
+
+@dataclass(frozen=True)
+class Message:
+    """A message received from the broker."""
+
+    topic: str
+    payload: bytes
+    retain: bool = False
+
+
+Handler = Callable[[Message], None]
+
+
+class MqttBus:
+    """Publish and subscribe on one broker, surviving connection losses."""
+
+    def __init__(
+        self,
+        broker: BrokerSettings,
+        client_id: str,
+        *,
+        keepalive_s: int = 30,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self._broker = broker
+        self._keepalive_s = keepalive_s
+        self._backoff = backoff or Backoff()
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            clean_session=False,
+            protocol=MQTTProtocolVersion.MQTTv311,
+            transport="unix" if broker.socket_path else "tcp",
+        )
+        self._client.enable_logger(_PAHO_LOGGER)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+        self._client.on_subscribe = self._on_subscribe
+        self._client.on_connect_fail = self._on_connect_fail
+        self._lock = threading.Lock()
+        self._subscriptions: dict[str, Handler] = {}
+        self._connected_callbacks: list[Callable[[], None]] = []
+        self._inbox: queue.SimpleQueue[tuple[str, Message | None] | None] = queue.SimpleQueue()
+        self._pending: deque[mqtt.MQTTMessageInfo] = deque()
+        self._connected = threading.Event()
+        self._subscribed = threading.Event()
+        self._subscribe_mid: int | None = None
+        self._closing = threading.Event()
+        self._attempt = 0
+        self._next_delay = 0.0
+        self._set_reconnect_delay()
+        self._started = False
+        self._worker: threading.Thread | None = None
+        #: Number of successful connections so far (1 after the first connect).
+        self.connections = 0
+
+    # --- public API ----------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """True while a broker connection is up."""
+        return self._connected.is_set()
+
+    def subscribe(self, topic: str, handler: Handler) -> None:
+        """Deliver messages on ``topic`` (a filter) to ``handler`` on the dispatch worker."""
+        with self._lock:
+            self._subscriptions[topic] = handler
+        if self.connected:
+            self._client.subscribe(topic, qos=2)
+
+    def on_connected(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` on the dispatch worker after every successful (re)connect."""
+        with self._lock:
+            self._connected_callbacks.append(callback)
+
+    def connect(self, timeout_s: float = 10.0) -> None:
+        """Start the threads and wait for the first connection; raise ``BrokerUnavailable``."""
+        if self._started:
+            raise RuntimeError("connect() called twice")
+        self._started = True
+        if self._broker.socket_path:
+            self._client.connect_async(self._broker.socket_path, keepalive=self._keepalive_s)
+        else:
+            self._client.connect_async(
+                self._broker.host, self._broker.port, keepalive=self._keepalive_s
+            )
+        self._worker = threading.Thread(target=self._work, name="mqtt-dispatch", daemon=True)
+        self._worker.start()
+        self._client.loop_start()
+        deadline = time.monotonic() + timeout_s
+        if not (
+            self._connected.wait(timeout_s)
+            and self._subscribed.wait(max(0.0, deadline - time.monotonic()))
+        ):
+            self.close(timeout_s=1.0)
+            raise BrokerUnavailable(
+                f"no connection to the MQTT broker at {self._broker.describe()} "
+                f"within {timeout_s:g} s"
+            )
+
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 2,
+        retain: bool = False,
+        drop_when_offline: bool = False,
+    ) -> bool:
+        """Publish; with ``drop_when_offline`` nothing is queued while disconnected.
+
+        Without it a QoS > 0 message waits in paho's queue and goes out after the next
+        connect. Returns False when the message was dropped or refused.
+        """
+        if drop_when_offline and not self.connected:
+            _LOGGER.debug("not connected to the broker; dropped a message for %s", topic)
+            return False
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+            _LOGGER.warning("publishing to %s failed: %s", topic, mqtt.error_string(info.rc))
+            return False
+        if qos > 0:
+            with self._lock:
+                while self._pending and self._pending[0].is_published():
+                    self._pending.popleft()
+                self._pending.append(info)
+        return True
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Let queued publications go out (up to ``timeout_s``), disconnect, stop threads."""
+        deadline = time.monotonic() + timeout_s
+        if self.connected:
+            self._await_pending(deadline)
+        self._closing.set()
+        self._client.disconnect()
+        self._client.loop_stop()
+        # Releases paho's internal wake-up socket pair, which nothing else closes.
+        self._client.reinitialise()
+        self._inbox.put(None)
+        if self._worker is not None and self._worker is not threading.current_thread():
+            self._worker.join(max(0.1, deadline - time.monotonic()))
+
+    # --- internals -----------------------------------------------------------------
+
+    def _await_pending(self, deadline: float) -> None:
+        with self._lock:
+            pending = list(self._pending)
+        for info in pending:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            try:
+                info.wait_for_publish(remaining)
+            except (ValueError, RuntimeError):
+                continue
+
+    def _set_reconnect_delay(self) -> None:
+        delay = self._backoff.delay(self._attempt)
+        self._attempt += 1
+        # paho waits the minimum delay first and doubles from there; setting both
+        # bounds to our own jittered value makes its next wait exactly that value.
+        # paho computes with floats although its annotation says int.
+        self._client.reconnect_delay_set(cast(int, delay), cast(int, delay))
+        self._next_delay = delay
+
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Any,
+    ) -> None:
+        if reason_code.is_failure:
+            self._set_reconnect_delay()
+            _LOGGER.error("the broker refused the connection: %s", reason_code)
+            return
+        self._attempt = 0
+        self._set_reconnect_delay()
+        self.connections += 1
+        # Set first: a subscribe() racing with this callback then subscribes itself.
+        self._connected.set()
+        with self._lock:
+            topics = list(self._subscriptions)
+        if topics:
+            _, self._subscribe_mid = client.subscribe([(topic, 2) for topic in topics])
+        else:
+            self._subscribed.set()
+        _LOGGER.info(
+            "connected to the MQTT broker at %s (session present: %s)",
+            self._broker.describe(),
+            flags.session_present,
+        )
+        self._inbox.put(("connected", None))
+
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Any,
+    ) -> None:
+        self._connected.clear()
+        self._subscribed.clear()
+        if not self._closing.is_set():
+            _LOGGER.warning(
+                "disconnected from the MQTT broker (%s); reconnecting in %.1f s",
+                reason_code,
+                self._next_delay,
+            )
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        self._set_reconnect_delay()
+        # Loud for the first attempts only: the broker may stay away for a long time.
+        log = _LOGGER.warning if self._attempt <= 2 else _LOGGER.debug
+        log(
+            "cannot reach the MQTT broker at %s; retrying in %.1f s",
+            self._broker.describe(),
+            self._next_delay,
+        )
+
+    def _on_subscribe(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        mid: int,
+        reason_codes: list[ReasonCode],
+        properties: Any,
+    ) -> None:
+        refused = [code for code in reason_codes if code.is_failure]
+        if refused:
+            _LOGGER.error("the broker refused a subscription: %s", refused)
+        if mid == self._subscribe_mid:
+            self._subscribed.set()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        self._inbox.put(("message", Message(message.topic, bytes(message.payload), message.retain)))
+
+    def _work(self) -> None:
+        while True:
+            item = self._inbox.get()
+            if item is None:
+                return
+            kind, message = item
+            try:
+                if message is None:
+                    self._run_connected_callbacks()
+                else:
+                    self._dispatch(message)
+            except Exception:
+                # A faulty handler must not take the bus down with it.
+                _LOGGER.exception("handling %s failed", kind)
+
+    def _run_connected_callbacks(self) -> None:
+        with self._lock:
+            callbacks = list(self._connected_callbacks)
+        for callback in callbacks:
+            callback()
+
+    def _dispatch(self, message: Message) -> None:
+        with self._lock:
+            handlers = [
+                handler
+                for topic, handler in self._subscriptions.items()
+                if mqtt.topic_matches_sub(topic, message.topic)
+            ]
+        for handler in handlers:
+            handler(message)

@@ -1,0 +1,108 @@
+"""Validation against the powermeter interface (``schemas/powermeter.json``).
+
+Validators are compiled once per command or variable on first use and then reused for
+every message. Problems are reported in the framework's style:
+``At /value/evse_id of 5 - 5 is not of type 'string'``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from datetime import datetime
+from importlib import resources
+from typing import Any
+
+from jsonschema import Draft7Validator, FormatChecker
+from jsonschema.exceptions import best_match
+
+_INSTANCE_EXCERPT = 80
+_MESSAGE_EXCERPT = 300
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+
+FORMAT_CHECKER = FormatChecker(formats=())
+
+
+@FORMAT_CHECKER.checks("date-time", raises=ValueError)
+def _is_rfc3339(value: object) -> bool:
+    if not isinstance(value, str):
+        return True
+    if not _RFC3339.match(value):
+        return False
+    datetime.fromisoformat(value.replace("z", "Z").replace("t", "T"))
+    return True
+
+
+@functools.cache
+def interface_document() -> dict[str, Any]:
+    """The interface schema document, loaded once."""
+    text = resources.files("lem_dcbm.everest").joinpath("schemas/powermeter.json").read_text()
+    document: dict[str, Any] = json.loads(text)
+    return document
+
+
+def _compile(schema: dict[str, Any]) -> Draft7Validator:
+    document = interface_document()
+    root = {"definitions": document["definitions"], "allOf": [schema]}
+    return Draft7Validator(root, format_checker=FORMAT_CHECKER)
+
+
+def command_names() -> tuple[str, ...]:
+    """The commands the interface declares."""
+    return tuple(interface_document()["cmds"])
+
+
+@functools.cache
+def arguments_validator(command: str) -> Draft7Validator:
+    """Validator of a command's whole ``args`` object (every argument required, no others)."""
+    arguments = interface_document()["cmds"][command]["arguments"]
+    return _compile(
+        {
+            "type": "object",
+            "properties": arguments,
+            "required": sorted(arguments),
+            "additionalProperties": False,
+        }
+    )
+
+
+@functools.cache
+def result_validator(command: str) -> Draft7Validator:
+    """Validator of a command's return value."""
+    return _compile(interface_document()["cmds"][command]["result"])
+
+
+@functools.cache
+def var_validator(name: str) -> Draft7Validator:
+    """Validator of a variable's value."""
+    return _compile(interface_document()["vars"][name])
+
+
+def _problem(validator: Draft7Validator, value: Any) -> str | None:
+    error = best_match(validator.iter_errors(value))
+    if error is None:
+        return None
+    pointer = "/" + "/".join(str(part) for part in error.absolute_path)
+    shown = json.dumps(error.instance, ensure_ascii=False, sort_keys=True)
+    if len(shown) > _INSTANCE_EXCERPT:
+        shown = shown[: _INSTANCE_EXCERPT - 3] + "..."
+    message = error.message
+    if len(message) > _MESSAGE_EXCERPT:
+        message = message[: _MESSAGE_EXCERPT - 3] + "..."
+    return f"At {pointer} of {shown} - {message}"
+
+
+def check_arguments(command: str, args: Any) -> str | None:
+    """The first problem of ``args`` for ``command``, or None when they are valid."""
+    return _problem(arguments_validator(command), args)
+
+
+def check_result(command: str, value: Any) -> str | None:
+    """The first problem of a return value of ``command``, or None."""
+    return _problem(result_validator(command), value)
+
+
+def check_var(name: str, value: Any) -> str | None:
+    """The first problem of a value of variable ``name``, or None."""
+    return _problem(var_validator(name), value)
