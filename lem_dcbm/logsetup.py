@@ -18,7 +18,10 @@ class _ModuleIdFilter(logging.Filter):
 
 
 def configure_logging(module_id: str, level: str | None = None) -> None:
-    """Log to stderr as ``time level [module_id] logger: message``; level from LEM_DCBM_LOG_LEVEL."""
+    """Log to stderr as ``time level [module_id] logger: message``.
+
+    The level comes from ``level``, else ``LEM_DCBM_LOG_LEVEL``, else INFO.
+    """
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(_ModuleIdFilter(module_id))
     handler.setFormatter(

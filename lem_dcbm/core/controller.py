@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -17,12 +16,14 @@ from typing import Any
 
 from lem_dcbm.clock import Clock, rfc3339
 from lem_dcbm.core import responses
-from lem_dcbm.core.ports import MeterApi
+from lem_dcbm.core.ports import Alerts, MeterApi
 from lem_dcbm.core.powermeter import to_powermeter
+from lem_dcbm.core.record_book import RecordBook
 from lem_dcbm.core.timesync import TimeSync
 from lem_dcbm.core.transaction_request import RequestRejected, StartSettings, build_start_body
 from lem_dcbm.errors import LemDcbmError, MeterConnectionError, MeterError, MeterStatusError
 from lem_dcbm.meter.models import MeterStatus
+from lem_dcbm.ocmf import parse_ocmf, verify_ocmf
 from lem_dcbm.retry import call_with_retry
 
 _LOGGER = logging.getLogger(__name__)
@@ -31,8 +32,9 @@ _LOGGER = logging.getLogger(__name__)
 MIN_TRANSACTION_DURATION = timedelta(minutes=2)
 #: Time sync expires 48 h after the last sync; stop a minute before that.
 MAX_TRANSACTION_DURATION = timedelta(hours=48) - timedelta(minutes=1)
-#: How many finished transactions' records are kept in memory for repeated stops.
-RECORDS_KEPT = 64
+#: Vendor warning sub-types the controller raises.
+SIGNATURE_INVALID = "OcmfSignatureInvalid"
+NOT_BILLABLE = "TransactionNotBillable"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -69,17 +71,22 @@ class MeterController:
         clock: Clock,
         timesync: TimeSync,
         *,
+        records: RecordBook | None = None,
+        alerts: Alerts | None = None,
+        verify: Callable[[str, str], bool] = verify_ocmf,
         sleep: Callable[[float], None] | None = None,
     ) -> None:
         self._meter = meter
         self._settings = settings
         self._clock = clock
         self._timesync = timesync
+        self._book = records or RecordBook()
+        self._alerts = alerts
+        self._verify = verify
         self._sleep = sleep or clock.sleep
         self._lock = threading.RLock()
         self._info: MeterInfo | None = None
         self._running_id: str | None = None
-        self._records: OrderedDict[str, str] = OrderedDict()
 
     @property
     def info(self) -> MeterInfo | None:
@@ -105,6 +112,7 @@ class MeterController:
             if status.transaction_ongoing and last_id:
                 self._running_id = last_id
                 _LOGGER.warning("a transaction is running at the meter: %s", last_id)
+            self._reconcile(self._running_id)
             self._optional("check the OCMF identification type", self._ensure_identification_type)
             self._timesync.restart_window()
             self._optional("synchronise the meter clock", self._timesync.sync)
@@ -120,6 +128,25 @@ class MeterController:
                 "meter %s ready: firmware %s, API %s", status.meter_id, status.firmware_version, api
             )
             return self._info
+
+    def _reconcile(self, running_id: str | None) -> None:
+        """Match what the journal remembers with what the meter runs now."""
+        unfinished, awaiting = self._book.unfinished()
+        now = self._clock.monotonic()
+        for transaction_id in unfinished:
+            if transaction_id == running_id:
+                _LOGGER.info("resuming transaction %s, still running at the meter", transaction_id)
+                self._book.step(transaction_id, "start_confirmed", resumed=True)
+            else:
+                # Stopped while the module was away, or never started: a fetch tells which.
+                _LOGGER.warning(
+                    "transaction %s is no longer running at the meter; fetching its record",
+                    transaction_id,
+                )
+                self._book.mark_pending(transaction_id, now, due_now=True)
+        for transaction_id in awaiting:
+            _LOGGER.warning("record of stopped transaction %s still to be fetched", transaction_id)
+            self._book.mark_pending(transaction_id, now, due_now=True)
 
     def _optional(self, what: str, action: Callable[[], Any]) -> Any:
         """Run a step init can live without; log its failure and go on."""
@@ -158,10 +185,36 @@ class MeterController:
         return to_powermeter(measure, info.meter_id, self._clock.utc_now())
 
     def housekeeping(self) -> None:
-        """Periodic work that must not delay a publication: the clock sync when due."""
-        if self._info is None or self._running_id is not None:
-            return  # the meter refuses time writes during a transaction
-        self._timesync.sync_if_due()
+        """Periodic work that must not delay a publication: clock sync, missing records."""
+        if self._info is None:
+            return
+        self._fetch_pending_records()
+        if self._running_id is None:  # the meter refuses time writes during a transaction
+            self._timesync.sync_if_due()
+
+    def _fetch_pending_records(self) -> None:
+        for transaction_id in self._book.due(self._clock.monotonic()):
+            with self._lock:
+                if self._book.record_of(transaction_id) is not None:
+                    continue
+                try:
+                    record = self._fetch_record(transaction_id, retries=0)
+                except LemDcbmError as err:
+                    delay = self._book.failed_again(transaction_id, self._clock.monotonic())
+                    _LOGGER.warning(
+                        "record of %s still missing, next try in %.0f s: %s",
+                        transaction_id,
+                        delay,
+                        err,
+                    )
+                    continue
+                self._book.store_record(transaction_id, record)
+                _LOGGER.info("record of stopped transaction %s fetched", transaction_id)
+
+    @property
+    def pending_records(self) -> list[str]:
+        """Transactions stopped at the meter whose signed record is not fetched yet."""
+        return self._book.pending
 
     # -- start -------------------------------------------------------------------------------
 
@@ -193,6 +246,7 @@ class MeterController:
             running = self._current_transaction_id()
             if running == transaction_id:
                 _LOGGER.info("transaction %s already runs at the meter", transaction_id)
+                self._book.step(transaction_id, "start_confirmed")
                 self._running_id = transaction_id
                 return self._start_answer(transaction_id)
             self._stop_dangling(running)
@@ -201,7 +255,9 @@ class MeterController:
         blocked = start_blocker(self._meter.status() if not status.time_sync_ok else status)
         if blocked:
             return self._fail_start(transaction_id, blocked)
+        self._book.step(transaction_id, "start_requested", evse_id=body["evseId"])
         self._post_start(body, transaction_id)
+        self._book.step(transaction_id, "start_confirmed")
         self._running_id = transaction_id
         _LOGGER.info("transaction %s started", transaction_id)
         return self._start_answer(transaction_id)
@@ -261,11 +317,12 @@ class MeterController:
         _LOGGER.warning("stopping transaction %s left running at the meter", transaction_id)
         self._stop_at_meter(transaction_id)
         try:
-            self._remember(transaction_id, self._meter.ocmf(transaction_id))
+            self._book.store_record(transaction_id, self._fetch_record(transaction_id))
         except LemDcbmError as err:
             _LOGGER.error(
-                "record of the dangling transaction %s not fetched: %s", transaction_id, err
+                "record of the dangling transaction %s not fetched yet: %s", transaction_id, err
             )
+            self._book.mark_pending(transaction_id, self._clock.monotonic())
 
     # -- stop --------------------------------------------------------------------------------
 
@@ -288,8 +345,9 @@ class MeterController:
     def _stop(self, transaction_id: str) -> dict[str, Any]:
         if self._info is None:
             return self._fail_stop(transaction_id, "the meter is not initialised yet")
-        if transaction_id in self._records:
-            return self._stop_answer(transaction_id, self._records[transaction_id])
+        kept = self._book.record_of(transaction_id)
+        if kept is not None:
+            return self._stop_answer(transaction_id, kept)
         status = self._meter.status()
         running = self._current_transaction_id() if status.transaction_ongoing else None
         if transaction_id == "":
@@ -299,12 +357,19 @@ class MeterController:
             transaction_id = running
         if running == transaction_id:
             self._stop_at_meter(transaction_id)
-        record = self._fetch_record(transaction_id)
-        self._remember(transaction_id, record)
+        try:
+            record = self._fetch_record(transaction_id)
+        except LemDcbmError:
+            if transaction_id in self._book.pending or running == transaction_id:
+                self._book.mark_pending(transaction_id, self._clock.monotonic())
+            raise
+        self._book.store_record(transaction_id, record)
         return self._stop_answer(transaction_id, record)
 
     def _stop_at_meter(self, transaction_id: str) -> None:
         attempts = 0
+
+        self._book.step(transaction_id, "stop_requested")
 
         def put() -> None:
             nonlocal attempts
@@ -323,12 +388,10 @@ class MeterController:
                     f"the meter reports transaction status {report.transaction_status} "
                     "(still running) after the stop",
                 )
-            if not report.billable:
-                _LOGGER.warning(
-                    "transaction %s is not billable: meter transaction status %d (17 expected)",
-                    transaction_id,
-                    report.transaction_status,
-                )
+            self._book.step(
+                transaction_id, "stop_confirmed", transaction_status=report.transaction_status
+            )
+            self._report_billable(transaction_id, report.billable, report.transaction_status)
 
         call_with_retry(
             put,
@@ -340,11 +403,30 @@ class MeterController:
             self._running_id = None
         _LOGGER.info("transaction %s stopped at the meter", transaction_id)
 
-    def _fetch_record(self, transaction_id: str) -> str:
+    def _fetch_record(self, transaction_id: str, retries: int | None = None) -> str:
+        """Fetch the final record of a stopped transaction; verify it, once more if bad."""
+        record = self._get_final_record(transaction_id, retries)
+        if self._verified(record):
+            self._clear_alert(SIGNATURE_INVALID)
+            return record
+        _LOGGER.warning("record of %s does not verify; fetching it once more", transaction_id)
+        record = self._get_final_record(transaction_id, retries)
+        if self._verified(record):
+            self._clear_alert(SIGNATURE_INVALID)
+            return record
+        message = (
+            f"the signed record of transaction {transaction_id} does not verify with the "
+            "meter's publicKeyOcmf; it is passed on unchanged (the meter is the authority)"
+        )
+        _LOGGER.error(message)
+        self._alert(SIGNATURE_INVALID, message)
+        return record
+
+    def _get_final_record(self, transaction_id: str, retries: int | None) -> str:
         try:
             record = call_with_retry(
                 lambda: self._meter.ocmf(transaction_id),
-                retries=self._settings.transaction_retries,
+                retries=self._settings.transaction_retries if retries is None else retries,
                 delay_s=self._settings.transaction_retry_delay_s,
                 sleep=self._sleep,
                 # A GET is safe to repeat; a meter busy storing the record may answer 5xx.
@@ -355,7 +437,8 @@ class MeterController:
                 err.method,
                 err.endpoint,
                 f"the transaction is not running at the meter (stopped), but its signed "
-                f"record could not be fetched yet ({err.detail}); stop it again to get it",
+                f"record could not be fetched yet ({err.detail}); it is fetched again in the "
+                "background, stop it again to get it",
             ) from err
         if not has_end_reading(record):
             raise MeterError(
@@ -363,11 +446,31 @@ class MeterController:
             )
         return record
 
-    def _remember(self, transaction_id: str, record: str) -> None:
-        self._records[transaction_id] = record
-        self._records.move_to_end(transaction_id)
-        while len(self._records) > RECORDS_KEPT:
-            self._records.popitem(last=False)
+    def _verified(self, record: str) -> bool:
+        try:
+            return self._verify(record, self.public_key_ocmf)
+        except ValueError as err:
+            _LOGGER.error("signed record cannot be checked: %s", err)
+            return False
+
+    def _report_billable(self, transaction_id: str, billable: bool, status: int) -> None:
+        if billable:
+            self._clear_alert(NOT_BILLABLE)
+            return
+        message = (
+            f"transaction {transaction_id} is not billable: the meter reports transaction "
+            f"status {status} (17 expected); the meter saw a problem during the transaction"
+        )
+        _LOGGER.warning(message)
+        self._alert(NOT_BILLABLE, message)
+
+    def _alert(self, sub_type: str, message: str) -> None:
+        if self._alerts is not None:
+            self._alerts.warn(sub_type, message)
+
+    def _clear_alert(self, sub_type: str) -> None:
+        if self._alerts is not None:
+            self._alerts.clear(sub_type)
 
     def _stop_answer(self, transaction_id: str, record: str) -> dict[str, Any]:
         _LOGGER.info("signed record of transaction %s returned", transaction_id)
@@ -386,6 +489,11 @@ def start_blocker(status: MeterStatus) -> str:
 
 
 def has_end_reading(record: str) -> bool:
-    """True when an OCMF record holds a transaction end reading (``"TX":"E"``)."""
-    parts = record.split("|")
-    return len(parts) >= 3 and ('"TX":"E"' in parts[1].replace(" ", ""))
+    """True when an OCMF record holds a transaction end reading (``TX: "E"``)."""
+    try:
+        readings = parse_ocmf(record).payload.get("RD", [])
+    except ValueError:
+        return False
+    return isinstance(readings, list) and any(
+        isinstance(r, dict) and r.get("TX") == "E" for r in readings
+    )

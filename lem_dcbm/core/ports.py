@@ -68,3 +68,15 @@ class EverestOutputs(Protocol):
     def clear_error(self, name: str, sub_type: str) -> None:
         """Clear ``<namespace>/<name>`` with ``sub_type`` if raised."""
         ...
+
+
+class Alerts(Protocol):
+    """Vendor warnings the controller raises about records and transactions."""
+
+    def warn(self, sub_type: str, message: str) -> None:
+        """Raise ``VendorWarning`` with ``sub_type`` (idempotent)."""
+        ...
+
+    def clear(self, sub_type: str) -> None:
+        """Clear ``VendorWarning`` with ``sub_type`` if raised."""
+        ...

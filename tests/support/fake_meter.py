@@ -6,6 +6,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
 from lem_dcbm.errors import MeterConnectionError, MeterStatusError
 from lem_dcbm.meter.models import (
     LegalState,
@@ -15,19 +18,27 @@ from lem_dcbm.meter.models import (
     StopReport,
 )
 
-PUBLIC_KEY = "3059301306072A8648CE3D020106082A8648CE3D030107034200"
+_KEY = ec.generate_private_key(ec.SECP256R1())
+PUBLIC_KEY = (
+    _KEY.public_key()
+    .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    .hex()
+    .upper()
+)
+
+
+def sign(payload: str) -> str:
+    """An OCMF record of ``payload`` signed with the fake meter's key."""
+    signature = _KEY.sign(payload.encode(), ec.ECDSA(hashes.SHA256())).hex().upper()
+    return f'OCMF|{payload}|{{"SA":"ECDSA-secp256r1-SHA256","SD":"{signature}"}}'
 
 
 def ocmf_record(transaction_id: str, *, ended: bool) -> str:
-    """A record shaped like the meter's (not signed: the core does not verify here)."""
+    """A signed record shaped like the meter's, with begin and (once stopped) end readings."""
     readings = [f'{{"TX":"B","RV":1.0,"TID":"{transaction_id}"}}']
     if ended:
         readings.append('{"TX":"E","RV":2.0}')
-    return (
-        'OCMF|{"FV":"1.0","RD":['
-        + ",".join(readings)
-        + ']}|{"SA":"ECDSA-secp256r1-SHA256","SD":"00"}'
-    )
+    return sign('{"FV":"1.0","RD":[' + ",".join(readings) + "]}")
 
 
 @dataclass
@@ -44,6 +55,10 @@ class FakeMeter:
     settings_store: dict[str, Any] = field(default_factory=lambda: {"ocmfId": {"IT": 0}})
     settings_writes: list[dict[str, Any]] = field(default_factory=list)
     refuse_settings: set[str] = field(default_factory=set)
+    stop_status: int = 17
+    tamper: bool = False
+    #: serve only the begin reading, as a meter that has not finished the record yet
+    begin_only: bool = False
     calls: list[str] = field(default_factory=list)
     #: call name -> list of exceptions (or callables) consumed one per call
     fail: dict[str, list[BaseException | Callable[[], None]]] = field(default_factory=dict)
@@ -103,17 +118,20 @@ class FakeMeter:
     def stop_transaction(self, transaction_id: str) -> StopReport:
         self._enter("stop_transaction")
         if self.running_id != transaction_id:
-            raise MeterStatusError("PUT", "/v1/legal", 404, '{"error": "no such transaction"}')
+            raise MeterStatusError("PUT", "/v1/legal", 409, '{"error": "no such transaction"}')
         self.running_id = None
         self.ended.add(transaction_id)
-        return StopReport(transaction_id=transaction_id, transaction_status=17)
+        return StopReport(transaction_id=transaction_id, transaction_status=self.stop_status)
 
     def ocmf(self, transaction_id: str | None = None) -> str:
         self._enter("ocmf")
         tid = transaction_id or self.last_id
+        if self.begin_only:
+            return ocmf_record(tid, ended=False)
         if tid != self.running_id and tid not in self.ended:
             raise MeterStatusError("GET", "/v1/ocmf", 404, "not found")
-        return ocmf_record(tid, ended=tid in self.ended)
+        record = ocmf_record(tid, ended=tid in self.ended)
+        return record.replace('"RV":2.0', '"RV":9.0') if self.tamper else record
 
     def settings(self) -> dict[str, Any]:
         self._enter("settings")

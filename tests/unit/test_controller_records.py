@@ -1,0 +1,166 @@
+"""Records survive restarts, are verified, and missing ones are fetched in the background."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from lem_dcbm.clock import ManualClock
+from lem_dcbm.core.controller import ControllerSettings, MeterController
+from lem_dcbm.core.record_book import RecordBook
+from lem_dcbm.core.timesync import TimeSync
+from lem_dcbm.core.transaction_request import StartSettings
+from lem_dcbm.errors import MeterStatusError
+from lem_dcbm.journal import TransactionJournal
+from lem_dcbm.ocmf import verify_ocmf
+from tests.support.fake_meter import PUBLIC_KEY, FakeMeter, unreachable
+
+REQUEST: dict[str, Any] = {
+    "evse_id": "DE*PNX*E1",
+    "transaction_id": "tx-1",
+    "identification_status": "ASSIGNED",
+    "identification_type": "ISO14443",
+    "identification_flags": [],
+}
+
+
+@dataclass
+class RecordingAlerts:
+    active: dict[str, str] = field(default_factory=dict)
+    history: list[tuple[str, str]] = field(default_factory=list)
+
+    def warn(self, sub_type: str, message: str) -> None:
+        self.active[sub_type] = message
+        self.history.append(("warn", sub_type))
+
+    def clear(self, sub_type: str) -> None:
+        if self.active.pop(sub_type, None) is not None:
+            self.history.append(("clear", sub_type))
+
+
+def controller(
+    meter: FakeMeter, journal_dir: Path | None = None, alerts: RecordingAlerts | None = None
+) -> tuple[MeterController, ManualClock]:
+    clock = ManualClock(datetime(2026, 11, 22, 10, 0, tzinfo=timezone.utc))
+    journal = TransactionJournal(journal_dir) if journal_dir else None
+    made = MeterController(
+        meter,
+        ControllerSettings(start=StartSettings(tariff_id=0, cable_id=0), transaction_retries=1),
+        clock,
+        TimeSync(meter, clock, timezone="+00:00", dst={}),
+        records=RecordBook(journal),
+        alerts=alerts,
+    )
+    made.initialize()
+    return made, clock
+
+
+def test_record_returned_after_restart_from_journal(tmp_path: Path) -> None:
+    meter = FakeMeter()
+    first, _ = controller(meter, tmp_path)
+    first.start_transaction(REQUEST)
+    record = first.stop_transaction("tx-1")["signed_meter_value"]["signed_meter_data"]
+    # A new process; the meter has meanwhile moved on and forgets nothing we need.
+    meter.ended.clear()
+    second, _ = controller(meter, tmp_path)
+    answer = second.stop_transaction("tx-1")
+    assert answer["signed_meter_value"]["signed_meter_data"] == record
+    assert verify_ocmf(record, PUBLIC_KEY)
+
+
+def test_restart_resumes_running_transaction(tmp_path: Path) -> None:
+    meter = FakeMeter()
+    first, _ = controller(meter, tmp_path)
+    first.start_transaction(REQUEST)
+    second, _ = controller(meter, tmp_path)  # crash and restart; still running at the meter
+    assert second.stop_transaction("tx-1")["status"] == "OK"
+    entry = TransactionJournal(tmp_path).get("tx-1")
+    assert entry is not None
+    assert entry.stopped
+    assert entry.has_record
+
+
+def test_transaction_stopped_while_away_gets_its_record_in_background(tmp_path: Path) -> None:
+    meter = FakeMeter()
+    first, _ = controller(meter, tmp_path)
+    first.start_transaction(REQUEST)
+    meter.stop_transaction("tx-1")  # stopped at the meter while the module was down
+    meter.calls.clear()
+    second, _ = controller(meter, tmp_path)
+    assert second.pending_records == ["tx-1"]
+    second.housekeeping()
+    assert second.pending_records == []
+    entry = TransactionJournal(tmp_path).get("tx-1")
+    assert entry is not None
+    assert entry.ocmf is not None
+
+
+def test_missing_record_fetched_with_backoff(tmp_path: Path) -> None:
+    meter = FakeMeter()
+    made, clock = controller(meter, tmp_path)
+    made.start_transaction(REQUEST)
+    meter.fail["ocmf"] = [MeterStatusError("GET", "/v1/ocmf", 500, "busy")] * 4
+    first = made.stop_transaction("tx-1")
+    assert first["status"] == "UNEXPECTED_ERROR"
+    assert "fetched again in the background" in first["error"]
+    assert made.pending_records == ["tx-1"]
+    made.housekeeping()  # not due yet
+    clock.advance(2.0)
+    made.housekeeping()  # due: fails (third 500), backs off to 4 s
+    assert made.pending_records == ["tx-1"]
+    clock.advance(3.0)
+    made.housekeeping()
+    assert made.pending_records == ["tx-1"]
+    clock.advance(1.0)
+    made.housekeeping()  # fourth 500 consumed
+    clock.advance(8.0)
+    made.housekeeping()
+    assert made.pending_records == []
+    meter.fail["status"] = [unreachable("status")]
+    again = made.stop_transaction("tx-1")
+    assert again["status"] == "OK"
+
+
+def test_tampered_record_refetched_then_returned_unchanged_with_warning(tmp_path: Path) -> None:
+    meter = FakeMeter()
+    alerts = RecordingAlerts()
+    made, _ = controller(meter, tmp_path, alerts)
+    made.start_transaction(REQUEST)
+    meter.tamper = True
+    answer = made.stop_transaction("tx-1")
+    record = answer["signed_meter_value"]["signed_meter_data"]
+    assert answer["status"] == "OK"
+    assert '"RV":9.0' in record
+    assert not verify_ocmf(record, PUBLIC_KEY)
+    assert meter.calls.count("ocmf") >= 3  # begin record, fetch, fetch once more
+    assert "OcmfSignatureInvalid" in alerts.active
+
+
+def test_non_billable_stop_returns_record_with_warning() -> None:
+    meter = FakeMeter(stop_status=1 | 16 | 8)
+    alerts = RecordingAlerts()
+    made, _ = controller(meter, alerts=alerts)
+    made.start_transaction(REQUEST)
+    answer = made.stop_transaction("tx-1")
+    assert answer["status"] == "OK"
+    assert "status 25" in alerts.active["TransactionNotBillable"]
+    meter.stop_status = 17
+    made.start_transaction({**REQUEST, "transaction_id": "tx-2"})
+    made.stop_transaction("tx-2")
+    assert alerts.history == [
+        ("warn", "TransactionNotBillable"),
+        ("clear", "TransactionNotBillable"),
+    ]
+
+
+def test_intermediate_record_is_never_returned_as_final() -> None:
+    meter = FakeMeter()
+    made, _ = controller(meter)
+    made.start_transaction(REQUEST)
+    # The meter stopped it, but the record it serves still holds only the begin reading.
+    meter.begin_only = True
+    answer = made.stop_transaction("tx-1")
+    assert answer["status"] == "UNEXPECTED_ERROR"
+    assert "no end reading" in answer["error"]
