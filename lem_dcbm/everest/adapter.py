@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from lem_dcbm.config import BrokerSettings
 from lem_dcbm.everest import envelope, validation
-from lem_dcbm.everest.bus import Backoff, MqttBus, stable_client_id
+from lem_dcbm.everest.bus import Backoff, BrokerUnavailable, MqttBus, stable_client_id
 from lem_dcbm.everest.commands import CommandDispatcher
 from lem_dcbm.everest.envelope import Generation
 from lem_dcbm.everest.manager import DEFAULT_MODULE_NAME, ManagerLink
@@ -95,7 +95,11 @@ class EverestAdapter:
     def connect(self, timeout_s: float = 10.0) -> None:
         """Connect and subscribe; raise ``BrokerUnavailable`` when the broker stays away."""
         self._commands.start()
-        self._bus.connect(timeout_s)
+        try:
+            self._bus.connect(timeout_s)
+        except BrokerUnavailable:
+            self._commands.stop(0.1)
+            raise
 
     def fetch_manager_config(
         self, timeout_s: float = 10.0, *, generation: str = "auto"
@@ -158,6 +162,10 @@ class EverestAdapter:
     def clear_error(self, name: str, sub_type: str) -> None:
         """Clear ``{namespace}/{name}`` if it is raised."""
         self._errors.clear_error(name, sub_type)
+
+    def set_error_namespace(self, namespace: str) -> None:
+        """Raise errors as ``powermeter/...`` or ``generic/...`` from now on."""
+        self._errors.set_namespace(namespace)
 
     def error_active(self, name: str, sub_type: str = "") -> bool:
         """True while the error is raised."""

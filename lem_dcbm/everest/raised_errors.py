@@ -41,14 +41,26 @@ class ErrorReporter:
         namespace: str = "powermeter",
         clock: Clock | None = None,
     ) -> None:
-        if namespace not in NAMESPACES:
-            raise ValueError(f"error namespace must be one of {NAMESPACES}, not {namespace!r}")
         self._topics = topics
         self._publish = publish
-        self._namespace = namespace
+        self._namespace = self._checked(namespace)
         self._clock = clock or SystemClock()
         self._lock = threading.Lock()
         self._active: dict[tuple[str, str], envelope.ErrorRecord] = {}
+
+    @staticmethod
+    def _checked(namespace: str) -> str:
+        if namespace not in NAMESPACES:
+            raise ValueError(f"error namespace must be one of {NAMESPACES}, not {namespace!r}")
+        return namespace
+
+    def set_namespace(self, namespace: str) -> None:
+        """Switch the namespace (known only once the configuration has arrived)."""
+        with self._lock:
+            if self._active and namespace != self._namespace:
+                # A clear must name the namespace its raise used.
+                raise RuntimeError("cannot switch the error namespace while errors are active")
+            self._namespace = self._checked(namespace)
 
     def error_type(self, name: str) -> str:
         """``namespace/name`` of one of the interface's errors."""

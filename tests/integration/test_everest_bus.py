@@ -432,8 +432,10 @@ def test_no_broker_is_a_clear_error(handlers: DummyHandlers) -> None:
     adapter = EverestAdapter(
         BrokerSettings(host="127.0.0.1", port=free_port()), MODULE_ID, handlers, backoff=FAST
     )
+    before = threading.active_count()
     with pytest.raises(BrokerUnavailable, match=r"127\.0\.0\.1:\d+ within 0.5 s"):
         adapter.connect(0.5)
+    wait_until(lambda: threading.active_count() <= before, 5, what="the threads to end")
 
 
 def test_reconnect_after_broker_restart(mosquitto: Broker, handlers: DummyHandlers) -> None:

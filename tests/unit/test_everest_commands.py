@@ -1,0 +1,127 @@
+"""The command pipeline without a broker: parse, validate, run, validate, answer."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from lem_dcbm.everest import envelope
+from lem_dcbm.everest.bus import Message
+from lem_dcbm.everest.commands import MAX_ROUTABLE_BYTES, CommandDispatcher
+from lem_dcbm.everest.topics import Topics
+from tests.support.waiting import wait_until
+
+TOPICS = Topics("everest/", "pm")
+STOP = TOPICS.cmd("stop_transaction")
+RESPONSE = TOPICS.cmd_response("stop_transaction", "evse")
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes]] = []
+
+    def __call__(self, topic: str, payload: bytes) -> None:
+        self.sent.append((topic, payload))
+
+    def results(self) -> list[dict[str, Any]]:
+        return [json.loads(payload)["data"]["data"] for _, payload in self.sent]
+
+
+def stop_handler(args: dict[str, Any]) -> Any:
+    tid = args["transaction_id"]
+    if tid == "boom":
+        raise RuntimeError("boom")
+    if tid == "bogus":
+        return {"status": "MAYBE"}
+    return {"status": "UNEXPECTED_ERROR", "error": f"no transaction {tid!r} running"}
+
+
+def dispatcher(max_payload_bytes: int = 64 * 1024) -> tuple[CommandDispatcher, Recorder]:
+    recorder = Recorder()
+    commands = CommandDispatcher(TOPICS, recorder, max_payload_bytes=max_payload_bytes)
+    commands.register("stop_transaction", stop_handler)
+    return commands, recorder
+
+
+def call(call_id: str, transaction_id: Any) -> Message:
+    return Message(STOP, envelope.cmd_payload(call_id, {"transaction_id": transaction_id}, "evse"))
+
+
+def test_a_device_failure_is_a_normal_result() -> None:
+    commands, recorder = dispatcher()
+    commands.execute(call("c1", "tx"))
+    assert recorder.sent == [
+        (
+            RESPONSE,
+            envelope.result_payload(
+                "c1", "pm", {"status": "UNEXPECTED_ERROR", "error": "no transaction 'tx' running"}
+            ),
+        )
+    ]
+
+
+def test_handler_exception_and_invalid_result() -> None:
+    commands, recorder = dispatcher()
+    commands.execute(call("c1", "boom"))
+    commands.execute(call("c2", "bogus"))
+    failed, invalid = recorder.results()
+    assert failed["error"] == {
+        "__everest__error_type": "HandlerException",
+        "__everest__error_msg": "RuntimeError: boom",
+    }
+    assert "retval" not in failed
+    assert invalid["retval"] == {"status": "MAYBE"}
+    assert invalid["error"]["__everest__error_type"] == "SchemaValidationError"
+    assert invalid["error"]["__everest__error_msg"].startswith('At /status of "MAYBE"')
+
+
+def test_schema_violation_names_the_place() -> None:
+    commands, recorder = dispatcher()
+    commands.execute(call("c1", 17))
+    (answer,) = recorder.results()
+    assert answer["error"] == {
+        "__everest__error_type": "SchemaValidationError",
+        "__everest__error_msg": "At /transaction_id of 17 - 17 is not of type 'string'",
+    }
+
+
+def test_size_limits() -> None:
+    commands, recorder = dispatcher(max_payload_bytes=1000)
+    commands.execute(call("big", "x" * 2000))
+    (answer,) = recorder.results()
+    assert answer["error"]["__everest__error_type"] == "MessageParsingError"
+    assert "exceeds the limit of 1000 bytes" in answer["error"]["__everest__error_msg"]
+    commands.execute(Message(STOP, b"{" + b" " * 2000))
+    commands.execute(Message(STOP, b" " * (MAX_ROUTABLE_BYTES + 1)))
+    assert len(recorder.sent) == 1
+
+
+def test_unknown_topics_and_commands() -> None:
+    commands, recorder = dispatcher()
+    commands.execute(
+        Message(TOPICS.cmd("start_transaction"), envelope.cmd_payload("c", {}, "evse"))
+    )
+    assert recorder.sent == []
+    with pytest.raises(ValueError, match="declares no command"):
+        commands.register("reboot", stop_handler)
+    assert commands.command_topics() == [STOP]
+
+
+def test_worker_survives_failures_and_shutdown_refuses_waiting_calls() -> None:
+    commands, recorder = dispatcher()
+    commands.start()
+    commands.submit(call("c1", "boom"))
+    commands.submit(Message(STOP, b"\xff"))
+    commands.submit(call("c2", "tx"))
+    wait_until(lambda: len(recorder.sent) == 2, 5, what="both answers")
+    commands.stop(5)
+    commands.submit(call("c3", "tx"))
+    answers = {answer["id"]: answer for answer in recorder.results()}
+    assert answers["c1"]["error"]["__everest__error_type"] == "HandlerException"
+    assert answers["c2"]["retval"]["status"] == "UNEXPECTED_ERROR"
+    assert answers["c3"]["error"] == {
+        "__everest__error_type": "Shutdown",
+        "__everest__error_msg": "the module is shutting down",
+    }
