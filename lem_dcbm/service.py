@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -20,10 +22,14 @@ from lem_dcbm.clock import Clock, SystemClock
 from lem_dcbm.config import BrokerSettings, ModuleConfig
 from lem_dcbm.core import responses
 from lem_dcbm.core.controller import ControllerSettings, MeterController
+from lem_dcbm.core.ports import Alerts, EverestOutputs
 from lem_dcbm.core.ready_loop import LoopTiming, ReadyLoop
+from lem_dcbm.core.record_book import RecordBook
 from lem_dcbm.core.timesync import NtpServer, TimeSync
 from lem_dcbm.core.transaction_request import StartSettings
+from lem_dcbm.errors import ConfigError
 from lem_dcbm.everest.adapter import EverestAdapter
+from lem_dcbm.journal import TransactionJournal
 from lem_dcbm.meter.client import MeterClient
 
 _LOGGER = logging.getLogger(__name__)
@@ -61,7 +67,57 @@ class MeterStack:
     loop: ReadyLoop | None = None
 
 
-def build_meter_stack(config: ModuleConfig, clock: Clock) -> MeterStack:
+#: Vendor warnings about records are informative: charging goes on (EvseManager's default).
+VENDOR_WARNING = "VendorWarning"
+
+
+class VendorWarnings:
+    """The controller's alerts as ``VendorWarning`` errors on EVerest."""
+
+    def __init__(self, outputs: EverestOutputs) -> None:
+        self._outputs = outputs
+
+    def warn(self, sub_type: str, message: str) -> None:
+        """Raise ``VendorWarning``/``sub_type``."""
+        self._outputs.raise_error(VENDOR_WARNING, sub_type, message, "Low")
+
+    def clear(self, sub_type: str) -> None:
+        """Clear ``VendorWarning``/``sub_type``."""
+        self._outputs.clear_error(VENDOR_WARNING, sub_type)
+
+
+def journal_directory(
+    config_value: str, module_id: str, environ: Mapping[str, str] | None = None
+) -> Path:
+    """Where this module's journal lives: ``<base>/<module_id>``.
+
+    ``journal_dir`` from the config is the base; when empty, ``LEM_DCBM_STATE_DIR``, else
+    ``/var/lib/lem-dcbm`` when it can be used, else the user's state directory. Each
+    module id gets its own sub-directory, so modules never share a journal.
+    """
+    env = os.environ if environ is None else environ
+    if config_value:
+        base = Path(config_value)
+    elif env.get("LEM_DCBM_STATE_DIR"):
+        base = Path(env["LEM_DCBM_STATE_DIR"])
+    else:
+        system = Path("/var/lib/lem-dcbm")
+        usable = system.is_dir() and os.access(system, os.W_OK)
+        if not usable and not system.exists() and os.access(system.parent, os.W_OK):
+            usable = True
+        state_home = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+        base = system if usable else Path(state_home) / "lem-dcbm"
+    safe_id = "".join(c if c.isalnum() or c in "-_." else "_" for c in module_id) or "module"
+    return base / safe_id
+
+
+def build_meter_stack(
+    config: ModuleConfig,
+    clock: Clock,
+    *,
+    journal: TransactionJournal | None = None,
+    alerts: Alerts | None = None,
+) -> MeterStack:
     """Build client, time sync and controller; raise ``ConfigError`` for a bad certificate."""
     client = MeterClient.connect(
         config.ip_address,
@@ -95,7 +151,10 @@ def build_meter_stack(config: ModuleConfig, clock: Clock) -> MeterStack:
         transaction_retry_delay_s=config.resilience_transaction_request_retry_delay / 1000.0,
         signed_start_value=config.signed_start_value,
     )
-    return MeterStack(client, MeterController(client, settings, clock, timesync))
+    controller = MeterController(
+        client, settings, clock, timesync, records=RecordBook(journal), alerts=alerts
+    )
+    return MeterStack(client, controller)
 
 
 class Service:
@@ -152,7 +211,16 @@ class Service:
     def _serve(
         self, adapter: EverestAdapter, config: ModuleConfig, *, wait_global_ready: bool
     ) -> int:
-        stack = build_meter_stack(config, self._clock)
+        directory = journal_directory(config.journal_dir, self.module_id)
+        try:
+            journal = TransactionJournal(directory)
+        except ConfigError:
+            adapter.close()
+            raise
+        _LOGGER.info("transaction journal in %s", directory)
+        stack = build_meter_stack(
+            config, self._clock, journal=journal, alerts=VendorWarnings(adapter)
+        )
         self._stack = stack
         stack.loop = ReadyLoop(
             stack.controller,

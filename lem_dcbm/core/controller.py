@@ -112,6 +112,7 @@ class MeterController:
             if status.transaction_ongoing and last_id:
                 self._running_id = last_id
                 _LOGGER.warning("a transaction is running at the meter: %s", last_id)
+            self._book.meter_id = status.meter_id
             self._reconcile(self._running_id)
             self._optional("check the OCMF identification type", self._ensure_identification_type)
             self._timesync.restart_window()

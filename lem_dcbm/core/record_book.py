@@ -36,6 +36,8 @@ class RecordBook:
 
     def __init__(self, journal: TransactionJournal | None = None) -> None:
         self._journal = journal
+        #: The meter the records come from; a journal entry of another meter is not ours.
+        self.meter_id = ""
         self._memory: OrderedDict[str, str] = OrderedDict()
         self._pending: dict[str, _Pending] = {}
         self._lock = threading.Lock()
@@ -49,6 +51,8 @@ class RecordBook:
         """Note a step of a transaction (durably when possible)."""
         if self._journal is None:
             return
+        if self.meter_id:
+            data.setdefault("meter_id", self.meter_id)
         try:
             self._journal.record(transaction_id, step, **data)
         except (OSError, ValueError, TypeError) as err:
@@ -63,8 +67,9 @@ class RecordBook:
                 self._memory.popitem(last=False)
             self._pending.pop(transaction_id, None)
         if self._journal is not None:
+            extra = {"meter_id": self.meter_id} if self.meter_id else {}
             try:
-                self._journal.record(transaction_id, "ocmf_fetched", ocmf=record)
+                self._journal.record(transaction_id, "ocmf_fetched", ocmf=record, **extra)
             except (OSError, ValueError, TypeError) as err:
                 _LOGGER.error("journal write of the record of %s failed: %s", transaction_id, err)
 
@@ -77,7 +82,14 @@ class RecordBook:
         return entry.ocmf if entry is not None and entry.stopped else None
 
     def _entry(self, transaction_id: str) -> JournalEntry | None:
-        return self._journal.get(transaction_id) if self._journal is not None else None
+        entry = self._journal.get(transaction_id) if self._journal is not None else None
+        if entry is None or not self._ours(entry):
+            return None
+        return entry
+
+    def _ours(self, entry: JournalEntry) -> bool:
+        recorded = entry.data.get("meter_id")
+        return not recorded or not self.meter_id or recorded == self.meter_id
 
     # -- records fetched in the background ----------------------------------------------
 
@@ -115,11 +127,11 @@ class RecordBook:
         """(transactions the journal saw start but not stop, stopped ones without record)."""
         if self._journal is None:
             return [], []
-        open_ids = [e.transaction_id for e in self._journal.open_transactions()]
+        open_ids = [e.transaction_id for e in self._journal.open_transactions() if self._ours(e)]
         requested = [
             e.transaction_id
             for e in self._journal.entries()
-            if "start_requested" in e.steps and not e.started and not e.stopped
+            if "start_requested" in e.steps and not e.started and not e.stopped and self._ours(e)
         ]
-        awaiting = [e.transaction_id for e in self._journal.awaiting_record()]
+        awaiting = [e.transaction_id for e in self._journal.awaiting_record() if self._ours(e)]
         return open_ids + requested, awaiting

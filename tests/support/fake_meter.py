@@ -46,6 +46,7 @@ class FakeMeter:
     """Keeps a transaction, settings and a call log; ``fail`` injects errors per call."""
 
     api_version: str = "v1"
+    meter_id: str = "12024072805"
     v2: bool = False
     time_sync_ok: bool = True
     sensor_link_ok: bool = True
@@ -86,7 +87,7 @@ class FakeMeter:
             bits=bits,
             error_value=0,
             error_bits={},
-            meter_id="12024072805",
+            meter_id=self.meter_id,
             public_key_ocmf=PUBLIC_KEY,
             public_key="",
             firmware_version="MU-2.3.0.1",
@@ -144,9 +145,9 @@ class FakeMeter:
         sub = patch[key]
         name = f"{key}.{next(iter(sub))}" if isinstance(sub, Mapping) else key
         if self.running_id is not None or name in self.refuse_settings:
-            return SettingsResult(accepted=False, meter_id="12024072805")
+            return SettingsResult(accepted=False, meter_id=self.meter_id)
         self.settings_store.update(patch)
-        return SettingsResult(accepted=True, meter_id="12024072805")
+        return SettingsResult(accepted=True, meter_id=self.meter_id)
 
 
 def unreachable(name: str) -> MeterConnectionError:

@@ -102,6 +102,8 @@ def start_module(
     argv += extra_args or []
     full_env = module_env(env)
     full_env.setdefault("LEM_DCBM_HEALTH_FILE", str(workdir / "health"))
+    # Each test keeps its journal in its own directory unless the config names one.
+    full_env.setdefault("LEM_DCBM_STATE_DIR", str(workdir / "state"))
     with open(log_path, "wb") as log:
         # The child keeps its own copy of the descriptor.
         process = subprocess.Popen(

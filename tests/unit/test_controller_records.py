@@ -164,3 +164,14 @@ def test_intermediate_record_is_never_returned_as_final() -> None:
     answer = made.stop_transaction("tx-1")
     assert answer["status"] == "UNEXPECTED_ERROR"
     assert "no end reading" in answer["error"]
+
+
+def test_journal_entry_of_another_meter_is_not_returned(tmp_path: Path) -> None:
+    meter = FakeMeter()
+    first, _ = controller(meter, tmp_path)
+    first.start_transaction(REQUEST)
+    first.stop_transaction("tx-1")
+    replaced = FakeMeter(meter_id="99999999999")
+    second, _ = controller(replaced, tmp_path)
+    answer = second.stop_transaction("tx-1")
+    assert answer["status"] == "UNEXPECTED_ERROR"
