@@ -186,6 +186,13 @@ class EverestPeer:
                     )
                 self._lock.wait(remaining)
 
+    def wait_for_optional(self, condition: Callable[[], T], timeout: float) -> T | None:
+        """Like ``wait_for`` but return None instead of failing: for checking an absence."""
+        try:
+            return self.wait_for(condition, timeout)
+        except AssertionError:
+            return None
+
     def on_topic(self, topic: str) -> list[Received]:
         """Every message received on ``topic`` so far."""
         with self._lock:
