@@ -218,7 +218,7 @@ def _describe(value: Any) -> str:
 
 def _check_semantics(values: dict[str, Any]) -> None:
     address = str(values["ip_address"]).strip()
-    if not address or any(ch.isspace() or ch in "/?#@" for ch in address):
+    if not address or any(ch.isspace() or ch in "/?#@:" for ch in address):
         raise ConfigError(
             "ip_address", f"not an IPv4 address or host name: {values['ip_address']!r}"
         )
@@ -268,6 +268,52 @@ def _check_dst(text: str) -> None:
 # --- sources: EVerest config file, manager parameters ------------------------------
 
 
+class _Yaml12Loader(yaml.SafeLoader):
+    """Plain scalars read by YAML 1.2's core schema, as EVerest reads its config files.
+
+    YAML 1.1 (PyYAML's default) would turn ``+14:00`` into 840, ``no`` into False and
+    ``2026-11-22`` into a date.
+    """
+
+
+_YAML11_ONLY = {
+    "tag:yaml.org,2002:bool",
+    "tag:yaml.org,2002:int",
+    "tag:yaml.org,2002:float",
+    "tag:yaml.org,2002:timestamp",
+}
+_Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in _YAML11_ONLY]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool",
+    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    list("tTfF"),
+)
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:int",
+    re.compile(r"^(?:[-+]?(?:0|[1-9][0-9]*)|0x[0-9a-fA-F]+|0o[0-7]+)$"),
+    list("-+0123456789"),
+)
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+    ),
+    list("-+0123456789."),
+)
+
+
+def _load_yaml(text: str) -> Any:
+    loader = _Yaml12Loader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def _is_our_module(name: object) -> bool:
     if not isinstance(name, str):
         return False
@@ -282,7 +328,7 @@ def load_everest_config_file(path: Path, module_id: str | None) -> tuple[str, Mo
     name is used.
     """
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        document = _load_yaml(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError("--config", f"cannot read {path}: {exc.strerror or exc}") from exc
     except yaml.YAMLError as exc:

@@ -87,7 +87,8 @@ class ManagerLink:
         """Ask for the module's configuration and wait for the answer."""
         deadline = time.monotonic() + timeout_s
         if generation is None:
-            generation = self.detect_generation(min(SETTINGS_WAIT_S, timeout_s))
+            # Leave most of the time to the request itself.
+            generation = self.detect_generation(min(SETTINGS_WAIT_S, timeout_s / 4))
         self.generation = generation
         request = envelope.config_request_payload(self._topics.module_id, generation)
         while True:

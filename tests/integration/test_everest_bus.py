@@ -420,8 +420,7 @@ def test_a_silent_manager_is_a_clear_error(
             adapter.fetch_manager_config(1)
     finally:
         adapter.close(2)
-    requests = peer.on_topic("everest/config/request")
-    assert requests
+    requests = peer.wait_for(lambda: peer.on_topic("everest/config/request"), what="the request")
     assert {json.loads(r.payload)["msg_type"] for r in requests} == {"ConfigurationRequest"}
 
 

@@ -117,6 +117,7 @@ BAD = [
     ({}, "ip_address", "missing"),
     ({"ip_address": ""}, "ip_address", "not an IPv4"),
     ({"ip_address": "http://10.0.0.1/"}, "ip_address", "not an IPv4"),
+    ({"ip_address": "10.0.0.1:80"}, "ip_address", "not an IPv4"),
     ({"ip_address": 10}, "ip_address", "expected string"),
     ({"port": "80"}, "port", "expected integer"),
     ({"port": True}, "port", "expected integer"),
@@ -259,6 +260,29 @@ def test_bad_config_files(tmp_path: Path, document: Any, module_id: str | None, 
     with pytest.raises(ConfigError) as caught:
         load_everest_config_file(_write(tmp_path, document), module_id)
     assert caught.value.key == key
+
+
+def test_plain_scalars_are_read_as_yaml_1_2(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "active_modules:\n"
+        "  meter:\n"
+        "    module: LemDCBM400600\n"
+        "    config_module:\n"
+        "      ip_address: 192.168.10.20\n"
+        "      meter_timezone: +14:00\n"
+        "      UV: no\n"
+        "      UD: 2026-11-22\n"
+        "      temperature_warning_level_C: 1e2\n"
+        "      port: 0x50\n"
+        "      signed_start_value: false\n"
+    )
+    config = load_everest_config_file(path, None)[1]
+    assert config.meter_timezone == "+14:00"
+    assert (config.UV, config.UD) == ("no", "2026-11-22")
+    assert config.temperature_warning_level_C == 100.0
+    assert config.port == 80
+    assert config.signed_start_value is False
 
 
 def test_unreadable_and_unparsable_files(tmp_path: Path) -> None:
