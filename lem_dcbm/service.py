@@ -22,9 +22,11 @@ from lem_dcbm.clock import Clock, SystemClock
 from lem_dcbm.config import BrokerSettings, ModuleConfig
 from lem_dcbm.core import responses
 from lem_dcbm.core.controller import ControllerSettings, MeterController
+from lem_dcbm.core.health_monitor import DEFAULT_POLL_INTERVAL_S, HealthMonitor
 from lem_dcbm.core.ports import Alerts, EverestOutputs
 from lem_dcbm.core.ready_loop import LoopTiming, ReadyLoop
 from lem_dcbm.core.record_book import RecordBook
+from lem_dcbm.core.temperature_monitor import TemperatureLimits, TemperatureMonitor
 from lem_dcbm.core.timesync import NtpServer, TimeSync
 from lem_dcbm.core.transaction_request import StartSettings
 from lem_dcbm.errors import ConfigError
@@ -124,6 +126,7 @@ def build_meter_stack(
         config.port,
         tls_certificate_pem=config.meter_tls_certificate,
         timeout_s=config.command_timeout_ms / 1000.0,
+        interface=config.interface,
     )
     servers: tuple[NtpServer, ...] = ()
     if config.ntp_server_1_ip_addr:
@@ -155,6 +158,39 @@ def build_meter_stack(
         client, settings, clock, timesync, records=RecordBook(journal), alerts=alerts
     )
     return MeterStack(client, controller)
+
+
+#: Overrides how often the meter's health (``/v1/status``) is read, ms (default 5000).
+STATUS_POLL_ENV = "LEM_DCBM_STATUS_POLL_MS"
+
+
+def build_monitors(
+    config: ModuleConfig,
+    meter: MeterClient,
+    outputs: EverestOutputs,
+    clock: Clock,
+    environ: Mapping[str, str] | None = None,
+) -> tuple[TemperatureMonitor, HealthMonitor]:
+    """The temperature and health monitors the ready loop feeds every cycle."""
+    limits = TemperatureLimits(
+        warning_level_c=config.temperature_warning_level_C,
+        error_level_c=config.temperature_error_level_C,
+        hysteresis_k=config.temperature_hysteresis_K,
+        min_time_s=config.temperature_min_time_as_valid_ms / 1000.0,
+    )
+    env = os.environ if environ is None else environ
+    poll_s = DEFAULT_POLL_INTERVAL_S
+    if env.get(STATUS_POLL_ENV):
+        try:
+            poll_s = max(0.0, int(env[STATUS_POLL_ENV]) / 1000.0)
+        except ValueError:
+            _LOGGER.warning(
+                "ignoring %s=%r: not a whole number", STATUS_POLL_ENV, env[STATUS_POLL_ENV]
+            )
+    return (
+        TemperatureMonitor(limits, outputs, clock),
+        HealthMonitor(meter, outputs, clock, poll_interval_s=poll_s),
+    )
 
 
 class Service:
@@ -222,6 +258,7 @@ class Service:
             config, self._clock, journal=journal, alerts=VendorWarnings(adapter)
         )
         self._stack = stack
+        temperature, health = build_monitors(config, stack.client, adapter, self._clock)
         stack.loop = ReadyLoop(
             stack.controller,
             adapter,
@@ -232,6 +269,8 @@ class Service:
                 init_retry_delay_s=config.resilience_initial_connection_retry_delay / 1000.0,
             ),
             on_cycle=self._on_cycle,
+            temperature=temperature,
+            health=health,
         )
         adapter.on_connected(stack.loop.republish_public_key)
         self._handlers.controller = stack.controller

@@ -75,6 +75,7 @@ class MeterClient:
         tls_certificate_pem: str = "",
         timeout_s: float = 5.0,
         api_version: str = "v1",
+        interface: str = "",
     ) -> MeterClient:
         """Build a client for ``host:port``: HTTPS pinned to the PEM if one is given.
 
@@ -86,6 +87,7 @@ class MeterClient:
             f"{scheme}://{netloc}:{port}",
             timeout_s=timeout_s,
             tls_certificate_pem=tls_certificate_pem,
+            interface=interface,
         )
         return cls(transport, api_version=api_version)
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import http.client
 import logging
 import re
+import socket
 import ssl
 import time
 from collections.abc import Mapping
@@ -29,9 +30,10 @@ from typing import Any, Protocol
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
-from lem_dcbm.errors import MeterConnectionError, MeterError, MeterTlsError
+from lem_dcbm.errors import ConfigError, MeterConnectionError, MeterError, MeterTlsError
 from lem_dcbm.meter.tls import pinned_ssl_context
 
 _LOGGER = logging.getLogger(__name__)
@@ -80,27 +82,54 @@ class Transport(Protocol):
         ...
 
 
-def _plain_adapter() -> HTTPAdapter:
-    return HTTPAdapter(pool_connections=1, pool_maxsize=POOL_SIZE, max_retries=0)
+def interface_socket_options(interface: str) -> list[tuple[int, int, Any]]:
+    """Socket options that send every request out of network ``interface`` ("" for any).
+
+    Raises ``ConfigError`` naming ``interface`` when the machine has no such interface.
+    """
+    options: list[tuple[int, int, Any]] = list(HTTPConnection.default_socket_options)
+    if not interface:
+        return options
+    try:
+        socket.if_nametoindex(interface)
+    except OSError:
+        raise ConfigError("interface", f"no network interface named {interface!r}") from None
+    if not hasattr(socket, "SO_BINDTODEVICE"):
+        raise ConfigError("interface", "binding to an interface is not supported on this OS")
+    options.append((socket.SOL_SOCKET, socket.SO_BINDTODEVICE, interface.encode()))
+    return options
 
 
-class _PinnedAdapter(HTTPAdapter):
-    """An adapter whose HTTPS connections use one pinned ``SSLContext`` and no CA store."""
+class _MeterAdapter(HTTPAdapter):
+    """Pooled connections to the meter: optional interface binding and pinned TLS.
 
-    def __init__(self, ssl_context: ssl.SSLContext) -> None:
+    With an ``ssl_context`` HTTPS connections use that one pinned context and no CA store.
+    """
+
+    def __init__(
+        self,
+        ssl_context: ssl.SSLContext | None,
+        socket_options: list[tuple[int, int, Any]],
+    ) -> None:
         self._ssl_context = ssl_context
+        self._socket_options = socket_options
         super().__init__(pool_connections=1, pool_maxsize=POOL_SIZE, max_retries=0)
 
     def init_poolmanager(
         self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any
     ) -> None:
-        pool_kwargs["ssl_context"] = self._ssl_context
-        # The pinned context already skips the hostname check; tell urllib3 not to redo
-        # it on its own (it would, seeing check_hostname off).
-        pool_kwargs["assert_hostname"] = False
+        pool_kwargs["socket_options"] = self._socket_options
+        if self._ssl_context is not None:
+            pool_kwargs["ssl_context"] = self._ssl_context
+            # The pinned context already skips the hostname check; tell urllib3 not to
+            # redo it on its own (it would, seeing check_hostname off).
+            pool_kwargs["assert_hostname"] = False
         super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
 
     def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
+        if self._ssl_context is None:
+            super().cert_verify(conn, url, verify, cert)  # type: ignore[no-untyped-call]
+            return
         # requests would point urllib3 at its CA bundle here, and urllib3 would load it
         # into the shared pinned context: trust must stay with the one pinned PEM.
         conn.cert_reqs = "CERT_REQUIRED"
@@ -158,7 +187,14 @@ class HttpTransport:
     certificate; an unparsable PEM raises ``ConfigError`` here, not at the first request.
     """
 
-    def __init__(self, base_url: str, *, timeout_s: float, tls_certificate_pem: str = "") -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout_s: float,
+        tls_certificate_pem: str = "",
+        interface: str = "",
+    ) -> None:
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be positive, got {timeout_s}")
         self.base_url = base_url.rstrip("/")
@@ -168,10 +204,8 @@ class HttpTransport:
         self._session = requests.Session()
         # The meter is on the local network: no proxies or CA bundles from the environment.
         self._session.trust_env = False
-        self._adapters = (
-            _plain_adapter(),
-            _PinnedAdapter(context) if context is not None else _plain_adapter(),
-        )
+        options = interface_socket_options(interface)
+        self._adapters = (_MeterAdapter(None, options), _MeterAdapter(context, options))
         self._session.mount("http://", self._adapters[0])
         self._session.mount("https://", self._adapters[1])
 

@@ -269,3 +269,11 @@ def test_reset_start_is_not_resent_even_if_the_meter_acted_on_it(
     assert meter_requests(simulator)["POST /v1/legal"] == 1
     assert simulator.state()["running_transaction"] == tid
     assert client.legal().transaction_id == tid
+
+
+def test_requests_leave_through_the_configured_interface(simulator: Simulator) -> None:
+    bound = MeterClient.connect(simulator.host, simulator.port, timeout_s=5.0, interface="lo")
+    try:
+        assert bound.status().meter_id == simulator.state()["meter_id"]
+    finally:
+        bound.close()

@@ -201,3 +201,15 @@ def test_default_security_refuses_the_1024_bit_key(meter_cert: CertPair, tmp_pat
     ):
         strict.wrap_socket(raw, server_hostname="127.0.0.1")
     assert "too small" in str(caught.value) or "too weak" in str(caught.value)
+
+
+def test_interface_binding_options() -> None:
+    import socket as _socket
+
+    from lem_dcbm.errors import ConfigError
+    from lem_dcbm.meter.transport import interface_socket_options
+
+    assert (_socket.SOL_SOCKET, _socket.SO_BINDTODEVICE, b"lo") in interface_socket_options("lo")
+    assert all(opt[1] != _socket.SO_BINDTODEVICE for opt in interface_socket_options(""))
+    with pytest.raises(ConfigError, match="interface"):
+        interface_socket_options("nosuchif0")
