@@ -56,7 +56,9 @@ class Backoff:
     """Reconnect delays: doubling from ``initial_s`` up to ``maximum_s``, with jitter."""
 
     initial_s: float = 0.5
-    maximum_s: float = 30.0
+    #: Small on purpose: the broker is local, and a command waiting in the session
+    #: should be answered within seconds of the link coming back.
+    maximum_s: float = 5.0
     #: Each delay is scaled by a random factor in ``[1 - jitter, 1 + jitter]``.
     jitter: float = 0.25
 
@@ -87,7 +89,7 @@ class MqttBus:
         broker: BrokerSettings,
         client_id: str,
         *,
-        keepalive_s: int = 30,
+        keepalive_s: int = 10,
         backoff: Backoff | None = None,
     ) -> None:
         self._broker = broker
