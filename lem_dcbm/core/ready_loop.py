@@ -13,7 +13,9 @@ from dataclasses import dataclass
 
 from lem_dcbm.clock import Clock
 from lem_dcbm.core.controller import MeterController
+from lem_dcbm.core.health_monitor import HealthMonitor
 from lem_dcbm.core.ports import EverestOutputs
+from lem_dcbm.core.temperature_monitor import TemperatureMonitor
 from lem_dcbm.errors import MeterError
 
 _LOGGER = logging.getLogger(__name__)
@@ -43,12 +45,16 @@ class ReadyLoop:
         timing: LoopTiming,
         *,
         on_cycle: Callable[[], None] | None = None,
+        temperature: TemperatureMonitor | None = None,
+        health: HealthMonitor | None = None,
     ) -> None:
         self._controller = controller
         self._outputs = outputs
         self._clock = clock
         self._timing = timing
         self._on_cycle = on_cycle
+        self._temperature = temperature
+        self._health = health
         self._fault_raised = False
 
     def run(self, stop: threading.Event) -> None:
@@ -106,10 +112,18 @@ class ReadyLoop:
         else:
             self._outputs.publish_powermeter(value)
             self._communication_restored()
+            if self._temperature is not None:
+                self._temperature.observe(value)
         try:
             self._controller.housekeeping()
         except Exception:  # noqa: BLE001 - housekeeping must never end the loop
             _LOGGER.exception("housekeeping failed")
+        # An unreachable meter is CommunicationFault alone; its health is polled once back.
+        if self._health is not None and not self._fault_raised:
+            try:
+                self._health.poll_if_due()
+            except Exception:  # noqa: BLE001 - a bad status answer must not end the loop
+                _LOGGER.exception("checking the meter's health failed")
         if self._on_cycle is not None:
             self._on_cycle()
 
