@@ -153,6 +153,9 @@ def build_meter_stack(
         transaction_retries=config.resilience_transaction_request_retries,
         transaction_retry_delay_s=config.resilience_transaction_request_retry_delay / 1000.0,
         signed_start_value=config.signed_start_value,
+        # Never longer than the command timeout, and short enough that an unreachable
+        # meter is reported as a CommunicationFault within about 2 s.
+        measurement_timeout_s=min(config.command_timeout_ms / 1000.0, 2.0),
     )
     controller = MeterController(
         client, settings, clock, timesync, records=RecordBook(journal), alerts=alerts

@@ -47,6 +47,8 @@ class ControllerSettings:
     transaction_retries: int = 3
     transaction_retry_delay_s: float = 0.25
     signed_start_value: bool = True
+    #: Timeout of the 1 Hz measurement read: an unreachable meter is reported within it.
+    measurement_timeout_s: float = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,7 +184,7 @@ class MeterController:
         info = self._info
         if info is None:
             raise MeterConnectionError("GET", "/livemeasure", "the meter is not initialised yet")
-        measure = self._meter.livemeasure()
+        measure = self._meter.livemeasure(timeout_s=self._settings.measurement_timeout_s)
         return to_powermeter(measure, info.meter_id, self._clock.utc_now())
 
     def housekeeping(self) -> None:

@@ -17,8 +17,8 @@ class MeterApi(Protocol):
         """``GET /v1/status``."""
         ...
 
-    def livemeasure(self) -> LiveMeasure:
-        """``GET /{v}/livemeasure``."""
+    def livemeasure(self, timeout_s: float | None = None) -> LiveMeasure:
+        """``GET /{v}/livemeasure``, with an optional shorter timeout."""
         ...
 
     def supports_v2(self) -> bool:

@@ -105,17 +105,29 @@ class MeterClient:
     # -- plumbing ---------------------------------------------------------------------
 
     def _call(
-        self, method: str, path: str, expected: int, json_body: Any = None
+        self,
+        method: str,
+        path: str,
+        expected: int,
+        json_body: Any = None,
+        timeout_s: float | None = None,
     ) -> tuple[int, str]:
-        status, text = self._transport.request(method, path, json_body=json_body)
+        status, text = self._transport.request(
+            method, path, json_body=json_body, timeout_s=timeout_s
+        )
         if status != expected:
             raise MeterStatusError(method, path, status, text)
         return status, text
 
     def _get_json(
-        self, method: str, path: str, expected: int, json_body: Any = None
+        self,
+        method: str,
+        path: str,
+        expected: int,
+        json_body: Any = None,
+        timeout_s: float | None = None,
     ) -> tuple[int, str, Any]:
-        status, text = self._call(method, path, expected, json_body)
+        status, text = self._call(method, path, expected, json_body, timeout_s)
         try:
             return status, text, json.loads(text)
         except ValueError as exc:
@@ -128,8 +140,9 @@ class MeterClient:
         expected: int,
         parser: Callable[[Any], T],
         json_body: Any = None,
+        timeout_s: float | None = None,
     ) -> T:
-        status, text, data = self._get_json(method, path, expected, json_body)
+        status, text, data = self._get_json(method, path, expected, json_body, timeout_s)
         try:
             return parser(data)
         except (ShapeError, TypeError) as exc:
@@ -141,10 +154,13 @@ class MeterClient:
         """``GET /v1/status``: status bits, meter id, OCMF key, firmware."""
         return self._parse("GET", endpoints.STATUS, endpoints.OK, parse_status)
 
-    def livemeasure(self) -> LiveMeasure:
-        """``GET /v1|v2/livemeasure``: voltage, current, power, energy registers."""
+    def livemeasure(self, timeout_s: float | None = None) -> LiveMeasure:
+        """``GET /v1|v2/livemeasure``: voltage, current, power, energy registers.
+
+        ``timeout_s`` overrides the command timeout: a 1 Hz reader must give up sooner.
+        """
         path = endpoints.livemeasure(self._api_version)
-        return self._parse("GET", path, endpoints.OK, parse_livemeasure)
+        return self._parse("GET", path, endpoints.OK, parse_livemeasure, timeout_s=timeout_s)
 
     def supports_v2(self) -> bool:
         """Ask the meter whether it offers ``/v2`` (200 yes, 404 no)."""

@@ -73,6 +73,7 @@ class Transport(Protocol):
         *,
         json_body: Any = None,
         params: Mapping[str, str] | None = None,
+        timeout_s: float | None = None,
     ) -> tuple[int, str]:
         """Send one request; return the HTTP status and the body text."""
         ...
@@ -221,11 +222,16 @@ class HttpTransport:
         *,
         json_body: Any = None,
         params: Mapping[str, str] | None = None,
+        timeout_s: float | None = None,
     ) -> tuple[int, str]:
-        """Send one request; return ``(status, body text)`` or raise a ``MeterError``."""
+        """Send one request; return ``(status, body text)`` or raise a ``MeterError``.
+
+        ``timeout_s`` overrides the transport's timeout for this request.
+        """
         method = method.upper()
+        timeout = self.timeout_s if timeout_s is None else timeout_s
         try:
-            return self._send(method, path, json_body, params)
+            return self._send(method, path, json_body, params, timeout)
         except MeterConnectionError as exc:
             if method not in IDEMPOTENT_METHODS or not isinstance(exc.__cause__, Exception):
                 raise
@@ -235,10 +241,15 @@ class HttpTransport:
             # Idle pooled connections may be just as stale; start over with fresh ones.
             for adapter in self._adapters:
                 adapter.poolmanager.clear()
-            return self._send(method, path, json_body, params)
+            return self._send(method, path, json_body, params, timeout)
 
     def _send(
-        self, method: str, path: str, json_body: Any, params: Mapping[str, str] | None
+        self,
+        method: str,
+        path: str,
+        json_body: Any,
+        params: Mapping[str, str] | None,
+        timeout_s: float,
     ) -> tuple[int, str]:
         started = time.monotonic()
         try:
@@ -247,14 +258,14 @@ class HttpTransport:
                 self.base_url + path,
                 json=json_body,
                 params=dict(params) if params else None,
-                timeout=(self.timeout_s, self.timeout_s),
+                timeout=(timeout_s, timeout_s),
                 allow_redirects=False,
             )
         except requests.exceptions.SSLError as exc:
             raise MeterTlsError(method, path, f"TLS handshake failed: {_reason(exc)}") from exc
         except requests.exceptions.Timeout as exc:
             raise MeterConnectionError(
-                method, path, f"no answer within {self.timeout_s:g} s: {_reason(exc)}"
+                method, path, f"no answer within {timeout_s:g} s: {_reason(exc)}"
             ) from exc
         except (
             requests.exceptions.ConnectionError,

@@ -277,3 +277,15 @@ def test_requests_leave_through_the_configured_interface(simulator: Simulator) -
         assert bound.status().meter_id == simulator.state()["meter_id"]
     finally:
         bound.close()
+
+
+def test_measurement_timeout_override(simulator: Simulator) -> None:
+    client = MeterClient.connect(simulator.host, simulator.port, timeout_s=5.0)
+    try:
+        simulator.set_faults(latency_ms=600, paths=["/v1/livemeasure"], count=1)
+        with pytest.raises(MeterConnectionError, match="no answer within 0.2 s"):
+            client.livemeasure(timeout_s=0.2)
+        simulator.set_faults(latency_ms=600, paths=["/v1/livemeasure"], count=1)
+        assert client.livemeasure().voltage_v > 0
+    finally:
+        client.close()

@@ -61,6 +61,7 @@ class FakeMeter:
     #: serve only the begin reading, as a meter that has not finished the record yet
     begin_only: bool = False
     calls: list[str] = field(default_factory=list)
+    livemeasure_timeouts: list[float | None] = field(default_factory=list)
     #: call name -> list of exceptions (or callables) consumed one per call
     fail: dict[str, list[BaseException | Callable[[], None]]] = field(default_factory=dict)
 
@@ -94,7 +95,8 @@ class FakeMeter:
             time="",
         )
 
-    def livemeasure(self) -> LiveMeasure:
+    def livemeasure(self, timeout_s: float | None = None) -> LiveMeasure:
+        self.livemeasure_timeouts.append(timeout_s)
         self._enter("livemeasure")
         return LiveMeasure(400.0, 10.0, 4.0, 30.0, 28.0, 12.5, 0.25, "2026-11-22T10:00:00+01:00")
 

@@ -272,3 +272,10 @@ def test_powermeter_units(meter: FakeMeter) -> None:
     assert value["voltage_V"] == {"DC": 400.0}
     assert value["current_A"] == {"DC": 10.0}
     assert [t["location"] for t in value["temperatures"]] == ["temperatureH", "temperatureL"]
+
+
+def test_measurement_read_uses_the_short_timeout(meter: FakeMeter) -> None:
+    controller, _ = make(meter, measurement_timeout_s=1.5)
+    controller.initialize()
+    controller.read_powermeter()
+    assert meter.livemeasure_timeouts == [1.5]
