@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 
 import pytest
 
 from lem_dcbm.clock import ManualClock
+from lem_dcbm.core.controller import ControllerSettings, MeterController
 from lem_dcbm.core.health_monitor import HEALTH_BITS, HealthMonitor
+from lem_dcbm.core.ready_loop import LoopTiming, ReadyLoop
+from lem_dcbm.core.temperature_monitor import TemperatureLimits, TemperatureMonitor
+from lem_dcbm.core.timesync import TimeSync
+from lem_dcbm.core.transaction_request import StartSettings
 from lem_dcbm.errors import LemDcbmError, MeterConnectionError
 from lem_dcbm.meter.models import ERROR_BITS, STATUS_BITS, MeterStatus
+from tests.support.fake_meter import FakeMeter, unreachable
 from tests.support.fake_outputs import RecordingOutputs
 
 HEALTHY_STATUS = dict.fromkeys(STATUS_BITS, False) | {
@@ -171,3 +178,49 @@ def test_unreadable_status_keeps_errors_and_logs_once(caplog: pytest.LogCaptureF
         ("clear", ("VendorWarning", "tamperingIsDetected")),
     ]
     assert meter.calls == 5
+
+
+def test_ready_loop_polls_health_only_while_the_meter_answers() -> None:
+    clock = ManualClock()
+    meter = FakeMeter(time_sync_ok=False)
+    meter.fail["livemeasure"] = [unreachable("livemeasure")] * 12
+    controller = MeterController(
+        meter,
+        ControllerSettings(start=StartSettings(tariff_id=0, cable_id=0)),
+        clock,
+        TimeSync(meter, clock, timezone="+00:00", dst={}),
+    )
+    outputs = RecordingOutputs()
+    # The fake meter's sensors read 30 and 28 degC.
+    temperature = TemperatureMonitor(
+        TemperatureLimits(warning_level_c=29.0, min_time_s=0), outputs, clock
+    )
+    health = HealthMonitor(meter, outputs, clock, poll_interval_s=5.0)
+    stop = threading.Event()
+    cycles: list[int] = []
+
+    def on_cycle() -> None:
+        cycles.append(meter.calls.count("status"))
+        if len(cycles) == 20:
+            stop.set()
+
+    loop = ReadyLoop(
+        controller,
+        outputs,
+        clock,
+        LoopTiming(),
+        on_cycle=on_cycle,
+        temperature=temperature,
+        health=health,
+    )
+    loop.run(stop)
+    at_init = cycles[0]
+    assert cycles[11] == at_init  # 12 cycles without the meter: no status polls
+    assert cycles[12] == at_init + 1  # back: polled at once, then every 5 s
+    assert cycles[19] == at_init + 2
+    raised = [payload for kind, payload in outputs.events if kind == "raise"]
+    assert raised == [
+        ("CommunicationFault", ""),
+        ("VendorWarning", "TemperatureWarning"),
+        ("VendorError", "timeSyncStatusIsOk"),
+    ]

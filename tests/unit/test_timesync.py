@@ -79,3 +79,34 @@ def test_ntp_written_until_after_window_then_never_again() -> None:
     assert not sync.sync_if_due()
     sync.sync()  # before a start: nothing to do any more
     assert len(meter.settings_writes) == 6
+
+
+def test_controller_walks_init_window_daily_and_start_syncs() -> None:
+    from lem_dcbm.core.controller import ControllerSettings, MeterController
+    from lem_dcbm.core.transaction_request import StartSettings
+
+    sync, meter, clock = setup()
+    controller = MeterController(
+        meter, ControllerSettings(start=StartSettings(tariff_id=0, cable_id=0)), clock, sync
+    )
+
+    def utc_writes() -> list[str]:
+        return [w["time"]["utc"] for w in meter.settings_writes if "utc" in w.get("time", {})]
+
+    controller.initialize()  # init sync, inside the settings window
+    assert kinds(meter) == ["time.utc", "time.tz", "time.dst"]
+    clock.advance(119)
+    controller.housekeeping()
+    assert len(meter.settings_writes) == 3
+    clock.advance(1)
+    controller.housekeeping()  # the window has passed
+    assert utc_writes() == ["2026-11-22T10:00:00Z", "2026-11-22T10:02:00Z"]
+    clock.advance(24 * 3600)
+    controller.housekeeping()  # daily
+    assert utc_writes()[-1] == "2026-11-23T10:02:00Z"
+    clock.advance(600)
+    answer = controller.start_transaction({"evse_id": "E1", "transaction_id": "t1"})
+    assert answer["status"] == "OK"
+    assert utc_writes()[-1] == "2026-11-23T10:12:00Z"  # right before the start
+    assert kinds(meter)[-3:] == ["time.utc", "time.tz", "time.dst"]
+    assert len(meter.settings_writes) == 12
