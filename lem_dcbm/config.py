@@ -26,7 +26,7 @@ from lem_dcbm.errors import ConfigError
 from lem_dcbm.everest.topics import normalize_prefix
 
 #: Names the module is known by in an EVerest config's ``module:`` entry.
-MODULE_NAMES = ("LemDCBM400600", "lem-dcbm", "lem_dcbm")
+MODULE_NAMES = ("LemDCBM400600", "LemDCBM400600Py", "lem-dcbm", "lem_dcbm")
 _JSON_TYPES = {"string": "string", "integer": "integer", "number": "number", "boolean": "boolean"}
 _SCHEMA_KEYWORDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "enum")
 _TIMEZONE = re.compile(r"^([+-])(\d{2}):(\d{2})$")
