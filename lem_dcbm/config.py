@@ -107,6 +107,8 @@ class ModuleConfig:
     error_namespace: str = "powermeter"
     #: Period of the powermeter publication, ms.
     publish_interval_ms: int = 1000
+    #: Period of the meter status (health bits) read, ms.
+    status_poll_interval_ms: int = 5000
 
     @property
     def use_tls(self) -> bool:

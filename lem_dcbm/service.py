@@ -22,7 +22,7 @@ from lem_dcbm.clock import Clock, SystemClock
 from lem_dcbm.config import BrokerSettings, ModuleConfig
 from lem_dcbm.core import responses
 from lem_dcbm.core.controller import ControllerSettings, MeterController
-from lem_dcbm.core.health_monitor import DEFAULT_POLL_INTERVAL_S, HealthMonitor
+from lem_dcbm.core.health_monitor import HealthMonitor
 from lem_dcbm.core.ports import Alerts, EverestOutputs
 from lem_dcbm.core.ready_loop import LoopTiming, ReadyLoop
 from lem_dcbm.core.record_book import RecordBook
@@ -163,16 +163,11 @@ def build_meter_stack(
     return MeterStack(client, controller)
 
 
-#: Overrides how often the meter's health (``/v1/status``) is read, ms (default 5000).
-STATUS_POLL_ENV = "LEM_DCBM_STATUS_POLL_MS"
-
-
 def build_monitors(
     config: ModuleConfig,
     meter: MeterClient,
     outputs: EverestOutputs,
     clock: Clock,
-    environ: Mapping[str, str] | None = None,
 ) -> tuple[TemperatureMonitor, HealthMonitor]:
     """The temperature and health monitors the ready loop feeds every cycle."""
     limits = TemperatureLimits(
@@ -181,15 +176,7 @@ def build_monitors(
         hysteresis_k=config.temperature_hysteresis_K,
         min_time_s=config.temperature_min_time_as_valid_ms / 1000.0,
     )
-    env = os.environ if environ is None else environ
-    poll_s = DEFAULT_POLL_INTERVAL_S
-    if env.get(STATUS_POLL_ENV):
-        try:
-            poll_s = max(0.0, int(env[STATUS_POLL_ENV]) / 1000.0)
-        except ValueError:
-            _LOGGER.warning(
-                "ignoring %s=%r: not a whole number", STATUS_POLL_ENV, env[STATUS_POLL_ENV]
-            )
+    poll_s = config.status_poll_interval_ms / 1000.0
     return (
         TemperatureMonitor(limits, outputs, clock),
         HealthMonitor(meter, outputs, clock, poll_interval_s=poll_s),

@@ -78,12 +78,14 @@ HEALTH_BITS: tuple[HealthBit, ...] = (
         VENDOR_ERROR,
         "the meter's time sync is not valid; it refuses new transactions",
     ),
+    # Tampering is an indicator for the meter, but a tampered Eichrecht meter cannot bill
+    # lawfully: it is an error here, so EvseManager stops charging.
     HealthBit(
         "tamperingIsDetected",
         False,
         True,
-        VENDOR_WARNING,
-        "the meter detected tampering; records made now are marked",
+        VENDOR_ERROR,
+        "the meter detected tampering; its records cannot be used for billing",
     ),
     HealthBit(
         "overTemperatureIsDetected",

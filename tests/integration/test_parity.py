@@ -35,7 +35,6 @@ REQUEST: dict[str, Any] = {
 }
 #: Quick cycles so that waits are short: publish every 200 ms, read the status each cycle.
 FAST: dict[str, Any] = {"publish_interval_ms": 200}
-FAST_ENV = {"LEM_DCBM_STATUS_POLL_MS": "100"}
 ErrorKey = tuple[str, str]
 
 
@@ -126,7 +125,7 @@ HEALTH_STEPS: list[tuple[str, str, bool, str]] = [
     ("status", "suLinkStatusIsOk", False, "VendorError"),
     ("status", "muFatalErrorOccured", True, "VendorError"),
     ("status", "timeSyncStatusIsOk", False, "VendorError"),
-    ("status", "tamperingIsDetected", True, "VendorWarning"),
+    ("status", "tamperingIsDetected", True, "VendorError"),
     ("status", "overTemperatureIsDetected", True, "VendorWarning"),
     ("status", "reversedVoltage", True, "VendorWarning"),
     ("status", "suMeasureFailureOccurred", True, "VendorWarning"),
@@ -142,7 +141,9 @@ def wait_for_active(peer: EverestPeer, expected: set[ErrorKey]) -> None:
 def test_each_health_bit_raises_and_clears_its_error_once(
     tmp_path: Path, simulator: Simulator, mosquitto: Broker, peer: EverestPeer
 ) -> None:
-    module = run_module(tmp_path / "module", simulator, mosquitto, env=FAST_ENV, **FAST)
+    module = run_module(
+        tmp_path / "module", simulator, mosquitto, status_poll_interval_ms=100, **FAST
+    )
     try:
         peer.wait_for_var("powermeter", 2, timeout=20)
         wait_for_readings(peer, 2)

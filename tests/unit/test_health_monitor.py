@@ -24,9 +24,13 @@ HEALTHY_STATUS = dict.fromkeys(STATUS_BITS, False) | {
     "suLinkStatusIsOk": True,
     "timeSyncStatusIsOk": True,
 }
-BLOCKING = {"suLinkStatusIsOk": False, "muFatalErrorOccured": True, "timeSyncStatusIsOk": False}
+BLOCKING = {
+    "suLinkStatusIsOk": False,
+    "muFatalErrorOccured": True,
+    "timeSyncStatusIsOk": False,
+    "tamperingIsDetected": True,
+}
 INDICATORS = (
-    "tamperingIsDetected",
     "overTemperatureIsDetected",
     "reversedVoltage",
     "suMeasureFailureOccurred",
@@ -174,8 +178,8 @@ def test_unreadable_status_keeps_errors_and_logs_once(caplog: pytest.LogCaptureF
     clock.advance(5.0)
     assert mon.poll_if_due()
     assert outputs.events == [
-        ("raise", ("VendorWarning", "tamperingIsDetected")),
-        ("clear", ("VendorWarning", "tamperingIsDetected")),
+        ("raise", ("VendorError", "tamperingIsDetected")),
+        ("clear", ("VendorError", "tamperingIsDetected")),
     ]
     assert meter.calls == 5
 
