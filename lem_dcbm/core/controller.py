@@ -224,25 +224,31 @@ class MeterController:
     def start_transaction(self, request: dict[str, Any]) -> dict[str, Any]:
         """Start a signed transaction; answer a ``TransactionStartResponse``."""
         transaction_id = str(request.get("transaction_id", ""))
+        return self._answer("start", transaction_id, lambda: self._start(request, transaction_id))
+
+    def _answer(
+        self, verb: str, transaction_id: str, action: Callable[[], dict[str, Any]]
+    ) -> dict[str, Any]:
+        """Run a command under the lock; turn every failure into an answer."""
         with self._lock:
             try:
-                return self._start(request, transaction_id)
+                return action()
             except RequestRejected as err:
-                return self._fail_start(transaction_id, f"request refused before sending: {err}")
+                return self._failed(verb, transaction_id, f"request refused before sending: {err}")
             except LemDcbmError as err:
-                return self._fail_start(transaction_id, str(err))
+                return self._failed(verb, transaction_id, str(err))
             except Exception as err:  # noqa: BLE001 - a command must answer, never crash
-                _LOGGER.exception("start_transaction %s failed unexpectedly", transaction_id)
-                return self._fail_start(transaction_id, f"internal error: {err!r}")
+                _LOGGER.exception("%s_transaction %s failed unexpectedly", verb, transaction_id)
+                return self._failed(verb, transaction_id, f"internal error: {err!r}")
 
-    def _fail_start(self, transaction_id: str, reason: str) -> dict[str, Any]:
-        message = f"Failed to start transaction {transaction_id}: {reason}"
+    def _failed(self, verb: str, transaction_id: str, reason: str) -> dict[str, Any]:
+        message = f"Failed to {verb} transaction {transaction_id}: {reason}"
         _LOGGER.error(message)
         return responses.failed(message)
 
     def _start(self, request: dict[str, Any], transaction_id: str) -> dict[str, Any]:
         if self._info is None:
-            return self._fail_start(transaction_id, "the meter is not initialised yet")
+            return self._failed("start", transaction_id, "the meter is not initialised yet")
         body = build_start_body(request, self._settings.start, v2=self._meter.api_version == "v2")
         status = self._meter.status()
         if status.transaction_ongoing:
@@ -257,7 +263,7 @@ class MeterController:
         self._sync_before_start(status)
         blocked = start_blocker(self._meter.status() if not status.time_sync_ok else status)
         if blocked:
-            return self._fail_start(transaction_id, blocked)
+            return self._failed("start", transaction_id, blocked)
         self._book.step(transaction_id, "start_requested", evse_id=body["evseId"])
         self._post_start(body, transaction_id)
         self._book.step(transaction_id, "start_confirmed")
@@ -331,23 +337,11 @@ class MeterController:
 
     def stop_transaction(self, transaction_id: str) -> dict[str, Any]:
         """Stop a transaction and answer its signed record (``TransactionStopResponse``)."""
-        with self._lock:
-            try:
-                return self._stop(transaction_id)
-            except LemDcbmError as err:
-                return self._fail_stop(transaction_id, str(err))
-            except Exception as err:  # noqa: BLE001 - a command must answer, never crash
-                _LOGGER.exception("stop_transaction %s failed unexpectedly", transaction_id)
-                return self._fail_stop(transaction_id, f"internal error: {err!r}")
-
-    def _fail_stop(self, transaction_id: str, reason: str) -> dict[str, Any]:
-        message = f"Failed to stop transaction {transaction_id}: {reason}"
-        _LOGGER.error(message)
-        return responses.failed(message)
+        return self._answer("stop", transaction_id, lambda: self._stop(transaction_id))
 
     def _stop(self, transaction_id: str) -> dict[str, Any]:
         if self._info is None:
-            return self._fail_stop(transaction_id, "the meter is not initialised yet")
+            return self._failed("stop", transaction_id, "the meter is not initialised yet")
         kept = self._book.record_of(transaction_id)
         if kept is not None:
             return self._stop_answer(transaction_id, kept)
