@@ -6,17 +6,23 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lem_dcbm import __version__
 from lem_dcbm.config import BrokerSettings, broker_settings
 from lem_dcbm.errors import ConfigError
 
+if TYPE_CHECKING:
+    from lem_dcbm.service import Service
+
 _LOGGER = logging.getLogger(__name__)
 
 #: Exit code for a configuration error (one line on stderr names the key).
 EXIT_CONFIG = 2
+#: Exit code when the module cannot run for another reason (said on stderr).
+EXIT_FAILURE = 1
 
 
 def add_broker_arguments(parser: argparse.ArgumentParser) -> None:
@@ -65,9 +71,7 @@ def broker_from_args(args: argparse.Namespace) -> BrokerSettings:
 def run_command(args: argparse.Namespace) -> int:
     """``lem-dcbm run``: load the config (exit 2 on a bad one), then serve until stopped."""
     from lem_dcbm.config import load_everest_config_file
-    from lem_dcbm.health import health_file_path, touch_health
     from lem_dcbm.logsetup import configure_logging
-    from lem_dcbm.service import Service
 
     try:
         module_id, config = load_everest_config_file(args.config, args.module_id)
@@ -76,22 +80,13 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"lem-dcbm: configuration error: {err}", file=sys.stderr)
         return EXIT_CONFIG
     configure_logging(module_id)
-    heartbeat = health_file_path()
-    service = Service(module_id, broker, on_cycle=lambda: touch_health(heartbeat))
-    service.install_signal_handlers()
-    try:
-        return service.run_standalone(config)
-    except ConfigError as err:
-        print(f"lem-dcbm: configuration error: {err}", file=sys.stderr)
-        return EXIT_CONFIG
+    return _serve(module_id, broker, os.environ, lambda service: service.run_standalone(config))
 
 
 def run_under_manager(module_id: str, environ: Mapping[str, str]) -> int:
     """Manager mode: broker from EV_MQTT_*, config from the manager, exit 0 on shutdown."""
     from lem_dcbm.config import config_from_manager_parameters
-    from lem_dcbm.health import health_file_path, touch_health
     from lem_dcbm.logsetup import configure_logging
-    from lem_dcbm.service import Service
 
     configure_logging(module_id)
     try:
@@ -99,14 +94,36 @@ def run_under_manager(module_id: str, environ: Mapping[str, str]) -> int:
     except ConfigError as err:
         print(f"lem-dcbm: configuration error: {err}", file=sys.stderr)
         return EXIT_CONFIG
+    return _serve(
+        module_id,
+        broker,
+        environ,
+        lambda service: service.run_with_manager(config_from_manager_parameters),
+    )
+
+
+def _serve(
+    module_id: str,
+    broker: BrokerSettings,
+    environ: Mapping[str, str],
+    run: Callable[[Service], int],
+) -> int:
+    """Run a service with heartbeat and signal handling; a config error exits with 2."""
+    from lem_dcbm.everest.manager import ManagerError
+    from lem_dcbm.health import health_file_path, touch_health
+    from lem_dcbm.service import Service
+
     heartbeat = health_file_path(environ)
     service = Service(module_id, broker, on_cycle=lambda: touch_health(heartbeat))
     service.install_signal_handlers()
     try:
-        return service.run_with_manager(config_from_manager_parameters)
+        return run(service)
     except ConfigError as err:
         print(f"lem-dcbm: configuration error: {err}", file=sys.stderr)
         return EXIT_CONFIG
+    except ManagerError as err:
+        print(f"lem-dcbm: no configuration from the EVerest manager: {err}", file=sys.stderr)
+        return EXIT_FAILURE
 
 
 def main(argv: Sequence[str] | None = None) -> int:

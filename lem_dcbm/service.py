@@ -31,6 +31,7 @@ from lem_dcbm.core.timesync import NtpServer, TimeSync
 from lem_dcbm.core.transaction_request import StartSettings
 from lem_dcbm.errors import ConfigError
 from lem_dcbm.everest.adapter import EverestAdapter
+from lem_dcbm.everest.bus import BrokerUnavailable
 from lem_dcbm.journal import TransactionJournal
 from lem_dcbm.meter.client import MeterClient
 
@@ -68,6 +69,10 @@ class MeterStack:
     controller: MeterController
     loop: ReadyLoop | None = None
 
+
+#: Pause between attempts to reach the MQTT broker at start-up, and how long one takes.
+BROKER_RETRY_S = 2.0
+BROKER_CONNECT_TIMEOUT_S = 3.0
 
 #: Vendor warnings about records are informative: charging goes on (EvseManager's default).
 VENDOR_WARNING = "VendorWarning"
@@ -216,23 +221,43 @@ class Service:
     def run_standalone(self, config: ModuleConfig) -> int:
         """Run from a config file: no manager, start publishing right away."""
         adapter = self._connect(config.error_namespace)
+        if adapter is None:
+            return 0  # stopped before the broker ever answered
         return self._serve(adapter, config, wait_global_ready=False)
 
     def run_with_manager(self, load: Callable[[list[dict[str, Any]]], ModuleConfig]) -> int:
         """Run under the EVerest manager: config over MQTT, ready handshake, shutdown."""
         adapter = self._connect("powermeter")
-        params = adapter.fetch_manager_config()
-        config = load(params)
+        if adapter is None:
+            return 0
+        try:
+            config = load(adapter.fetch_manager_config())
+        except Exception:
+            adapter.close()
+            raise
         adapter.set_error_namespace(config.error_namespace)
         return self._serve(adapter, config, wait_global_ready=True)
 
-    def _connect(self, error_namespace: str) -> EverestAdapter:
-        adapter = EverestAdapter(
-            self._broker, self.module_id, self._handlers, error_namespace=error_namespace
-        )
-        self._adapter = adapter
-        adapter.connect()
-        return adapter
+    def _connect(self, error_namespace: str) -> EverestAdapter | None:
+        """Connect to the broker, retrying until it answers or the service is stopped."""
+        waited = False
+        while not self.stop_event.is_set():
+            adapter = EverestAdapter(
+                self._broker, self.module_id, self._handlers, error_namespace=error_namespace
+            )
+            try:
+                adapter.connect(timeout_s=BROKER_CONNECT_TIMEOUT_S)
+            except BrokerUnavailable as err:
+                if not waited:
+                    _LOGGER.error("%s; retrying every %.0f s", err, BROKER_RETRY_S)
+                    waited = True
+                self.stop_event.wait(BROKER_RETRY_S)
+                continue
+            if waited:
+                _LOGGER.info("MQTT broker %s reachable again", self._broker.describe())
+            self._adapter = adapter
+            return adapter
+        return None
 
     def _serve(
         self, adapter: EverestAdapter, config: ModuleConfig, *, wait_global_ready: bool

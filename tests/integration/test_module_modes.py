@@ -209,3 +209,28 @@ def test_watch_and_call_against_a_running_module(
         assert none_running[0] == 1
     finally:
         assert module.terminate() == 0, module.log()
+
+
+def test_module_waits_for_a_broker_that_comes_up_late(
+    tmp_path: Path, simulator: Simulator, mosquitto: Broker
+) -> None:
+    mosquitto.stop()
+    config = write_config(tmp_path / "config.yaml", simulator_config(simulator))
+    module = start_module(tmp_path, config, mosquitto.port)
+    try:
+        wait_until(lambda: "retrying every" in module.log(), 20, what="the broker outage log")
+        assert module.process.poll() is None
+        mosquitto.start()
+        with EverestPeer(mosquitto.host, mosquitto.port) as late_peer:
+            late_peer.wait_for_var("powermeter", 1, timeout=20)
+    finally:
+        assert module.terminate() == 0, module.log()
+
+
+def test_silent_manager_is_a_clear_failure(tmp_path: Path, mosquitto: Broker) -> None:
+    module = start_module(
+        tmp_path, None, mosquitto.port, env=manager_env(mosquitto), entry="module.py"
+    )
+    code = module.process.wait(60)
+    assert code == 1, module.log()
+    assert "no configuration from the EVerest manager" in module.log()
