@@ -19,7 +19,7 @@ from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 from lem_dcbm.clock import Clock
 from lem_dcbm.simulator.certs import CertificatePair
@@ -28,21 +28,13 @@ from lem_dcbm.simulator.device import SimulatedMeter
 from lem_dcbm.simulator.faults import FaultBoard, Faults, parse_faults
 from lem_dcbm.simulator.ocmf_signer import tamper_record
 from lem_dcbm.simulator.refusals import FieldError, NotFound, Refusal
+from lem_dcbm.simulator.routes import JSON, json_body, meter_answer
 
 _LOGGER = logging.getLogger(__name__)
 
-JSON = "application/json"
-TEXT = "text/plain; charset=utf-8"
 HANDSHAKE_TIMEOUT_S = 10.0
 _OCMF_INDEX = re.compile(r"^/v[12]/ocmf/(-?\d+)$")
 #: Endpoints only the /v1 prefix offers, with their methods.
-_V1_ONLY = {
-    "status": ("GET",),
-    "settings": ("GET", "PUT"),
-    "logbook": ("GET",),
-    "certificate": ("GET",),
-}
-_BOTH = {"livemeasure": ("GET",), "legal": ("GET", "POST", "PUT"), "ocmf": ("GET",)}
 
 
 def server_tls_context(pair: CertificatePair) -> ssl.SSLContext:
@@ -210,10 +202,7 @@ class MeterRequestHandler(BaseHTTPRequestHandler):
         return self.rfile.read(length) if length > 0 else b""
 
     def _json_body(self, raw: bytes) -> Any:
-        try:
-            return json.loads(raw.decode("utf-8")) if raw else None
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise FieldError("body", "the body is not valid JSON") from exc
+        return json_body(raw)
 
     def _send(self, status: int, payload: bytes, content_type: str, head: bool = False) -> None:
         self.send_response(status)
@@ -274,47 +263,7 @@ class MeterRequestHandler(BaseHTTPRequestHandler):
     # -- the meter --------------------------------------------------------------------
 
     def _meter(self, method: str, path: str, query: str, raw: bytes) -> tuple[int, bytes, str]:
-        parts = path.strip("/").split("/")
-        api = self.server.device.config.api
-        if len(parts) < 2 or parts[0] not in ("v1", "v2") or (parts[0] == "v2" and api == "v1"):
-            raise NotFound(f"no such endpoint {path}")
-        version, name = parts[0], parts[1]
-        routes = dict(_BOTH) if version == "v2" else {**_BOTH, **_V1_ONLY}
-        if name not in routes or (len(parts) > 2 and (name != "ocmf" or len(parts) > 3)):
-            raise NotFound(f"no such endpoint {path}")
-        verb = "GET" if method == "HEAD" else method
-        if verb not in routes[name]:
-            return 405, json.dumps({"error": f"{method} is not allowed on {path}"}).encode(), JSON
-        params = {key: values[-1] for key, values in parse_qs(query).items()}
-        device = self.server.device
-        if name == "ocmf":
-            if len(parts) == 3:
-                try:
-                    index = int(parts[2])
-                except ValueError as exc:
-                    raise NotFound(f"no such endpoint {path}") from exc
-                return 200, device.ocmf_at(index).encode("utf-8"), TEXT
-            return 200, device.ocmf(params.get("transactionId")).encode("utf-8"), TEXT
-        answer: Any
-        status = 200
-        if name == "status":
-            answer = device.status()
-        elif name == "livemeasure":
-            answer = device.livemeasure()
-        elif name == "logbook":
-            answer = device.logbook()
-        elif name == "certificate":
-            answer = device.certificate()
-        elif name == "settings":
-            body = self._json_body(raw) if verb == "PUT" else None
-            answer = device.put_settings(body) if verb == "PUT" else device.settings()
-        elif verb == "POST":
-            answer, status = device.start_transaction(self._json_body(raw), version), 201
-        elif verb == "PUT":
-            answer = device.stop_transaction(params.get("transactionId"), self._json_body(raw))
-        else:
-            answer = device.legal()
-        return status, json.dumps(answer).encode("utf-8"), JSON
+        return meter_answer(self.server.device, method, path, query, raw)
 
     # -- the control API --------------------------------------------------------------
 

@@ -1,0 +1,187 @@
+"""What the module costs in steady state at 1 Hz: CPU, memory, threads, descriptors, connections.
+
+Four modules run at the same time on one broker, each against its own simulator:
+plain HTTP or TLS to the meter, idle or with a transaction running for the whole
+measurement. ``/proc`` is sampled once a second. The steady state starts once the
+module has published and the transaction (if any) runs; CPU and TCP connections to
+the meter (the simulator's ``connections.accepted``) are counted from there. Growth
+of RSS is measured from a tenth of the way in, after allocators have settled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import harness
+
+
+@dataclass(frozen=True)
+class Variant:
+    """Meter transport and whether a transaction runs."""
+
+    tls: bool
+    transaction: bool
+
+    @property
+    def name(self) -> str:
+        """e.g. ``tls_transaction``."""
+        return f"{'tls' if self.tls else 'http'}_{'transaction' if self.transaction else 'idle'}"
+
+
+VARIANTS = (
+    Variant(tls=False, transaction=False),
+    Variant(tls=False, transaction=True),
+    Variant(tls=True, transaction=False),
+    Variant(tls=True, transaction=True),
+)
+
+
+@dataclass
+class Subject:
+    """One variant's module, meter and samples."""
+
+    variant: Variant
+    module: harness.Module
+    sim: harness.Simulator
+    caller: harness.Caller | None = None
+    accepted_at_start: int = 0
+    samples: list[harness.ProcSample] | None = None
+
+    @property
+    def module_id(self) -> str:
+        """The module id."""
+        return f"footprint_{self.variant.name}"
+
+
+def start(stack: harness.Stack, broker: harness.Broker, variant: Variant) -> Subject:
+    """Start one variant's simulator and module."""
+    sim = stack.start_simulator(variant.name, tls=variant.tls, min_transaction_s=0)
+    module = stack.start_module(
+        f"footprint_{variant.name}",
+        broker,
+        sim.port,
+        tls_cert=sim.cert_path if variant.tls else None,
+    )
+    return Subject(variant, module, sim)
+
+
+def figures(subject: Subject, times: list[float], duration_s: float) -> dict[str, Any]:
+    """The variant's figures from its samples."""
+    samples = subject.samples or []
+    first, last = samples[0], samples[-1]
+    settled = samples[len(samples) // 10]
+    wall = last.at - first.at
+    accepted = subject.sim.state()["connections"]["accepted"]
+    return {
+        "variant": subject.variant.name,
+        "tls": subject.variant.tls,
+        "transaction": subject.variant.transaction,
+        "duration_s": wall,
+        "cpu_s_startup": first.cpu_s,
+        "cpu_s": last.cpu_s - first.cpu_s,
+        "cpu_s_per_hour": 3600 * (last.cpu_s - first.cpu_s) / wall,
+        "cpu_percent": harness.cpu_percent(first, last),
+        "rss_mb_start": first.rss_kb / 1024,
+        "rss_mb_settled": settled.rss_kb / 1024,
+        "rss_mb_end": last.rss_kb / 1024,
+        "rss_growth_kb": last.rss_kb - settled.rss_kb,
+        "peak_rss_mb": last.hwm_kb / 1024,
+        "threads_start": first.threads,
+        "threads_end": last.threads,
+        "threads_max": max(s.threads for s in samples),
+        "fds_start": first.fds,
+        "fds_end": last.fds,
+        "fds_max": max(s.fds for s in samples),
+        "meter_connections_total": accepted,
+        "meter_connections_steady": accepted - subject.accepted_at_start,
+        "meter_connections_per_hour": 3600 * (accepted - subject.accepted_at_start) / wall,
+        "publications": harness.period_stats(times),
+        "samples": len(samples),
+    }
+
+
+def run(args: argparse.Namespace) -> None:
+    """Run every variant at once, print the table, write the JSON."""
+    duration_s = args.duration or (15.0 if args.quick else 600.0)
+    with harness.Stack("footprint", keep=args.keep) as stack:
+        broker = stack.start_broker()
+        subjects = [start(stack, broker, variant) for variant in VARIANTS]
+        with harness.VarRecorder(broker) as recorder:
+            recorder.wait_count([s.module_id for s in subjects], 1, 60)
+            for subject in subjects:
+                if subject.variant.transaction:
+                    subject.caller = harness.Caller(broker, subject.module_id)
+                    subject.caller.call_ok(
+                        "start_transaction", harness.start_args(f"{subject.module_id}-tx")
+                    )
+                subject.accepted_at_start = subject.sim.state()["connections"]["accepted"]
+                subject.samples = [harness.proc_sample(subject.module.pid)]
+            began = time.monotonic()
+            harness.say(f"sampling {len(subjects)} modules for {duration_s:.0f} s")
+            tick = began
+            while tick < began + duration_s:
+                tick += 1.0
+                time.sleep(max(0.0, tick - time.monotonic()))
+                for subject in subjects:
+                    assert subject.samples is not None
+                    subject.samples.append(harness.proc_sample(subject.module.pid))
+            results = [
+                figures(s, harness.window(recorder.times(s.module_id), began, tick), duration_s)
+                for s in subjects
+            ]
+        for subject in subjects:
+            if subject.caller is not None:
+                subject.caller.call_ok(
+                    "stop_transaction", {"transaction_id": f"{subject.module_id}-tx"}
+                )
+                subject.caller.close()
+            stack.stop_module(subject.module)
+    print_results(results, duration_s)
+    harness.write_results("footprint", {"quick": args.quick, "runs": results}, args.out)
+
+
+def print_results(results: list[dict[str, Any]], duration_s: float) -> None:
+    """The table."""
+    harness.print_table(
+        f"steady state over {duration_s:.0f} s at 1 Hz",
+        [
+            "variant",
+            "CPU s/h",
+            "CPU %",
+            "peak RSS MB",
+            "RSS growth kB",
+            "threads",
+            "fds",
+            "meter conns",
+            "conns/h",
+        ],
+        [
+            [
+                r["variant"],
+                r["cpu_s_per_hour"],
+                r["cpu_percent"],
+                r["peak_rss_mb"],
+                r["rss_growth_kb"],
+                f"{r['threads_start']}->{r['threads_end']}",
+                f"{r['fds_start']}->{r['fds_end']}",
+                r["meter_connections_total"],
+                r["meter_connections_per_hour"],
+            ]
+            for r in results
+        ],
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point."""
+    parser = harness.parser(__doc__ or "")
+    parser.add_argument("--duration", type=float, help="seconds of steady state")
+    return harness.run_main(run, parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

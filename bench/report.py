@@ -1,0 +1,430 @@
+"""``RESULTS.md`` from the benchmarks' JSON: targets, the C++ module's figures, every table.
+
+The analysis of missed targets and the profile are written by hand in
+``bench/analysis.md`` and included as they are.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import harness
+
+BENCH = Path(__file__).resolve().parent
+ANALYSIS = BENCH / "analysis.md"
+
+#: The C++ LemDCBM400600 module's figures (2 cores, EVerest's meter mock).
+CPP = {
+    "period_fast": "1.004 s",
+    "period_slow": "1.318 s (max 2.5 s)",
+    "lost_slow": "23 %",
+    "first_ready": "11.6 s",
+    "first_no_legal": "262 s",
+    "connections": "3 600 / h (121 in 120 s; TLS: a full handshake each)",
+    "cpu": "0.07 %",
+    "rss": "21 MB",
+}
+
+#: Most RSS growth after the first tenth of the footprint run that counts as none.
+RSS_GROWTH_LIMIT_KB = 512
+
+
+def load(results_dir: Path, name: str) -> dict[str, Any] | None:
+    """One benchmark's JSON, or None when it did not write any."""
+    path = results_dir / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def md_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], digits: int = 3) -> str:
+    """A Markdown table."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(harness.fmt(c, digits) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def verdict(ok: bool, miss: str) -> str:
+    """``met`` or ``**missed** by ...``."""
+    return "met" if ok else f"**missed** by {miss}"
+
+
+def by_latency(schedule: dict[str, Any], latency_ms: int) -> dict[str, Any]:
+    """The publish_schedule run at ``latency_ms``."""
+    return next(r for r in schedule["runs"] if r["latency_ms"] == latency_ms)
+
+
+def schedule_rows(schedule: dict[str, Any]) -> list[list[str]]:
+    """Summary rows of the publication period."""
+    rows = []
+    for latency_ms, cpp in ((0, CPP["period_fast"]), (300, CPP["period_slow"])):
+        run = by_latency(schedule, latency_ms)
+        mean = run["mean_s"]
+        off = abs(mean - 1.0)
+        rows.append(
+            [
+                f"period mean, {latency_ms} ms meter latency",
+                "1.000 ± 0.005 s",
+                cpp,
+                f"{mean:.4f} s",
+                verdict(off <= 0.005, f"{(off - 0.005) * 1000:.1f} ms"),
+            ]
+        )
+        spread = max(abs(run["p1_s"] - 1.0), abs(run["p99_s"] - 1.0))
+        rows.append(
+            [
+                f"period p1..p99, {latency_ms} ms meter latency",
+                "within 1.000 ± 0.050 s",
+                "—",
+                f"{run['p1_s']:.3f}..{run['p99_s']:.3f} s (worst {run['max_s']:.3f} s)",
+                verdict(spread <= 0.05, f"{(spread - 0.05) * 1000:.0f} ms"),
+            ]
+        )
+        missing = run["expected_count"] - run["count"]
+        rows.append(
+            [
+                f"publications in {run['duration_s']:.0f} s, {latency_ms} ms latency",
+                f"{run['expected_count']:.0f} ± 1",
+                CPP["lost_slow"] + " lost" if latency_ms else "—",
+                f"{run['count']} ({run['lost_percent']:.1f} % lost)",
+                verdict(abs(missing) <= 1, f"{abs(missing) - 1:.0f} publications"),
+            ]
+        )
+    return rows
+
+
+def startup_rows(startup: dict[str, Any]) -> list[list[str]]:
+    """Summary rows of the time to the first publication."""
+    summary = startup["summary"]
+    rows = []
+    for key, label, cpp in (
+        ("ready_from_start", "first publication after start, ready meter", CPP["first_ready"]),
+        ("late_from_meter", "first publication after a late meter answers", "—"),
+    ):
+        figures = summary[key]
+        rows.append(
+            [
+                label,
+                "≤ 1.5 s",
+                cpp,
+                f"{figures['median_s']:.2f} s median, {figures['max_s']:.2f} s worst",
+                verdict(figures["max_s"] <= 1.5, f"{figures['max_s'] - 1.5:.2f} s"),
+            ]
+        )
+    figures = summary["no_legal_from_start"]
+    rows.append(
+        [
+            "first publication, meter answers 404 on /legal",
+            "—",
+            CPP["first_no_legal"],
+            f"{figures['median_s']:.2f} s median, {figures['max_s']:.2f} s worst",
+            "—",
+        ]
+    )
+    return rows
+
+
+def latency_rows(latency: dict[str, Any]) -> list[list[str]]:
+    """Summary rows of the module's overhead per command (broker with Nagle off)."""
+    runs = [r for r in latency["runs"] if r["broker_no_delay"]]
+    rows = []
+    for stat, limit in (("p50_ms", 3.0), ("p99_ms", 10.0)):
+        worst_value, worst_where = max(
+            (r[c]["overhead"][stat], f"{r['variant']} {c}") for r in runs for c in ("start", "stop")
+        )
+        best_value = min(r[c]["overhead"][stat] for r in runs for c in ("start", "stop"))
+        rows.append(
+            [
+                f"module overhead per command, {stat[:3]} (broker without Nagle)",
+                f"≤ {limit:.0f} ms",
+                "—",
+                f"{best_value:.1f}..{worst_value:.1f} ms (worst: {worst_where})",
+                verdict(worst_value <= limit, f"{worst_value - limit:.1f} ms"),
+            ]
+        )
+    return rows
+
+
+def footprint_rows(footprint: dict[str, Any]) -> list[list[str]]:
+    """Summary rows of connections, CPU, memory and growth."""
+    runs = footprint["runs"]
+    per_hour = max(r["meter_connections_per_hour"] for r in runs)
+    cpu = max(r["cpu_percent"] for r in runs)
+    rss = max(r["peak_rss_mb"] for r in runs)
+    growth = max(r["rss_growth_kb"] for r in runs)
+    threads_grew = [r["variant"] for r in runs if r["threads_end"] > r["threads_start"]]
+    fds_grew = [r["variant"] for r in runs if r["fds_end"] > r["fds_start"]]
+    grew = threads_grew or fds_grew or growth > RSS_GROWTH_LIMIT_KB
+    seconds = max(r["duration_s"] for r in runs)
+    span = f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
+    return [
+        [
+            "TCP connections to the meter, steady state",
+            "≤ 2 / h",
+            CPP["connections"],
+            f"{per_hour:.1f} / h (worst variant; "
+            f"{max(r['meter_connections_total'] for r in runs)} in all per module)",
+            verdict(per_hour <= 2, f"{per_hour - 2:.1f} / h"),
+        ],
+        [
+            "CPU at 1 Hz, % of one core",
+            "≤ 0.5 %",
+            CPP["cpu"],
+            f"{min(r['cpu_percent'] for r in runs):.2f}..{cpu:.2f} %",
+            verdict(cpu <= 0.5, f"{cpu - 0.5:.2f} points"),
+        ],
+        [
+            "peak RSS (VmHWM)",
+            "≤ 42 MB",
+            CPP["rss"],
+            f"{min(r['peak_rss_mb'] for r in runs):.1f}..{rss:.1f} MB",
+            verdict(rss <= 42, f"{rss - 42:.1f} MB"),
+        ],
+        [
+            f"growth over {span} (RSS, threads, fds)",
+            f"none (RSS ≤ {RSS_GROWTH_LIMIT_KB} kB)",
+            "—",
+            f"RSS +{growth} kB worst; threads "
+            + ", ".join(f"{r['threads_start']}→{r['threads_end']}" for r in runs)
+            + "; fds "
+            + ", ".join(f"{r['fds_start']}→{r['fds_end']}" for r in runs),
+            verdict(
+                not grew,
+                f"RSS +{growth} kB, threads in {threads_grew}, fds in {fds_grew}",
+            ),
+        ],
+    ]
+
+
+def scale_rows(scale: dict[str, Any], nproc: int) -> list[list[str]]:
+    """Summary row of the largest scale run."""
+    run = max(scale["runs"], key=lambda r: int(r["size"]))
+    off = run["worst_mean_deviation_s"]
+    return [
+        [
+            f"{run['size']} modules on {nproc} cores: every period mean",
+            "1.000 ± 0.010 s",
+            "—",
+            f"{run['min_mean_s']:.4f}..{run['max_mean_s']:.4f} s",
+            verdict(off <= 0.01, f"{(off - 0.01) * 1000:.1f} ms"),
+        ]
+    ]
+
+
+def summary_section(results: dict[str, dict[str, Any] | None], nproc: int) -> str:
+    """The targets table."""
+    builders: tuple[tuple[str, Callable[[dict[str, Any]], list[list[str]]]], ...] = (
+        ("publish_schedule", schedule_rows),
+        ("startup", startup_rows),
+        ("command_latency", latency_rows),
+        ("footprint", footprint_rows),
+        ("scale", lambda data: scale_rows(data, nproc)),
+    )
+    rows: list[list[str]] = []
+    for name, build in builders:
+        data = results.get(name)
+        if data is None:
+            rows.append([name, "—", "—", "no results (the benchmark failed)", "—"])
+        else:
+            rows.extend(build(data))
+    return md_table(["figure", "target", "C++ module", "this module", "target"], rows)
+
+
+def detail_sections(results: dict[str, dict[str, Any] | None]) -> list[str]:
+    """One section per benchmark with all of its figures."""
+    parts: list[str] = []
+    schedule = results.get("publish_schedule")
+    if schedule:
+        parts += [
+            "### publish_schedule.py: period of the powermeter var",
+            md_table(
+                ["meter latency", "count", "mean s", "p1 s", "p50 s", "p99 s", "worst s", "lost %"],
+                [
+                    [
+                        f"{r['latency_ms']} ms",
+                        r["count"],
+                        r["mean_s"],
+                        r["p1_s"],
+                        r["p50_s"],
+                        r["p99_s"],
+                        r["max_s"],
+                        r["lost_percent"],
+                    ]
+                    for r in schedule["runs"]
+                ],
+                4,
+            ),
+            f"Window: {schedule['runs'][0]['duration_s']:.0f} s per latency, both modules at "
+            "once; times are receive times at an MQTT subscriber.",
+        ]
+    startup = results.get("startup")
+    if startup:
+        parts += [
+            "### startup.py: time to the first publication",
+            md_table(
+                ["case", "runs", "median s", "worst s"],
+                [[k, v["runs"], v["median_s"], v["max_s"]] for k, v in startup["summary"].items()],
+            ),
+            f"`late`: the simulator starts on the reserved port {startup['late_s']:.0f} s after "
+            "the module; `from_meter` counts from the moment it listens.",
+        ]
+    latency = results.get("command_latency")
+    if latency:
+        parts += [
+            "### command_latency.py: start/stop round trips, ms",
+            md_table(
+                [
+                    "variant",
+                    "command",
+                    "module p50",
+                    "module p99",
+                    "direct p50",
+                    "direct p99",
+                    "overhead p50",
+                    "overhead p99",
+                ],
+                [
+                    [
+                        r["variant"],
+                        c,
+                        r[c]["module"]["p50_ms"],
+                        r[c]["module"]["p99_ms"],
+                        r[c]["direct"]["p50_ms"],
+                        r[c]["direct"]["p99_ms"],
+                        r[c]["overhead"]["p50_ms"],
+                        r[c]["overhead"]["p99_ms"],
+                    ]
+                    for r in latency["runs"]
+                    for c in ("start", "stop")
+                ],
+                1,
+            ),
+            f"{latency['runs'][0]['pairs']} pairs per variant. Overhead = module round trip "
+            "(call published to result received, through mosquitto) minus the same meter "
+            "requests sent directly, paired pair by pair. Requests per command, checked "
+            "against the simulator's counts: "
+            + (
+                "identical in every variant."
+                if all(r["sequences"]["match"] for r in latency["runs"])
+                else "**different** (see the JSON)."
+            ),
+        ]
+    footprint = results.get("footprint")
+    if footprint:
+        parts += [
+            "### footprint.py: steady state at 1 Hz",
+            md_table(
+                [
+                    "variant",
+                    "CPU s/h",
+                    "CPU %",
+                    "startup CPU s",
+                    "peak RSS MB",
+                    "RSS MB settled→end",
+                    "threads",
+                    "fds",
+                    "meter conns (all/steady)",
+                    "period mean s",
+                ],
+                [
+                    [
+                        r["variant"],
+                        r["cpu_s_per_hour"],
+                        r["cpu_percent"],
+                        r["cpu_s_startup"],
+                        r["peak_rss_mb"],
+                        f"{r['rss_mb_settled']:.1f}→{r['rss_mb_end']:.1f}",
+                        f"{r['threads_start']}→{r['threads_end']} (max {r['threads_max']})",
+                        f"{r['fds_start']}→{r['fds_end']} (max {r['fds_max']})",
+                        f"{r['meter_connections_total']}/{r['meter_connections_steady']}",
+                        r["publications"]["mean_s"],
+                    ]
+                    for r in footprint["runs"]
+                ],
+            ),
+            f"{footprint['runs'][0]['duration_s']:.0f} s of steady state, the four modules at "
+            "once, each with its own simulator.",
+        ]
+    scale = results.get("scale")
+    if scale:
+        parts += [
+            "### scale.py: N modules on one broker",
+            md_table(
+                [
+                    "modules",
+                    "all publishing after s",
+                    "mean min..max s",
+                    "p1 s",
+                    "p99 s",
+                    "worst s",
+                    "modules CPU %",
+                    "simulators CPU %",
+                    "broker CPU %",
+                    "modules RSS MB",
+                ],
+                [
+                    [
+                        r["size"],
+                        r["all_published_after_s"],
+                        f"{r['min_mean_s']:.4f}..{r['max_mean_s']:.4f}",
+                        r["p1_s"],
+                        r["p99_s"],
+                        r["max_s"],
+                        r["modules_cpu_percent"],
+                        r["simulators_cpu_percent"],
+                        r["broker_cpu_percent"],
+                        r["modules_rss_mb"],
+                    ]
+                    for r in scale["runs"]
+                ],
+            ),
+            f"{scale['runs'][0]['duration_s']:.0f} s window per size; CPU in % of one core "
+            "summed over the group.",
+        ]
+    return parts
+
+
+def run_section(meta: dict[str, Any]) -> str:
+    """Machine, date, commit and the wall time of each benchmark."""
+    m = meta["machine"]
+    bench = meta["benchmarks"]
+    lines = [
+        f"- date: {meta['started']}",
+        f"- commit: `{meta['commit']}`",
+        f"- machine: {m['nproc']} × {m['cpu_model']}, {m['memory_gb']} GB RAM, "
+        f"Linux {m['kernel']}, Python {m['python']}, {m['mosquitto']}",
+        f"- mode: {'quick' if meta['quick'] else 'full'}; total wall time "
+        f"{bench['total_wall_s'] / 60:.1f} min",
+        "- wall time per benchmark: "
+        + ", ".join(
+            f"{name} {v['wall_s']:.0f} s" + ("" if v["exit_code"] == 0 else " (FAILED)")
+            for name, v in bench.items()
+            if isinstance(v, dict)
+        ),
+        "- footprint.py ran in the background during publish_schedule.py, startup.py and "
+        "command_latency.py (four idle modules at 1 Hz: a few tenths of a percent of a "
+        "core); scale.py ran alone.",
+    ]
+    return "\n".join(lines)
+
+
+def write_report(meta: dict[str, Any], target: Path, results_dir: Path) -> None:
+    """Write the report on the JSON in ``results_dir`` to ``target``."""
+    names = ("publish_schedule", "startup", "command_latency", "footprint", "scale")
+    results = {name: load(results_dir, name) for name in names}
+    parts = [
+        "# Benchmark results",
+        "Generated by `bench/run_all.py` from one run; every figure below comes from "
+        "`bench/results/*.json` of that run. The C++ figures are those of EVerest's "
+        "LemDCBM400600 module, measured on a 2-core machine against EVerest's meter mock.",
+        "## Run",
+        run_section(meta),
+        "## Targets",
+        summary_section(results, int(meta["machine"]["nproc"])),
+        "## Figures",
+        *detail_sections(results),
+    ]
+    if ANALYSIS.exists():
+        parts.append(ANALYSIS.read_text().strip())
+    target.write_text("\n\n".join(parts) + "\n")
