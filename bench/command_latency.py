@@ -166,6 +166,18 @@ def measure(
     return result
 
 
+HEADERS = (
+    "variant",
+    "command",
+    "module p50",
+    "module p99",
+    "direct p50",
+    "direct p99",
+    "overhead p50",
+    "overhead p99",
+)
+
+
 def rows(runs: list[dict[str, Any]]) -> list[list[Any]]:
     """One table row per variant and command."""
     table = []
@@ -195,16 +207,7 @@ def run(args: argparse.Namespace) -> None:
         runs = [measure(stack, brokers[v.broker_no_delay], v, pairs) for v in VARIANTS]
     harness.print_table(
         f"command round trip over {pairs} pairs, ms (overhead = module - direct, paired)",
-        [
-            "variant",
-            "command",
-            "module p50",
-            "module p99",
-            "direct p50",
-            "direct p99",
-            "overhead p50",
-            "overhead p99",
-        ],
+        HEADERS,
         rows(runs),
     )
     harness.write_results("command_latency", {"quick": args.quick, "runs": runs}, args.out)

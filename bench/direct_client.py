@@ -14,7 +14,7 @@ from collections import Counter
 from typing import Any
 
 import requests
-from harness import BenchError, Simulator, pinned_context
+from harness import BenchError, Simulator
 from requests.adapters import HTTPAdapter
 
 #: (method, path) of each request, in order; learned from the simulator's request counts.
@@ -74,7 +74,7 @@ class DirectClient:
         self._base = sim.base_url
         self._session = requests.Session()
         if sim.tls:
-            self._session.mount("https://", _PinnedAdapter(pinned_context(sim.cert_path)))
+            self._session.mount("https://", _PinnedAdapter(sim.ssl_context()))
 
     def close(self) -> None:
         """Close the connections."""

@@ -140,40 +140,43 @@ def run(args: argparse.Namespace) -> None:
                 )
                 subject.caller.close()
             stack.stop_module(subject.module)
-    print_results(results, duration_s)
+    harness.print_table(f"steady state over {duration_s:.0f} s at 1 Hz", HEADERS, rows(results))
     harness.write_results("footprint", {"quick": args.quick, "runs": results}, args.out)
 
 
-def print_results(results: list[dict[str, Any]], duration_s: float) -> None:
-    """The table."""
-    harness.print_table(
-        f"steady state over {duration_s:.0f} s at 1 Hz",
+HEADERS = (
+    "variant",
+    "CPU s/h",
+    "CPU %",
+    "startup CPU s",
+    "peak RSS MB",
+    "RSS MB settled->end",
+    "threads",
+    "fds",
+    "meter conns all/steady",
+    "conns/h",
+    "period mean s",
+)
+
+
+def rows(results: list[dict[str, Any]]) -> list[list[Any]]:
+    """One table row per variant."""
+    return [
         [
-            "variant",
-            "CPU s/h",
-            "CPU %",
-            "peak RSS MB",
-            "RSS growth kB",
-            "threads",
-            "fds",
-            "meter conns",
-            "conns/h",
-        ],
-        [
-            [
-                r["variant"],
-                r["cpu_s_per_hour"],
-                r["cpu_percent"],
-                r["peak_rss_mb"],
-                r["rss_growth_kb"],
-                f"{r['threads_start']}->{r['threads_end']}",
-                f"{r['fds_start']}->{r['fds_end']}",
-                r["meter_connections_total"],
-                r["meter_connections_per_hour"],
-            ]
-            for r in results
-        ],
-    )
+            r["variant"],
+            r["cpu_s_per_hour"],
+            r["cpu_percent"],
+            r["cpu_s_startup"],
+            r["peak_rss_mb"],
+            f"{r['rss_mb_settled']:.1f}->{r['rss_mb_end']:.1f}",
+            f"{r['threads_start']}->{r['threads_end']} (max {r['threads_max']})",
+            f"{r['fds_start']}->{r['fds_end']} (max {r['fds_max']})",
+            f"{r['meter_connections_total']}/{r['meter_connections_steady']}",
+            r["meter_connections_per_hour"],
+            r["publications"]["mean_s"],
+        ]
+        for r in results
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,6 @@ Nothing here imports from ``tests/``: the benchmarks run on their own.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import http.client
 import json
 import os
@@ -36,6 +35,7 @@ import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
 from lem_dcbm.config import BrokerSettings
+from lem_dcbm.demo import DemoError, free_port, wait_port
 from lem_dcbm.everest.envelope import (
     CommandResult,
     EnvelopeError,
@@ -44,6 +44,7 @@ from lem_dcbm.everest.envelope import (
     parse_result,
 )
 from lem_dcbm.everest.topics import Topics
+from lem_dcbm.meter.tls import pinned_ssl_context
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "bench" / "results"
@@ -68,25 +69,6 @@ class BenchError(RuntimeError):
 def say(text: str) -> None:
     """One progress line on stderr (stdout carries the tables)."""
     print(f"bench: {text}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_port(port: int, process: subprocess.Popen[Any], what: str, timeout_s: float) -> None:
-    """Wait until something accepts connections on ``port``."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise BenchError(f"{what} exited with code {process.returncode}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
-        time.sleep(0.02)
-    raise BenchError(f"{what} did not listen on port {port} within {timeout_s:.0f} s")
 
 
 # -- processes ---------------------------------------------------------------------------
@@ -138,8 +120,12 @@ class Simulator:
         if not self.tls:
             return http.client.HTTPConnection(self.host, self.port, timeout=10)
         return http.client.HTTPSConnection(
-            self.host, self.port, timeout=10, context=pinned_context(self.cert_path)
+            self.host, self.port, timeout=10, context=self.ssl_context()
         )
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """A client context that trusts only this simulator's certificate."""
+        return pinned_ssl_context(self.cert_path.read_text())
 
     def control(self, method: str, path: str, body: object | None = None) -> Any:
         """Call the simulator's ``/_sim/`` API on a fresh connection; return its JSON."""
@@ -176,16 +162,6 @@ class Simulator:
     def base_url(self) -> str:
         """``http(s)://127.0.0.1:PORT``."""
         return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
-
-
-def pinned_context(cert_path: Path) -> ssl.SSLContext:
-    """A client context that trusts only the simulator's certificate (no host name check)."""
-    context = ssl.create_default_context(cafile=str(cert_path))
-    context.check_hostname = False
-    # The meter's certificate uses a key size below the default security level.
-    context.set_ciphers("DEFAULT:@SECLEVEL=1")
-    context.verify_flags &= ~getattr(ssl, "VERIFY_X509_STRICT", 0)
-    return context
 
 
 @dataclass
@@ -398,18 +374,14 @@ class Stack:
 # -- var publications ----------------------------------------------------------------------
 
 
-class VarRecorder:
-    """One MQTT client recording every module's ``powermeter`` publications."""
+class _Subscriber:
+    """A paho client (TCP_NODELAY) subscribed to one topic filter before it is used."""
 
-    def __init__(self, broker: Broker, var: str = "powermeter") -> None:
-        self._topic = f"{PREFIX}modules/+/impl/main/var/{var}"
-        self._times: dict[str, list[float]] = {}
-        self._last: dict[str, Any] = {}
-        self._changed = threading.Condition()
+    def __init__(self, broker: Broker, topic: str, client_id: str) -> None:
+        self._topic = topic
         self._subscribed = threading.Event()
-        self._client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=f"bench-rec-{uuid.uuid4().hex[:8]}"
-        )
+        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+        self._client.on_socket_open = _no_delay
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
@@ -417,24 +389,45 @@ class VarRecorder:
         self._client.loop_start()
         if not self._subscribed.wait(START_TIMEOUT_S):
             self.close()
-            raise BenchError("the recorder could not subscribe at the broker")
+            raise BenchError(f"could not subscribe to {topic}")
 
     def close(self) -> None:
         """Disconnect."""
         self._client.disconnect()
         self._client.loop_stop()
 
-    def __enter__(self) -> VarRecorder:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def _on_connect(self, client: mqtt.Client, *_: Any) -> None:
         client.subscribe(self._topic, qos=2)
 
     def _on_subscribe(self, *_: Any) -> None:
         self._subscribed.set()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        raise NotImplementedError
+
+
+def _no_delay(client: mqtt.Client, userdata: Any, sock: Any) -> None:
+    # As EVerest's own MQTT client does: without it a call that follows the previous
+    # answer's PUBCOMP waits for the broker's delayed ACK.
+    if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class VarRecorder(_Subscriber):
+    """Records every module's publications of one var with their receive times."""
+
+    def __init__(self, broker: Broker, var: str = "powermeter") -> None:
+        self._times: dict[str, list[float]] = {}
+        self._last: dict[str, Any] = {}
+        self._changed = threading.Condition()
+        topic = f"{PREFIX}modules/+/impl/main/var/{var}"
+        super().__init__(broker, topic, f"bench-rec-{uuid.uuid4().hex[:8]}")
+
+    def __enter__(self) -> VarRecorder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         received = time.monotonic()
@@ -475,40 +468,15 @@ class VarRecorder:
         return time.monotonic()
 
 
-class Caller:
-    """Calls one module's commands the way an EVerest consumer module does (QoS 2).
-
-    The socket has TCP_NODELAY, as EVerest's own MQTT client sets it: without it a call
-    that follows the previous answer's PUBCOMP waits for the broker's delayed ACK.
-    """
+class Caller(_Subscriber):
+    """Calls one module's commands the way an EVerest consumer module does (QoS 2)."""
 
     def __init__(self, broker: Broker, module_id: str) -> None:
         self.topics = Topics(PREFIX, module_id)
         self.origin = f"bench_{uuid.uuid4().hex[:8]}"
         self._inbox: dict[str, queue.SimpleQueue[CommandResult]] = {}
         self._lock = threading.Lock()
-        self._subscribed = threading.Event()
-        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.origin)
-        self._client.on_socket_open = _no_delay
-        self._client.on_connect = self._on_connect
-        self._client.on_subscribe = self._on_subscribe
-        self._client.on_message = self._on_message
-        self._client.connect(broker.host, broker.port)
-        self._client.loop_start()
-        if not self._subscribed.wait(START_TIMEOUT_S):
-            self.close()
-            raise BenchError(f"could not subscribe to the answers of {module_id}")
-
-    def close(self) -> None:
-        """Disconnect."""
-        self._client.disconnect()
-        self._client.loop_stop()
-
-    def _on_connect(self, client: mqtt.Client, *_: Any) -> None:
-        client.subscribe(self.topics.cmd_response("+", self.origin), qos=2)
-
-    def _on_subscribe(self, *_: Any) -> None:
-        self._subscribed.set()
+        super().__init__(broker, self.topics.cmd_response("+", self.origin), self.origin)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         try:
@@ -543,11 +511,6 @@ class Caller:
         if result.error_type or retval.get("status") != "OK":
             raise BenchError(f"{command} failed: {result}")
         return retval
-
-
-def _no_delay(client: mqtt.Client, userdata: Any, sock: Any) -> None:
-    if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def start_args(transaction_id: str) -> dict[str, Any]:
@@ -709,7 +672,7 @@ def run_main(body: Any, args: argparse.Namespace) -> int:
     """Run ``body(args)``; on ``BenchError`` print the error and return 1."""
     try:
         body(args)
-    except BenchError as err:
+    except (BenchError, DemoError) as err:
         say(f"FAILED: {err}")
         return 1
     except KeyboardInterrupt:

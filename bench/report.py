@@ -11,7 +11,12 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import command_latency
+import footprint
 import harness
+import publish_schedule
+import scale
+import startup
 
 BENCH = Path(__file__).resolve().parent
 ANALYSIS = BENCH / "analysis.md"
@@ -232,154 +237,50 @@ def summary_section(results: dict[str, dict[str, Any] | None], nproc: int) -> st
 
 
 def detail_sections(results: dict[str, dict[str, Any] | None]) -> list[str]:
-    """One section per benchmark with all of its figures."""
+    """One section per benchmark with all of its figures (the scripts' own tables)."""
     parts: list[str] = []
     schedule = results.get("publish_schedule")
     if schedule:
         parts += [
             "### publish_schedule.py: period of the powermeter var",
-            md_table(
-                ["meter latency", "count", "mean s", "p1 s", "p50 s", "p99 s", "worst s", "lost %"],
-                [
-                    [
-                        f"{r['latency_ms']} ms",
-                        r["count"],
-                        r["mean_s"],
-                        r["p1_s"],
-                        r["p50_s"],
-                        r["p99_s"],
-                        r["max_s"],
-                        r["lost_percent"],
-                    ]
-                    for r in schedule["runs"]
-                ],
-                4,
-            ),
+            md_table(publish_schedule.HEADERS, publish_schedule.rows(schedule["runs"]), 4),
             f"Window: {schedule['runs'][0]['duration_s']:.0f} s per latency, both modules at "
             "once; times are receive times at an MQTT subscriber.",
         ]
-    startup = results.get("startup")
-    if startup:
+    started = results.get("startup")
+    if started:
         parts += [
             "### startup.py: time to the first publication",
-            md_table(
-                ["case", "runs", "median s", "worst s"],
-                [[k, v["runs"], v["median_s"], v["max_s"]] for k, v in startup["summary"].items()],
-            ),
-            f"`late`: the simulator starts on the reserved port {startup['late_s']:.0f} s after "
-            "the module; `from_meter` counts from the moment it listens.",
+            md_table(startup.HEADERS, startup.rows(started["summary"])),
+            f"`late`: the simulator starts on the reserved port {started['late_s']:.0f} s "
+            "after the module; `from_meter` counts from the moment it listens.",
         ]
     latency = results.get("command_latency")
     if latency:
+        same = all(r["sequences"]["match"] for r in latency["runs"])
         parts += [
             "### command_latency.py: start/stop round trips, ms",
-            md_table(
-                [
-                    "variant",
-                    "command",
-                    "module p50",
-                    "module p99",
-                    "direct p50",
-                    "direct p99",
-                    "overhead p50",
-                    "overhead p99",
-                ],
-                [
-                    [
-                        r["variant"],
-                        c,
-                        r[c]["module"]["p50_ms"],
-                        r[c]["module"]["p99_ms"],
-                        r[c]["direct"]["p50_ms"],
-                        r[c]["direct"]["p99_ms"],
-                        r[c]["overhead"]["p50_ms"],
-                        r[c]["overhead"]["p99_ms"],
-                    ]
-                    for r in latency["runs"]
-                    for c in ("start", "stop")
-                ],
-                1,
-            ),
+            md_table(command_latency.HEADERS, command_latency.rows(latency["runs"]), 1),
             f"{latency['runs'][0]['pairs']} pairs per variant. Overhead = module round trip "
             "(call published to result received, through mosquitto) minus the same meter "
             "requests sent directly, paired pair by pair. Requests per command, checked "
             "against the simulator's counts: "
-            + (
-                "identical in every variant."
-                if all(r["sequences"]["match"] for r in latency["runs"])
-                else "**different** (see the JSON)."
-            ),
+            + ("identical in every variant." if same else "**different** (see the JSON)."),
         ]
-    footprint = results.get("footprint")
-    if footprint:
+    steady = results.get("footprint")
+    if steady:
         parts += [
             "### footprint.py: steady state at 1 Hz",
-            md_table(
-                [
-                    "variant",
-                    "CPU s/h",
-                    "CPU %",
-                    "startup CPU s",
-                    "peak RSS MB",
-                    "RSS MB settled→end",
-                    "threads",
-                    "fds",
-                    "meter conns (all/steady)",
-                    "period mean s",
-                ],
-                [
-                    [
-                        r["variant"],
-                        r["cpu_s_per_hour"],
-                        r["cpu_percent"],
-                        r["cpu_s_startup"],
-                        r["peak_rss_mb"],
-                        f"{r['rss_mb_settled']:.1f}→{r['rss_mb_end']:.1f}",
-                        f"{r['threads_start']}→{r['threads_end']} (max {r['threads_max']})",
-                        f"{r['fds_start']}→{r['fds_end']} (max {r['fds_max']})",
-                        f"{r['meter_connections_total']}/{r['meter_connections_steady']}",
-                        r["publications"]["mean_s"],
-                    ]
-                    for r in footprint["runs"]
-                ],
-            ),
-            f"{footprint['runs'][0]['duration_s']:.0f} s of steady state, the four modules at "
+            md_table(footprint.HEADERS, footprint.rows(steady["runs"])),
+            f"{steady['runs'][0]['duration_s']:.0f} s of steady state, the four modules at "
             "once, each with its own simulator.",
         ]
-    scale = results.get("scale")
-    if scale:
+    many = results.get("scale")
+    if many:
         parts += [
             "### scale.py: N modules on one broker",
-            md_table(
-                [
-                    "modules",
-                    "all publishing after s",
-                    "mean min..max s",
-                    "p1 s",
-                    "p99 s",
-                    "worst s",
-                    "modules CPU %",
-                    "simulators CPU %",
-                    "broker CPU %",
-                    "modules RSS MB",
-                ],
-                [
-                    [
-                        r["size"],
-                        r["all_published_after_s"],
-                        f"{r['min_mean_s']:.4f}..{r['max_mean_s']:.4f}",
-                        r["p1_s"],
-                        r["p99_s"],
-                        r["max_s"],
-                        r["modules_cpu_percent"],
-                        r["simulators_cpu_percent"],
-                        r["broker_cpu_percent"],
-                        r["modules_rss_mb"],
-                    ]
-                    for r in scale["runs"]
-                ],
-            ),
-            f"{scale['runs'][0]['duration_s']:.0f} s window per size; CPU in % of one core "
+            md_table(scale.HEADERS, scale.rows(many["runs"]), 4),
+            f"{many['runs'][0]['duration_s']:.0f} s window per size; CPU in % of one core "
             "summed over the group.",
         ]
     return parts

@@ -5,7 +5,9 @@ an MQTT subscriber receives:
 
 - ``ready``: the meter answers before the module starts;
 - ``late``: nothing listens on the meter's port until the simulator starts there
-  ``--late-s`` seconds after the module; also timed from the moment it listens;
+  ``--late-s`` seconds after the module (plus a fraction of a second that differs per
+  run, so the runs meet the module's retries at different phases); also timed from
+  the moment it listens;
 - ``no_legal``: the meter answers 404 on the optional ``/legal`` endpoint.
 """
 
@@ -18,25 +20,33 @@ from typing import Any
 
 import harness
 
+from lem_dcbm.demo import free_port
+
 LATE_S = 5.0
+#: A meter without the optional ``/legal`` endpoint.
+NO_LEGAL: dict[str, Any] = {"http_status": 404, "paths": ["/v1/legal", "/v2/legal"]}
 
 
-def ready_meter(stack: harness.Stack, broker: harness.Broker, run: int) -> dict[str, Any]:
-    """Start a module against a meter that already answers."""
-    sim = stack.start_simulator(f"ready-{run}")
-    module_id = f"startup_ready_{run}"
+def answering_meter(
+    stack: harness.Stack, broker: harness.Broker, case: str, run: int, **faults: Any
+) -> dict[str, Any]:
+    """Start a module against a meter that already answers (with ``faults``, if any)."""
+    sim = stack.start_simulator(f"{case}-{run}")
+    if faults:
+        sim.set_faults(**faults)
+    module_id = f"startup_{case}_{run}"
     with harness.VarRecorder(broker) as recorder:
         module = stack.start_module(module_id, broker, sim.port)
-        first = recorder.wait_count([module_id], 1, 60)
+        first = recorder.wait_count([module_id], 1, 120)
     stack.stop_module(module)
-    return {"case": "ready", "from_start_s": first - module.started_at}
+    return {"case": case, "from_start_s": first - module.started_at}
 
 
 def late_meter(
     stack: harness.Stack, broker: harness.Broker, run: int, late_s: float
 ) -> dict[str, Any]:
     """Start a module, then its meter ``late_s`` later on the port reserved for it."""
-    port = harness.free_port()
+    port = free_port()
     module_id = f"startup_late_{run}"
     with harness.VarRecorder(broker) as recorder:
         module = stack.start_module(module_id, broker, port)
@@ -53,49 +63,43 @@ def late_meter(
     }
 
 
-def missing_legal(stack: harness.Stack, broker: harness.Broker, run: int) -> dict[str, Any]:
-    """Start a module against a meter whose ``/legal`` endpoint answers 404."""
-    sim = stack.start_simulator(f"nolegal-{run}")
-    sim.set_faults(http_status=404, paths=["/v1/legal", "/v2/legal"])
-    module_id = f"startup_nolegal_{run}"
-    with harness.VarRecorder(broker) as recorder:
-        module = stack.start_module(module_id, broker, sim.port)
-        first = recorder.wait_count([module_id], 1, 120)
-    stack.stop_module(module)
-    return {"case": "no_legal", "from_start_s": first - module.started_at}
-
-
 def summary(runs: list[dict[str, Any]], case: str, key: str) -> dict[str, float]:
     """Median and worst of ``key`` over the runs of ``case``."""
     values = [r[key] for r in runs if r["case"] == case and key in r]
     return {"median_s": harness.percentile(values, 50), "max_s": max(values), "runs": len(values)}
 
 
+HEADERS = ("case", "runs", "median s", "worst s")
+
+
+def rows(summaries: dict[str, dict[str, float]]) -> list[list[Any]]:
+    """One table row per case."""
+    return [[name, s["runs"], s["median_s"], s["max_s"]] for name, s in summaries.items()]
+
+
 def run(args: argparse.Namespace) -> None:
     """Time every case, print the table, write the JSON."""
     repeats = 1 if args.quick else 5
-    late_repeats = 1 if args.quick else 3
+    late_repeats = 1 if args.quick else 4
     runs: list[dict[str, Any]] = []
     with harness.Stack("startup", keep=args.keep) as stack:
         broker = stack.start_broker()
         for i in range(repeats):
-            runs.append(ready_meter(stack, broker, i))
+            runs.append(answering_meter(stack, broker, "ready", i))
         for i in range(late_repeats):
-            harness.say(f"late meter, run {i + 1}: the meter starts after {args.late_s:.0f} s")
-            runs.append(late_meter(stack, broker, i, args.late_s))
+            # Spread the meter's start over one retry interval of the module.
+            late_s = args.late_s + i / late_repeats
+            harness.say(f"late meter, run {i + 1}: the meter starts after {late_s:.2f} s")
+            runs.append(late_meter(stack, broker, i, late_s))
         for i in range(late_repeats):
-            runs.append(missing_legal(stack, broker, i))
+            runs.append(answering_meter(stack, broker, "no_legal", i, **NO_LEGAL))
     summaries = {
         "ready_from_start": summary(runs, "ready", "from_start_s"),
         "late_from_meter": summary(runs, "late", "from_meter_s"),
         "late_from_start": summary(runs, "late", "from_start_s"),
         "no_legal_from_start": summary(runs, "no_legal", "from_start_s"),
     }
-    harness.print_table(
-        "time to the first powermeter publication",
-        ["case", "runs", "median s", "worst s"],
-        [[name, s["runs"], s["median_s"], s["max_s"]] for name, s in summaries.items()],
-    )
+    harness.print_table("time to the first powermeter publication", HEADERS, rows(summaries))
     harness.write_results(
         "startup",
         {"quick": args.quick, "late_s": args.late_s, "summary": summaries, "runs": runs},
