@@ -20,6 +20,7 @@ import hashlib
 import logging
 import queue
 import random
+import socket
 import threading
 import time
 from collections import deque
@@ -81,6 +82,16 @@ class Message:
 Handler = Callable[[Message], None]
 
 
+def tcp_no_delay(client: mqtt.Client, userdata: Any, sock: Any) -> None:
+    """Switch Nagle's algorithm off on a TCP connection to the broker.
+
+    A command's QoS 2 answer is several small packets, and each would otherwise wait for
+    the broker's delayed ACK (about 40 ms).
+    """
+    if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 class MqttBus:
     """Publish and subscribe on one broker, surviving connection losses."""
 
@@ -107,6 +118,7 @@ class MqttBus:
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
         self._client.on_subscribe = self._on_subscribe
+        self._client.on_socket_open = tcp_no_delay
         self._client.on_connect_fail = self._on_connect_fail
         self._lock = threading.Lock()
         self._subscriptions: dict[str, Handler] = {}

@@ -15,6 +15,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from lem_dcbm.config import BrokerSettings
 from lem_dcbm.errors import LemDcbmError
+from lem_dcbm.everest.bus import tcp_no_delay
 from lem_dcbm.everest.envelope import (
     CommandResult,
     EnvelopeError,
@@ -47,6 +48,7 @@ class EverestConsumer:
         self._client.on_message = self._on_message
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = self._on_subscribe
+        self._client.on_socket_open = tcp_no_delay
         self._subacks: dict[int, threading.Event] = {}
         self._subscribed_topics: set[str] = set()
         self._connected = threading.Event()
