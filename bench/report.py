@@ -233,7 +233,7 @@ def summary_section(results: dict[str, dict[str, Any] | None], nproc: int) -> st
             rows.append([name, "—", "—", "no results (the benchmark failed)", "—"])
         else:
             rows.extend(build(data))
-    return md_table(["figure", "target", "C++ module", "this module", "target"], rows)
+    return md_table(["figure", "target", "C++ module", "this module", "verdict"], rows)
 
 
 def detail_sections(results: dict[str, dict[str, Any] | None]) -> list[str]:
@@ -253,7 +253,9 @@ def detail_sections(results: dict[str, dict[str, Any] | None]) -> list[str]:
             "### startup.py: time to the first publication",
             md_table(startup.HEADERS, startup.rows(started["summary"])),
             f"`late`: the simulator starts on the reserved port {started['late_s']:.0f} s "
-            "after the module; `from_meter` counts from the moment it listens.",
+            "after the module plus 0, 1/4, 1/2 and 3/4 s in turn (to meet the module's "
+            "once-a-second init retries at different phases); `from_meter` counts from the "
+            "moment it listens. `no_legal`: the meter answers 404 on `/legal`.",
         ]
     latency = results.get("command_latency")
     if latency:
