@@ -42,10 +42,28 @@ def interface_document() -> dict[str, Any]:
     return document
 
 
+def _inline(node: Any, definitions: dict[str, Any]) -> Any:
+    """``node`` with every ``#/definitions/...`` reference replaced by its definition.
+
+    The powermeter types are not recursive, so the result is finite; a validator of an
+    inlined schema never resolves references, which keeps the 1 Hz var check cheap.
+    """
+    if isinstance(node, list):
+        return [_inline(item, definitions) for item in node]
+    if not isinstance(node, dict):
+        return node
+    ref = node.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/definitions/"):
+        target: Any = definitions
+        for part in ref.removeprefix("#/definitions/").split("/"):
+            target = target[part]
+        return _inline(target, definitions)
+    return {key: _inline(value, definitions) for key, value in node.items()}
+
+
 def _compile(schema: dict[str, Any]) -> Draft7Validator:
-    document = interface_document()
-    root = {"definitions": document["definitions"], "allOf": [schema]}
-    return Draft7Validator(root, format_checker=FORMAT_CHECKER)
+    inlined = _inline(schema, interface_document()["definitions"])
+    return Draft7Validator(inlined, format_checker=FORMAT_CHECKER)
 
 
 def command_names() -> tuple[str, ...]:
