@@ -187,13 +187,16 @@ class MeterController:
         measure = self._meter.livemeasure(timeout_s=self._settings.measurement_timeout_s)
         return to_powermeter(measure, info.meter_id, self._clock.utc_now())
 
-    def housekeeping(self) -> None:
-        """Periodic work that must not delay a publication: clock sync, missing records."""
+    def housekeeping(self, deadline: float | None = None) -> None:
+        """Periodic work after a publication: clock sync, missing records.
+
+        ``deadline`` (monotonic) is the next publication: the clock sync stops before it.
+        """
         if self._info is None:
             return
         self._fetch_pending_records()
         if self._running_id is None:  # the meter refuses time writes during a transaction
-            self._timesync.sync_if_due()
+            self._timesync.sync_if_due(deadline)
 
     def _fetch_pending_records(self) -> None:
         for transaction_id in self._book.due(self._clock.monotonic()):

@@ -64,7 +64,7 @@ class ReadyLoop:
         self._outputs.publish_public_key_ocmf(self._controller.public_key_ocmf)
         deadline = self._clock.monotonic()
         while not stop.is_set():
-            self._cycle()
+            self._cycle(deadline + self._timing.interval_s)
             deadline += self._timing.interval_s
             now = self._clock.monotonic()
             if now > deadline + self._timing.interval_s:
@@ -102,7 +102,7 @@ class ReadyLoop:
             return True
         return False
 
-    def _cycle(self) -> None:
+    def _cycle(self, next_deadline: float) -> None:
         try:
             value = self._controller.read_powermeter()
         except MeterError as err:
@@ -115,7 +115,7 @@ class ReadyLoop:
             if self._temperature is not None:
                 self._temperature.observe(value)
         try:
-            self._controller.housekeeping()
+            self._controller.housekeeping(next_deadline)
         except Exception:  # noqa: BLE001 - housekeeping must never end the loop
             _LOGGER.exception("housekeeping failed")
         # An unreachable meter is CommunicationFault alone; its health is polled once back.

@@ -10,6 +10,7 @@ one write lands after the window, and then left to the meter.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from threading import RLock
 from typing import Any
@@ -42,6 +43,14 @@ class TimeSyncTiming:
     retry_after_failure_s: float = 60.0
 
 
+@dataclass
+class _Plan:
+    """A sync in progress: when it began and the writes still to do."""
+
+    started: float
+    writes: list[tuple[str, Callable[[], dict[str, Any]]]]
+
+
 class TimeSync:
     """Decides when to write the meter's clock or NTP settings, and writes them."""
 
@@ -65,6 +74,9 @@ class TimeSync:
         self._window_end = clock.monotonic() + self._timing.settings_window_s
         self._next_due = clock.monotonic()
         self._ntp_settled = False
+        self._plan: _Plan | None = None
+        #: The longest settings write seen, to judge whether another fits before a deadline.
+        self._slowest_write_s = 0.0
 
     @property
     def uses_ntp(self) -> bool:
@@ -87,37 +99,21 @@ class TimeSync:
         with self._lock:
             if self._ntp_settled:
                 return
-            now = self._clock.monotonic()
-            try:
-                if self._ntp_servers:
-                    self._write("NTP settings", {"ntp": self._ntp_body()})
-                else:
-                    utc = self._clock.utc_now().strftime("%Y-%m-%dT%H:%M:%SZ")
-                    self._write("UTC time", {"time": {"utc": utc}})
-                self._write("timezone", {"time": {"tz": self._timezone}})
-                self._write("daylight saving rules", {"time": {"dst": self._dst}})
-            except Exception:
-                self._next_due = now + self._timing.retry_after_failure_s
-                raise
-            after_window = now >= self._window_end
-            if self._ntp_servers and after_window:
-                self._ntp_settled = True
-                _LOGGER.info("NTP settings written after the settings window; the meter keeps time")
-            elif after_window:
-                self._next_due = now + self._timing.resync_interval_s
-            else:
-                # Written inside the window: may not persist, so write again once it has passed.
-                self._next_due = self._window_end
-            _LOGGER.info("meter clock synchronised (%s)", "NTP" if self._ntp_servers else "UTC")
+            self._plan = None  # a sync in parts gives way to a whole one
+            self._run(deadline=None)
 
-    def sync_if_due(self) -> bool:
-        """Sync when the deadline has passed; log failures instead of raising. True if synced."""
+    def sync_if_due(self, deadline: float | None = None) -> bool:
+        """Sync when due; log failures instead of raising. True once a sync completed.
+
+        With a ``deadline`` (monotonic) the writes stop before one would end after it and
+        go on at the next call: the ready loop keeps its beat with a slow meter.
+        """
         with self._lock:
             due = self.next_due
             if due is None or self._clock.monotonic() < due:
                 return False
             try:
-                self.sync()
+                return self._run(deadline)
             except LemDcbmError as err:
                 _LOGGER.warning(
                     "meter clock sync failed, retrying in %.0f s: %s",
@@ -125,7 +121,56 @@ class TimeSync:
                     err,
                 )
                 return False
-            return True
+
+    def _run(self, deadline: float | None) -> bool:
+        """Do the planned writes (planning them first); True when all are done."""
+        if self._plan is None:
+            self._plan = _Plan(self._clock.monotonic(), self._writes())
+        plan = self._plan
+        while plan.writes:
+            started = self._clock.monotonic()
+            if deadline is not None and started + self._slowest_write_s > deadline:
+                return False
+            what, make_patch = plan.writes[0]
+            try:
+                self._write(what, make_patch())
+            except Exception:
+                self._plan = None
+                self._next_due = started + self._timing.retry_after_failure_s
+                raise
+            self._slowest_write_s = max(self._slowest_write_s, self._clock.monotonic() - started)
+            plan.writes.pop(0)
+        self._plan = None
+        self._finished(plan.started)
+        return True
+
+    def _writes(self) -> list[tuple[str, Callable[[], dict[str, Any]]]]:
+        """The settings writes of one sync, each making its body when it is sent."""
+        first: tuple[str, Callable[[], dict[str, Any]]]
+        if self._ntp_servers:
+            first = ("NTP settings", lambda: {"ntp": self._ntp_body()})
+        else:
+            first = ("UTC time", self._utc_patch)
+        return [
+            first,
+            ("timezone", lambda: {"time": {"tz": self._timezone}}),
+            ("daylight saving rules", lambda: {"time": {"dst": self._dst}}),
+        ]
+
+    def _utc_patch(self) -> dict[str, Any]:
+        return {"time": {"utc": self._clock.utc_now().strftime("%Y-%m-%dT%H:%M:%SZ")}}
+
+    def _finished(self, started: float) -> None:
+        after_window = started >= self._window_end
+        if self._ntp_servers and after_window:
+            self._ntp_settled = True
+            _LOGGER.info("NTP settings written after the settings window; the meter keeps time")
+        elif after_window:
+            self._next_due = started + self._timing.resync_interval_s
+        else:
+            # Written inside the window: may not persist, so write again once it has passed.
+            self._next_due = self._window_end
+        _LOGGER.info("meter clock synchronised (%s)", "NTP" if self._ntp_servers else "UTC")
 
     def _ntp_body(self) -> dict[str, Any]:
         servers = [{"ipAddress": s.ip_address, "port": s.port} for s in self._ntp_servers]

@@ -110,3 +110,33 @@ def test_controller_walks_init_window_daily_and_start_syncs() -> None:
     assert utc_writes()[-1] == "2026-11-23T10:12:00Z"  # right before the start
     assert kinds(meter)[-3:] == ["time.utc", "time.tz", "time.dst"]
     assert len(meter.settings_writes) == 12
+
+
+def test_due_sync_spreads_its_writes_to_keep_a_deadline() -> None:
+    sync, meter, clock = setup()
+    clock.advance(200)
+    slow: list[int] = []
+
+    def slow_write() -> None:
+        slow.append(1)
+        clock.advance(0.3)  # a meter that takes 300 ms per answer
+
+    meter.fail["put_settings"] = [slow_write] * 10
+    start = clock.monotonic()
+    # The next publication is 0.8 s away: room for two 0.3 s writes, not three.
+    assert not sync.sync_if_due(deadline=start + 0.8)
+    assert kinds(meter) == ["time.utc", "time.tz"]
+    clock.advance(1.0 - 0.6)
+    assert sync.sync_if_due(deadline=start + 1.8)
+    assert kinds(meter) == ["time.utc", "time.tz", "time.dst"]
+    assert sync.next_due == start + 24 * 3600.0
+
+
+def test_sync_before_start_does_all_writes_even_with_a_partial_sync_pending() -> None:
+    sync, meter, clock = setup()
+    clock.advance(200)
+    meter.fail["put_settings"] = [lambda: clock.advance(0.6)] * 10
+    assert not sync.sync_if_due(deadline=clock.monotonic() + 1.0)
+    assert len(meter.settings_writes) == 1
+    sync.sync()
+    assert kinds(meter)[1:] == ["time.utc", "time.tz", "time.dst"]
