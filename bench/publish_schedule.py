@@ -23,7 +23,7 @@ QUICK_SETTLE_S = 0.5
 
 def run(args: argparse.Namespace) -> None:
     """Measure at every latency at once, print the table, write the JSON."""
-    duration_s = 5.0 if args.quick else 120.0
+    duration_s = args.seconds or (5.0 if args.quick else 120.0)
     settle_s = QUICK_SETTLE_S if args.quick else SETTLE_S
     with harness.Stack("schedule", keep=args.keep) as stack:
         broker = stack.start_broker()
@@ -97,7 +97,14 @@ def figures(latency_ms: int, duration_s: float, times: list[float]) -> dict[str,
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
-    args = harness.parser(__doc__ or "").parse_args(argv)
+    parser = harness.parser(__doc__ or "")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=None,
+        help="measuring window per latency (default 120; 5 with --quick)",
+    )
+    args = parser.parse_args(argv)
     return harness.run_main(run, args)
 
 
