@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -43,9 +44,17 @@ def peer(mosquitto: Broker) -> Iterator[EverestPeer]:
         yield started
 
 
-def run_module(tmp_path: Path, sim: Simulator, broker: Broker, **overrides: Any) -> ModuleProcess:
+@contextmanager
+def run_module(
+    tmp_path: Path, sim: Simulator, broker: Broker, **overrides: Any
+) -> Iterator[ModuleProcess]:
+    """The module against ``sim``; it must exit 0 on SIGTERM at the end."""
     config = write_config(tmp_path / "config.yaml", simulator_config(sim, **overrides))
-    return start_module(tmp_path, config, broker.port)
+    module = start_module(tmp_path, config, broker.port)
+    try:
+        yield module
+    finally:
+        assert module.terminate() == 0, module.log()
 
 
 def transaction_round_trip(peer: EverestPeer, sim: Simulator) -> None:
@@ -85,29 +94,22 @@ def transaction_round_trip(peer: EverestPeer, sim: Simulator) -> None:
 def test_transaction_over_http(
     tmp_path: Path, simulator: Simulator, mosquitto: Broker, peer: EverestPeer
 ) -> None:
-    module = run_module(tmp_path, simulator, mosquitto)
-    try:
+    with run_module(tmp_path, simulator, mosquitto):
         transaction_round_trip(peer, simulator)
-    finally:
-        assert module.terminate() == 0, module.log()
 
 
 def test_transaction_over_tls(
     tmp_path: Path, tls_simulator: Simulator, mosquitto: Broker, peer: EverestPeer
 ) -> None:
-    module = run_module(tmp_path, tls_simulator, mosquitto)
-    try:
+    with run_module(tmp_path, tls_simulator, mosquitto):
         transaction_round_trip(peer, tls_simulator)
         assert tls_simulator.state()["connections"]["accepted"] <= 2
-    finally:
-        assert module.terminate() == 0, module.log()
 
 
 def test_boot_time_stops_are_answered(
     tmp_path: Path, simulator: Simulator, mosquitto: Broker, peer: EverestPeer
 ) -> None:
-    module = run_module(tmp_path, simulator, mosquitto)
-    try:
+    with run_module(tmp_path, simulator, mosquitto):
         peer.wait_for_var("powermeter", 1, timeout=20)
         remembered = peer.call("stop_transaction", {"transaction_id": "tx-before-reboot"})
         assert remembered["retval"]["status"] == "UNEXPECTED_ERROR"
@@ -116,15 +118,12 @@ def test_boot_time_stops_are_answered(
             "status": "UNEXPECTED_ERROR",
             "error": "no transaction running",
         }
-    finally:
-        assert module.terminate() == 0, module.log()
 
 
 def test_oversized_transaction_id_is_refused_before_the_meter(
     tmp_path: Path, simulator: Simulator, mosquitto: Broker, peer: EverestPeer
 ) -> None:
-    module = run_module(tmp_path, simulator, mosquitto)
-    try:
+    with run_module(tmp_path, simulator, mosquitto):
         peer.wait_for_var("powermeter", 1, timeout=20)
         answer = peer.call("start_transaction", {"value": {**REQUEST, "transaction_id": "x" * 38}})
         assert answer["retval"]["status"] == "UNEXPECTED_ERROR"
@@ -133,5 +132,3 @@ def test_oversized_transaction_id_is_refused_before_the_meter(
         assert not any(key.startswith("POST") for key in counts), counts
         good = peer.call("start_transaction", {"value": REQUEST})
         assert good["retval"]["status"] == "OK"
-    finally:
-        assert module.terminate() == 0, module.log()
