@@ -46,7 +46,10 @@ def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser; ``simulate`` takes the simulator's own arguments."""
-    parser = argparse.ArgumentParser(prog="lem-dcbm", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="lem-dcbm",
+        description="EVerest powermeter module for the LEM DCBM 400/600 DC energy meter.",
+    )
     parser.add_argument("--version", action="version", version=f"lem-dcbm {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _run_parser(sub)
