@@ -67,7 +67,6 @@ class MeterStack:
 
     client: MeterClient
     controller: MeterController
-    loop: ReadyLoop | None = None
 
 
 #: Pause between attempts to reach the MQTT broker at start-up, and how long one takes.
@@ -204,9 +203,7 @@ class Service:
         self._clock = clock or SystemClock()
         self._on_cycle = on_cycle
         self._handlers = LateBoundHandlers()
-        self._adapter: EverestAdapter | None = None
         self._broker = broker
-        self._stack: MeterStack | None = None
 
     def install_signal_handlers(self) -> None:
         """Make SIGTERM and SIGINT end the service cleanly."""
@@ -255,7 +252,6 @@ class Service:
                 continue
             if waited:
                 _LOGGER.info("MQTT broker %s reachable again", self._broker.describe())
-            self._adapter = adapter
             return adapter
         return None
 
@@ -272,9 +268,8 @@ class Service:
         stack = build_meter_stack(
             config, self._clock, journal=journal, alerts=VendorWarnings(adapter)
         )
-        self._stack = stack
         temperature, health = build_monitors(config, stack.client, adapter, self._clock)
-        stack.loop = ReadyLoop(
+        loop = ReadyLoop(
             stack.controller,
             adapter,
             self._clock,
@@ -287,30 +282,27 @@ class Service:
             temperature=temperature,
             health=health,
         )
-        adapter.on_connected(stack.loop.republish_public_key)
+        adapter.on_connected(loop.republish_public_key)
         self._handlers.controller = stack.controller
+        threading.Thread(
+            target=self._forward_shutdown, args=(adapter,), name="shutdown-watch", daemon=True
+        ).start()
         adapter.announce_ready()
-        if wait_global_ready and not self._wait_global_ready(adapter):
+        if wait_global_ready and not adapter.wait_global_ready(self.stop_event):
             return self._shutdown(adapter, stack, None)
         loop_thread = threading.Thread(
-            target=stack.loop.run, args=(self.stop_event,), name="ready-loop", daemon=True
+            target=loop.run, args=(self.stop_event,), name="ready-loop", daemon=True
         )
         loop_thread.start()
         _LOGGER.info("module %s running", self.module_id)
-        while not self.stop_event.wait(0.2):
-            if adapter.shutdown_requested.is_set():
-                _LOGGER.info("shutdown requested by the manager")
-                self.stop_event.set()
+        self.stop_event.wait()
         return self._shutdown(adapter, stack, loop_thread)
 
-    def _wait_global_ready(self, adapter: EverestAdapter) -> bool:
-        waiter = threading.Thread(target=self._forward_shutdown, args=(adapter,), daemon=True)
-        waiter.start()
-        return adapter.wait_global_ready(self.stop_event)
-
     def _forward_shutdown(self, adapter: EverestAdapter) -> None:
+        """Turn the manager's shutdown message into the service's stop."""
         while not self.stop_event.is_set():
             if adapter.shutdown_requested.wait(0.2):
+                _LOGGER.info("shutdown requested by the manager")
                 self.stop_event.set()
 
     def _shutdown(
