@@ -8,6 +8,7 @@ answer whose text says what the meter answered.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -108,7 +109,7 @@ class MeterController:
             status = self._meter.status()
             api = self._settings.api_version
             if api == "auto":
-                api = "v2" if self._meter.supports_v2() else "v1"
+                api = self._ask_api_version(status.firmware_version)
             self._meter.api_version = api
             last_id = self._optional("read the current transaction", self._current_transaction_id)
             if status.transaction_ongoing and last_id:
@@ -131,6 +132,20 @@ class MeterController:
                 "meter %s ready: firmware %s, API %s", status.meter_id, status.firmware_version, api
             )
             return self._info
+
+    def _ask_api_version(self, firmware: str) -> str:
+        """Ask the meter whether it serves ``/v2``; guess from the firmware if it won't say."""
+        try:
+            return "v2" if self._meter.supports_v2() else "v1"
+        except MeterStatusError as err:
+            guess = api_version_from_firmware(firmware)
+            _LOGGER.warning(
+                "the meter did not say whether it serves /v2 (%s); firmware %s suggests %s",
+                err,
+                firmware,
+                guess,
+            )
+            return guess
 
     def _reconcile(self, running_id: str | None) -> None:
         """Match what the journal remembers with what the meter runs now."""
@@ -475,6 +490,17 @@ class MeterController:
     def _stop_answer(self, transaction_id: str, record: str) -> dict[str, Any]:
         _LOGGER.info("signed record of transaction %s returned", transaction_id)
         return responses.stop_ok(responses.signed_meter_value(record, self.public_key_ocmf))
+
+
+def api_version_from_firmware(version: str) -> str:
+    """Guess the API generation from ``applicationFirmwareVersion`` (e.g. ``MU-2.3.0.1``).
+
+    Only a fallback: which firmware serves ``/v2`` is not documented, so the meter is
+    asked first. Versions are compared as numbers, not text: ``MU-10.0`` is newer than
+    ``MU-2.3``. Major version 2 and later is taken for ``/v2``.
+    """
+    numbers = [int(part) for part in re.findall(r"\d+", version.split("_")[0])]
+    return "v2" if numbers and numbers[0] >= 2 else "v1"
 
 
 def start_blocker(status: MeterStatus) -> str:

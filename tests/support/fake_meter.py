@@ -47,6 +47,7 @@ class FakeMeter:
 
     api_version: str = "v1"
     meter_id: str = "12024072805"
+    firmware: str = "MU-2.3.0.1"
     v2: bool = False
     time_sync_ok: bool = True
     sensor_link_ok: bool = True
@@ -91,7 +92,7 @@ class FakeMeter:
             meter_id=self.meter_id,
             public_key_ocmf=PUBLIC_KEY,
             public_key="",
-            firmware_version="MU-2.3.0.1",
+            firmware_version=self.firmware,
             time="",
         )
 

@@ -279,3 +279,16 @@ def test_measurement_read_uses_the_short_timeout(meter: FakeMeter) -> None:
     controller.initialize()
     controller.read_powermeter()
     assert meter.livemeasure_timeouts == [1.5]
+
+
+@pytest.mark.parametrize(
+    ("firmware", "api"),
+    [("MU-2.3.0.1_SU-0.1.3.0", "v2"), ("MU-0.1.4.0", "v1"), ("MU-10.0.0.0", "v2"), ("", "v1")],
+)
+def test_api_version_guessed_from_firmware_when_the_probe_is_inconclusive(
+    meter: FakeMeter, firmware: str, api: str
+) -> None:
+    meter.firmware = firmware
+    meter.fail["supports_v2"] = [MeterStatusError("GET", "/v2/livemeasure", 503, "busy")]
+    controller, _ = make(meter)
+    assert controller.initialize().api_version == api
