@@ -214,23 +214,29 @@ class MeterController:
             self._timesync.sync_if_due(deadline)
 
     def _fetch_pending_records(self) -> None:
-        for transaction_id in self._book.due(self._clock.monotonic()):
-            with self._lock:
-                if self._book.record_of(transaction_id) is not None:
-                    continue
-                try:
-                    record = self._fetch_record(transaction_id, retries=0)
-                except LemDcbmError as err:
-                    delay = self._book.failed_again(transaction_id, self._clock.monotonic())
-                    _LOGGER.warning(
-                        "record of %s still missing, next try in %.0f s: %s",
-                        transaction_id,
-                        delay,
-                        err,
-                    )
-                    continue
-                self._book.store_record(transaction_id, record)
-                _LOGGER.info("record of stopped transaction %s fetched", transaction_id)
+        due = self._book.due(self._clock.monotonic())
+        # A command holds the lock: try again next cycle rather than delay a publication.
+        if not due or not self._lock.acquire(blocking=False):
+            return
+        try:
+            for transaction_id in due:
+                self._fetch_pending_record(transaction_id)
+        finally:
+            self._lock.release()
+
+    def _fetch_pending_record(self, transaction_id: str) -> None:
+        if self._book.record_of(transaction_id) is not None:
+            return
+        try:
+            record = self._fetch_record(transaction_id, retries=0)
+        except LemDcbmError as err:
+            delay = self._book.failed_again(transaction_id, self._clock.monotonic())
+            _LOGGER.warning(
+                "record of %s still missing, next try in %.0f s: %s", transaction_id, delay, err
+            )
+            return
+        self._book.store_record(transaction_id, record)
+        _LOGGER.info("record of stopped transaction %s fetched", transaction_id)
 
     @property
     def pending_records(self) -> list[str]:
