@@ -111,10 +111,19 @@ def journal_directory(
         usable = system.is_dir() and os.access(system, os.W_OK)
         if not usable and not system.exists() and os.access(system.parent, os.W_OK):
             usable = True
-        state_home = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-        base = system if usable else Path(state_home) / "lem-dcbm"
+        base = system if usable else _user_state_dir(env) / "lem-dcbm"
     safe_id = "".join(c if c.isalnum() or c in "-_." else "_" for c in module_id) or "module"
     return base / safe_id
+
+
+def _user_state_dir(env: Mapping[str, str]) -> Path:
+    """``XDG_STATE_HOME``, else ``~/.local/state``; the working directory without a home."""
+    if env.get("XDG_STATE_HOME"):
+        return Path(env["XDG_STATE_HOME"])
+    try:
+        return Path.home() / ".local" / "state"
+    except RuntimeError:
+        return Path.cwd() / "state"
 
 
 def build_meter_stack(

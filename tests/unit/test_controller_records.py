@@ -175,3 +175,12 @@ def test_journal_entry_of_another_meter_is_not_returned(tmp_path: Path) -> None:
     second, _ = controller(replaced, tmp_path)
     answer = second.stop_transaction("tx-1")
     assert answer["status"] == "UNEXPECTED_ERROR"
+
+
+def test_journal_directory_rules(tmp_path: Path) -> None:
+    from lem_dcbm.service import journal_directory
+
+    assert journal_directory("/data/j", "pm 1", {}) == Path("/data/j/pm_1")
+    assert journal_directory("", "pm", {"LEM_DCBM_STATE_DIR": str(tmp_path)}) == tmp_path / "pm"
+    chosen = journal_directory("", "pm", {"XDG_STATE_HOME": str(tmp_path)})
+    assert chosen in (Path("/var/lib/lem-dcbm/pm"), tmp_path / "lem-dcbm" / "pm")
