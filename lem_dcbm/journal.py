@@ -165,16 +165,25 @@ class TransactionJournal:
         return self._directory
 
     def record(
-        self, transaction_id: str, step: str, *, ocmf: str | None = None, **data: Any
+        self,
+        transaction_id: str,
+        step: str,
+        *,
+        ocmf: str | None = None,
+        also: tuple[str, ...] = (),
+        **data: Any,
     ) -> JournalEntry:
         """Add ``step`` (and ``data``) to a transaction; on disk when this returns.
 
-        ``ocmf`` is required with ``ocmf_fetched`` and refused with any other step. A
-        failed write raises ``OSError`` and leaves the journal as it was.
+        ``also`` names steps recorded before ``step`` in the same write (one fsync for
+        several steps). ``ocmf`` is required with ``ocmf_fetched`` and refused without it.
+        A failed write raises ``OSError`` and leaves the journal as it was.
         """
-        if step not in STEPS:
-            raise ValueError(f"unknown journal step {step!r}; expected one of {STEPS}")
-        if (step == "ocmf_fetched") != (ocmf is not None):
+        new_steps = (*also, step)
+        for name in new_steps:
+            if name not in STEPS:
+                raise ValueError(f"unknown journal step {name!r}; expected one of {STEPS}")
+        if ("ocmf_fetched" in new_steps) != (ocmf is not None):
             raise ValueError("an OCMF record goes with the step ocmf_fetched, and only there")
         if not transaction_id:
             raise ValueError("a journal entry needs a transaction id")
@@ -184,7 +193,7 @@ class TransactionJournal:
             entry = JournalEntry(
                 transaction_id=transaction_id,
                 sequence=self._sequence + 1,
-                steps=steps if step in steps else (*steps, step),
+                steps=(*steps, *(name for name in dict.fromkeys(new_steps) if name not in steps)),
                 ocmf=ocmf if ocmf is not None else (previous.ocmf if previous else None),
                 updated_at=rfc3339(self._clock.utc_now()),
                 data={**(previous.data if previous else {}), **data},

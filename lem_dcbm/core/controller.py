@@ -149,7 +149,7 @@ class MeterController:
 
     def _reconcile(self, running_id: str | None) -> None:
         """Match what the journal remembers with what the meter runs now."""
-        unfinished, awaiting = self._book.unfinished()
+        unfinished, awaiting, started = self._book.unfinished()
         now = self._clock.monotonic()
         for transaction_id in unfinished:
             if transaction_id == running_id:
@@ -161,6 +161,8 @@ class MeterController:
                     "transaction %s is no longer running at the meter; fetching its record",
                     transaction_id,
                 )
+                if transaction_id in started:
+                    self._book.stop_confirmed(transaction_id, found_stopped_at_start_up=True)
                 self._book.mark_pending(transaction_id, now, due_now=True)
         for transaction_id in awaiting:
             _LOGGER.warning("record of stopped transaction %s still to be fetched", transaction_id)
@@ -409,9 +411,7 @@ class MeterController:
                     f"the meter reports transaction status {report.transaction_status} "
                     "(still running) after the stop",
                 )
-            self._book.step(
-                transaction_id, "stop_confirmed", transaction_status=report.transaction_status
-            )
+            self._book.stop_confirmed(transaction_id, transaction_status=report.transaction_status)
             self._report_billable(transaction_id, report.billable, report.transaction_status)
 
         call_with_retry(

@@ -40,6 +40,8 @@ class RecordBook:
         self.meter_id = ""
         self._memory: OrderedDict[str, str] = OrderedDict()
         self._pending: dict[str, _Pending] = {}
+        #: Stops the meter confirmed whose step is written together with the record.
+        self._unwritten_stops: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
 
     @property
@@ -58,6 +60,16 @@ class RecordBook:
         except (OSError, ValueError, TypeError) as err:
             _LOGGER.error("journal write failed (%s of %s): %s", step, transaction_id, err)
 
+    def stop_confirmed(self, transaction_id: str, **data: Any) -> None:
+        """The meter confirmed a stop; the step is written with the record that follows.
+
+        One write instead of two: if the module dies before the record is stored, the
+        journal still holds ``stop_requested``, and start-up reconciliation finds the
+        transaction stopped at the meter and fetches its record.
+        """
+        with self._lock:
+            self._unwritten_stops[transaction_id] = data
+
     def store_record(self, transaction_id: str, record: str) -> None:
         """Keep the signed record of a stopped transaction; it is no longer pending."""
         with self._lock:
@@ -66,10 +78,12 @@ class RecordBook:
             while len(self._memory) > MEMORY_RECORDS:
                 self._memory.popitem(last=False)
             self._pending.pop(transaction_id, None)
+            stop = self._unwritten_stops.pop(transaction_id, None)
         if self._journal is not None:
-            extra = {"meter_id": self.meter_id} if self.meter_id else {}
+            data = {**(stop or {}), **({"meter_id": self.meter_id} if self.meter_id else {})}
+            also = ("stop_confirmed",) if stop is not None else ()
             try:
-                self._journal.record(transaction_id, "ocmf_fetched", ocmf=record, **extra)
+                self._journal.record(transaction_id, "ocmf_fetched", ocmf=record, also=also, **data)
             except (OSError, ValueError, TypeError) as err:
                 _LOGGER.error("journal write of the record of %s failed: %s", transaction_id, err)
 
@@ -79,7 +93,7 @@ class RecordBook:
             if transaction_id in self._memory:
                 return self._memory[transaction_id]
         entry = self._entry(transaction_id)
-        return entry.ocmf if entry is not None and entry.stopped else None
+        return entry.ocmf if entry is not None else None
 
     def _entry(self, transaction_id: str) -> JournalEntry | None:
         entry = self._journal.get(transaction_id) if self._journal is not None else None
@@ -99,6 +113,10 @@ class RecordBook:
             if transaction_id not in self._pending:
                 first = now if due_now else now + FIRST_RETRY_S
                 self._pending[transaction_id] = _Pending(first, FIRST_RETRY_S)
+            stop = self._unwritten_stops.pop(transaction_id, None)
+        if stop is not None:
+            # No record to write it with: the confirmed stop goes to disk on its own.
+            self.step(transaction_id, "stop_confirmed", **stop)
 
     def due(self, now: float) -> list[str]:
         """Pending transactions whose next fetch attempt is due."""
@@ -123,10 +141,14 @@ class RecordBook:
 
     # -- start-up --------------------------------------------------------------------------
 
-    def unfinished(self) -> tuple[list[str], list[str]]:
-        """(transactions the journal saw start but not stop, stopped ones without record)."""
+    def unfinished(self) -> tuple[list[str], list[str], set[str]]:
+        """Unfinished transactions: (not stopped, stopped without record, confirmed started).
+
+        The first list holds those whose start the meter confirmed and those whose start
+        was only requested; the set tells the confirmed ones.
+        """
         if self._journal is None:
-            return [], []
+            return [], [], set()
         open_ids = [e.transaction_id for e in self._journal.open_transactions() if self._ours(e)]
         requested = [
             e.transaction_id
@@ -134,4 +156,4 @@ class RecordBook:
             if "start_requested" in e.steps and not e.started and not e.stopped and self._ours(e)
         ]
         awaiting = [e.transaction_id for e in self._journal.awaiting_record() if self._ours(e)]
-        return open_ids + requested, awaiting
+        return open_ids + requested, awaiting, set(open_ids)

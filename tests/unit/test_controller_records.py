@@ -184,3 +184,51 @@ def test_journal_directory_rules(tmp_path: Path) -> None:
     assert journal_directory("", "pm", {"LEM_DCBM_STATE_DIR": str(tmp_path)}) == tmp_path / "pm"
     chosen = journal_directory("", "pm", {"XDG_STATE_HOME": str(tmp_path)})
     assert chosen in (Path("/var/lib/lem-dcbm/pm"), tmp_path / "lem-dcbm" / "pm")
+
+
+def test_a_start_and_stop_cost_four_journal_writes_for_five_steps(tmp_path: Path) -> None:
+    meter = FakeMeter()
+    made, _ = controller(meter, tmp_path)
+    made.start_transaction(REQUEST)
+    made.stop_transaction("tx-1")
+    entry = TransactionJournal(tmp_path).get("tx-1")
+    assert entry is not None
+    assert entry.steps == (
+        "start_requested",
+        "start_confirmed",
+        "stop_requested",
+        "stop_confirmed",
+        "ocmf_fetched",
+    )
+    assert entry.sequence == 4  # stop_confirmed is written together with the record
+    assert entry.data["transaction_status"] == 17
+
+
+def test_confirmed_stop_is_written_alone_when_the_record_cannot_be_fetched(
+    tmp_path: Path,
+) -> None:
+    meter = FakeMeter()
+    made, _ = controller(meter, tmp_path)
+    made.start_transaction(REQUEST)
+    meter.fail["ocmf"] = [MeterStatusError("GET", "/v1/ocmf", 500, "busy")] * 4
+    assert made.stop_transaction("tx-1")["status"] == "UNEXPECTED_ERROR"
+    entry = TransactionJournal(tmp_path).get("tx-1")
+    assert entry is not None
+    assert entry.stopped
+    assert entry.awaiting_record
+
+
+def test_crash_between_stop_and_its_confirmation_is_recovered(tmp_path: Path) -> None:
+    meter = FakeMeter()
+    first, _ = controller(meter, tmp_path)
+    first.start_transaction(REQUEST)
+    journal = TransactionJournal(tmp_path)
+    journal.record("tx-1", "stop_requested")
+    meter.stop_transaction("tx-1")  # the meter stopped it; the module died before noting it
+    second, _ = controller(meter, tmp_path)
+    second.housekeeping()
+    entry = TransactionJournal(tmp_path).get("tx-1")
+    assert entry is not None
+    assert entry.stopped
+    assert entry.has_record
+    assert entry.data["found_stopped_at_start_up"] is True

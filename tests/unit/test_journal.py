@@ -306,3 +306,14 @@ def test_entries_are_immutable(tmp_path: Path) -> None:
     assert isinstance(entry, JournalEntry)
     with pytest.raises(TypeError):
         entry.data["connector"] = 2  # type: ignore[index]
+
+
+def test_several_steps_in_one_write(tmp_path: Path) -> None:
+    journal = TransactionJournal(tmp_path)
+    journal.record("tx", "start_confirmed")
+    entry = journal.record("tx", "ocmf_fetched", ocmf="OCMF|{}|{}", also=("stop_confirmed",))
+    assert entry.steps == ("start_confirmed", "stop_confirmed", "ocmf_fetched")
+    assert entry.sequence == 2
+    assert TransactionJournal(tmp_path).get("tx") == entry
+    with pytest.raises(ValueError, match="unknown journal step"):
+        journal.record("tx", "ocmf_fetched", ocmf="x", also=("nonsense",))
