@@ -29,9 +29,11 @@ class CertificatePair:
     key_pem: bytes
 
 
-def generate_certificate(common_name: str, valid_days: int = 3650) -> CertificatePair:
-    """Create a self-signed certificate with a 1024-bit RSA key for ``common_name``."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=RSA_KEY_BITS)
+def generate_certificate(
+    common_name: str, valid_days: int = 3650, *, key_bits: int = RSA_KEY_BITS
+) -> CertificatePair:
+    """Create a self-signed certificate with an RSA key (1024 bits, like the meter's)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=key_bits)
     name = x509.Name(
         [
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, "LEM"),

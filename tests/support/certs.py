@@ -8,13 +8,13 @@ client that pins the original, it must be a stranger.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
+
+from lem_dcbm.simulator.certs import generate_certificate
 
 BEGIN = "-----BEGIN CERTIFICATE-----"
 END = "-----END CERTIFICATE-----"
@@ -49,25 +49,8 @@ def _pair(cert: x509.Certificate, key: rsa.RSAPrivateKey) -> CertPair:
 
 def make_self_signed(common_name: str = "DCBM", *, key_bits: int = 1024) -> CertPair:
     """A device-like self-signed certificate: RSA key, no SAN, issuer == subject."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=key_bits)
-    name = x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "LEM"),
-            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-        ]
-    )
-    now = datetime.now(timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=365))
-        .sign(key, hashes.SHA256())
-    )
-    return _pair(cert, key)
+    pair = generate_certificate(common_name, valid_days=365, key_bits=key_bits)
+    return CertPair(cert_pem=pair.cert_pem.decode("ascii"), key_pem=pair.key_pem.decode("ascii"))
 
 
 def look_alike(cert_pem: str | bytes) -> CertPair:
