@@ -28,7 +28,7 @@ from lem_dcbm.simulator.device import SimulatedMeter
 from lem_dcbm.simulator.faults import FaultBoard, Faults, parse_faults
 from lem_dcbm.simulator.ocmf_signer import tamper_record
 from lem_dcbm.simulator.refusals import FieldError, NotFound, Refusal
-from lem_dcbm.simulator.routes import JSON, json_body, meter_answer
+from lem_dcbm.simulator.routes import JSON, json_body, meter_response
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -236,11 +236,8 @@ class MeterRequestHandler(BaseHTTPRequestHandler):
             self._inject(faults)
             return
         raw = self._read_body()
-        try:
-            status, payload, content_type = self._meter(method, split.path, split.query, raw)
-        except Refusal as refusal:
-            status = refusal.status
-            payload, content_type = json.dumps(refusal.body).encode("utf-8"), JSON
+        device = self.server.device
+        status, payload, content_type = meter_response(device, method, split.path, split.query, raw)
         if faults is not None and faults.replaces_answer:
             self._inject(faults)
             return
@@ -261,9 +258,6 @@ class MeterRequestHandler(BaseHTTPRequestHandler):
             self._send(200, b'{"status": {"value": 17, "bits": ', JSON)
 
     # -- the meter --------------------------------------------------------------------
-
-    def _meter(self, method: str, path: str, query: str, raw: bytes) -> tuple[int, bytes, str]:
-        return meter_answer(self.server.device, method, path, query, raw)
 
     # -- the control API --------------------------------------------------------------
 
