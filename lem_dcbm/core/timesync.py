@@ -79,11 +79,6 @@ class TimeSync:
         self._slowest_write_s = 0.0
 
     @property
-    def uses_ntp(self) -> bool:
-        """True when NTP servers are configured."""
-        return bool(self._ntp_servers)
-
-    @property
     def next_due(self) -> float | None:
         """Monotonic time of the next planned write, None when nothing more is planned."""
         with self._lock:

@@ -167,9 +167,5 @@ class EverestAdapter:
         """Raise errors as ``powermeter/...`` or ``generic/...`` from now on."""
         self._errors.set_namespace(namespace)
 
-    def error_active(self, name: str, sub_type: str = "") -> bool:
-        """True while the error is raised."""
-        return self._errors.is_active(name, sub_type)
-
     def _publish_queued(self, topic: str, payload: bytes) -> bool:
         return self._bus.publish(topic, payload)
