@@ -3,6 +3,24 @@
 This is the only module that imports every layer. It runs the ready loop on a thread,
 waits for a stop signal (SIGTERM, SIGINT or the manager's shutdown message), then
 lets the command in flight finish and disconnects cleanly.
+
+Threads, and what each one owns:
+
+- ``ready-loop``: meter init, then the 1 Hz beat: reads ``livemeasure`` and the status
+  bits over the measurement client (a connection of its own) and publishes. It takes
+  no lock the others hold, so it never waits for them.
+- ``commands`` (the adapter's worker): one EVerest command at a time, under the
+  controller's lock, over the command client; the lock is held across the meter
+  requests of a command on purpose (the meter runs one transaction request at a time).
+- ``housekeeping``: clock sync and missing records, over the command client, only when
+  the controller's lock is free (``acquire(blocking=False)``): commands go first.
+- paho's network thread and the bus's dispatch thread: MQTT only; they hand commands to
+  the worker's queue and never call the meter.
+- the main thread waits for the stop event; ``shutdown-watch`` turns the manager's
+  shutdown message into it.
+
+The time sync and the record book are used only under the controller's lock; the
+journal has a lock of its own because other readers (``lem-dcbm records``) share it.
 """
 
 from __future__ import annotations

@@ -129,6 +129,7 @@ class ReadyLoop:
             _LOGGER.exception("reading the meter failed unexpectedly")
         else:
             self._outputs.publish_powermeter(value)
+            _LOGGER.debug("powermeter published at monotonic %.3f", self._clock.monotonic())
             self._communication_restored()
             if self._temperature is not None:
                 self._temperature.observe(value)

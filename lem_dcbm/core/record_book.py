@@ -17,7 +17,6 @@ and ``late`` (the record reached EVerest only by the late-record road), then
 from __future__ import annotations
 
 import logging
-import threading
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -56,7 +55,11 @@ class _Pending:
 
 
 class RecordBook:
-    """Transaction steps and records, durable when a journal is given."""
+    """Transaction steps and records, durable when a journal is given.
+
+    Not thread-safe on purpose: the controller makes every call under its own lock (the
+    journal below has a lock of its own, as other readers may share it).
+    """
 
     def __init__(
         self, journal: TransactionJournal | None = None, fetch_policy: RetryPolicy | None = None
@@ -69,7 +72,6 @@ class RecordBook:
         self._pending: dict[str, _Pending] = {}
         #: Stops the meter confirmed whose step is written together with the record.
         self._unwritten_stops: dict[str, dict[str, Any]] = {}
-        self._lock = threading.Lock()
 
     # -- steps ------------------------------------------------------------------------------
 
@@ -94,9 +96,8 @@ class RecordBook:
         kept = self.kept(transaction_id)
         if kept is None or not kept.finished:
             return
-        with self._lock:
-            self._memory.pop(transaction_id, None)
-            self._pending.pop(transaction_id, None)
+        self._memory.pop(transaction_id, None)
+        self._pending.pop(transaction_id, None)
         if self._journal is None:
             return
         pagination = kept.facts.get("pagination")
@@ -120,14 +121,12 @@ class RecordBook:
         transaction stopped at the meter and fetches its record.
         """
         self._remember(transaction_id, data, step="stop_confirmed")
-        with self._lock:
-            self._unwritten_stops[transaction_id] = data
+        self._unwritten_stops[transaction_id] = data
 
     def store_record(self, transaction_id: str, record: str, **data: Any) -> None:
         """Keep the signed record of a stopped transaction; it is no longer pending."""
-        with self._lock:
-            self._pending.pop(transaction_id, None)
-            stop = self._unwritten_stops.pop(transaction_id, None)
+        self._pending.pop(transaction_id, None)
+        stop = self._unwritten_stops.pop(transaction_id, None)
         facts = {**(stop or {}), **data}
         self._remember(transaction_id, facts, step="ocmf_fetched", record=record)
         if self._journal is None:
@@ -154,8 +153,7 @@ class RecordBook:
         entry = self._entry(transaction_id)
         if entry is not None:
             return KeptTransaction(transaction_id, entry.ocmf, dict(entry.data), entry.steps)
-        with self._lock:
-            return self._memory.get(transaction_id)
+        return self._memory.get(transaction_id)
 
     def record_of(self, transaction_id: str) -> str | None:
         """The kept signed record of a transaction, if any."""
@@ -168,29 +166,27 @@ class RecordBook:
         if self._journal is not None:
             entries = [e for e in self._journal.entries() if self._ours(e)]
             numbers += [e.data["pagination"] for e in entries if _is_int(e.data.get("pagination"))]
-        with self._lock:
-            numbers += [
-                k.facts["pagination"]
-                for k in self._memory.values()
-                if _is_int(k.facts.get("pagination"))
-            ]
+        numbers += [
+            k.facts["pagination"]
+            for k in self._memory.values()
+            if _is_int(k.facts.get("pagination"))
+        ]
         return max(numbers, default=None)
 
     def _remember(
         self, transaction_id: str, data: Mapping[str, Any], *, step: str, record: str | None = None
     ) -> None:
-        with self._lock:
-            previous = self._memory.get(transaction_id)
-            steps = previous.steps if previous else ()
-            self._memory[transaction_id] = KeptTransaction(
-                transaction_id,
-                record if record is not None else (previous.record if previous else None),
-                {**(previous.facts if previous else {}), **data},
-                steps if step in steps else (*steps, step),
-            )
-            self._memory.move_to_end(transaction_id)
-            while len(self._memory) > MEMORY_RECORDS:
-                self._memory.popitem(last=False)
+        previous = self._memory.get(transaction_id)
+        steps = previous.steps if previous else ()
+        self._memory[transaction_id] = KeptTransaction(
+            transaction_id,
+            record if record is not None else (previous.record if previous else None),
+            {**(previous.facts if previous else {}), **data},
+            steps if step in steps else (*steps, step),
+        )
+        self._memory.move_to_end(transaction_id)
+        while len(self._memory) > MEMORY_RECORDS:
+            self._memory.popitem(last=False)
 
     def _entry(self, transaction_id: str) -> JournalEntry | None:
         entry = self._journal.get(transaction_id) if self._journal is not None else None
@@ -206,36 +202,32 @@ class RecordBook:
 
     def mark_pending(self, transaction_id: str, now: float, *, due_now: bool = False) -> None:
         """The transaction is stopped but its record is missing: fetch it later."""
-        with self._lock:
-            if transaction_id not in self._pending:
-                first = now if due_now else now + self._fetch_policy.delay(0)
-                self._pending[transaction_id] = _Pending(first, 0)
-            stop = self._unwritten_stops.pop(transaction_id, None)
+        if transaction_id not in self._pending:
+            first = now if due_now else now + self._fetch_policy.delay(0)
+            self._pending[transaction_id] = _Pending(first, 0)
+        stop = self._unwritten_stops.pop(transaction_id, None)
         if stop is not None:
             # No record to write it with: the confirmed stop goes to disk on its own.
             self.step(transaction_id, "stop_confirmed", **stop)
 
     def due(self, now: float) -> list[str]:
         """Pending transactions whose next fetch attempt is due."""
-        with self._lock:
-            return [tid for tid, p in self._pending.items() if p.next_attempt <= now]
+        return [tid for tid, p in self._pending.items() if p.next_attempt <= now]
 
     def failed_again(self, transaction_id: str, now: float) -> float:
         """Back off after another failed fetch; return the new delay."""
-        with self._lock:
-            pending = self._pending.get(transaction_id)
-            if pending is None:
-                return 0.0
-            pending.retry += 1
-            delay = self._fetch_policy.delay(pending.retry)
-            pending.next_attempt = now + delay
-            return delay
+        pending = self._pending.get(transaction_id)
+        if pending is None:
+            return 0.0
+        pending.retry += 1
+        delay = self._fetch_policy.delay(pending.retry)
+        pending.next_attempt = now + delay
+        return delay
 
     @property
     def pending(self) -> list[str]:
         """Transactions stopped at the meter whose record is still to be fetched."""
-        with self._lock:
-            return list(self._pending)
+        return list(self._pending)
 
     # -- start-up --------------------------------------------------------------------------
 
