@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -26,18 +27,26 @@ class Faults:
     tamper_ocmf: bool = False
     #: Let the meter carry the request out before the answer is replaced or dropped.
     after_processing: bool = False
+    #: Serve the record of the last transaction with this id for every OCMF request.
+    ocmf_of: str | None = None
     #: Path prefixes the faults apply to; empty means every meter path.
     paths: tuple[str, ...] = ()
+    #: HTTP methods the faults apply to; empty means every method.
+    methods: tuple[str, ...] = ()
     #: How many matching requests to affect; None until cleared.
     count: int | None = None
+    #: How long the faults stay after they were set, ms; None until cleared.
+    for_ms: int | None = None
 
     @property
     def replaces_answer(self) -> bool:
         """True when the meter's own answer is not sent."""
         return self.reset_connection or self.http_status is not None or self.malformed_body
 
-    def matches(self, path: str) -> bool:
-        """True when ``path`` (with its query) starts with one of ``paths``."""
+    def matches(self, method: str, path: str) -> bool:
+        """True for ``method`` on ``path`` (with its query): one of ``methods`` and ``paths``."""
+        if self.methods and method.upper() not in self.methods:
+            return False
         return not self.paths or any(path.startswith(prefix) for prefix in self.paths)
 
 
@@ -65,9 +74,18 @@ def parse_faults(body: Any) -> Faults:
     paths = body.get("paths") or []
     if not isinstance(paths, list) or not all(isinstance(p, str) and p for p in paths):
         raise FieldError("paths", "paths must be a list of path prefixes")
+    methods = body.get("methods") or []
+    if not isinstance(methods, list) or not all(isinstance(m, str) and m for m in methods):
+        raise FieldError("methods", "methods must be a list of HTTP methods")
     count = body.get("count")
     if count is not None and not (_is_int(count) and count > 0):
         raise FieldError("count", "count must be a positive integer or null")
+    for_ms = body.get("for_ms")
+    if for_ms is not None and not (_is_int(for_ms) and for_ms > 0):
+        raise FieldError("for_ms", "for_ms must be a positive integer or null")
+    ocmf_of = body.get("ocmf_of")
+    if ocmf_of is not None and not (isinstance(ocmf_of, str) and ocmf_of):
+        raise FieldError("ocmf_of", "ocmf_of must be a transaction id or null")
     return Faults(
         latency_ms=latency,
         http_status=status,
@@ -75,34 +93,44 @@ def parse_faults(body: Any) -> Faults:
         reset_connection=body.get("reset_connection", False),
         tamper_ocmf=body.get("tamper_ocmf", False),
         after_processing=body.get("after_processing", False),
+        ocmf_of=ocmf_of,
         paths=tuple(paths),
+        methods=tuple(m.upper() for m in methods),
         count=count,
+        for_ms=for_ms,
     )
 
 
 class FaultBoard:
     """The active faults, shared by all server threads."""
 
-    def __init__(self) -> None:
+    def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
         self._lock = threading.Lock()
+        self._monotonic = monotonic
         self._faults: Faults | None = None
+        self._until: float | None = None
         self.applied = 0
 
     def set(self, faults: Faults) -> None:
-        """Replace the active faults."""
+        """Replace the active faults (``for_ms`` counts from now)."""
         with self._lock:
             self._faults = faults
+            self._until = None
+            if faults.for_ms is not None:
+                self._until = self._monotonic() + faults.for_ms / 1000.0
 
     def clear(self) -> None:
         """Remove every fault."""
         with self._lock:
             self._faults = None
 
-    def take(self, path: str) -> Faults | None:
-        """The faults for a request to ``path``, counting it against ``count``."""
+    def take(self, method: str, path: str) -> Faults | None:
+        """The faults for ``method`` on ``path``, counting it against ``count``."""
         with self._lock:
+            if self._until is not None and self._monotonic() >= self._until:
+                self._faults = self._until = None
             faults = self._faults
-            if faults is None or not faults.matches(path):
+            if faults is None or not faults.matches(method, path):
                 return None
             self.applied += 1
             if faults.count is not None:
@@ -117,4 +145,5 @@ class FaultBoard:
                 return None
             described = asdict(self._faults)
             described["paths"] = list(self._faults.paths)
+            described["methods"] = list(self._faults.methods)
             return described

@@ -19,7 +19,7 @@ from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from lem_dcbm.clock import Clock
 from lem_dcbm.simulator.certs import CertificatePair
@@ -68,7 +68,7 @@ class MeterServer(ThreadingHTTPServer):
         self.clock = clock
         self.tls_context = tls_context
         self.idle_timeout_s = idle_timeout_s
-        self.faults = FaultBoard()
+        self.faults = FaultBoard(clock.monotonic)
         self.connections = ConnectionRegistry()
         self._counts: Counter[str] = Counter()
         self._counts_lock = threading.Lock()
@@ -227,7 +227,7 @@ class MeterRequestHandler(BaseHTTPRequestHandler):
                 self._send_json(refusal.status, refusal.body)
             return
         self.server.note_request(self._conn, endpoint_key(method, split.path))
-        faults = self.server.faults.take(self.path)
+        faults = self.server.faults.take(method, self.path)
         if faults is not None and faults.latency_ms:
             self.server.clock.sleep(faults.latency_ms / 1000.0)
         if faults is not None and faults.replaces_answer and not faults.after_processing:
@@ -237,7 +237,10 @@ class MeterRequestHandler(BaseHTTPRequestHandler):
             return
         raw = self._read_body()
         device = self.server.device
-        status, payload, content_type = meter_response(device, method, split.path, split.query, raw)
+        query = split.query
+        if faults is not None and faults.ocmf_of is not None and "/ocmf" in split.path:
+            query = urlencode({"transactionId": faults.ocmf_of})
+        status, payload, content_type = meter_response(device, method, split.path, query, raw)
         if faults is not None and faults.replaces_answer:
             self._inject(faults)
             return

@@ -273,6 +273,25 @@ def test_tamper_fault_breaks_the_signature_of_served_records(simulator: Simulato
     assert tampered != honest
 
 
+def test_ocmf_of_fault_serves_another_transactions_record(simulator: Simulator) -> None:
+    base = simulator.base_url
+    first = {**START, "transactionId": "it-1"}
+    second = {**START, "transactionId": "it-2"}
+    for body in (first, second):
+        assert requests.post(f"{base}/v1/legal", json=body, timeout=5).status_code == 201
+        stopped = requests.put(
+            f"{base}/v1/legal?transactionId={body['transactionId']}",
+            json={"running": False},
+            timeout=5,
+        )
+        assert stopped.status_code == 200
+    own = requests.get(f"{base}/v1/ocmf?transactionId=it-2", timeout=5).text
+    simulator.set_faults(ocmf_of="it-1", paths=["/v1/ocmf"], methods=["GET"])
+    foreign = requests.get(f"{base}/v1/ocmf?transactionId=it-2", timeout=5).text
+    assert foreign != own
+    assert '"PG":"T1"' in foreign and '"PG":"T2"' in own
+
+
 # -- control API ----------------------------------------------------------------------
 
 
