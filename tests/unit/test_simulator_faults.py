@@ -21,7 +21,8 @@ def test_methods_narrow_the_faults_to_those_methods() -> None:
     faults = board(ManualClock(), http_status=503, paths=["/v1/legal"], methods=["post"])
     assert faults.take("GET", "/v1/legal") is None
     taken = faults.take("POST", "/v1/legal")
-    assert taken is not None and taken.http_status == 503
+    assert taken is not None
+    assert taken.http_status == 503
 
 
 def test_for_ms_clears_the_faults_once_that_time_has_passed() -> None:
