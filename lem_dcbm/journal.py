@@ -314,6 +314,25 @@ class TransactionJournal:
                 _LOGGER.warning("could not sync the journal directory: %s", err)
 
 
+def read_entries(directory: Path) -> tuple[list[JournalEntry], list[str]]:
+    """Every readable entry in ``directory`` (oldest write first) and the unreadable files.
+
+    Read-only, for other processes (``lem-dcbm records``): it neither removes unfinished
+    writes nor moves damaged files, which belong to the module that owns the journal.
+    """
+    entries: list[JournalEntry] = []
+    unreadable: list[str] = []
+    for path in sorted(Path(directory).glob(f"{_FILE_PREFIX}*{_FILE_SUFFIX}")):
+        try:
+            entry = decode_entry(path.read_bytes())
+        except (OSError, CorruptEntryError) as err:
+            unreadable.append(f"{path.name}: {err}")
+            continue
+        entries.append(entry)
+    entries.sort(key=lambda entry: entry.sequence)
+    return entries, unreadable
+
+
 def _prepare_directory(directory: Path) -> None:
     """Create ``directory`` and prove that files can be written there."""
     try:

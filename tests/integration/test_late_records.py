@@ -111,7 +111,11 @@ def test_record_failing_for_3_s_is_waited_for(
 
 
 def test_record_later_than_the_budget_is_published_and_listed(
-    tmp_path: Path, simulator: Simulator, peer: EverestPeer, module: ModuleProcess
+    tmp_path: Path,
+    simulator: Simulator,
+    mosquitto: Broker,
+    peer: EverestPeer,
+    module: ModuleProcess,
 ) -> None:
     transaction_id, key = start(peer)
     simulator.set_faults(http_status=500, paths=OCMF_PATHS, for_ms=WAIT_MS + 3000)
@@ -122,7 +126,12 @@ def test_record_later_than_the_budget_is_published_and_listed(
     assert simulator.state()["running_transaction"] is None
 
     [published] = peer.wait_for(lambda: peer.on_topic(topic), 30, "the late record")
-    assert published.retain
+    # A backend that subscribes later still gets it: the broker kept it.
+    with EverestPeer(mosquitto.host, mosquitto.port) as backend:
+        backend.subscribe(f"{EXTERNAL_PREFIX}#")
+        [kept] = backend.wait_for(lambda: backend.on_topic(topic), 10, "the retained record")
+    assert kept.retain
+    assert kept.payload == published.payload
     message = published.json()
     jsonschema.validate(message, late_schema())
     record = message["signed_meter_value"]["signed_meter_data"]
