@@ -28,7 +28,7 @@ from lem_dcbm.simulator.device import SimulatedMeter
 from lem_dcbm.simulator.faults import FaultBoard, Faults, parse_faults
 from lem_dcbm.simulator.ocmf_signer import tamper_record
 from lem_dcbm.simulator.refusals import FieldError, NotFound, Refusal
-from lem_dcbm.simulator.routes import JSON, json_body, meter_response
+from lem_dcbm.simulator.routes import JSON, json_body, meter_response, ocmf_of_response
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class MeterServer(ThreadingHTTPServer):
         self.clock = clock
         self.tls_context = tls_context
         self.idle_timeout_s = idle_timeout_s
-        self.faults = FaultBoard()
+        self.faults = FaultBoard(clock.monotonic)
         self.connections = ConnectionRegistry()
         self._counts: Counter[str] = Counter()
         self._counts_lock = threading.Lock()
@@ -227,7 +227,7 @@ class MeterRequestHandler(BaseHTTPRequestHandler):
                 self._send_json(refusal.status, refusal.body)
             return
         self.server.note_request(self._conn, endpoint_key(method, split.path))
-        faults = self.server.faults.take(self.path)
+        faults = self.server.faults.take(method, self.path)
         if faults is not None and faults.latency_ms:
             self.server.clock.sleep(faults.latency_ms / 1000.0)
         if faults is not None and faults.replaces_answer and not faults.after_processing:
@@ -237,7 +237,12 @@ class MeterRequestHandler(BaseHTTPRequestHandler):
             return
         raw = self._read_body()
         device = self.server.device
-        status, payload, content_type = meter_response(device, method, split.path, split.query, raw)
+        if faults is not None and faults.ocmf_of is not None:
+            status, payload, content_type = ocmf_of_response(device, faults.ocmf_of)
+        else:
+            status, payload, content_type = meter_response(
+                device, method, split.path, split.query, raw
+            )
         if faults is not None and faults.replaces_answer:
             self._inject(faults)
             return
