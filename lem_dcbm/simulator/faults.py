@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import re
 import threading
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from lem_dcbm.simulator.refusals import FieldError
+
+#: The methods the server answers; ``methods`` may name only these.
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE")
+#: ``GET /v1/ocmf``, ``/v2/ocmf?transactionId=...``, ``/v1/ocmf/{index}``: what ``ocmf_of`` swaps.
+_OCMF_PATH = re.compile(r"^/v[12]/ocmf(?:[/?]|$)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -27,7 +32,7 @@ class Faults:
     tamper_ocmf: bool = False
     #: Let the meter carry the request out before the answer is replaced or dropped.
     after_processing: bool = False
-    #: Serve the record of the last transaction with this id for every OCMF request.
+    #: Serve the last record of this transaction id to every matching OCMF request.
     ocmf_of: str | None = None
     #: Path prefixes the faults apply to; empty means every meter path.
     paths: tuple[str, ...] = ()
@@ -35,7 +40,7 @@ class Faults:
     methods: tuple[str, ...] = ()
     #: How many matching requests to affect; None until cleared.
     count: int | None = None
-    #: How long the faults stay after they were set, ms; None until cleared.
+    #: Milliseconds the faults stay active after they were set; None until cleared.
     for_ms: int | None = None
 
     @property
@@ -44,14 +49,32 @@ class Faults:
         return self.reset_connection or self.http_status is not None or self.malformed_body
 
     def matches(self, method: str, path: str) -> bool:
-        """True for ``method`` on ``path`` (with its query): one of ``methods`` and ``paths``."""
-        if self.methods and method.upper() not in self.methods:
+        """True for a request with ``method`` to ``path`` (with its query) that these affect."""
+        if self.methods and method not in self.methods:
+            return False
+        if self.ocmf_of is not None and not (method in ("GET", "HEAD") and _OCMF_PATH.match(path)):
             return False
         return not self.paths or any(path.startswith(prefix) for prefix in self.paths)
 
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _positive_or_null(body: Mapping[str, Any], name: str) -> int | None:
+    value = body.get(name)
+    if value is not None and not (_is_int(value) and value > 0):
+        raise FieldError(name, f"{name} must be a positive integer or null")
+    return value
+
+
+def _strings(body: Mapping[str, Any], name: str, allowed: tuple[str, ...] = ()) -> tuple[str, ...]:
+    values = body.get(name) or []
+    ok = isinstance(values, list) and all(isinstance(v, str) and v for v in values)
+    if not ok or (allowed and any(v not in allowed for v in values)):
+        what = f"names from {', '.join(allowed)}" if allowed else "path prefixes"
+        raise FieldError(name, f"{name} must be a list of {what}")
+    return tuple(values)
 
 
 def parse_faults(body: Any) -> Faults:
@@ -71,18 +94,6 @@ def parse_faults(body: Any) -> Faults:
     for flag in ("malformed_body", "reset_connection", "tamper_ocmf", "after_processing"):
         if not isinstance(body.get(flag, False), bool):
             raise FieldError(flag, f"{flag} must be a boolean")
-    paths = body.get("paths") or []
-    if not isinstance(paths, list) or not all(isinstance(p, str) and p for p in paths):
-        raise FieldError("paths", "paths must be a list of path prefixes")
-    methods = body.get("methods") or []
-    if not isinstance(methods, list) or not all(isinstance(m, str) and m for m in methods):
-        raise FieldError("methods", "methods must be a list of HTTP methods")
-    count = body.get("count")
-    if count is not None and not (_is_int(count) and count > 0):
-        raise FieldError("count", "count must be a positive integer or null")
-    for_ms = body.get("for_ms")
-    if for_ms is not None and not (_is_int(for_ms) and for_ms > 0):
-        raise FieldError("for_ms", "for_ms must be a positive integer or null")
     ocmf_of = body.get("ocmf_of")
     if ocmf_of is not None and not (isinstance(ocmf_of, str) and ocmf_of):
         raise FieldError("ocmf_of", "ocmf_of must be a transaction id or null")
@@ -94,25 +105,28 @@ def parse_faults(body: Any) -> Faults:
         tamper_ocmf=body.get("tamper_ocmf", False),
         after_processing=body.get("after_processing", False),
         ocmf_of=ocmf_of,
-        paths=tuple(paths),
-        methods=tuple(m.upper() for m in methods),
-        count=count,
-        for_ms=for_ms,
+        paths=_strings(body, "paths"),
+        methods=_strings(body, "methods", HTTP_METHODS),
+        count=_positive_or_null(body, "count"),
+        for_ms=_positive_or_null(body, "for_ms"),
     )
 
 
 class FaultBoard:
-    """The active faults, shared by all server threads."""
+    """The active faults, shared by all server threads.
 
-    def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
-        self._lock = threading.Lock()
+    ``monotonic`` (seconds) times ``for_ms``; tests pass a manual clock's.
+    """
+
+    def __init__(self, monotonic: Callable[[], float]) -> None:
         self._monotonic = monotonic
+        self._lock = threading.Lock()
         self._faults: Faults | None = None
         self._until: float | None = None
         self.applied = 0
 
     def set(self, faults: Faults) -> None:
-        """Replace the active faults (``for_ms`` counts from now)."""
+        """Replace the active faults; a ``for_ms`` runs from now."""
         with self._lock:
             self._faults = faults
             self._until = None
@@ -123,27 +137,38 @@ class FaultBoard:
         """Remove every fault."""
         with self._lock:
             self._faults = None
+            self._until = None
+
+    def _active(self) -> Faults | None:
+        """The faults unless their time is up (then cleared); call with the lock held."""
+        if self._until is not None and self._monotonic() >= self._until:
+            self._faults = None
+            self._until = None
+        return self._faults
 
     def take(self, method: str, path: str) -> Faults | None:
-        """The faults for ``method`` on ``path``, counting it against ``count``."""
+        """The faults for a ``method`` request to ``path``, counting it against ``count``."""
         with self._lock:
-            if self._until is not None and self._monotonic() >= self._until:
-                self._faults = self._until = None
-            faults = self._faults
+            faults = self._active()
             if faults is None or not faults.matches(method, path):
                 return None
             self.applied += 1
             if faults.count is not None:
                 left = faults.count - 1
                 self._faults = replace(faults, count=left) if left > 0 else None
+                self._until = self._until if left > 0 else None
             return faults
 
     def describe(self) -> dict[str, Any] | None:
-        """The active faults as JSON, or None."""
+        """The active faults as JSON (with ``remaining_ms`` under ``for_ms``), or None."""
         with self._lock:
-            if self._faults is None:
+            faults = self._active()
+            if faults is None:
                 return None
-            described = asdict(self._faults)
-            described["paths"] = list(self._faults.paths)
-            described["methods"] = list(self._faults.methods)
+            described = asdict(faults)
+            described["paths"] = list(faults.paths)
+            described["methods"] = list(faults.methods)
+            if self._until is not None:
+                remaining = (self._until - self._monotonic()) * 1000.0
+                described["remaining_ms"] = max(0, round(remaining))
             return described

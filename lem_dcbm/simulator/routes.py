@@ -86,4 +86,17 @@ def meter_response(
     try:
         return meter_answer(device, method, path, query, raw)
     except Refusal as refusal:
-        return refusal.status, json.dumps(refusal.body).encode("utf-8"), JSON
+        return refused(refusal)
+
+
+def ocmf_of_response(device: SimulatedMeter, transaction_id: str) -> tuple[int, bytes, str]:
+    """The last record of ``transaction_id`` as an OCMF answer (the ``ocmf_of`` fault); 404."""
+    try:
+        return 200, device.ocmf(transaction_id).encode("utf-8"), TEXT
+    except Refusal as refusal:
+        return refused(refusal)
+
+
+def refused(refusal: Refusal) -> tuple[int, bytes, str]:
+    """The 4xx JSON answer of ``refusal``."""
+    return refusal.status, json.dumps(refusal.body).encode("utf-8"), JSON

@@ -19,7 +19,7 @@ from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlsplit
 
 from lem_dcbm.clock import Clock
 from lem_dcbm.simulator.certs import CertificatePair
@@ -28,7 +28,7 @@ from lem_dcbm.simulator.device import SimulatedMeter
 from lem_dcbm.simulator.faults import FaultBoard, Faults, parse_faults
 from lem_dcbm.simulator.ocmf_signer import tamper_record
 from lem_dcbm.simulator.refusals import FieldError, NotFound, Refusal
-from lem_dcbm.simulator.routes import JSON, json_body, meter_response
+from lem_dcbm.simulator.routes import JSON, json_body, meter_response, ocmf_of_response
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -237,10 +237,12 @@ class MeterRequestHandler(BaseHTTPRequestHandler):
             return
         raw = self._read_body()
         device = self.server.device
-        query = split.query
-        if faults is not None and faults.ocmf_of is not None and "/ocmf" in split.path:
-            query = urlencode({"transactionId": faults.ocmf_of})
-        status, payload, content_type = meter_response(device, method, split.path, query, raw)
+        if faults is not None and faults.ocmf_of is not None:
+            status, payload, content_type = ocmf_of_response(device, faults.ocmf_of)
+        else:
+            status, payload, content_type = meter_response(
+                device, method, split.path, split.query, raw
+            )
         if faults is not None and faults.replaces_answer:
             self._inject(faults)
             return

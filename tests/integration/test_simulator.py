@@ -273,24 +273,45 @@ def test_tamper_fault_breaks_the_signature_of_served_records(simulator: Simulato
     assert tampered != honest
 
 
-def test_ocmf_of_fault_serves_another_transactions_record(simulator: Simulator) -> None:
+def test_a_method_limited_fault_spares_other_methods(simulator: Simulator) -> None:
     base = simulator.base_url
-    first = {**START, "transactionId": "it-1"}
-    second = {**START, "transactionId": "it-2"}
-    for body in (first, second):
+    simulator.set_faults(http_status=503, paths=["/v1/legal"], methods=["POST"])
+    with requests.Session() as session:
+        assert session.get(f"{base}/v1/legal", timeout=5).status_code == 200
+        assert session.post(f"{base}/v1/legal", json=START, timeout=5).status_code == 503
+        assert session.get(f"{base}/v1/legal", timeout=5).json()["running"] is False
+    assert simulator.state()["faults"]["methods"] == ["POST"]
+
+
+def test_a_timed_fault_clears_itself(simulator: Simulator) -> None:
+    base = simulator.base_url
+    simulator.set_faults(http_status=503, paths=["/v1/status"], for_ms=400)
+    assert requests.get(f"{base}/v1/status", timeout=5).status_code == 503
+    wait_until(lambda: simulator.state()["faults"] is None, 5, what="the fault to expire")
+    assert requests.get(f"{base}/v1/status", timeout=5).status_code == 200
+
+
+def test_ocmf_of_serves_another_transactions_signed_record(simulator: Simulator) -> None:
+    base = simulator.base_url
+    key = requests.get(f"{base}/v1/status", timeout=5).json()["publicKeyOcmf"]
+    for tx_id in ("it-1", "it-2"):
+        body = {**START, "transactionId": tx_id, "clientId": f"tag,{tx_id}"}
         assert requests.post(f"{base}/v1/legal", json=body, timeout=5).status_code == 201
-        stopped = requests.put(
-            f"{base}/v1/legal?transactionId={body['transactionId']}",
-            json={"running": False},
-            timeout=5,
-        )
-        assert stopped.status_code == 200
-    own = requests.get(f"{base}/v1/ocmf?transactionId=it-2", timeout=5).text
-    simulator.set_faults(ocmf_of="it-1", paths=["/v1/ocmf"], methods=["GET"])
-    foreign = requests.get(f"{base}/v1/ocmf?transactionId=it-2", timeout=5).text
-    assert foreign != own
-    assert '"PG":"T1"' in foreign
-    assert '"PG":"T2"' in own
+        stop = f"{base}/v1/legal?transactionId={tx_id}"
+        assert requests.put(stop, json={"running": False}, timeout=5).status_code == 200
+    first = requests.get(f"{base}/v1/ocmf?transactionId=it-1", timeout=5).text
+    simulator.set_faults(ocmf_of="it-1")
+    for path in ("/v1/ocmf", "/v2/ocmf?transactionId=it-2", "/v1/ocmf/-1"):
+        answer = requests.get(f"{base}{path}", timeout=5)
+        assert (answer.status_code, answer.text) == (200, first), path
+    assert verify(first, key)["ID"] == "tag,it-1"
+    # Other endpoints are untouched and not counted.
+    assert requests.get(f"{base}/v1/legal", timeout=5).json()["transactionId"] == "it-2"
+    assert simulator.state()["faults_applied"] == 3
+    simulator.set_faults(ocmf_of="never-seen")
+    missing = requests.get(f"{base}/v1/ocmf", timeout=5)
+    assert missing.status_code == 404
+    assert "never-seen" in missing.json()["error"]
 
 
 # -- control API ----------------------------------------------------------------------
