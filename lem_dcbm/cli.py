@@ -143,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return tools_main(args_list)
     if args_list and args_list[0] in ("ocmf", "records"):
-        from lem_dcbm.records.cli import main as records_main
+        from lem_dcbm.tools.records import main as records_main
 
         return records_main(args_list)
     if args_list and args_list[0] == "health":
