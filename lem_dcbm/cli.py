@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("watch", help="show the powermeter var of a running module", add_help=False)
     sub.add_parser("call", help="call a command of a running module", add_help=False)
     sub.add_parser("health", help="exit 0 while the running module's heartbeat is fresh")
+    sub.add_parser("ocmf", help="check a signed OCMF record (ocmf verify)", add_help=False)
+    sub.add_parser("records", help="list, export or resend the journal's records", add_help=False)
     return parser
 
 
@@ -140,6 +142,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from lem_dcbm.tools.cli import main as tools_main
 
         return tools_main(args_list)
+    if args_list and args_list[0] in ("ocmf", "records"):
+        from lem_dcbm.tools.records import main as records_main
+
+        return records_main(args_list)
     if args_list and args_list[0] == "health":
         from lem_dcbm.health import health_main
 

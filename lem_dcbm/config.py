@@ -23,7 +23,6 @@ import yaml
 from jsonschema import Draft7Validator
 
 from lem_dcbm.errors import ConfigError
-from lem_dcbm.everest.topics import normalize_prefix
 
 #: Names the module is known by in an EVerest config's ``module:`` entry.
 MODULE_NAMES = ("LemDCBM400600", "LemDCBM400600Py", "lem-dcbm", "lem_dcbm")
@@ -109,11 +108,8 @@ class ModuleConfig:
     publish_interval_ms: int = 1000
     #: Period of the meter status (health bits) read, ms.
     status_poll_interval_ms: int = 5000
-
-    @property
-    def use_tls(self) -> bool:
-        """True when the meter is spoken to over HTTPS."""
-        return bool(self.meter_tls_certificate.strip())
+    #: How long a stop waits for the meter's record before answering without it, ms.
+    stop_record_wait_ms: int = 30000
 
     @property
     def meter_dst_settings(self) -> dict[str, Any]:
@@ -218,11 +214,31 @@ def _describe(value: Any) -> str:
     return f"{kind} {shown[:60]}"
 
 
+#: One DNS label (RFC 1123); underscores too, as container and test networks use them.
+_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_HOST_NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
+
+
+def is_host(text: str) -> bool:
+    """True for an IPv4 or IPv6 address (brackets allowed) or a host name, without port."""
+    bare = text[1:-1] if text.startswith("[") and text.endswith("]") else text
+    try:
+        ipaddress.ip_address(bare)
+    except ValueError:
+        if bare != text or len(text) > 253 or _HOST_NAME.fullmatch(text) is None:
+            return False
+        # All digits and dots is meant as an IPv4 address, and this one is not valid.
+        return not all(label.isdigit() for label in text.rstrip(".").split("."))
+    return True
+
+
 def _check_semantics(values: dict[str, Any]) -> None:
     address = str(values["ip_address"]).strip()
-    if not address or any(ch.isspace() or ch in "/?#@:" for ch in address):
+    if not is_host(address):
         raise ConfigError(
-            "ip_address", f"not an IPv4 address or host name: {values['ip_address']!r}"
+            "ip_address",
+            f"not an IP address or host name: {values['ip_address']!r} "
+            "(the port goes in 'port', without a scheme)",
         )
     for key in _PORT_KEYS:
         if not 1 <= values[key] <= 65535:
@@ -231,13 +247,9 @@ def _check_semantics(values: dict[str, Any]) -> None:
         if values[key] < 0:
             raise ConfigError(key, f"must not be negative, got {values[key]}")
     for key in ("ntp_server_1_ip_addr", "ntp_server_2_ip_addr"):
-        if values[key]:
-            try:
-                ipaddress.IPv4Address(values[key])
-            except ValueError:
-                raise ConfigError(
-                    key, f"not an IPv4 address in dotted form W.X.Y.Z: {values[key]!r}"
-                ) from None
+        # The meter resolves the name itself, as with EVerest's C++ module.
+        if values[key] and not is_host(values[key]):
+            raise ConfigError(key, f"not an IP address or host name: {values[key]!r}")
     _check_timezone(values["meter_timezone"])
     _check_dst(values["meter_dst"])
     if values["meter_tls_certificate"].strip():
@@ -413,6 +425,15 @@ def _from_text(key: str, value: Any, datatype: object) -> Any:
 # --- the broker -------------------------------------------------------------------
 
 
+DEFAULT_PREFIX = "everest/"
+
+
+def normalize_prefix(prefix: str | None) -> str:
+    """Return ``prefix`` ending in exactly one ``/`` (``everest`` -> ``everest/``)."""
+    text = (prefix or DEFAULT_PREFIX).strip()
+    return text.rstrip("/") + "/"
+
+
 @dataclass(frozen=True, kw_only=True)
 class BrokerSettings:
     """Where the MQTT broker is and which EVerest topic prefix to use."""
@@ -425,9 +446,14 @@ class BrokerSettings:
     socket_path: str | None = None
     #: EVerest topic prefix, always ending in ``/``.
     prefix: str = "everest/"
+    #: EVerest's prefix for topics outside the module protocol (``EV_MQTT_EXTERNAL_PREFIX``);
+    #: empty or ending in ``/``.
+    external_prefix: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "prefix", normalize_prefix(self.prefix))
+        if self.external_prefix and not self.external_prefix.endswith("/"):
+            object.__setattr__(self, "external_prefix", self.external_prefix + "/")
 
     def describe(self) -> str:
         """``unix:/path`` or ``host:port``, for log lines and error messages."""
@@ -468,4 +494,5 @@ def broker_settings(
         port=chosen_port,
         socket_path=socket_path,
         prefix=prefix or env.get("EV_MQTT_EVEREST_PREFIX") or "everest/",
+        external_prefix=env.get("EV_MQTT_EXTERNAL_PREFIX", ""),
     )

@@ -225,6 +225,36 @@ class TransactionJournal:
         """Entries stopped at the meter whose signed record is still to be fetched."""
         return [entry for entry in self.entries() if entry.awaiting_record]
 
+    def rename(self, transaction_id: str, new_id: str) -> JournalEntry:
+        """Keep the entry of ``transaction_id`` under ``new_id`` (a reused id's earlier session).
+
+        The new file is on disk before the old one goes: a crash in between leaves both.
+        """
+        if not new_id or new_id in self._entries:
+            raise ValueError(f"cannot rename to {new_id!r}: empty or taken")
+        with self._lock:
+            old = self._entries.get(transaction_id)
+            if old is None:
+                raise ValueError(f"no journal entry {transaction_id!r}")
+            self._sequence += 1
+            raw = encode_entry(
+                JournalEntry(
+                    transaction_id=new_id,
+                    sequence=self._sequence,
+                    steps=old.steps,
+                    ocmf=old.ocmf,
+                    updated_at=rfc3339(self._clock.utc_now()),
+                    data={**old.data, "session_of": transaction_id},
+                )
+            )
+            renamed = decode_entry(raw)
+            write_atomic(self._path(new_id), raw)
+            self._path(transaction_id).unlink(missing_ok=True)
+            fsync_directory(self._directory)
+            del self._entries[transaction_id]
+            self._entries[new_id] = renamed
+            return renamed
+
     def _path(self, transaction_id: str) -> Path:
         return self._directory / entry_file_name(transaction_id)
 
@@ -282,6 +312,25 @@ class TransactionJournal:
                 fsync_directory(self._directory)
             except OSError as err:
                 _LOGGER.warning("could not sync the journal directory: %s", err)
+
+
+def read_entries(directory: Path) -> tuple[list[JournalEntry], list[str]]:
+    """Every readable entry in ``directory`` (oldest write first) and the unreadable files.
+
+    Read-only, for other processes (``lem-dcbm records``): it neither removes unfinished
+    writes nor moves damaged files, which belong to the module that owns the journal.
+    """
+    entries: list[JournalEntry] = []
+    unreadable: list[str] = []
+    for path in sorted(Path(directory).glob(f"{_FILE_PREFIX}*{_FILE_SUFFIX}")):
+        try:
+            entry = decode_entry(path.read_bytes())
+        except (OSError, CorruptEntryError) as err:
+            unreadable.append(f"{path.name}: {err}")
+            continue
+        entries.append(entry)
+    entries.sort(key=lambda entry: entry.sequence)
+    return entries, unreadable
 
 
 def _prepare_directory(directory: Path) -> None:

@@ -3,6 +3,24 @@
 This is the only module that imports every layer. It runs the ready loop on a thread,
 waits for a stop signal (SIGTERM, SIGINT or the manager's shutdown message), then
 lets the command in flight finish and disconnects cleanly.
+
+Threads, and what each one owns:
+
+- ``ready-loop``: meter init, then the 1 Hz beat: reads ``livemeasure`` and the status
+  bits over the measurement client (a connection of its own) and publishes. It takes
+  no lock the others hold, so it never waits for them.
+- ``commands`` (the adapter's worker): one EVerest command at a time, under the
+  controller's lock, over the command client; the lock is held across the meter
+  requests of a command on purpose (the meter runs one transaction request at a time).
+- ``housekeeping``: clock sync and missing records, over the command client, only when
+  the controller's lock is free (``acquire(blocking=False)``): commands go first.
+- paho's network thread and the bus's dispatch thread: MQTT only; they hand commands to
+  the worker's queue and never call the meter.
+- the main thread waits for the stop event; ``shutdown-watch`` turns the manager's
+  shutdown message into it.
+
+The time sync and the record book are used only under the controller's lock; the
+journal has a lock of its own because other readers (``lem-dcbm records``) share it.
 """
 
 from __future__ import annotations
@@ -18,12 +36,12 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from lem_dcbm.clock import Clock, SystemClock
+from lem_dcbm.clock import Clock, SystemClock, rfc3339
 from lem_dcbm.config import BrokerSettings, ModuleConfig
 from lem_dcbm.core import responses
 from lem_dcbm.core.controller import ControllerSettings, MeterController
 from lem_dcbm.core.health_monitor import HealthMonitor
-from lem_dcbm.core.ports import Alerts, EverestOutputs
+from lem_dcbm.core.ports import Alerts, EverestOutputs, LateRecords
 from lem_dcbm.core.ready_loop import LoopTiming, ReadyLoop
 from lem_dcbm.core.record_book import RecordBook
 from lem_dcbm.core.temperature_monitor import TemperatureLimits, TemperatureMonitor
@@ -34,6 +52,7 @@ from lem_dcbm.everest.adapter import EverestAdapter
 from lem_dcbm.everest.bus import BrokerUnavailable
 from lem_dcbm.journal import TransactionJournal
 from lem_dcbm.meter.client import MeterClient
+from lem_dcbm.records.late_record import KeptRecord
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -63,10 +82,20 @@ class LateBoundHandlers:
 
 @dataclass
 class MeterStack:
-    """The meter-facing objects built from one configuration."""
+    """The meter-facing objects built from one configuration.
+
+    Two clients, so two connections: ``client`` for commands and background work,
+    ``measurements`` for the 1 Hz beat, which therefore never waits behind either.
+    """
 
     client: MeterClient
+    measurements: MeterClient
     controller: MeterController
+
+    def close(self) -> None:
+        """Close both clients' connections."""
+        self.client.close()
+        self.measurements.close()
 
 
 #: Pause between attempts to reach the MQTT broker at start-up, and how long one takes.
@@ -90,6 +119,22 @@ class VendorWarnings:
     def clear(self, sub_type: str) -> None:
         """Clear ``VendorWarning``/``sub_type``."""
         self._outputs.clear_error(VENDOR_WARNING, sub_type)
+
+
+class LateRecordRoad:
+    """The controller's late records, published retained on the adapter's record topic."""
+
+    def __init__(self, adapter: EverestAdapter, clock: Clock) -> None:
+        self._adapter = adapter
+        self._clock = clock
+
+    def publish(self, record: KeptRecord) -> bool:
+        """Publish ``record`` on its retained topic."""
+        return self._adapter.publish_late_record(record, rfc3339(self._clock.utc_now()))
+
+    def where(self, transaction_id: str) -> str:
+        """The topic that will carry the record of ``transaction_id``."""
+        return f"the retained MQTT topic {self._adapter.late_record_topic(transaction_id)}"
 
 
 def journal_directory(
@@ -132,15 +177,21 @@ def build_meter_stack(
     *,
     journal: TransactionJournal | None = None,
     alerts: Alerts | None = None,
+    late_records: LateRecords | None = None,
 ) -> MeterStack:
-    """Build client, time sync and controller; raise ``ConfigError`` for a bad certificate."""
-    client = MeterClient.connect(
-        config.ip_address,
-        config.port,
-        tls_certificate_pem=config.meter_tls_certificate,
-        timeout_s=config.command_timeout_ms / 1000.0,
-        interface=config.interface,
-    )
+    """Build clients, time sync and controller; raise ``ConfigError`` for a bad certificate."""
+
+    def connect() -> MeterClient:
+        return MeterClient.connect(
+            config.ip_address,
+            config.port,
+            tls_certificate_pem=config.meter_tls_certificate,
+            timeout_s=config.command_timeout_ms / 1000.0,
+            interface=config.interface,
+        )
+
+    client = connect()
+    measurements = connect()
     servers: tuple[NtpServer, ...] = ()
     if config.ntp_server_1_ip_addr:
         servers = (NtpServer(config.ntp_server_1_ip_addr, config.ntp_server_1_port),)
@@ -169,11 +220,19 @@ def build_meter_stack(
         # Never longer than the command timeout, and short enough that an unreachable
         # meter is reported as a CommunicationFault within about 2 s.
         measurement_timeout_s=min(config.command_timeout_ms / 1000.0, 2.0),
+        stop_record_wait_s=config.stop_record_wait_ms / 1000.0,
     )
     controller = MeterController(
-        client, settings, clock, timesync, records=RecordBook(journal), alerts=alerts
+        client,
+        settings,
+        clock,
+        timesync,
+        records=RecordBook(journal),
+        alerts=alerts,
+        late_records=late_records,
+        measurements=measurements,
     )
-    return MeterStack(client, controller)
+    return MeterStack(client, measurements, controller)
 
 
 def build_monitors(
@@ -275,9 +334,13 @@ class Service:
             raise
         _LOGGER.info("transaction journal in %s", directory)
         stack = build_meter_stack(
-            config, self._clock, journal=journal, alerts=VendorWarnings(adapter)
+            config,
+            self._clock,
+            journal=journal,
+            alerts=VendorWarnings(adapter),
+            late_records=LateRecordRoad(adapter, self._clock),
         )
-        temperature, health = build_monitors(config, stack.client, adapter, self._clock)
+        temperature, health = build_monitors(config, stack.measurements, adapter, self._clock)
         loop = ReadyLoop(
             stack.controller,
             adapter,
@@ -303,6 +366,12 @@ class Service:
             target=loop.run, args=(self.stop_event,), name="ready-loop", daemon=True
         )
         loop_thread.start()
+        threading.Thread(
+            target=loop.run_housekeeping,
+            args=(self.stop_event,),
+            name="housekeeping",
+            daemon=True,
+        ).start()
         _LOGGER.info("module %s running", self.module_id)
         self.stop_event.wait()
         return self._shutdown(adapter, stack, loop_thread)
@@ -321,6 +390,6 @@ class Service:
         if loop_thread is not None:
             loop_thread.join(timeout=3.0)
         adapter.close()
-        stack.client.close()
+        stack.close()
         _LOGGER.info("module %s stopped", self.module_id)
         return 0

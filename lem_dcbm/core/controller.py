@@ -1,8 +1,19 @@
 """The meter controller: init, measurements and transactions, as pure logic.
 
-It talks to the meter only through an injected ``MeterApi`` and reads time only from an
-injected ``Clock``. Commands never raise: every failure becomes an ``UNEXPECTED_ERROR``
-answer whose text says what the meter answered.
+It talks to the meter only through injected ``MeterApi`` clients and reads time only
+from an injected ``Clock``. Commands never raise: every failure becomes an
+``UNEXPECTED_ERROR`` answer whose text says what the meter answered.
+
+The meter is the source of truth. Before a command is answered the meter is asked what
+runs; a request whose answer was lost (no answer, a 5xx, an unreadable body) is settled by
+asking the meter what happened, never by guessing or by sending a start twice. A kept
+record answers a stop only after the meter confirmed that the transaction is not running
+and that its ring holds that same record (or no longer holds any).
+
+Threads: commands run on the adapter's command thread, background work (clock sync,
+missing records) on the housekeeping thread; both take ``_lock`` (background work only
+when it is free), so the command client is used by one thread at a time. Measurements
+use their own client (``measurements``) and never wait for either.
 """
 
 from __future__ import annotations
@@ -11,30 +22,38 @@ import logging
 import re
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from lem_dcbm.clock import Clock, rfc3339
 from lem_dcbm.core import responses
-from lem_dcbm.core.ports import Alerts, MeterApi
+from lem_dcbm.core.ports import Alerts, LateRecords, MeterApi
 from lem_dcbm.core.powermeter import to_powermeter
 from lem_dcbm.core.record_book import RecordBook
+from lem_dcbm.core.record_collector import (
+    CollectedRecord,
+    RecordCollector,
+    RecordMissing,
+    expectation_from,
+)
 from lem_dcbm.core.timesync import TimeSync
 from lem_dcbm.core.transaction_request import RequestRejected, StartSettings, build_start_body
 from lem_dcbm.errors import LemDcbmError, MeterConnectionError, MeterError, MeterStatusError
-from lem_dcbm.meter.models import MeterStatus
-from lem_dcbm.ocmf import parse_ocmf, verify_ocmf
-from lem_dcbm.retry import call_with_retry
+from lem_dcbm.meter.models import LegalState, MeterStatus
+from lem_dcbm.records.checks import RecordExpectation, check_record, pagination_of
+from lem_dcbm.records.late_record import KeptRecord
+from lem_dcbm.retry import RetryPolicy, answer_lost
 
 _LOGGER = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: The meter's minimum transaction duration (operation manual).
 MIN_TRANSACTION_DURATION = timedelta(minutes=2)
 #: Time sync expires 48 h after the last sync; stop a minute before that.
 MAX_TRANSACTION_DURATION = timedelta(hours=48) - timedelta(minutes=1)
-#: Vendor warning sub-types the controller raises.
-SIGNATURE_INVALID = "OcmfSignatureInvalid"
+#: Vendor warning sub-type the controller raises about transactions.
 NOT_BILLABLE = "TransactionNotBillable"
 
 
@@ -50,6 +69,13 @@ class ControllerSettings:
     signed_start_value: bool = True
     #: Timeout of the 1 Hz measurement read: an unreachable meter is reported within it.
     measurement_timeout_s: float = 2.0
+    #: How long a stop may wait for the meter's record before it answers without it.
+    stop_record_wait_s: float = 30.0
+
+    @property
+    def request_policy(self) -> RetryPolicy:
+        """Retries of idempotent meter requests (and the settling of lost answers)."""
+        return RetryPolicy.constant(self.transaction_retries, self.transaction_retry_delay_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,8 +86,6 @@ class MeterInfo:
     public_key_ocmf: str
     firmware_version: str
     api_version: str
-    transaction_running: bool
-    last_transaction_id: str | None = field(default=None)
 
 
 class MeterController:
@@ -76,20 +100,26 @@ class MeterController:
         *,
         records: RecordBook | None = None,
         alerts: Alerts | None = None,
-        verify: Callable[[str, str], bool] = verify_ocmf,
+        late_records: LateRecords | None = None,
+        measurements: MeterApi | None = None,
         sleep: Callable[[float], None] | None = None,
     ) -> None:
         self._meter = meter
+        self._measurements = measurements or meter
         self._settings = settings
         self._clock = clock
         self._timesync = timesync
         self._book = records or RecordBook()
         self._alerts = alerts
-        self._verify = verify
+        self._late = late_records
         self._sleep = sleep or clock.sleep
+        self._policy = settings.request_policy
         self._lock = threading.RLock()
         self._info: MeterInfo | None = None
         self._running_id: str | None = None
+        self._records = RecordCollector(
+            meter, clock, lambda: self.public_key_ocmf, alerts=alerts, sleep=self._sleep
+        )
 
     @property
     def info(self) -> MeterInfo | None:
@@ -111,23 +141,22 @@ class MeterController:
             if api == "auto":
                 api = self._ask_api_version(status.firmware_version)
             self._meter.api_version = api
-            last_id = self._optional("read the current transaction", self._current_transaction_id)
-            if status.transaction_ongoing and last_id:
-                self._running_id = last_id
-                _LOGGER.warning("a transaction is running at the meter: %s", last_id)
+            self._measurements.api_version = api
+            running = self._optional("read the current transaction", self._meter.legal)
+            if status.transaction_ongoing and running is not None and running.running:
+                self._running_id = running.transaction_id
+                _LOGGER.warning("a transaction is running at the meter: %s", self._running_id)
             self._book.meter_id = status.meter_id
-            self._reconcile(self._running_id)
-            self._optional("check the OCMF identification type", self._ensure_identification_type)
-            self._timesync.restart_window()
-            self._optional("synchronise the meter clock", self._timesync.sync)
             self._info = MeterInfo(
                 meter_id=status.meter_id,
                 public_key_ocmf=status.public_key_ocmf,
                 firmware_version=status.firmware_version,
                 api_version=api,
-                transaction_running=status.transaction_ongoing,
-                last_transaction_id=last_id,
             )
+            self._reconcile(self._running_id)
+            self._optional("check the OCMF identification type", self._ensure_identification_type)
+            self._timesync.restart_window()
+            self._optional("synchronise the meter clock", self._timesync.sync)
             _LOGGER.info(
                 "meter %s ready: firmware %s, API %s", status.meter_id, status.firmware_version, api
             )
@@ -168,16 +197,13 @@ class MeterController:
             _LOGGER.warning("record of stopped transaction %s still to be fetched", transaction_id)
             self._book.mark_pending(transaction_id, now, due_now=True)
 
-    def _optional(self, what: str, action: Callable[[], Any]) -> Any:
+    def _optional(self, what: str, action: Callable[[], T]) -> T | None:
         """Run a step init can live without; log its failure and go on."""
         try:
             return action()
         except LemDcbmError as err:
             _LOGGER.warning("could not %s: %s", what, err)
             return None
-
-    def _current_transaction_id(self) -> str:
-        return self._meter.legal().transaction_id
 
     def _ensure_identification_type(self) -> None:
         wanted = self._settings.identification_type
@@ -201,49 +227,61 @@ class MeterController:
         info = self._info
         if info is None:
             raise MeterConnectionError("GET", "/livemeasure", "the meter is not initialised yet")
-        measure = self._meter.livemeasure(timeout_s=self._settings.measurement_timeout_s)
+        measure = self._measurements.livemeasure(timeout_s=self._settings.measurement_timeout_s)
         return to_powermeter(measure, info.meter_id, self._clock.utc_now())
 
     def housekeeping(self, deadline: float | None = None) -> None:
-        """Periodic work after a publication: clock sync, missing records.
+        """Background work: missing records, then the clock sync when due.
 
-        ``deadline`` (monotonic) is the next publication: the clock sync stops before it.
+        Skipped while a command holds the controller: the command goes first, and this
+        runs again on the next call. ``deadline`` (monotonic) bounds the clock writes.
         """
-        if self._info is None:
-            return
-        self._fetch_pending_records()
-        if self._running_id is None:  # the meter refuses time writes during a transaction
-            self._timesync.sync_if_due(deadline)
-
-    def _fetch_pending_records(self) -> None:
-        due = self._book.due(self._clock.monotonic())
-        # A command holds the lock: try again next cycle rather than delay a publication.
-        if not due or not self._lock.acquire(blocking=False):
+        if self._info is None or not self._lock.acquire(blocking=False):
             return
         try:
-            for transaction_id in due:
+            for transaction_id in self._book.due(self._clock.monotonic()):
                 self._fetch_pending_record(transaction_id)
+            if self._running_id is None:  # the meter refuses time writes during a transaction
+                self._timesync.sync_if_due(deadline)
         finally:
             self._lock.release()
 
     def _fetch_pending_record(self, transaction_id: str) -> None:
-        if self._book.record_of(transaction_id) is not None:
-            return
         try:
-            record = self._fetch_record(transaction_id, retries=0)
-        except LemDcbmError as err:
+            collected = self._records.attempt(transaction_id, self._expectation(transaction_id))
+        except RecordMissing as missing:
             delay = self._book.failed_again(transaction_id, self._clock.monotonic())
             _LOGGER.warning(
-                "record of %s still missing, next try in %.0f s: %s", transaction_id, delay, err
+                "record of %s still missing, next try in %.0f s: %s", transaction_id, delay, missing
             )
             return
-        self._book.store_record(transaction_id, record)
+        self._keep(transaction_id, collected, late=True)
         _LOGGER.info("record of stopped transaction %s fetched", transaction_id)
 
     @property
     def pending_records(self) -> list[str]:
         """Transactions stopped at the meter whose signed record is not fetched yet."""
         return self._book.pending
+
+    # -- asking the meter ----------------------------------------------------------------
+
+    def _read(self, what: str, fn: Callable[[], T], deadline: float | None = None) -> T:
+        """An idempotent read, retried like any such request."""
+        return self._policy.run(
+            fn, what=what, sleep=self._sleep, monotonic=self._clock.monotonic, deadline=deadline
+        )
+
+    def _transaction_at_meter(self, deadline: float | None = None) -> LegalState | None:
+        """The transaction running at the meter now, or None."""
+        return self._meter_state(deadline)[1]
+
+    def _meter_state(self, deadline: float | None = None) -> tuple[MeterStatus, LegalState | None]:
+        """The meter's status and the transaction it runs now (None when none runs)."""
+        status = self._read("read the meter status", self._meter.status, deadline)
+        if not status.transaction_ongoing:
+            return status, None
+        legal = self._read("read the running transaction", self._meter.legal, deadline)
+        return status, legal if legal.running else None
 
     # -- start -------------------------------------------------------------------------------
 
@@ -275,27 +313,39 @@ class MeterController:
     def _start(self, request: dict[str, Any], transaction_id: str) -> dict[str, Any]:
         if self._info is None:
             return self._failed("start", transaction_id, "the meter is not initialised yet")
-        body = build_start_body(request, self._settings.start, v2=self._meter.api_version == "v2")
-        status = self._meter.status()
-        if status.transaction_ongoing:
-            running = self._current_transaction_id()
-            if running == transaction_id:
+        v2 = self._meter.api_version == "v2"
+        body = build_start_body(request, self._settings.start, v2=v2)
+        status, running = self._meter_state()
+        if running is not None:
+            if running.transaction_id == transaction_id:
+                # A start repeated after its answer was lost: the meter already runs it.
                 _LOGGER.info("transaction %s already runs at the meter", transaction_id)
-                self._book.step(transaction_id, "start_confirmed")
                 self._running_id = transaction_id
-                return self._start_answer(transaction_id)
-            self._stop_dangling(running)
-            status = self._meter.status()
+                return self._start_answer(transaction_id, confirm=True)
+            self._stop_dangling(running.transaction_id)
+            status = self._read("read the meter status", self._meter.status)
         self._sync_before_start(status)
-        blocked = start_blocker(self._meter.status() if not status.time_sync_ok else status)
+        if not status.time_sync_ok:
+            status = self._read("read the meter status", self._meter.status)
+        blocked = start_blocker(status)
         if blocked:
             return self._failed("start", transaction_id, blocked)
-        self._book.step(transaction_id, "start_requested", evse_id=body["evseId"])
+        self._book.new_session(transaction_id)
+        sent = {
+            "evse_id": body["evseId"],
+            "client_id": body["clientId"],
+            "tariff_id": body["tariffId"],
+            "cable_id": body["cableId"],
+            **({"tariff_text": body["TT"]} if v2 else {}),
+        }
+        previous = self._book.highest_pagination()
+        if previous is not None:
+            sent["previous_pagination"] = previous
+        self._book.step(transaction_id, "start_requested", **sent)
         self._post_start(body, transaction_id)
-        self._book.step(transaction_id, "start_confirmed")
         self._running_id = transaction_id
         _LOGGER.info("transaction %s started", transaction_id)
-        return self._start_answer(transaction_id)
+        return self._start_answer(transaction_id, confirm=True)
 
     def _sync_before_start(self, status: MeterStatus) -> None:
         try:
@@ -309,55 +359,86 @@ class MeterController:
                 ) from err
 
     def _post_start(self, body: dict[str, Any], transaction_id: str) -> None:
-        attempts = 0
-
-        def post() -> None:
-            nonlocal attempts
-            attempts += 1
+        """``POST /legal``; a lost answer is settled by asking the meter, never re-sent blindly."""
+        attempt = 0
+        while True:
+            attempt += 1
             try:
                 self._meter.start_transaction(body)
-            except MeterStatusError:
-                # A retry after a lost answer: the first POST may have started it already.
-                if attempts > 1 and self._runs_at_meter(transaction_id):
-                    return
-                raise
+                return
+            except MeterError as err:
+                lost = answer_lost(err)
+                if lost or attempt > 1:
+                    running = self._transaction_at_meter()
+                    if running is not None and running.transaction_id == transaction_id:
+                        _LOGGER.warning(
+                            "start of %s: the answer was lost (%s) but the meter runs it",
+                            transaction_id,
+                            err,
+                        )
+                        return
+                    if running is not None:
+                        raise MeterError(
+                            err.method,
+                            err.endpoint,
+                            f"{err.detail}; the meter now runs transaction "
+                            f"{running.transaction_id} instead",
+                        ) from err
+                if not lost or attempt >= (self._policy.attempts or attempt):
+                    raise
+                _LOGGER.info(
+                    "start of %s not carried out (%s); sending it again", transaction_id, err
+                )
+                self._sleep(self._policy.delay(attempt - 1))
 
-        call_with_retry(
-            post,
-            retries=self._settings.transaction_retries,
-            delay_s=self._settings.transaction_retry_delay_s,
-            sleep=self._sleep,
-        )
-
-    def _runs_at_meter(self, transaction_id: str) -> bool:
-        legal = self._meter.legal()
-        return legal.running and legal.transaction_id == transaction_id
-
-    def _start_answer(self, transaction_id: str) -> dict[str, Any]:
+    def _start_answer(self, transaction_id: str, *, confirm: bool) -> dict[str, Any]:
         now = self._clock.utc_now()
         start_value = None
+        facts: dict[str, Any] = {"started_at": rfc3339(now)}
         if self._settings.signed_start_value:
-            try:
-                ocmf = self._meter.ocmf(transaction_id)
-                start_value = responses.signed_meter_value(ocmf, self.public_key_ocmf)
-            except LemDcbmError as err:
-                _LOGGER.warning("begin record of %s not available: %s", transaction_id, err)
+            start_value = self._begin_record(transaction_id, facts)
+        if confirm:
+            self._book.step(transaction_id, "start_confirmed", **facts)
         return responses.start_ok(
             rfc3339(now + MIN_TRANSACTION_DURATION),
             rfc3339(now + MAX_TRANSACTION_DURATION),
             start_value,
         )
 
+    def _begin_record(self, transaction_id: str, facts: dict[str, Any]) -> dict[str, Any] | None:
+        """The running transaction's begin record, if it is this transaction's and reads."""
+        try:
+            record = self._meter.ocmf(transaction_id)
+        except LemDcbmError as err:
+            _LOGGER.warning("begin record of %s not available: %s", transaction_id, err)
+            return None
+        kept = self._book.kept(transaction_id)
+        expected = expectation_from(kept.facts if kept else {}, self._meter_id)
+        verdict = check_record(record, expected, self.public_key_ocmf or None)
+        ignored = {"readings", "order"}  # a begin record has no end reading yet
+        failed = [f for f in verdict.failures if f.check not in ignored]
+        if failed:
+            named = "; ".join(f"{f.check}: {f.detail}" for f in failed)
+            _LOGGER.error("begin record of %s not passed on: %s", transaction_id, named)
+            return None
+        pagination = pagination_of(record)
+        if pagination is not None:
+            facts["pagination"] = pagination
+        return responses.signed_meter_value(record, self.public_key_ocmf)
+
     def _stop_dangling(self, transaction_id: str) -> None:
         _LOGGER.warning("stopping transaction %s left running at the meter", transaction_id)
-        self._stop_at_meter(transaction_id)
+        self._stop_at_meter(transaction_id, deadline=None)
         try:
-            self._book.store_record(transaction_id, self._fetch_record(transaction_id))
-        except LemDcbmError as err:
+            collected = self._records.attempt(transaction_id, self._expectation(transaction_id))
+        except RecordMissing as missing:
             _LOGGER.error(
-                "record of the dangling transaction %s not fetched yet: %s", transaction_id, err
+                "record of the dangling transaction %s not fetched yet: %s", transaction_id, missing
             )
             self._book.mark_pending(transaction_id, self._clock.monotonic())
+            return
+        # Nobody asked for this record: it reaches backends only by the late road.
+        self._keep(transaction_id, collected, late=True)
 
     # -- stop --------------------------------------------------------------------------------
 
@@ -368,42 +449,98 @@ class MeterController:
     def _stop(self, transaction_id: str) -> dict[str, Any]:
         if self._info is None:
             return self._failed("stop", transaction_id, "the meter is not initialised yet")
-        kept = self._book.record_of(transaction_id)
-        if kept is not None:
-            return self._stop_answer(transaction_id, kept)
-        status = self._meter.status()
-        running = self._current_transaction_id() if status.transaction_ongoing else None
+        deadline = self._clock.monotonic() + self._settings.stop_record_wait_s
+        running = self._transaction_at_meter(deadline)
         if transaction_id == "":
             if running is None:
                 self._running_id = None
                 return responses.failed("no transaction running")
-            transaction_id = running
-        if running == transaction_id:
-            self._stop_at_meter(transaction_id)
+            transaction_id = running.transaction_id
+        kept = self._book.kept(transaction_id)
+        if running is not None and running.transaction_id == transaction_id:
+            self._stop_at_meter(transaction_id, deadline)
+        elif kept is None and transaction_id not in self._book.pending:
+            return self._stop_unknown(transaction_id)
+        expected = self._expectation(transaction_id)
         try:
-            record = self._fetch_record(transaction_id)
-        except LemDcbmError:
-            if transaction_id in self._book.pending or running == transaction_id:
-                self._book.mark_pending(transaction_id, self._clock.monotonic())
-            raise
-        self._book.store_record(transaction_id, record)
-        return self._stop_answer(transaction_id, record)
+            collected = self._records.wait(transaction_id, expected, deadline)
+        except RecordMissing as missing:
+            held = self._kept_record(transaction_id, expected) if missing.unknown else None
+            if held is None:
+                return self._record_late(transaction_id, missing)
+            _LOGGER.warning(
+                "the meter no longer holds the record of %s; answering with the kept copy",
+                transaction_id,
+            )
+            collected = held
+        self._keep(transaction_id, collected, late=False)
+        return self._stop_answer(transaction_id, collected.record)
 
-    def _stop_at_meter(self, transaction_id: str) -> None:
-        attempts = 0
+    def _stop_unknown(self, transaction_id: str) -> dict[str, Any]:
+        """A stop for an id this module never ran: one question to the meter settles it."""
+        expected = RecordExpectation(meter_id=self._meter_id or None)
+        try:
+            collected = self._records.attempt(transaction_id, expected)
+        except RecordMissing as missing:
+            return self._failed(
+                "stop",
+                transaction_id,
+                f"the transaction is not running, and neither the meter nor the journal "
+                f"holds a record for it ({missing})",
+            )
+        self._keep(transaction_id, collected, late=False)
+        return self._stop_answer(transaction_id, collected.record)
 
+    def _kept_record(
+        self, transaction_id: str, expected: RecordExpectation
+    ) -> CollectedRecord | None:
+        record = self._book.record_of(transaction_id)
+        if record is None:
+            return None
+        try:
+            return self._records.judge(record, expected)
+        except RecordMissing:
+            return None
+
+    def _record_late(self, transaction_id: str, missing: RecordMissing) -> dict[str, Any]:
+        self._book.mark_pending(transaction_id, self._clock.monotonic())
+        where = self._late.where(transaction_id) if self._late is not None else "the journal"
+        return self._failed(
+            "stop",
+            transaction_id,
+            f"the transaction is stopped at the meter, but its signed record could not be "
+            f"had within {self._settings.stop_record_wait_s:g} s ({missing}); it is kept, "
+            f"fetched in the background and then published on {where} "
+            "(and listed by 'lem-dcbm records list')",
+        )
+
+    def _stop_at_meter(self, transaction_id: str, deadline: float | None) -> None:
+        """``PUT /legal``; a lost answer is settled by asking the meter whether it stopped."""
         self._book.step(transaction_id, "stop_requested")
-
-        def put() -> None:
-            nonlocal attempts
-            attempts += 1
+        attempt = 0
+        while True:
+            attempt += 1
             try:
                 report = self._meter.stop_transaction(transaction_id)
-            except MeterStatusError:
-                # A retry after a lost answer: the first PUT may have stopped it already.
-                if attempts > 1 and not self._runs_at_meter(transaction_id):
-                    return
-                raise
+            except MeterError as err:
+                running = self._transaction_at_meter(deadline)
+                if running is None or running.transaction_id != transaction_id:
+                    _LOGGER.warning(
+                        "stop of %s: no answer usable (%s), but the meter stopped it",
+                        transaction_id,
+                        err,
+                    )
+                    last = self._read("read the last transaction", self._meter.legal, deadline)
+                    status = (
+                        last.transaction_status if last.transaction_id == transaction_id else None
+                    )
+                    break
+                pause = self._policy.delay(attempt - 1)
+                late = deadline is not None and self._clock.monotonic() + pause > deadline
+                if not answer_lost(err) or late or attempt >= (self._policy.attempts or attempt):
+                    raise
+                self._sleep(pause)
+                continue
             if report.still_running:
                 raise MeterError(
                     "PUT",
@@ -411,71 +548,57 @@ class MeterController:
                     f"the meter reports transaction status {report.transaction_status} "
                     "(still running) after the stop",
                 )
-            self._book.stop_confirmed(transaction_id, transaction_status=report.transaction_status)
-            self._report_billable(transaction_id, report.billable, report.transaction_status)
-
-        call_with_retry(
-            put,
-            retries=self._settings.transaction_retries,
-            delay_s=self._settings.transaction_retry_delay_s,
-            sleep=self._sleep,
-        )
+            status = report.transaction_status
+            break
+        facts: dict[str, Any] = {"stopped_at": rfc3339(self._clock.utc_now())}
+        if status is not None:
+            facts["transaction_status"] = status
+            self._report_billable(transaction_id, status)
+        self._book.stop_confirmed(transaction_id, **facts)
         if self._running_id == transaction_id:
             self._running_id = None
         _LOGGER.info("transaction %s stopped at the meter", transaction_id)
 
-    def _fetch_record(self, transaction_id: str, retries: int | None = None) -> str:
-        """Fetch the final record of a stopped transaction; verify it, once more if bad."""
-        record = self._get_final_record(transaction_id, retries)
-        if self._verified(record):
-            self._clear_alert(SIGNATURE_INVALID)
-            return record
-        _LOGGER.warning("record of %s does not verify; fetching it once more", transaction_id)
-        record = self._get_final_record(transaction_id, retries)
-        if self._verified(record):
-            self._clear_alert(SIGNATURE_INVALID)
-            return record
-        message = (
-            f"the signed record of transaction {transaction_id} does not verify with the "
-            "meter's publicKeyOcmf; it is passed on unchanged (the meter is the authority)"
+    # -- records -----------------------------------------------------------------------------
+
+    @property
+    def _meter_id(self) -> str:
+        return self._info.meter_id if self._info else ""
+
+    def _expectation(self, transaction_id: str) -> RecordExpectation:
+        kept = self._book.kept(transaction_id)
+        return expectation_from(kept.facts if kept else {}, self._meter_id)
+
+    def _keep(self, transaction_id: str, collected: CollectedRecord, *, late: bool) -> None:
+        """Store a taken record; a late one also goes out on the late-record road."""
+        fetched_at = rfc3339(self._clock.utc_now())
+        self._book.store_record(
+            transaction_id,
+            collected.record,
+            public_key_ocmf=self.public_key_ocmf,
+            verdict=collected.verdict_facts(),
+            fetched_at=fetched_at,
+            late=late,
         )
-        _LOGGER.error(message)
-        self._alert(SIGNATURE_INVALID, message)
-        return record
-
-    def _get_final_record(self, transaction_id: str, retries: int | None) -> str:
-        try:
-            record = call_with_retry(
-                lambda: self._meter.ocmf(transaction_id),
-                retries=self._settings.transaction_retries if retries is None else retries,
-                delay_s=self._settings.transaction_retry_delay_s,
-                sleep=self._sleep,
-                # A GET is safe to repeat; a meter busy storing the record may answer 5xx.
-                retry_on=(MeterConnectionError, MeterStatusError),
+        if late and self._late is not None:
+            kept = self._book.kept(transaction_id)
+            facts = kept.facts if kept else {}
+            record = KeptRecord(
+                transaction_id=transaction_id,
+                meter_id=self._meter_id,
+                ocmf=collected.record,
+                public_key_ocmf=self.public_key_ocmf,
+                signature_valid=collected.verdict.signature_valid,
+                failed_checks=collected.verdict.failures,
+                started_at=_text(facts.get("started_at")),
+                stopped_at=_text(facts.get("stopped_at")),
+                fetched_at=fetched_at,
             )
-        except MeterError as err:
-            raise MeterError(
-                err.method,
-                err.endpoint,
-                f"the transaction is not running at the meter (stopped), but its signed "
-                f"record could not be fetched yet ({err.detail}); it is fetched again in the "
-                "background, stop it again to get it",
-            ) from err
-        if not has_end_reading(record):
-            raise MeterError(
-                "GET", "/ocmf", f"the meter's record for {transaction_id} has no end reading"
-            )
-        return record
+            if self._late.publish(record):
+                self._book.note(transaction_id, late_published_at=rfc3339(self._clock.utc_now()))
 
-    def _verified(self, record: str) -> bool:
-        try:
-            return self._verify(record, self.public_key_ocmf)
-        except ValueError as err:
-            _LOGGER.error("signed record cannot be checked: %s", err)
-            return False
-
-    def _report_billable(self, transaction_id: str, billable: bool, status: int) -> None:
-        if billable:
+    def _report_billable(self, transaction_id: str, status: int) -> None:
+        if status == BILLABLE_STATUS:
             self._clear_alert(NOT_BILLABLE)
             return
         message = (
@@ -483,11 +606,8 @@ class MeterController:
             f"status {status} (17 expected); the meter saw a problem during the transaction"
         )
         _LOGGER.warning(message)
-        self._alert(NOT_BILLABLE, message)
-
-    def _alert(self, sub_type: str, message: str) -> None:
         if self._alerts is not None:
-            self._alerts.warn(sub_type, message)
+            self._alerts.warn(NOT_BILLABLE, message)
 
     def _clear_alert(self, sub_type: str) -> None:
         if self._alerts is not None:
@@ -496,6 +616,14 @@ class MeterController:
     def _stop_answer(self, transaction_id: str, record: str) -> dict[str, Any]:
         _LOGGER.info("signed record of transaction %s returned", transaction_id)
         return responses.stop_ok(responses.signed_meter_value(record, self.public_key_ocmf))
+
+
+#: ``meterValue.transactionStatus`` of a transaction the meter saw nothing wrong in.
+BILLABLE_STATUS = 17
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def api_version_from_firmware(version: str) -> str:
@@ -518,14 +646,3 @@ def start_blocker(status: MeterStatus) -> str:
     if not status.time_sync_ok:
         return "the meter's time sync is invalid (timeSyncStatusIsOk false)"
     return ""
-
-
-def has_end_reading(record: str) -> bool:
-    """True when an OCMF record holds a transaction end reading (``TX: "E"``)."""
-    try:
-        readings = parse_ocmf(record).payload.get("RD", [])
-    except ValueError:
-        return False
-    return isinstance(readings, list) and any(
-        isinstance(r, dict) and r.get("TX") == "E" for r in readings
-    )

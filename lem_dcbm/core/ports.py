@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from lem_dcbm.meter.models import LegalState, LiveMeasure, MeterStatus, SettingsResult, StopReport
+from lem_dcbm.records.late_record import KeptRecord
 
 
 class MeterApi(Protocol):
@@ -79,4 +80,16 @@ class Alerts(Protocol):
 
     def clear(self, sub_type: str) -> None:
         """Clear ``VendorWarning`` with ``sub_type`` if raised."""
+        ...
+
+
+class LateRecords(Protocol):
+    """The second road for a record that arrives after its stop was answered."""
+
+    def publish(self, record: KeptRecord) -> bool:
+        """Hand ``record`` to backends (retained); True when it was sent or queued."""
+        ...
+
+    def where(self, transaction_id: str) -> str:
+        """Where the record of ``transaction_id`` will appear, for the stop's answer."""
         ...

@@ -1,7 +1,10 @@
 """The module's main loop: init the meter, then publish ``powermeter`` on a fixed beat.
 
 Deadlines sit on the monotonic clock, ``interval`` apart from the first one: a slow
-meter answer shortens the next wait instead of shifting every later publication.
+meter answer shortens the next wait instead of shifting every later publication. The
+beat thread only reads, publishes and watches health; background work (clock sync,
+missing records) runs on a thread of its own (``run_housekeeping``), so the beat never
+waits for a command, a settings write or a record fetch.
 """
 
 from __future__ import annotations
@@ -56,15 +59,17 @@ class ReadyLoop:
         self._temperature = temperature
         self._health = health
         self._fault_raised = False
+        self._initialized = threading.Event()
 
     def run(self, stop: threading.Event) -> None:
         """Init the meter, then publish until ``stop`` is set."""
         if not self._initialize(stop):
             return
+        self._initialized.set()
         self._outputs.publish_public_key_ocmf(self._controller.public_key_ocmf)
         deadline = self._clock.monotonic()
         while not stop.is_set():
-            self._cycle(deadline + self._timing.interval_s)
+            self._cycle()
             deadline += self._timing.interval_s
             now = self._clock.monotonic()
             if now > deadline + self._timing.interval_s:
@@ -72,6 +77,19 @@ class ReadyLoop:
                 missed = int((now - deadline) // self._timing.interval_s)
                 deadline += missed * self._timing.interval_s
             self._clock.wait(stop, deadline - now)
+
+    def run_housekeeping(self, stop: threading.Event) -> None:
+        """Once init succeeded, do the controller's background work every interval."""
+        while not self._initialized.is_set():
+            if stop.wait(0.1):
+                return
+        while not stop.is_set():
+            started = self._clock.monotonic()
+            try:
+                self._controller.housekeeping(started + self._timing.interval_s)
+            except Exception:  # noqa: BLE001 - housekeeping must never end the thread
+                _LOGGER.exception("housekeeping failed")
+            self._clock.wait(stop, started + self._timing.interval_s - self._clock.monotonic())
 
     def republish_public_key(self) -> None:
         """Publish ``public_key_ocmf`` again (after a broker reconnect) once it is known."""
@@ -102,7 +120,7 @@ class ReadyLoop:
             return True
         return False
 
-    def _cycle(self, next_deadline: float) -> None:
+    def _cycle(self) -> None:
         try:
             value = self._controller.read_powermeter()
         except MeterError as err:
@@ -111,13 +129,10 @@ class ReadyLoop:
             _LOGGER.exception("reading the meter failed unexpectedly")
         else:
             self._outputs.publish_powermeter(value)
+            _LOGGER.debug("powermeter published at monotonic %.3f", self._clock.monotonic())
             self._communication_restored()
             if self._temperature is not None:
                 self._temperature.observe(value)
-        try:
-            self._controller.housekeeping(next_deadline)
-        except Exception:  # noqa: BLE001 - housekeeping must never end the loop
-            _LOGGER.exception("housekeeping failed")
         # An unreachable meter is CommunicationFault alone; its health is polled once back.
         if self._health is not None and not self._fault_raised:
             try:

@@ -1,56 +1,83 @@
 """Where the controller keeps transaction steps and signed records.
 
-Backed by the durable journal when one is configured; the in-memory part serves
-repeated stops quickly and keeps the module working if the disk fails. A journal write
-that fails is logged and never blocks a record from reaching EVerest: EVerest stores the
+Backed by the durable journal when one is configured; the in-memory part keeps the
+module working (and serves the journal-less mode) if the disk fails. A journal write that
+fails is logged and never blocks a record from reaching EVerest: EVerest stores the
 record it receives, so losing our copy is bad, but withholding the bill is worse.
+
+What is kept per transaction (journal data keys, read by ``lem-dcbm records``):
+``meter_id``; the start body as sent (``evse_id``, ``client_id``, ``tariff_id``,
+``cable_id``, ``tariff_text``); ``previous_pagination`` (the highest record number this
+meter had given before the start); ``pagination``, ``started_at``, ``stopped_at``,
+``transaction_status``; with the record ``public_key_ocmf``, ``verdict``, ``fetched_at``
+and ``late`` (the record reached EVerest only by the late-record road), then
+``late_published_at``.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from lem_dcbm.journal import JournalEntry, TransactionJournal
+from lem_dcbm.retry import RetryPolicy
 
 _LOGGER = logging.getLogger(__name__)
 
 #: Finished transactions whose records are also kept in memory.
 MEMORY_RECORDS = 64
-#: Backoff for fetching a record in the background: first retry, then doubling up to this.
-FIRST_RETRY_S = 2.0
-MAX_RETRY_S = 300.0
+#: Fetching a missing record in the background: first retry after 2 s, doubling to 5 min.
+BACKGROUND_FETCH = RetryPolicy(attempts=None, first_delay_s=2.0, max_delay_s=300.0)
+
+
+@dataclass(frozen=True, slots=True)
+class KeptTransaction:
+    """What the book knows about one transaction: its facts and its record, if any."""
+
+    transaction_id: str
+    record: str | None
+    facts: Mapping[str, Any]
+    steps: tuple[str, ...] = ()
+
+    @property
+    def finished(self) -> bool:
+        """Stopped at the meter or holding its record: a new start is a new session."""
+        return self.record is not None or "stop_confirmed" in self.steps
 
 
 @dataclass
 class _Pending:
     next_attempt: float
-    delay_s: float
+    retry: int
 
 
 class RecordBook:
-    """Transaction steps and records, durable when a journal is given."""
+    """Transaction steps and records, durable when a journal is given.
 
-    def __init__(self, journal: TransactionJournal | None = None) -> None:
+    Not thread-safe on purpose: the controller makes every call under its own lock (the
+    journal below has a lock of its own, as other readers may share it).
+    """
+
+    def __init__(
+        self, journal: TransactionJournal | None = None, fetch_policy: RetryPolicy | None = None
+    ) -> None:
         self._journal = journal
+        self._fetch_policy = fetch_policy or BACKGROUND_FETCH
         #: The meter the records come from; a journal entry of another meter is not ours.
         self.meter_id = ""
-        self._memory: OrderedDict[str, str] = OrderedDict()
+        self._memory: OrderedDict[str, KeptTransaction] = OrderedDict()
         self._pending: dict[str, _Pending] = {}
         #: Stops the meter confirmed whose step is written together with the record.
         self._unwritten_stops: dict[str, dict[str, Any]] = {}
-        self._lock = threading.Lock()
 
-    @property
-    def durable(self) -> bool:
-        """True when steps reach the disk."""
-        return self._journal is not None
+    # -- steps ------------------------------------------------------------------------------
 
     def step(self, transaction_id: str, step: str, **data: Any) -> None:
         """Note a step of a transaction (durably when possible)."""
+        self._remember(transaction_id, data, step=step)
         if self._journal is None:
             return
         if self.meter_id:
@@ -60,6 +87,32 @@ class RecordBook:
         except (OSError, ValueError, TypeError) as err:
             _LOGGER.error("journal write failed (%s of %s): %s", step, transaction_id, err)
 
+    def new_session(self, transaction_id: str) -> None:
+        """A start for ``transaction_id``: an earlier, finished session of that id moves aside.
+
+        EVerest may reuse an id; the earlier session's record must never answer for the
+        new one, and it stays in the journal under an archive name for the operator.
+        """
+        kept = self.kept(transaction_id)
+        if kept is None or not kept.finished:
+            return
+        self._memory.pop(transaction_id, None)
+        self._pending.pop(transaction_id, None)
+        if self._journal is None:
+            return
+        pagination = kept.facts.get("pagination")
+        archive_id = f"{transaction_id} (session {pagination if pagination else 'earlier'})"
+        try:
+            self._journal.rename(transaction_id, archive_id)
+        except (OSError, ValueError) as err:
+            _LOGGER.error("could not move aside the earlier session of %s: %s", transaction_id, err)
+        else:
+            _LOGGER.warning(
+                "transaction id %s used again; its earlier session is kept as %r",
+                transaction_id,
+                archive_id,
+            )
+
     def stop_confirmed(self, transaction_id: str, **data: Any) -> None:
         """The meter confirmed a stop; the step is written with the record that follows.
 
@@ -67,33 +120,73 @@ class RecordBook:
         journal still holds ``stop_requested``, and start-up reconciliation finds the
         transaction stopped at the meter and fetches its record.
         """
-        with self._lock:
-            self._unwritten_stops[transaction_id] = data
+        self._remember(transaction_id, data, step="stop_confirmed")
+        self._unwritten_stops[transaction_id] = data
 
-    def store_record(self, transaction_id: str, record: str) -> None:
+    def store_record(self, transaction_id: str, record: str, **data: Any) -> None:
         """Keep the signed record of a stopped transaction; it is no longer pending."""
-        with self._lock:
-            self._memory[transaction_id] = record
-            self._memory.move_to_end(transaction_id)
-            while len(self._memory) > MEMORY_RECORDS:
-                self._memory.popitem(last=False)
-            self._pending.pop(transaction_id, None)
-            stop = self._unwritten_stops.pop(transaction_id, None)
-        if self._journal is not None:
-            data = {**(stop or {}), **({"meter_id": self.meter_id} if self.meter_id else {})}
-            also = ("stop_confirmed",) if stop is not None else ()
-            try:
-                self._journal.record(transaction_id, "ocmf_fetched", ocmf=record, also=also, **data)
-            except (OSError, ValueError, TypeError) as err:
-                _LOGGER.error("journal write of the record of %s failed: %s", transaction_id, err)
+        self._pending.pop(transaction_id, None)
+        stop = self._unwritten_stops.pop(transaction_id, None)
+        facts = {**(stop or {}), **data}
+        self._remember(transaction_id, facts, step="ocmf_fetched", record=record)
+        if self._journal is None:
+            return
+        if self.meter_id:
+            facts["meter_id"] = self.meter_id
+        also = ("stop_confirmed",) if stop is not None else ()
+        try:
+            self._journal.record(transaction_id, "ocmf_fetched", ocmf=record, also=also, **facts)
+        except (OSError, ValueError, TypeError) as err:
+            _LOGGER.error("journal write of the record of %s failed: %s", transaction_id, err)
+
+    def note(self, transaction_id: str, **data: Any) -> None:
+        """Add facts to a transaction that already holds its record (e.g. its publication)."""
+        kept = self.kept(transaction_id)
+        if kept is None or kept.record is None:
+            return
+        self.store_record(transaction_id, kept.record, **data)
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def kept(self, transaction_id: str) -> KeptTransaction | None:
+        """What the journal (or, without one, memory) holds for ``transaction_id``."""
+        entry = self._entry(transaction_id)
+        if entry is not None:
+            return KeptTransaction(transaction_id, entry.ocmf, dict(entry.data), entry.steps)
+        return self._memory.get(transaction_id)
 
     def record_of(self, transaction_id: str) -> str | None:
-        """The stored signed record of a transaction, if any."""
-        with self._lock:
-            if transaction_id in self._memory:
-                return self._memory[transaction_id]
-        entry = self._entry(transaction_id)
-        return entry.ocmf if entry is not None else None
+        """The kept signed record of a transaction, if any."""
+        kept = self.kept(transaction_id)
+        return kept.record if kept is not None else None
+
+    def highest_pagination(self) -> int | None:
+        """The highest record number (PG) this meter's kept transactions carry."""
+        numbers: list[int] = []
+        if self._journal is not None:
+            entries = [e for e in self._journal.entries() if self._ours(e)]
+            numbers += [e.data["pagination"] for e in entries if _is_int(e.data.get("pagination"))]
+        numbers += [
+            k.facts["pagination"]
+            for k in self._memory.values()
+            if _is_int(k.facts.get("pagination"))
+        ]
+        return max(numbers, default=None)
+
+    def _remember(
+        self, transaction_id: str, data: Mapping[str, Any], *, step: str, record: str | None = None
+    ) -> None:
+        previous = self._memory.get(transaction_id)
+        steps = previous.steps if previous else ()
+        self._memory[transaction_id] = KeptTransaction(
+            transaction_id,
+            record if record is not None else (previous.record if previous else None),
+            {**(previous.facts if previous else {}), **data},
+            steps if step in steps else (*steps, step),
+        )
+        self._memory.move_to_end(transaction_id)
+        while len(self._memory) > MEMORY_RECORDS:
+            self._memory.popitem(last=False)
 
     def _entry(self, transaction_id: str) -> JournalEntry | None:
         entry = self._journal.get(transaction_id) if self._journal is not None else None
@@ -109,35 +202,32 @@ class RecordBook:
 
     def mark_pending(self, transaction_id: str, now: float, *, due_now: bool = False) -> None:
         """The transaction is stopped but its record is missing: fetch it later."""
-        with self._lock:
-            if transaction_id not in self._pending:
-                first = now if due_now else now + FIRST_RETRY_S
-                self._pending[transaction_id] = _Pending(first, FIRST_RETRY_S)
-            stop = self._unwritten_stops.pop(transaction_id, None)
+        if transaction_id not in self._pending:
+            first = now if due_now else now + self._fetch_policy.delay(0)
+            self._pending[transaction_id] = _Pending(first, 0)
+        stop = self._unwritten_stops.pop(transaction_id, None)
         if stop is not None:
             # No record to write it with: the confirmed stop goes to disk on its own.
             self.step(transaction_id, "stop_confirmed", **stop)
 
     def due(self, now: float) -> list[str]:
         """Pending transactions whose next fetch attempt is due."""
-        with self._lock:
-            return [tid for tid, p in self._pending.items() if p.next_attempt <= now]
+        return [tid for tid, p in self._pending.items() if p.next_attempt <= now]
 
     def failed_again(self, transaction_id: str, now: float) -> float:
         """Back off after another failed fetch; return the new delay."""
-        with self._lock:
-            pending = self._pending.get(transaction_id)
-            if pending is None:
-                return 0.0
-            pending.delay_s = min(MAX_RETRY_S, pending.delay_s * 2)
-            pending.next_attempt = now + pending.delay_s
-            return pending.delay_s
+        pending = self._pending.get(transaction_id)
+        if pending is None:
+            return 0.0
+        pending.retry += 1
+        delay = self._fetch_policy.delay(pending.retry)
+        pending.next_attempt = now + delay
+        return delay
 
     @property
     def pending(self) -> list[str]:
         """Transactions stopped at the meter whose record is still to be fetched."""
-        with self._lock:
-            return list(self._pending)
+        return list(self._pending)
 
     # -- start-up --------------------------------------------------------------------------
 
@@ -157,3 +247,7 @@ class RecordBook:
         ]
         awaiting = [e.transaction_id for e in self._journal.awaiting_record() if self._ours(e)]
         return open_ids + requested, awaiting, set(open_ids)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from threading import RLock
 from typing import Any
 
 from lem_dcbm.clock import Clock
@@ -52,7 +51,10 @@ class _Plan:
 
 
 class TimeSync:
-    """Decides when to write the meter's clock or NTP settings, and writes them."""
+    """Decides when to write the meter's clock or NTP settings, and writes them.
+
+    Not thread-safe on purpose: the controller makes every call under its own lock.
+    """
 
     def __init__(
         self,
@@ -70,7 +72,6 @@ class TimeSync:
         self._dst = dst
         self._ntp_servers = ntp_servers
         self._timing = timing or TimeSyncTiming()
-        self._lock = RLock()
         self._window_end = clock.monotonic() + self._timing.settings_window_s
         self._next_due = clock.monotonic()
         self._ntp_settled = False
@@ -81,21 +82,18 @@ class TimeSync:
     @property
     def next_due(self) -> float | None:
         """Monotonic time of the next planned write, None when nothing more is planned."""
-        with self._lock:
-            return None if self._ntp_settled else self._next_due
+        return None if self._ntp_settled else self._next_due
 
     def restart_window(self) -> None:
         """Start the settings window anew (module start, or a meter power cycle)."""
-        with self._lock:
-            self._window_end = self._clock.monotonic() + self._timing.settings_window_s
+        self._window_end = self._clock.monotonic() + self._timing.settings_window_s
 
     def sync(self) -> None:
         """Write clock (or NTP), timezone and DST now; raise on the first failure."""
-        with self._lock:
-            if self._ntp_settled:
-                return
-            self._plan = None  # a sync in parts gives way to a whole one
-            self._run(deadline=None)
+        if self._ntp_settled:
+            return
+        self._plan = None  # a sync in parts gives way to a whole one
+        self._run(deadline=None)
 
     def sync_if_due(self, deadline: float | None = None) -> bool:
         """Sync when due; log failures instead of raising. True once a sync completed.
@@ -103,19 +101,18 @@ class TimeSync:
         With a ``deadline`` (monotonic) the writes stop before one would end after it and
         go on at the next call: the ready loop keeps its beat with a slow meter.
         """
-        with self._lock:
-            due = self.next_due
-            if due is None or self._clock.monotonic() < due:
-                return False
-            try:
-                return self._run(deadline)
-            except LemDcbmError as err:
-                _LOGGER.warning(
-                    "meter clock sync failed, retrying in %.0f s: %s",
-                    self._timing.retry_after_failure_s,
-                    err,
-                )
-                return False
+        due = self.next_due
+        if due is None or self._clock.monotonic() < due:
+            return False
+        try:
+            return self._run(deadline)
+        except LemDcbmError as err:
+            _LOGGER.warning(
+                "meter clock sync failed, retrying in %.0f s: %s",
+                self._timing.retry_after_failure_s,
+                err,
+            )
+            return False
 
     def _run(self, deadline: float | None) -> bool:
         """Do the planned writes (planning them first); True when all are done."""

@@ -8,7 +8,6 @@ from typing import Any
 
 #: Field limits of the operation manual, in bytes of UTF-8.
 MAX_ID_BYTES = 37
-MAX_USER_DATA_BYTES = 128
 TARIFF_ID_RANGE = range(0, 5)
 CABLE_ID_RANGE = range(0, 8)
 

@@ -7,6 +7,7 @@ handlers and decides what to publish; this class knows every topic and envelope.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from lem_dcbm.everest.envelope import Generation
 from lem_dcbm.everest.manager import DEFAULT_MODULE_NAME, ManagerLink
 from lem_dcbm.everest.raised_errors import ErrorReporter
 from lem_dcbm.everest.topics import Topics
+from lem_dcbm.records.late_record import KeptRecord, late_record_message, late_record_topic
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -58,6 +60,7 @@ class EverestAdapter:
         backoff: Backoff | None = None,
     ) -> None:
         self.topics = Topics(broker.prefix, module_id, impl_id)
+        self._external_prefix = broker.external_prefix
         self._bus = MqttBus(
             broker,
             client_id or stable_client_id(self.topics.prefix, module_id),
@@ -152,6 +155,24 @@ class EverestAdapter:
         return self._bus.publish(
             self.topics.var(name), envelope.var_payload(value), drop_when_offline=True
         )
+
+    # --- late records ------------------------------------------------------------------
+
+    def late_record_topic(self, transaction_id: str) -> str:
+        """The retained topic that carries the record of ``transaction_id``."""
+        return late_record_topic(self._external_prefix, self.topics.module_id, transaction_id)
+
+    def publish_late_record(self, record: KeptRecord, published_at: str) -> bool:
+        """Publish a kept record retained with QoS 1 (queued while the broker is away)."""
+        message = late_record_message(
+            record, module_id=self.topics.module_id, published_at=published_at
+        )
+        payload = json.dumps(message, ensure_ascii=True).encode()
+        topic = self.late_record_topic(record.transaction_id)
+        sent = self._bus.publish(topic, payload, qos=1, retain=True)
+        if sent:
+            _LOGGER.info("record of %s published on %s", record.transaction_id, topic)
+        return sent
 
     # --- errors --------------------------------------------------------------------
 

@@ -7,13 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-DEFAULT_PREFIX = "everest/"
-
-
-def normalize_prefix(prefix: str | None) -> str:
-    """Return ``prefix`` ending in exactly one ``/`` (``everest`` -> ``everest/``)."""
-    text = (prefix or DEFAULT_PREFIX).strip()
-    return text.rstrip("/") + "/"
+from lem_dcbm.config import normalize_prefix
 
 
 @dataclass(frozen=True)

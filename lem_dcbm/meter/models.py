@@ -173,6 +173,24 @@ class LegalState:
     running: bool
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
+    @property
+    def pagination(self) -> int | None:
+        """``paginationCounter`` when the meter sent a usable one."""
+        return _optional_int(self.raw, "paginationCounter")
+
+    @property
+    def transaction_status(self) -> int | None:
+        """``meterValue.transactionStatus`` of a stopped transaction, when present."""
+        meter_value = self.raw.get("meterValue")
+        if self.running or not isinstance(meter_value, Mapping):
+            return None
+        return _optional_int(meter_value, "transactionStatus")
+
+
+def _optional_int(data: Mapping[str, Any], key: str) -> int | None:
+    value = data.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
 
 def parse_legal(data: Any) -> LegalState:
     """Parse the body of ``GET /v1/legal`` or of a successful start."""
@@ -200,6 +218,11 @@ class StopReport:
     def billable(self) -> bool:
         """True when the meter saw nothing wrong during the transaction (status 17)."""
         return self.transaction_status == BILLABLE_TRANSACTION_STATUS
+
+    @property
+    def pagination(self) -> int | None:
+        """``paginationCounter``: the number the transaction's OCMF record carries as PG."""
+        return _optional_int(self.raw, "paginationCounter")
 
 
 def parse_stop_report(data: Any) -> StopReport:

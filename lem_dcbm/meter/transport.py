@@ -35,13 +35,14 @@ from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 from lem_dcbm.errors import ConfigError, MeterConnectionError, MeterError, MeterTlsError
 from lem_dcbm.meter.tls import pinned_ssl_context
+from lem_dcbm.retry import RetryPolicy
 
 _LOGGER = logging.getLogger(__name__)
 
 _CHARSET = re.compile(r"charset=\"?([A-Za-z0-9._-]+)", re.IGNORECASE)
 
-#: The module reads measurements and runs commands from two threads.
-POOL_SIZE = 2
+#: One thread uses a transport at a time (the beat and the commands each have their own).
+POOL_SIZE = 1
 #: Methods that may be sent again after a stale-connection failure.
 IDEMPOTENT_METHODS = frozenset({"GET", "PUT"})
 
@@ -61,6 +62,15 @@ _CONNECT_FAILURES: tuple[type[BaseException], ...] = (
     ConnectionRefusedError,
     ssl.SSLCertVerificationError,
 )
+
+
+def _dropped(error: BaseException) -> bool:
+    cause = error.__cause__
+    return (
+        isinstance(error, MeterConnectionError)
+        and isinstance(cause, Exception)
+        and is_stale_connection(cause)
+    )
 
 
 class Transport(Protocol):
@@ -230,18 +240,23 @@ class HttpTransport:
         """
         method = method.upper()
         timeout = self.timeout_s if timeout_s is None else timeout_s
-        try:
-            return self._send(method, path, json_body, params, timeout)
-        except MeterConnectionError as exc:
-            if method not in IDEMPOTENT_METHODS or not isinstance(exc.__cause__, Exception):
-                raise
-            if not is_stale_connection(exc.__cause__):
-                raise
-            _LOGGER.info("%s %s: connection dropped (%s); retrying once", method, path, exc.detail)
-            # Idle pooled connections may be just as stale; start over with fresh ones.
-            for adapter in self._adapters:
-                adapter.poolmanager.clear()
-            return self._send(method, path, json_body, params, timeout)
+        policy = RetryPolicy(
+            attempts=2,
+            first_delay_s=0.0,
+            max_delay_s=0.0,
+            retryable=_dropped,
+            idempotent=method in IDEMPOTENT_METHODS,
+        )
+        return policy.run(
+            lambda: self._send(method, path, json_body, params, timeout),
+            what=f"{method} {path} on a kept-alive connection",
+            before_retry=self._drop_pooled,
+        )
+
+    def _drop_pooled(self, _error: BaseException) -> None:
+        """Idle pooled connections may be as stale as the one that failed: start afresh."""
+        for adapter in self._adapters:
+            adapter.poolmanager.clear()
 
     def _send(
         self,

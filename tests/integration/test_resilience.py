@@ -207,7 +207,7 @@ def test_sigkill_after_start_then_restart_stops_with_verified_record(
 def test_failed_record_fetch_at_stop_is_returned_by_a_second_stop(
     tmp_path: Path, simulator: Simulator, mosquitto: Broker, peer: EverestPeer
 ) -> None:
-    module = run_module(tmp_path, simulator, mosquitto.port)
+    module = run_module(tmp_path, simulator, mosquitto.port, stop_record_wait_ms=1000)
     try:
         key, transaction_id = ready_and_started(peer)
 

@@ -39,6 +39,7 @@ class Received:
     topic: str
     payload: bytes
     received_at: float
+    retain: bool = False
 
     def json(self) -> Any:
         """The payload parsed as JSON."""
@@ -119,6 +120,7 @@ class EverestPeer:
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = self._on_subscribe
         self._subscribed = threading.Event()
+        self._extra_topics: list[str] = []
 
     # --- connection ------------------------------------------------------------------
 
@@ -149,6 +151,7 @@ class EverestPeer:
         topics = [
             f"{self.module_base}/#",
             f"{self.prefix}config/request",
+            *self._extra_topics,
         ]
         client.subscribe([(topic, 2) for topic in topics])
 
@@ -158,7 +161,9 @@ class EverestPeer:
     # --- recording -------------------------------------------------------------------
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        received = Received(message.topic, bytes(message.payload), time.monotonic())
+        received = Received(
+            message.topic, bytes(message.payload), time.monotonic(), bool(message.retain)
+        )
         with self._lock:
             self.messages.append(received)
             if "/response/" in message.topic:
@@ -197,6 +202,16 @@ class EverestPeer:
         """Every message received on ``topic`` so far."""
         with self._lock:
             return [m for m in self.messages if m.topic == topic]
+
+    def on_topic_prefix(self, prefix: str) -> list[Received]:
+        """Every message received on a topic that starts with ``prefix``."""
+        with self._lock:
+            return [m for m in self.messages if m.topic.startswith(prefix)]
+
+    def subscribe(self, topic: str) -> None:
+        """Also record messages on ``topic`` (a filter), e.g. outside the module's topics."""
+        self._extra_topics.append(topic)
+        self._client.subscribe(topic, 2)
 
     # --- consumer ---------------------------------------------------------------------
 

@@ -6,9 +6,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-
 from lem_dcbm.errors import MeterConnectionError, MeterStatusError
 from lem_dcbm.meter.models import (
     LegalState,
@@ -17,28 +14,48 @@ from lem_dcbm.meter.models import (
     SettingsResult,
     StopReport,
 )
-
-_KEY = ec.generate_private_key(ec.SECP256R1())
-PUBLIC_KEY = (
-    _KEY.public_key()
-    .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    .hex()
-    .upper()
+from lem_dcbm.simulator.ocmf_signer import (
+    CableCompensation,
+    OcmfContent,
+    OcmfReading,
+    OcmfSigner,
+    build_payload,
+    tamper_record,
 )
+
+_SIGNER = OcmfSigner.generate()
+PUBLIC_KEY = _SIGNER.public_key_ocmf
 
 
 def sign(payload: str) -> str:
     """An OCMF record of ``payload`` signed with the fake meter's key."""
-    signature = _KEY.sign(payload.encode(), ec.ECDSA(hashes.SHA256())).hex().upper()
-    return f'OCMF|{payload}|{{"SA":"ECDSA-secp256r1-SHA256","SD":"{signature}"}}'
+    return _SIGNER.record(payload)
 
 
-def ocmf_record(transaction_id: str, *, ended: bool) -> str:
+def ocmf_record(
+    transaction_id: str,
+    *,
+    ended: bool,
+    meter_id: str = "12024072805",
+    body: Mapping[str, Any] | None = None,
+    pagination: int = 1,
+) -> str:
     """A signed record shaped like the meter's, with begin and (once stopped) end readings."""
-    readings = [f'{{"TX":"B","RV":1.0,"TID":"{transaction_id}"}}']
-    if ended:
-        readings.append('{"TX":"E","RV":2.0}')
-    return sign('{"FV":"1.0","RD":[' + ",".join(readings) + "]}")
+    sent = body or {"clientId": f",{transaction_id}", "evseId": "", "cableId": 0}
+    begin = OcmfReading("2026-11-22T11:00:00,000+0100 S", 1.0, 0.0)
+    content = OcmfContent(
+        meter_id=meter_id,
+        firmware="MU-2.3.0.1_SU-0.1.3.0",
+        pagination=pagination,
+        identification_type=0,
+        identification=str(sent.get("clientId", "")),
+        tariff_text=str(sent.get("TT", "")),
+        evse_id=str(sent.get("evseId", "")),
+        cable=CableCompensation("No_Comp", int(sent.get("cableId", 0)), 0),
+        begin=begin,
+        end=OcmfReading("2026-11-22T11:05:00,000+0100 S", 2.0, 0.0) if ended else None,
+    )
+    return sign(build_payload(content))
 
 
 @dataclass
@@ -62,6 +79,10 @@ class FakeMeter:
     #: serve only the begin reading, as a meter that has not finished the record yet
     begin_only: bool = False
     calls: list[str] = field(default_factory=list)
+    #: the start body of each transaction, as the meter received it
+    bodies: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: the final record of each stopped transaction, as stored
+    stored: dict[str, str] = field(default_factory=dict)
     livemeasure_timeouts: list[float | None] = field(default_factory=list)
     #: call name -> list of exceptions (or callables) consumed one per call
     fail: dict[str, list[BaseException | Callable[[], None]]] = field(default_factory=dict)
@@ -117,6 +138,7 @@ class FakeMeter:
         self.running_id = str(body["transactionId"])
         self.last_id = self.running_id
         self.last_start_body = dict(body)
+        self.bodies[self.running_id] = dict(body)
         return LegalState(transaction_id=self.running_id, running=True)
 
     def stop_transaction(self, transaction_id: str) -> StopReport:
@@ -130,12 +152,19 @@ class FakeMeter:
     def ocmf(self, transaction_id: str | None = None) -> str:
         self._enter("ocmf")
         tid = transaction_id or self.last_id
+        body = self.bodies.get(tid)
         if self.begin_only:
-            return ocmf_record(tid, ended=False)
+            return ocmf_record(tid, ended=False, meter_id=self.meter_id, body=body)
         if tid != self.running_id and tid not in self.ended:
             raise MeterStatusError("GET", "/v1/ocmf", 404, "not found")
-        record = ocmf_record(tid, ended=tid in self.ended)
-        return record.replace('"RV":2.0', '"RV":9.0') if self.tamper else record
+        if tid in self.ended:
+            # A stopped transaction's record is stored once and served as stored.
+            record = self.stored.setdefault(
+                tid, ocmf_record(tid, ended=True, meter_id=self.meter_id, body=body)
+            )
+        else:
+            record = ocmf_record(tid, ended=False, meter_id=self.meter_id, body=body)
+        return tamper_record(record) if self.tamper else record
 
     def settings(self) -> dict[str, Any]:
         self._enter("settings")

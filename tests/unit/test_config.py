@@ -45,6 +45,22 @@ def _self_signed_pem() -> str:
     return cert.public_bytes(serialization.Encoding.PEM).decode()
 
 
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("ip_address", "fd00::5"),
+        ("ip_address", "[fd00::5]"),
+        ("ip_address", "meter-1.charger.local"),
+        ("ntp_server_1_ip_addr", "test_ntp_1"),
+        ("ntp_server_2_ip_addr", "pool.ntp.org"),
+        ("ntp_server_1_ip_addr", "2001:db8::123"),
+    ],
+)
+def test_ipv6_addresses_and_host_names_are_accepted(key: str, value: str) -> None:
+    values: dict[str, Any] = {"ip_address": "10.0.0.5", key: value}
+    assert getattr(config_from_mapping(values), key) == value
+
+
 def test_defaults_of_the_dataclass_are_the_manifest_defaults() -> None:
     manifest = load_manifest()
     by_name = {f.name: f for f in dataclasses.fields(ModuleConfig)}
@@ -76,7 +92,7 @@ def test_minimal_config_fills_every_default() -> None:
     assert config.temperature_hysteresis_K == 3.0
     assert isinstance(config.temperature_warning_level_C, float)
     assert config.meter_dst_settings["offset"] == 60
-    assert not config.use_tls
+    assert config.meter_tls_certificate == ""
 
 
 def test_cpp_style_config_with_every_cpp_default_loads() -> None:
@@ -110,14 +126,16 @@ def test_all_values_set() -> None:
     )
     assert config.temperature_error_level_C == 80.0
     assert config.api_version == "v2"
-    assert config.use_tls
+    assert config.meter_tls_certificate.startswith("-----BEGIN CERTIFICATE-----")
 
 
 BAD = [
     ({}, "ip_address", "missing"),
-    ({"ip_address": ""}, "ip_address", "not an IPv4"),
-    ({"ip_address": "http://10.0.0.1/"}, "ip_address", "not an IPv4"),
-    ({"ip_address": "10.0.0.1:80"}, "ip_address", "not an IPv4"),
+    ({"ip_address": ""}, "ip_address", "not an IP address"),
+    ({"ip_address": "http://10.0.0.1/"}, "ip_address", "not an IP address"),
+    ({"ip_address": "10.0.0.1:80"}, "ip_address", "not an IP address"),
+    ({"ip_address": "[fd00::5]:80"}, "ip_address", "not an IP address"),
+    ({"ip_address": "10.0.0.300"}, "ip_address", "not an IP address"),
     ({"ip_address": 10}, "ip_address", "expected string"),
     ({"port": "80"}, "port", "expected integer"),
     ({"port": True}, "port", "expected integer"),
@@ -140,8 +158,8 @@ BAD = [
         "resilience_transaction_request_retries",
         "negative",
     ),
-    ({"ntp_server_1_ip_addr": "ntp.example.org"}, "ntp_server_1_ip_addr", "IPv4"),
-    ({"ntp_server_1_ip_addr": "10.0.0.256"}, "ntp_server_1_ip_addr", "IPv4"),
+    ({"ntp_server_1_ip_addr": "ntp example"}, "ntp_server_1_ip_addr", "host name"),
+    ({"ntp_server_1_ip_addr": "10.0.0.256"}, "ntp_server_1_ip_addr", "host name"),
     ({"meter_timezone": "+15:00"}, "meter_timezone", "-11:00 to +14:00"),
     ({"meter_timezone": "-11:15"}, "meter_timezone", "-11:00 to +14:00"),
     ({"meter_timezone": "+01:20"}, "meter_timezone", "-11:00 to +14:00"),

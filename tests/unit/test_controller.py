@@ -189,7 +189,17 @@ def test_start_retries_connection_errors_and_detects_lost_answer(meter: FakeMete
     meter.fail["start_transaction"] = [lost_answer]
     answer = controller.start_transaction(REQUEST)
     assert answer["status"] == "OK"
+    # The meter was asked what happened instead of being sent the start again.
+    assert meter.calls.count("start_transaction") == 1
+
+
+def test_start_sent_again_when_the_meter_did_not_act(meter: FakeMeter) -> None:
+    controller, _ = make(meter)
+    controller.initialize()
+    meter.fail["start_transaction"] = [MeterConnectionError("POST", "/v1/legal", "reset")]
+    assert controller.start_transaction(REQUEST)["status"] == "OK"
     assert meter.calls.count("start_transaction") == 2
+    assert meter.running_id == "tx-1"
 
 
 def test_start_reports_meter_refusal(meter: FakeMeter) -> None:
@@ -232,10 +242,10 @@ def test_start_fails_when_time_sync_invalid_and_unfixable(meter: FakeMeter) -> N
 
 
 def test_stop_unreachable_meter_answers_error(meter: FakeMeter) -> None:
-    controller, _ = make(meter)
+    controller, _ = make(meter, transaction_retries=1)
     controller.initialize()
     controller.start_transaction(REQUEST)
-    meter.fail["status"] = [unreachable("status")]
+    meter.fail["status"] = [unreachable("status")] * 2
     answer = controller.stop_transaction("tx-1")
     assert answer["status"] == "UNEXPECTED_ERROR"
     assert "connection refused" in answer["error"]
@@ -243,13 +253,16 @@ def test_stop_unreachable_meter_answers_error(meter: FakeMeter) -> None:
 
 
 def test_stop_ocmf_failure_then_second_stop_returns_record(meter: FakeMeter) -> None:
-    controller, _ = make(meter, transaction_retries=1)
+    controller, clock = make(meter, transaction_retries=1, stop_record_wait_s=5.0)
     controller.initialize()
     controller.start_transaction(REQUEST)
-    meter.fail["ocmf"] = [MeterStatusError("GET", "/v1/ocmf", 500, "boom")] * 2
+    meter.fail["ocmf"] = [MeterStatusError("GET", "/v1/ocmf", 500, "boom")] * 100
+    started = clock.monotonic()
     first = controller.stop_transaction("tx-1")
+    assert clock.monotonic() - started <= 5.0
+    meter.fail["ocmf"] = []
     assert first["status"] == "UNEXPECTED_ERROR"
-    assert "not running at the meter" in first["error"]
+    assert "stopped at the meter" in first["error"]
     assert meter.running_id is None
     second = controller.stop_transaction("tx-1")
     assert second["status"] == "OK"

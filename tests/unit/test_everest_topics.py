@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from lem_dcbm.config import normalize_prefix
 from lem_dcbm.everest.bus import MAX_CLIENT_ID, Backoff, stable_client_id
-from lem_dcbm.everest.topics import Topics, normalize_prefix
+from lem_dcbm.everest.topics import Topics
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,197 @@
+"""Fetching a stopped transaction's signed record and judging it before it is billed.
+
+A record is taken only when it is finished (it has its end reading) and is this
+transaction's: read, from this meter, with the record number (``PG``) the transaction's
+begin record carried and above every number the meter had given before the start
+(``FOREIGN_CHECKS``). A record that fails any other check is still the meter's signed
+truth: it is taken, and the failed checks are named in the log, the journal and a
+vendor warning. A record whose signature does not verify is fetched once more first.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from lem_dcbm.clock import Clock
+from lem_dcbm.core.ports import Alerts, MeterApi
+from lem_dcbm.errors import MeterError, MeterStatusError
+from lem_dcbm.ocmf import parse_ocmf
+from lem_dcbm.records.checks import RecordExpectation, RecordVerdict, check_record
+from lem_dcbm.retry import RetryPolicy
+
+_LOGGER = logging.getLogger(__name__)
+
+#: Failed checks that show a record is not this transaction's: it is never billed for it.
+FOREIGN_CHECKS = frozenset({"format", "meter", "pagination", "pagination_order"})
+#: Vendor warning sub-types about records.
+SIGNATURE_INVALID = "OcmfSignatureInvalid"
+CHECK_FAILED = "OcmfCheckFailed"
+#: Waiting for a record inside a stop: quick at first, then every 2 s.
+RECORD_WAIT = RetryPolicy(attempts=None, first_delay_s=0.25, max_delay_s=2.0)
+NOT_FOUND = 404
+
+
+@dataclass(frozen=True, slots=True)
+class CollectedRecord:
+    """A record taken for a transaction, with what its checks found."""
+
+    record: str
+    verdict: RecordVerdict
+
+    def verdict_facts(self) -> dict[str, Any]:
+        """The verdict as the journal keeps it."""
+        return {
+            "signature_valid": self.verdict.signature_valid,
+            "failed_checks": [
+                {"check": failure.check, "detail": failure.detail}
+                for failure in self.verdict.failures
+            ],
+        }
+
+
+class RecordMissing(Exception):
+    """No usable record (yet); the message says why."""
+
+    def __init__(self, reason: str, *, unknown: bool = False) -> None:
+        super().__init__(reason)
+        #: True when the meter says it holds no record under that id at all.
+        self.unknown = unknown
+
+
+class RecordCollector:
+    """Fetches, checks and (within a deadline) waits for transaction records."""
+
+    def __init__(
+        self,
+        meter: MeterApi,
+        clock: Clock,
+        public_key: Callable[[], str],
+        *,
+        alerts: Alerts | None = None,
+        sleep: Callable[[float], None] | None = None,
+        wait_policy: RetryPolicy = RECORD_WAIT,
+    ) -> None:
+        self._meter = meter
+        self._clock = clock
+        self._public_key = public_key
+        self._alerts = alerts
+        self._sleep = sleep or clock.sleep
+        self._policy = wait_policy
+
+    def attempt(self, transaction_id: str, expected: RecordExpectation) -> CollectedRecord:
+        """One fetch, with one more right away if the signature fails; ``RecordMissing`` else."""
+        collected = self._fetch_checked(transaction_id, expected)
+        if collected.verdict.signature_valid is False:
+            _LOGGER.warning("record of %s does not verify; fetching it once more", transaction_id)
+            collected = self._fetch_checked(transaction_id, expected)
+        self._report(transaction_id, collected.verdict)
+        return collected
+
+    def wait(
+        self, transaction_id: str, expected: RecordExpectation, deadline: float
+    ) -> CollectedRecord:
+        """Try until a usable record comes or ``deadline`` (monotonic) would pass."""
+        retry = 0
+        while True:
+            try:
+                return self.attempt(transaction_id, expected)
+            except RecordMissing as missing:
+                pause = self._policy.delay(retry)
+                if self._clock.monotonic() + pause > deadline:
+                    raise
+                if retry == 0:
+                    _LOGGER.info(
+                        "record of %s not there yet (%s); waiting", transaction_id, missing
+                    )
+                retry += 1
+                self._sleep(pause)
+
+    def _fetch_checked(self, transaction_id: str, expected: RecordExpectation) -> CollectedRecord:
+        try:
+            record = self._meter.ocmf(transaction_id)
+        except MeterStatusError as err:
+            raise RecordMissing(str(err), unknown=err.status == NOT_FOUND) from err
+        except MeterError as err:
+            raise RecordMissing(str(err)) from err
+        if not has_end_reading(record):
+            raise RecordMissing("the meter's record has no end reading yet")
+        verdict = check_record(record, expected, self._public_key() or None)
+        foreign = [f for f in verdict.failures if f.check in FOREIGN_CHECKS]
+        if foreign:
+            details = "; ".join(f"{f.check}: {f.detail}" for f in foreign)
+            _LOGGER.error("the meter handed a record that is not %s's: %s", transaction_id, details)
+            raise RecordMissing(f"the meter handed a record of another transaction ({details})")
+        return CollectedRecord(record, verdict)
+
+    def judge(self, record: str, expected: RecordExpectation) -> CollectedRecord:
+        """Check a kept record again (no fetch); raise ``RecordMissing`` if it is foreign."""
+        verdict = check_record(record, expected, self._public_key() or None)
+        if any(f.check in FOREIGN_CHECKS for f in verdict.failures):
+            raise RecordMissing("the kept record is not this transaction's")
+        return CollectedRecord(record, verdict)
+
+    def _report(self, transaction_id: str, verdict: RecordVerdict) -> None:
+        if verdict.signature_valid is False:
+            message = (
+                f"the signed record of transaction {transaction_id} does not verify with the "
+                "meter's publicKeyOcmf; it is passed on unchanged (the meter is the authority)"
+            )
+            _LOGGER.error(message)
+            self._alert(SIGNATURE_INVALID, message)
+        else:
+            self._clear(SIGNATURE_INVALID)
+        content = [f for f in verdict.failures if f.check != "signature"]
+        if content:
+            named = "; ".join(f"{f.check}: {f.detail}" for f in content)
+            message = f"the signed record of transaction {transaction_id} fails checks: {named}"
+            _LOGGER.error(message)
+            self._alert(CHECK_FAILED, message)
+        else:
+            self._clear(CHECK_FAILED)
+
+    def _alert(self, sub_type: str, message: str) -> None:
+        if self._alerts is not None:
+            self._alerts.warn(sub_type, message)
+
+    def _clear(self, sub_type: str) -> None:
+        if self._alerts is not None:
+            self._alerts.clear(sub_type)
+
+
+def expectation_from(facts: Mapping[str, Any], meter_id: str) -> RecordExpectation:
+    """What a transaction's record must say, from what the book kept about its start.
+
+    ``tariff_text`` is kept only when it was sent (``/v2``), so only then is it checked.
+    """
+
+    def text(key: str) -> str | None:
+        value = facts.get(key)
+        return value if isinstance(value, str) else None
+
+    def number(key: str) -> int | None:
+        value = facts.get(key)
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    return RecordExpectation(
+        meter_id=meter_id or None,
+        client_id=text("client_id"),
+        evse_id=text("evse_id"),
+        tariff_text=text("tariff_text"),
+        cable_id=number("cable_id"),
+        pagination=number("pagination"),
+        after_pagination=number("previous_pagination"),
+    )
+
+
+def has_end_reading(record: str) -> bool:
+    """True when an OCMF record holds a transaction end reading (``TX: "E"``)."""
+    try:
+        readings = parse_ocmf(record).payload.get("RD", [])
+    except ValueError:
+        return False
+    return isinstance(readings, list) and any(
+        isinstance(r, dict) and r.get("TX") == "E" for r in readings
+    )

@@ -1,0 +1,1 @@
+"""Signed records after the meter: their checks, their contract and the operator's tools."""

@@ -1,0 +1,87 @@
+"""The 1 Hz beat never waits for commands, clock writes or record fetches.
+
+Every settings write and every record fetch takes 0.5 s at the meter, and a start/stop
+pair runs every 5 s for 60 s; every period between two ``powermeter`` publications stays
+within 1.000 +- 0.05 s. Periods are taken from the module's own publication instants (its
+debug log names each one on the monotonic clock; the receive instant at the test would
+add the broker's and this machine's scheduling jitter), so the test judges the module's
+schedule, not the test machine.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.broker import Broker
+from tests.support.everest_peer import EverestPeer
+from tests.support.module_process import simulator_config, start_module, write_config
+from tests.support.simulator import Simulator
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
+
+LOAD_S = 60.0
+PAIR_EVERY_S = 5.0
+SLOW_PATHS = ["/v1/settings", "/v1/ocmf", "/v2/ocmf"]
+PUBLISHED = re.compile(r"powermeter published at monotonic ([0-9.]+)")
+
+
+def request(transaction_id: str) -> dict[str, Any]:
+    return {
+        "evse_id": "DE*LEM*E0001",
+        "transaction_id": transaction_id,
+        "identification_status": "ASSIGNED",
+        "identification_type": "ISO14443",
+        "identification_flags": [],
+    }
+
+
+def publish_instants(log: str) -> list[float]:
+    """The monotonic instants of the module's publications, from its debug log."""
+    return [float(m) for m in PUBLISHED.findall(log)]
+
+
+@pytest.fixture
+def peer(mosquitto: Broker) -> Iterator[EverestPeer]:
+    with EverestPeer(mosquitto.host, mosquitto.port) as started:
+        yield started
+
+
+def test_periods_stay_on_the_beat_while_commands_and_slow_writes_run(
+    tmp_path: Path, simulator: Simulator, mosquitto: Broker, peer: EverestPeer
+) -> None:
+    values = simulator_config(simulator, journal_dir=str(tmp_path / "journal"))
+    config = write_config(tmp_path / "config.yaml", values)
+    module = start_module(tmp_path, config, mosquitto.port)
+    try:
+        peer.wait_for_var("powermeter", 2, timeout=20)
+        simulator.set_faults(latency_ms=500, paths=SLOW_PATHS)
+        began = time.monotonic()
+        pairs = 0
+        while time.monotonic() - began < LOAD_S:
+            pair_began = time.monotonic()
+            transaction_id = str(uuid.uuid4())
+            started = peer.call("start_transaction", {"value": request(transaction_id)}, 20)
+            assert started["retval"]["status"] == "OK", started
+            stopped = peer.call("stop_transaction", {"transaction_id": transaction_id}, 20)
+            assert stopped["retval"]["status"] == "OK", stopped
+            pairs += 1
+            # The pace of the load is part of the scenario, not a wait for something.
+            time.sleep(max(0.0, PAIR_EVERY_S - (time.monotonic() - pair_began)))
+        ended = time.monotonic()
+        simulator.clear_faults()
+        # Linux's monotonic clock is one for all processes: the window applies to both.
+        published = [t for t in publish_instants(module.log()) if began <= t <= ended]
+    finally:
+        assert module.terminate() == 0, module.log()[-3000:]
+    assert pairs >= LOAD_S / PAIR_EVERY_S - 1
+    periods = [b - a for a, b in zip(published, published[1:], strict=False)]
+    assert len(periods) >= LOAD_S - 2
+    late = [round(p, 3) for p in periods if abs(p - 1.0) > 0.05]
+    assert not late, f"periods off the beat: {late}"

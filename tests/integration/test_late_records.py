@@ -1,0 +1,165 @@
+"""The stop waits for a late record; a record later still goes out on its retained topic.
+
+Real mosquitto, the simulator over HTTP and the module as a process; the record endpoint
+is made to fail for a while after the stop with the simulator's timed fault.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from lem_dcbm.ocmf import verify_ocmf
+from tests.support.broker import Broker
+from tests.support.everest_peer import EverestPeer
+from tests.support.module_process import (
+    MODULE_ID,
+    ModuleProcess,
+    module_env,
+    simulator_config,
+    start_module,
+    write_config,
+)
+from tests.support.simulator import Simulator
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
+
+EXTERNAL_PREFIX = "ext/"
+OCMF_PATHS = ["/v1/ocmf", "/v2/ocmf"]
+WAIT_MS = 6000
+
+
+def late_schema() -> dict[str, Any]:
+    text = resources.files("lem_dcbm.records").joinpath("late-record.schema.json").read_text()
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+def request(transaction_id: str) -> dict[str, Any]:
+    return {
+        "evse_id": "DE*LEM*E0001",
+        "transaction_id": transaction_id,
+        "identification_status": "ASSIGNED",
+        "identification_type": "ISO14443",
+        "identification_flags": [],
+        "identification_data": "04A2B3C4",
+    }
+
+
+@pytest.fixture
+def peer(mosquitto: Broker) -> Iterator[EverestPeer]:
+    with EverestPeer(mosquitto.host, mosquitto.port) as started:
+        started.subscribe(f"{EXTERNAL_PREFIX}#")
+        yield started
+
+
+@pytest.fixture
+def module(
+    tmp_path: Path, simulator: Simulator, mosquitto: Broker, peer: EverestPeer
+) -> Iterator[ModuleProcess]:
+    values = simulator_config(
+        simulator, journal_dir=str(tmp_path / "journal"), stop_record_wait_ms=WAIT_MS
+    )
+    config = write_config(tmp_path / "config.yaml", values)
+    started = start_module(
+        tmp_path, config, mosquitto.port, env={"EV_MQTT_EXTERNAL_PREFIX": EXTERNAL_PREFIX}
+    )
+    try:
+        peer.wait_for_var("public_key_ocmf", 1, timeout=20)
+        yield started
+    finally:
+        assert started.terminate() == 0, started.log()[-3000:]
+
+
+def start(peer: EverestPeer) -> tuple[str, str]:
+    """Start a new transaction; return (its id, the meter's public key)."""
+    transaction_id = str(uuid.uuid4())
+    answer = peer.call("start_transaction", {"value": request(transaction_id)}, timeout=15)
+    assert answer["retval"]["status"] == "OK", answer
+    return transaction_id, str(peer.vars("public_key_ocmf")[-1].value)
+
+
+def stop(peer: EverestPeer, transaction_id: str) -> dict[str, Any]:
+    answer = peer.call("stop_transaction", {"transaction_id": transaction_id}, timeout=30)
+    retval: dict[str, Any] = answer["retval"]
+    return retval
+
+
+def test_record_failing_for_3_s_is_waited_for(
+    simulator: Simulator, peer: EverestPeer, module: ModuleProcess
+) -> None:
+    transaction_id, key = start(peer)
+    simulator.set_faults(http_status=500, paths=OCMF_PATHS, for_ms=3000)
+    asked = time.monotonic()
+    retval = stop(peer, transaction_id)
+    took = time.monotonic() - asked
+    assert retval["status"] == "OK", f"{retval}\n{module.log()[-3000:]}"
+    record = retval["signed_meter_value"]["signed_meter_data"]
+    assert verify_ocmf(record, key)
+    assert 3.0 <= took < WAIT_MS / 1000 + 2, took
+    assert peer.on_topic_prefix(EXTERNAL_PREFIX) == []
+
+
+def test_record_later_than_the_budget_is_published_and_listed(
+    tmp_path: Path,
+    simulator: Simulator,
+    mosquitto: Broker,
+    peer: EverestPeer,
+    module: ModuleProcess,
+) -> None:
+    transaction_id, key = start(peer)
+    simulator.set_faults(http_status=500, paths=OCMF_PATHS, for_ms=WAIT_MS + 3000)
+    retval = stop(peer, transaction_id)
+    assert retval["status"] == "UNEXPECTED_ERROR", retval
+    topic = f"{EXTERNAL_PREFIX}lem_dcbm/{MODULE_ID}/records/{transaction_id}"
+    assert topic in retval["error"], retval
+    assert simulator.state()["running_transaction"] is None
+
+    [published] = peer.wait_for(lambda: peer.on_topic(topic), 30, "the late record")
+    # A backend that subscribes later still gets it: the broker kept it.
+    with EverestPeer(mosquitto.host, mosquitto.port) as backend:
+        backend.subscribe(f"{EXTERNAL_PREFIX}#")
+        [kept] = backend.wait_for(lambda: backend.on_topic(topic), 10, "the retained record")
+    assert kept.retain
+    assert kept.payload == published.payload
+    message = published.json()
+    jsonschema.validate(message, late_schema())
+    record = message["signed_meter_value"]["signed_meter_data"]
+    assert verify_ocmf(record, key)
+    assert message["verification"] == {"signature_valid": True, "failed_checks": []}
+    at_meter = [
+        t for t in simulator.state()["transactions"] if t["transactionId"] == transaction_id
+    ]
+    assert record == at_meter[-1]["ocmf"]
+
+    listing = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lem_dcbm",
+            "records",
+            "list",
+            "--journal-dir",
+            str(tmp_path / "journal"),
+            "--module-id",
+            MODULE_ID,
+            "--json",
+        ],
+        capture_output=True,
+        env=module_env(),
+        timeout=30,
+        check=False,
+    )
+    assert listing.returncode == 0, listing.stderr
+    listed = {row["transaction_id"]: row for row in json.loads(listing.stdout)}
+    assert listed[transaction_id]["late"] is True
