@@ -15,8 +15,6 @@ import re
 import ssl
 import textwrap
 
-from cryptography import x509
-
 from lem_dcbm.errors import ConfigError
 
 #: The configuration key every PEM problem is reported under.
@@ -48,6 +46,9 @@ def normalize_pem(text: str) -> str:
     except (binascii.Error, ValueError) as exc:
         raise ConfigError(CONFIG_KEY, f"certificate body is not base64: {exc}") from exc
     try:
+        # Imported here: X.509 parsing is needed only with a certificate, not for HTTP.
+        from cryptography import x509
+
         x509.load_der_x509_certificate(der)
     except ValueError as exc:
         raise ConfigError(CONFIG_KEY, f"not a parsable X.509 certificate: {exc}") from exc
