@@ -377,16 +377,20 @@ class Service:
         return self._shutdown(adapter, stack, loop_thread)
 
     def _forward_shutdown(self, adapter: EverestAdapter) -> None:
-        """Turn the manager's shutdown message into the service's stop."""
-        while not self.stop_event.is_set():
-            if adapter.shutdown_requested.wait(0.2):
-                _LOGGER.info("shutdown requested by the manager")
-                self.stop_event.set()
+        """Turn the manager's shutdown message into the service's stop.
+
+        Waits without a timeout (no wake-ups at 1 Hz idle); ``_shutdown`` releases it.
+        """
+        adapter.shutdown_requested.wait()
+        if not self.stop_event.is_set():
+            _LOGGER.info("shutdown requested by the manager")
+            self.stop_event.set()
 
     def _shutdown(
         self, adapter: EverestAdapter, stack: MeterStack, loop_thread: threading.Thread | None
     ) -> int:
         self.stop_event.set()
+        adapter.shutdown_requested.set()  # releases the shutdown watcher
         if loop_thread is not None:
             loop_thread.join(timeout=3.0)
         adapter.close()
