@@ -22,9 +22,8 @@ from lem_dcbm.config import BrokerSettings
 from lem_dcbm.everest.adapter import EverestAdapter
 from lem_dcbm.everest.bus import Backoff, BrokerUnavailable
 from lem_dcbm.everest.manager import ManagerError
-from tests.support.broker import Broker, mosquitto_binary
+from lem_dcbm.harness import Broker, free_port, mosquitto_binary, wait_until
 from tests.support.everest_peer import EverestPeer, parameters_from_values
-from tests.support.waiting import free_port, wait_until
 
 pytestmark = pytest.mark.integration
 
