@@ -14,7 +14,7 @@ import yaml
 
 from lem_dcbm.config import BrokerSettings
 from lem_dcbm.harness.processes import log_tail, spawn, stop_processes
-from lem_dcbm.harness.waiting import HarnessError, free_port, wait_listening
+from lem_dcbm.harness.waiting import HarnessError, free_port, wait_listening, wait_until
 
 #: Environment variable naming the mosquitto binary (scripts/setup exports it).
 MOSQUITTO_ENV = "LEM_MOSQUITTO"
@@ -66,6 +66,8 @@ class Broker:
     kind: BrokerKind = "mosquitto"
     #: mosquitto's ``set_tcp_nodelay``; its default (and EVerest's config) leaves Nagle on.
     no_delay: bool = False
+    #: A unix socket mosquitto listens on as well (keep its path short: about 100 bytes).
+    socket_path: Path | None = None
     process: subprocess.Popen[Any] | None = field(default=None, init=False)
 
     @property
@@ -96,6 +98,8 @@ class Broker:
         self.process = spawn(argv, self.log_path)
         try:
             wait_listening(self.host, self.port, self.process, self.description, timeout_s)
+            if self.socket_path is not None:
+                wait_until(self.socket_path.exists, timeout_s, what=str(self.socket_path))
         except HarnessError as err:
             self.stop()
             raise HarnessError(f"{err}; log:\n{log_tail(self.log_path)}") from None
@@ -114,8 +118,11 @@ class Broker:
         self.stop()
 
     def _mosquitto_argv(self) -> list[str]:
-        lines = [
-            f"listener {self.port} {self.host}",
+        lines = [f"listener {self.port} {self.host}"]
+        if self.socket_path is not None:
+            # Run as root, mosquitto would switch to its own user, which cannot bind there.
+            lines += [f"listener 0 {self.socket_path}", "user root"]
+        lines += [
             "allow_anonymous true",
             "persistence false",
             # Many modules on one broker: no inflight or queue limit gets in the way.
