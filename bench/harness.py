@@ -103,15 +103,14 @@ class Stack(ProcessGroup):
         *,
         tls_cert: Path | None = None,
         overrides: dict[str, Any] | None = None,
-        wrapper: Sequence[str] = (),
     ) -> ModuleProcess:
-        """Start ``python -m lem_dcbm run`` for one module; ``wrapper`` runs it under a tool."""
+        """Start ``python -m lem_dcbm run`` for one module."""
         values: dict[str, Any] = {"ip_address": "127.0.0.1", "port": meter_port}
         if tls_cert is not None:
             values["meter_tls_certificate"] = tls_cert.read_text()
         values.update(overrides or {})
         config = write_module_config(self.workdir / module_id / "config.yaml", values, module_id)
-        return self.module(module_id, config, broker, log_level=None, wrapper=wrapper)
+        return self.module(module_id, config, broker, log_level=None)
 
     def stop_module(self, module: ModuleProcess, timeout_s: float = 10.0) -> int:
         """SIGTERM one module and return its exit code."""

@@ -143,13 +143,12 @@ def start_module(
     env: Mapping[str, str] | None = None,
     entry: Entry = "cli",
     log_level: str | None = "DEBUG",
-    wrapper: Sequence[str] = (),
 ) -> ModuleProcess:
     """Start the module in ``workdir`` (its log, heartbeat and journal go there).
 
     ``entry`` is ``cli`` (python -m lem_dcbm run) or ``module.py`` (as the manager starts
     it, with ``config_path`` None). The log is at DEBUG unless ``log_level`` says
-    otherwise (None: the module's default); ``wrapper`` runs it under a tool.
+    otherwise (None: the module's default).
     """
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / f"module-{len(list(workdir.glob('module-*.log')))}.log"
@@ -160,7 +159,7 @@ def start_module(
     if config_path is not None:
         argv += ["--config", str(config_path)]
         argv += ["--broker-host", broker_host, "--broker-port", str(broker_port)]
-    argv = [*wrapper, *argv, *extra_args]
+    argv += extra_args
     full_env = module_env(env, log_level=log_level)
     health_path = Path(full_env.setdefault(HEALTH_FILE_ENV, str(workdir / "health")))
     # Each run keeps its journal in its own directory unless the config names one.
