@@ -77,6 +77,8 @@ class Message:
     topic: str
     payload: bytes
     retain: bool = False
+    #: ``time.monotonic()`` when paho handed the message over, before any queueing.
+    received_at: float = 0.0
 
 
 Handler = Callable[[Message], None]
@@ -93,7 +95,12 @@ def tcp_no_delay(client: mqtt.Client, userdata: Any, sock: Any) -> None:
 
 
 class MqttBus:
-    """Publish and subscribe on one broker, surviving connection losses."""
+    """Publish and subscribe on one broker, surviving connection losses.
+
+    The module keeps a persistent session (the default); a client that only watches or
+    calls for a while, such as the tools, passes ``clean_session=True`` so the broker
+    keeps nothing of it after it leaves.
+    """
 
     def __init__(
         self,
@@ -102,6 +109,7 @@ class MqttBus:
         *,
         keepalive_s: int = 10,
         backoff: Backoff | None = None,
+        clean_session: bool = False,
     ) -> None:
         self._broker = broker
         self._keepalive_s = keepalive_s
@@ -109,7 +117,7 @@ class MqttBus:
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
-            clean_session=False,
+            clean_session=clean_session,
             protocol=MQTTProtocolVersion.MQTTv311,
             transport="unix" if broker.socket_path else "tcp",
         )
@@ -209,12 +217,19 @@ class MqttBus:
                 self._pending.append(info)
         return True
 
+    def flush(self, timeout_s: float = 5.0) -> None:
+        """Wait up to ``timeout_s`` until every QoS > 0 publication so far is complete."""
+        self._await_pending(time.monotonic() + timeout_s)
+
     def close(self, timeout_s: float = 5.0) -> None:
         """Let queued publications go out (up to ``timeout_s``), disconnect, stop threads."""
         deadline = time.monotonic() + timeout_s
         if self.connected:
             self._await_pending(deadline)
         self._closing.set()
+        # paho's network thread may still run one loop on the socket disconnect() closed
+        # and logs that as an error; nothing paho says from here on is news.
+        self._client.disable_logger()
         self._client.disconnect()
         self._client.loop_stop()
         # Releases paho's internal wake-up socket pair, which nothing else closes.
@@ -318,7 +333,8 @@ class MqttBus:
             self._subscribed.set()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        self._inbox.put(("message", Message(message.topic, bytes(message.payload), message.retain)))
+        received = Message(message.topic, bytes(message.payload), message.retain, time.monotonic())
+        self._inbox.put(("message", received))
 
     def _work(self) -> None:
         while True:

@@ -19,10 +19,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.broker import Broker
+from lem_dcbm.harness import Broker, Simulator, simulator_config, start_module, write_config
 from tests.support.everest_peer import EverestPeer
-from tests.support.module_process import simulator_config, start_module, write_config
-from tests.support.simulator import Simulator
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
 

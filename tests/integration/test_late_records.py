@@ -19,18 +19,18 @@ from typing import Any
 import jsonschema
 import pytest
 
-from lem_dcbm.ocmf import verify_ocmf
-from tests.support.broker import Broker
-from tests.support.everest_peer import EverestPeer
-from tests.support.module_process import (
+from lem_dcbm.harness import (
     MODULE_ID,
+    Broker,
     ModuleProcess,
+    Simulator,
     module_env,
     simulator_config,
     start_module,
     write_config,
 )
-from tests.support.simulator import Simulator
+from lem_dcbm.ocmf import verify_ocmf
+from tests.support.everest_peer import EverestPeer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 

@@ -13,15 +13,13 @@ from typing import Any
 import jsonschema
 import pytest
 
+from lem_dcbm.harness import Broker, Simulator, module_env
 from lem_dcbm.ocmf import verify_ocmf
 from lem_dcbm.records.late_record import late_record_schema
 from lem_dcbm.simulator.ocmf_signer import tamper_record
-from tests.support.broker import Broker
 from tests.support.everest_peer import EverestPeer
 from tests.support.faulty_transport import Rule
-from tests.support.module_process import module_env
 from tests.support.record_rig import Rig, request
-from tests.support.simulator import Simulator
 
 pytestmark = pytest.mark.integration
 

@@ -17,22 +17,23 @@ from typing import Any
 
 import pytest
 
+from lem_dcbm.harness import (
+    MODULE_ID,
+    Broker,
+    ModuleProcess,
+    Simulator,
+    port_open,
+    simulator_config,
+    start_module,
+    wait_until,
+    write_config,
+)
 from lem_dcbm.journal import TransactionJournal
 from lem_dcbm.ocmf import verify_ocmf
 from lem_dcbm.service import journal_directory
 from lem_dcbm.simulator.ocmf_signer import tamper_record
-from tests.support.broker import Broker
 from tests.support.everest_peer import EverestPeer, Received
-from tests.support.module_process import (
-    MODULE_ID,
-    ModuleProcess,
-    simulator_config,
-    start_module,
-    write_config,
-)
-from tests.support.simulator import Simulator
 from tests.support.tcp_proxy import TcpProxy
-from tests.support.waiting import port_open, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 

@@ -20,9 +20,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 
+from lem_dcbm.harness import Simulator, pinned_context, start_simulator, wait_until
 from lem_dcbm.simulator.certs import generate_certificate
-from tests.support.simulator import Simulator, pinned_context, start_simulator
-from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 

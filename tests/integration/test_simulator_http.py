@@ -19,10 +19,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from lem_dcbm.errors import MeterConnectionError
+from lem_dcbm.harness import wait_until
 from lem_dcbm.meter.client import MeterClient
 from tests.support.curl import NO_ANSWER, needs_curl, run_curl
 from tests.support.simulator_inprocess import InProcessSimulator, meter_server
-from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
+from lem_dcbm.harness import pinned_context
 from tests.support.curl import NO_ANSWER, needs_curl, run_curl
-from tests.support.simulator import pinned_context
 from tests.support.simulator_inprocess import InProcessSimulator, meter_server
 
 pytestmark = pytest.mark.integration
