@@ -1,0 +1,133 @@
+"""The late-record road: a signed record published where a backend takes it without EvseManager.
+
+EvseManager asks for a transaction's record once, in ``stop_transaction``. A record that
+reaches the module after that answer (the meter was slow, its record endpoint failed)
+would never reach the bill, so the module publishes it, retained with QoS 1, on
+
+    {external_prefix}lem_dcbm/{module_id}/records/{transaction_id, percent-encoded}
+
+under EVerest's external MQTT prefix (``EV_MQTT_EXTERNAL_PREFIX``), and ``lem-dcbm records
+resend`` publishes a kept record there again. The payload is described, as a contract,
+by ``late-record.schema.json`` beside this file; ``docs/records.md`` tells the story.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+from urllib.parse import quote
+
+from lem_dcbm.journal import JournalEntry
+from lem_dcbm.ocmf import parse_ocmf
+from lem_dcbm.records.checks import CheckFailure, RecordVerdict
+
+#: Version of the message layout; a change that breaks readers raises it.
+MESSAGE_VERSION = 1
+#: File name of the JSON Schema of the message, in this package.
+SCHEMA_FILE = "late-record.schema.json"
+#: MQTT QoS of the publication: at least once, the backend deduplicates by transaction id.
+QOS = 1
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class KeptRecord:
+    """A transaction's signed record as the journal keeps it, with its verdict and times."""
+
+    transaction_id: str
+    #: The meter's serial (``MS``), as the module knew it.
+    meter_id: str
+    #: The OCMF record exactly as the meter sent it.
+    ocmf: str
+    #: The meter's ``publicKeyOcmf`` (hex DER) that verifies the record; "" when unknown.
+    public_key_ocmf: str
+    #: Whether the signature verified; None when it could not be checked.
+    signature_valid: bool | None
+    #: The content checks the record failed (see :mod:`lem_dcbm.records.checks`).
+    failed_checks: tuple[CheckFailure, ...]
+    #: When the meter confirmed the start and the stop (RFC 3339 UTC), if known.
+    started_at: str | None
+    stopped_at: str | None
+    #: When the module got the record from the meter (RFC 3339 UTC).
+    fetched_at: str
+
+
+def late_record_topic(external_prefix: str, module_id: str, transaction_id: str) -> str:
+    """The retained topic of one transaction's record.
+
+    Every character of the id outside ``[A-Za-z0-9._~-]`` is percent-encoded (UTF-8), so
+    ``/``, ``+`` and ``#`` in an id can never change the topic's shape.
+    """
+    if not transaction_id:
+        raise ValueError("a late-record topic needs a transaction id")
+    prefix = (
+        external_prefix
+        if not external_prefix or external_prefix.endswith("/")
+        else external_prefix + "/"
+    )
+    # quote() on bytes: an id with a lone surrogate (the journal keeps those) still encodes.
+    segment = quote(transaction_id.encode("utf-8", "surrogatepass"), safe="")
+    return f"{prefix}lem_dcbm/{module_id}/records/{segment}"
+
+
+def late_record_message(kept: KeptRecord, *, module_id: str, published_at: str) -> dict[str, Any]:
+    """The JSON payload published on :func:`late_record_topic` (schema version 1)."""
+    return {
+        "version": MESSAGE_VERSION,
+        "module_id": module_id,
+        "transaction_id": kept.transaction_id,
+        "meter_id": kept.meter_id,
+        "signed_meter_value": {
+            "signed_meter_data": kept.ocmf,
+            "signing_method": "",
+            "encoding_method": "OCMF",
+            "public_key": kept.public_key_ocmf,
+        },
+        "verification": {
+            "signature_valid": kept.signature_valid,
+            "failed_checks": [failure.to_json() for failure in kept.failed_checks],
+        },
+        "started_at": kept.started_at,
+        "stopped_at": kept.stopped_at,
+        "fetched_at": kept.fetched_at,
+        "published_at": published_at,
+    }
+
+
+def kept_record_from_entry(entry: JournalEntry) -> KeptRecord | None:
+    """The kept record of a journal entry; None when the entry holds no record yet."""
+    if entry.ocmf is None:
+        return None
+    data = entry.data
+    verdict = RecordVerdict.from_json(data.get("verdict")) or RecordVerdict(None, ())
+    return KeptRecord(
+        transaction_id=entry.transaction_id,
+        meter_id=_text(data.get("meter_id")) or _serial_of(entry.ocmf),
+        ocmf=entry.ocmf,
+        public_key_ocmf=_text(data.get("public_key_ocmf")),
+        signature_valid=verdict.signature_valid,
+        failed_checks=verdict.failures,
+        started_at=_text(data.get("started_at")) or None,
+        stopped_at=_text(data.get("stopped_at")) or None,
+        fetched_at=_text(data.get("fetched_at")) or entry.updated_at,
+    )
+
+
+def message_schema() -> dict[str, Any]:
+    """The JSON Schema of the late-record message, as shipped in the package."""
+    text = resources.files(__package__).joinpath(SCHEMA_FILE).read_text(encoding="utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _serial_of(ocmf: str) -> str:
+    """``MS`` of the record, for entries written before the meter id was stored."""
+    try:
+        return _text(parse_ocmf(ocmf).payload.get("MS"))
+    except ValueError:
+        return ""
