@@ -48,6 +48,7 @@ COMMANDS = (
         "exit 0 while the running module's heartbeat is fresh",
         "lem_dcbm.health:configure",
     ),
+    Command("ocmf", "check signed OCMF records", "lem_dcbm.tools.ocmf_verify:configure"),
 )
 
 

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 #: Runs a parsed subcommand and returns the process exit code.
 Handler: TypeAlias = Callable[[argparse.Namespace], int]
+#: What ``add_subparsers`` returns: nested subcommands are added to it.
+Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +91,15 @@ def add_commands(parser: argparse.ArgumentParser, commands: Sequence[Command]) -
             description=command.help,
             configure=command.configure,
         )
+
+
+def add_command(
+    sub: Subcommands, name: str, *, help: str, handler: Handler
+) -> argparse.ArgumentParser:
+    """Add a nested subcommand (``records list``...) that ``handler`` runs."""
+    parser = sub.add_parser(name, help=help, description=help, formatter_class=HelpFormatter)
+    parser.set_defaults(handler=handler)
+    return parser
 
 
 def add_broker_arguments(parser: argparse.ArgumentParser) -> None:

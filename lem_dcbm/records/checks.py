@@ -178,6 +178,20 @@ def check_record(
     return RecordVerdict(signature_valid, tuple(failures))
 
 
+def checks_run(expected: RecordExpectation, with_key: bool) -> tuple[str, ...]:
+    """The checks :func:`check_record` runs with ``expected`` (and a key when ``with_key``)."""
+    wanted = {
+        SIGNATURE: with_key,
+        IDENTIFICATION: expected.client_id is not None,
+        EVSE: expected.evse_id is not None,
+        TARIFF_TEXT: expected.tariff_text is not None,
+        CABLE: expected.cable_id is not None,
+        PAGINATION: expected.pagination is not None,
+        PAGINATION_ORDER: expected.after_pagination is not None,
+    }
+    return tuple(check for check in CHECKS if wanted.get(check, True))
+
+
 def same_session(a: str, b: str) -> bool:
     """Both records are of one meter session: equal ``MS``, ``PG`` and begin ``TM``."""
     try:

@@ -15,6 +15,7 @@ from lem_dcbm.records.checks import (
     RecordExpectation,
     RecordVerdict,
     check_record,
+    checks_run,
     pagination_of,
     same_session,
 )
@@ -267,6 +268,19 @@ def test_verdict_round_trips_through_json(signer: OcmfSigner) -> None:
 
     assert RecordVerdict.from_json(json.loads(json.dumps(verdict.to_json()))) == verdict
     assert RecordVerdict.from_json("nonsense") is None
+
+
+def test_checks_run_follow_the_expectation() -> None:
+    assert checks_run(RecordExpectation(), with_key=False) == (
+        "format",
+        "readings",
+        "order",
+        "status",
+        "error_flags",
+        "meter",
+    )
+    assert checks_run(EXPECTED, with_key=True) == CHECKS
+    assert "cable" in checks_run(RecordExpectation(cable_id=0), with_key=False)
 
 
 def test_same_session(signer: OcmfSigner, vector: dict[str, Any]) -> None:
