@@ -49,6 +49,11 @@ COMMANDS = (
         "lem_dcbm.health:configure",
     ),
     Command("ocmf", "check signed OCMF records", "lem_dcbm.tools.ocmf_verify:configure"),
+    Command(
+        "records",
+        "list, export or resend the signed records in the module's journal",
+        "lem_dcbm.tools.records:configure",
+    ),
 )
 
 

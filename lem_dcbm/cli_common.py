@@ -102,8 +102,8 @@ def add_command(
     return parser
 
 
-def add_broker_arguments(parser: argparse.ArgumentParser) -> None:
-    """The MQTT broker and EVerest topic prefix options."""
+def add_broker_arguments(parser: argparse.ArgumentParser, *, prefix: bool = True) -> None:
+    """The MQTT broker options, and the EVerest topic prefix unless ``prefix`` is False."""
     parser.add_argument(
         "--broker-host", help="MQTT broker host (default: $EV_MQTT_BROKER_HOST, else localhost)"
     )
@@ -117,9 +117,11 @@ def add_broker_arguments(parser: argparse.ArgumentParser) -> None:
         help="MQTT broker unix socket, used instead of host and port "
         "(default: $EV_MQTT_BROKER_SOCKET_PATH when neither host nor port is given)",
     )
-    parser.add_argument(
-        "--prefix", help="EVerest topic prefix (default: $EV_MQTT_EVEREST_PREFIX, else everest/)"
-    )
+    if prefix:
+        parser.add_argument(
+            "--prefix",
+            help="EVerest topic prefix (default: $EV_MQTT_EVEREST_PREFIX, else everest/)",
+        )
 
 
 def broker_from_args(args: argparse.Namespace) -> BrokerSettings:
@@ -130,6 +132,6 @@ def broker_from_args(args: argparse.Namespace) -> BrokerSettings:
         host=args.broker_host,
         port=args.broker_port,
         socket_path=args.broker_socket,
-        prefix=args.prefix,
+        prefix=getattr(args, "prefix", None),
         env=os.environ,
     )

@@ -20,7 +20,7 @@ import logging
 import os
 import tempfile
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -233,15 +233,11 @@ class TransactionJournal:
         if removed:
             _LOGGER.info("removed %d unfinished journal write(s)", len(removed))
         entries: dict[str, JournalEntry] = {}
-        for path in sorted(self._directory.glob(f"{_FILE_PREFIX}*{_FILE_SUFFIX}")):
-            try:
-                entry = decode_entry(path.read_bytes())
-                if entry_file_name(entry.transaction_id) != path.name:
-                    raise CorruptEntryError("the name does not match the transaction it holds")
-            except (OSError, CorruptEntryError) as err:
-                self._move_aside(path, str(err))
-                continue
-            entries[entry.transaction_id] = entry
+        for path, entry in _scan(self._directory):
+            if isinstance(entry, JournalEntry):
+                entries[entry.transaction_id] = entry
+            else:
+                self._move_aside(path, entry)
         return entries
 
     def _move_aside(self, path: Path, reason: str) -> None:
@@ -282,6 +278,36 @@ class TransactionJournal:
                 fsync_directory(self._directory)
             except OSError as err:
                 _LOGGER.warning("could not sync the journal directory: %s", err)
+
+
+def read_journal(directory: Path) -> tuple[list[JournalEntry], list[tuple[Path, str]]]:
+    """The entries in ``directory`` (least recently written first) and the unreadable files.
+
+    Reads only: unlike :class:`TransactionJournal` it never creates, removes or moves a
+    file, so a tool can look at the journal of a module that is running.
+    """
+    entries: list[JournalEntry] = []
+    unreadable: list[tuple[Path, str]] = []
+    for path, entry in _scan(directory):
+        if isinstance(entry, JournalEntry):
+            entries.append(entry)
+        else:
+            unreadable.append((path, entry))
+    entries.sort(key=lambda entry: entry.sequence)
+    return entries, unreadable
+
+
+def _scan(directory: Path) -> Iterator[tuple[Path, JournalEntry | str]]:
+    """Each entry file with its entry, or with the reason it cannot be read."""
+    for path in sorted(directory.glob(f"{_FILE_PREFIX}*{_FILE_SUFFIX}")):
+        try:
+            entry = decode_entry(path.read_bytes())
+            if entry_file_name(entry.transaction_id) != path.name:
+                raise CorruptEntryError("the name does not match the transaction it holds")
+        except (OSError, CorruptEntryError) as err:
+            yield path, str(err)
+            continue
+        yield path, entry
 
 
 def _prepare_directory(directory: Path) -> None:

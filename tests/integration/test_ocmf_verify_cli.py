@@ -13,11 +13,12 @@ import pytest
 from lem_dcbm.meter.client import MeterClient
 from lem_dcbm.records.late_record import KeptRecord, late_record_message
 from lem_dcbm.simulator.ocmf_signer import tamper_record
+from tests.record_samples import real_record
 from tests.support.simulator import Simulator
 
 pytestmark = pytest.mark.integration
 
-VECTOR = json.loads(Path("/work/shared/reference/ocmf/lem-real-record.json").read_text())
+VECTOR = real_record()
 RECORD: str = VECTOR["ocmf"]
 KEY: str = VECTOR["public_key_ocmf_hex"]
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,16 +20,8 @@ from lem_dcbm.records.checks import (
 )
 from lem_dcbm.records.readings import parse_meter_time
 from lem_dcbm.records.summary import summarize
-from lem_dcbm.simulator.ocmf_signer import (
-    CableCompensation,
-    OcmfContent,
-    OcmfReading,
-    OcmfSigner,
-    build_payload,
-    tamper_record,
-)
-
-VECTOR = Path("/work/shared/reference/ocmf/lem-real-record.json")
+from lem_dcbm.simulator.ocmf_signer import OcmfSigner, build_payload, tamper_record
+from tests.record_samples import CONTENT, real_record
 
 #: What the transaction of the built records asked for.
 EXPECTED = RecordExpectation(
@@ -42,24 +33,11 @@ EXPECTED = RecordExpectation(
     pagination=7,
     after_pagination=6,
 )
-CONTENT = OcmfContent(
-    meter_id="12024072805",
-    firmware="MU-2.3.0.1",
-    pagination=7,
-    identification_type=3,
-    identification="04A1B2C3D4",
-    tariff_text="0,39 EUR/kWh",
-    evse_id="DE*LEM*E0001",
-    cable=CableCompensation("Comp_2", 2, 40),
-    begin=OcmfReading("2026-03-01T10:00:00,000+0100 R", 100.0, 2.5),
-    end=OcmfReading("2026-03-01T10:30:00,000+0100 R", 142.125, 2.5),
-)
 
 
 @pytest.fixture(scope="module")
 def vector() -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(VECTOR.read_text())
-    return data
+    return real_record()
 
 
 @pytest.fixture(scope="module")
