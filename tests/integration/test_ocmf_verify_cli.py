@@ -13,6 +13,7 @@ import pytest
 from lem_dcbm.meter.client import MeterClient
 from lem_dcbm.records.late_record import KeptRecord, late_record_message
 from lem_dcbm.simulator.ocmf_signer import tamper_record
+from tests.cli_in_process import CliResult, run_cli
 from tests.record_samples import real_record
 from tests.support.simulator import Simulator
 
@@ -23,7 +24,8 @@ RECORD: str = VECTOR["ocmf"]
 KEY: str = VECTOR["public_key_ocmf_hex"]
 
 
-def verify(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def verify_process(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """``lem-dcbm ocmf verify`` as its own process."""
     return subprocess.run(
         [sys.executable, "-m", "lem_dcbm", "ocmf", "verify", *args],
         input=stdin,
@@ -34,13 +36,18 @@ def verify(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[
     )
 
 
-def as_json(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+def verify(capsys: pytest.CaptureFixture[str], *args: str) -> CliResult:
+    """``lem-dcbm ocmf verify`` in this process."""
+    return run_cli(["ocmf", "verify", *args], capsys)
+
+
+def as_json(result: subprocess.CompletedProcess[str] | CliResult) -> dict[str, Any]:
     data: dict[str, Any] = json.loads(result.stdout)
     return data
 
 
 def test_real_record_passes_with_a_readable_summary() -> None:
-    result = verify(RECORD, "--key", KEY, "--meter-id", "1242050810", "--cable-id", "0")
+    result = verify_process(RECORD, "--key", KEY, "--meter-id", "1242050810", "--cable-id", "0")
 
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -55,11 +62,13 @@ def test_real_record_passes_with_a_readable_summary() -> None:
     assert lines[-1] == "result: OK"
 
 
-def test_record_from_a_file_with_json_output(tmp_path: Path) -> None:
+def test_record_from_a_file_with_json_output(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "record.txt"
     path.write_text(RECORD + "\n")
 
-    result = verify(str(path), "--key", VECTOR["public_key_ocmf_base64"], "--json")
+    result = verify(capsys, str(path), "--key", VECTOR["public_key_ocmf_base64"], "--json")
 
     assert result.returncode == 0, result.stderr
     report = as_json(result)
@@ -84,22 +93,22 @@ def test_late_record_message_on_stdin_brings_its_key() -> None:
     )
     message = late_record_message(kept, module_id="pm1", published_at="2026-11-22T10:00:01Z")
 
-    result = verify("-", "--json", stdin=json.dumps(message))
+    result = verify_process("-", "--json", stdin=json.dumps(message))
 
     assert result.returncode == 0, result.stderr
     assert as_json(result)["signature_valid"] is True
 
 
-def test_tampered_record_exits_1() -> None:
-    result = verify(tamper_record(RECORD), "--key", KEY)
+def test_tampered_record_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
+    result = verify(capsys, tamper_record(RECORD), "--key", KEY)
 
     assert result.returncode == 1
     assert "FAILED signature:" in result.stdout
     assert result.stdout.splitlines()[-1] == "result: FAILED"
 
 
-def test_content_check_against_an_option_exits_1() -> None:
-    result = verify(RECORD, "--key", KEY, "--cable-id", "3", "--json")
+def test_content_check_against_an_option_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
+    result = verify(capsys, RECORD, "--key", KEY, "--cable-id", "3", "--json")
 
     assert result.returncode == 1
     report = as_json(result)
@@ -107,8 +116,10 @@ def test_content_check_against_an_option_exits_1() -> None:
     assert "cable" in report["checks_run"]
 
 
-def test_without_a_key_the_signature_is_said_to_be_unchecked() -> None:
-    result = verify(RECORD)
+def test_without_a_key_the_signature_is_said_to_be_unchecked(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    result = verify(capsys, RECORD)
 
     assert result.returncode == 0
     assert "NOT CHECKED" in result.stdout
@@ -126,15 +137,17 @@ def test_without_a_key_the_signature_is_said_to_be_unchecked() -> None:
         (["OCMF|{not json}|{}"], "not a readable OCMF record"),
     ],
 )
-def test_bad_usage_or_input_exits_2(args: list[str], stderr: str) -> None:
-    result = verify(*args)
+def test_bad_usage_or_input_exits_2(
+    args: list[str], stderr: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = verify(capsys, *args)
 
     assert result.returncode == 2
     assert stderr in result.stderr
 
 
-def test_unreachable_meter_exits_2() -> None:
-    result = verify(RECORD, "--from-meter", "http://127.0.0.1:9", "--timeout", "2")
+def test_unreachable_meter_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    result = verify(capsys, RECORD, "--from-meter", "http://127.0.0.1:9", "--timeout", "2")
 
     assert result.returncode == 2
     assert "cannot read the key from the meter" in result.stderr
@@ -166,7 +179,7 @@ def test_key_from_the_meter(simulator: Simulator) -> None:
     record = run_transaction(simulator, "tx-verify-1")
     expectations = ["--client-id", "04A1B2C3", "--evse-id", "DE*LEM*E0001", "--cable-id", "2"]
 
-    result = verify(record, "--from-meter", simulator.base_url, *expectations, "--json")
+    result = verify_process(record, "--from-meter", simulator.base_url, *expectations, "--json")
 
     assert result.returncode == 0, result.stdout + result.stderr
     report = as_json(result)
@@ -175,20 +188,29 @@ def test_key_from_the_meter(simulator: Simulator) -> None:
     assert {"signature", "meter", "identification", "evse", "cable"} <= set(report["checks_run"])
 
 
-def test_record_of_another_meter_fails_against_the_meter(simulator: Simulator) -> None:
-    result = verify(RECORD, "--from-meter", simulator.base_url, "--json")
+def test_record_of_another_meter_fails_against_the_meter(
+    simulator: Simulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = verify(capsys, RECORD, "--from-meter", simulator.base_url, "--json")
 
     assert result.returncode == 1
     report = as_json(result)
     assert [failure["check"] for failure in report["failed_checks"]] == ["signature", "meter"]
 
 
-def test_key_from_a_meter_over_https(tls_simulator: Simulator) -> None:
+def test_key_from_a_meter_over_https(
+    tls_simulator: Simulator, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert tls_simulator.cert_path is not None
     record = run_transaction(tls_simulator, "tx-verify-tls")
 
     result = verify(
-        record, "--from-meter", tls_simulator.base_url, "--cert", str(tls_simulator.cert_path)
+        capsys,
+        record,
+        "--from-meter",
+        tls_simulator.base_url,
+        "--cert",
+        str(tls_simulator.cert_path),
     )
 
     assert result.returncode == 0, result.stdout + result.stderr

@@ -25,6 +25,7 @@ from lem_dcbm.journal import TransactionJournal
 from lem_dcbm.ocmf import verify_ocmf
 from lem_dcbm.records.late_record import late_record_topic, message_schema
 from lem_dcbm.simulator.ocmf_signer import OcmfReading, OcmfSigner, build_payload, tamper_record
+from tests.cli_in_process import CliResult, run_cli
 from tests.record_samples import CONTENT
 from tests.support.broker import Broker
 from tests.support.module_process import write_config
@@ -113,7 +114,10 @@ def journal_base(tmp_path: Path, signer: OcmfSigner) -> Path:
     return base
 
 
-def records(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def records_process(
+    *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``lem-dcbm records`` as its own process."""
     return subprocess.run(
         [sys.executable, "-m", "lem_dcbm", "records", *args],
         capture_output=True,
@@ -124,6 +128,11 @@ def records(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     )
 
 
+def records(capsys: pytest.CaptureFixture[str], *args: str) -> CliResult:
+    """``lem-dcbm records`` in this process."""
+    return run_cli(["records", *args], capsys)
+
+
 def where(base: Path) -> list[str]:
     return ["--journal-dir", str(base), "--module-id", MODULE_ID]
 
@@ -131,7 +140,7 @@ def where(base: Path) -> list[str]:
 def test_export_json_lists_every_transaction_with_verifying_records(
     journal_base: Path, signer: OcmfSigner
 ) -> None:
-    result = records("export", *where(journal_base))
+    result = records_process("export", *where(journal_base))
 
     assert result.returncode == 0, result.stderr
     exported = json.loads(result.stdout)
@@ -150,8 +159,10 @@ def test_export_json_lists_every_transaction_with_verifying_records(
     assert exported[3]["stopped_at"] == "2026-11-22T12:30:00.000Z"
 
 
-def test_export_csv_one_row_per_transaction(journal_base: Path, signer: OcmfSigner) -> None:
-    result = records("export", *where(journal_base), "--format", "csv")
+def test_export_csv_one_row_per_transaction(
+    journal_base: Path, signer: OcmfSigner, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = records(capsys, "export", *where(journal_base), "--format", "csv")
 
     assert result.returncode == 0, result.stderr
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
@@ -164,11 +175,13 @@ def test_export_csv_one_row_per_transaction(journal_base: Path, signer: OcmfSign
 
 
 def test_export_ocmf_one_record_per_line_into_a_file(
-    journal_base: Path, signer: OcmfSigner, tmp_path: Path
+    journal_base: Path, signer: OcmfSigner, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     output = tmp_path / "records.txt"
 
-    result = records("export", *where(journal_base), "--format", "ocmf", "--output", str(output))
+    result = records(
+        capsys, "export", *where(journal_base), "--format", "ocmf", "--output", str(output)
+    )
 
     assert result.returncode == 0, result.stderr
     lines = output.read_text().splitlines()
@@ -176,14 +189,16 @@ def test_export_ocmf_one_record_per_line_into_a_file(
     assert all(verify_ocmf(line, signer.public_key_ocmf) for line in lines)
 
 
-def test_export_verifies_again_and_names_failures(tmp_path: Path, signer: OcmfSigner) -> None:
+def test_export_verifies_again_and_names_failures(
+    tmp_path: Path, signer: OcmfSigner, capsys: pytest.CaptureFixture[str]
+) -> None:
     journal = TransactionJournal(tmp_path / MODULE_ID)
     run_transaction(journal, signer, "tx-1", 0, record=tamper_record(record_for(signer, 0)))
     # A record whose pagination goes back: the meter's T6 after its T7.
     run_transaction(journal, signer, "tx-2", 1, record=record_for(signer, 2), pagination=7)
     run_transaction(journal, signer, "tx-3", 2, record=record_for(signer, 1), pagination=6)
 
-    result = records("export", "--journal-dir", str(tmp_path), "--module-id", MODULE_ID)
+    result = records(capsys, "export", "--journal-dir", str(tmp_path), "--module-id", MODULE_ID)
 
     assert result.returncode == 0, result.stderr
     verdicts = [item["verification"] for item in json.loads(result.stdout)]
@@ -193,19 +208,26 @@ def test_export_verifies_again_and_names_failures(tmp_path: Path, signer: OcmfSi
     assert [f["check"] for f in verdicts[2]["failed_checks"]] == ["pagination_order"]
 
 
-def test_since_keeps_later_transactions(journal_base: Path) -> None:
-    result = records("export", *where(journal_base), "--since", "2026-11-22T10:00:00Z")
+def test_since_keeps_later_transactions(
+    journal_base: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = records(capsys, "export", *where(journal_base), "--since", "2026-11-22T10:00:00Z")
 
     assert [item["transaction_id"] for item in json.loads(result.stdout)] == [
         "tx/b+#",
         "tx-c",
         "tx-d",
     ]
-    assert json.loads(records("export", *where(journal_base), "--since", "2026-11-23").stdout) == []
+    assert (
+        json.loads(records(capsys, "export", *where(journal_base), "--since", "2026-11-23").stdout)
+        == []
+    )
 
 
-def test_list_shows_records_awaited_and_late(journal_base: Path) -> None:
-    result = records("list", *where(journal_base))
+def test_list_shows_records_awaited_and_late(
+    journal_base: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = records(capsys, "list", *where(journal_base))
 
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -241,14 +263,16 @@ def test_list_shows_records_awaited_and_late(journal_base: Path) -> None:
     ]
 
 
-def test_list_json_from_the_module_config(journal_base: Path, tmp_path: Path) -> None:
+def test_list_json_from_the_module_config(
+    journal_base: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = write_config(
         tmp_path / "config.yaml",
         {"ip_address": "192.0.2.1", "journal_dir": str(journal_base)},
         module_id=MODULE_ID,
     )
 
-    result = records("list", "--config", str(config), "--json")
+    result = records(capsys, "list", "--config", str(config), "--json")
 
     assert result.returncode == 0, result.stderr
     listed = json.loads(result.stdout)
@@ -271,15 +295,17 @@ def test_list_json_from_the_module_config(journal_base: Path, tmp_path: Path) ->
         (["--config", "/nonexistent.yaml"], "configuration error"),
     ],
 )
-def test_list_without_a_journal_exits_2(args: list[str], stderr: str) -> None:
-    result = records("list", *args)
+def test_list_without_a_journal_exits_2(
+    args: list[str], stderr: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = records(capsys, "list", *args)
 
     assert result.returncode == 2
     assert stderr in result.stderr
 
 
-def test_bad_since_exits_2(journal_base: Path) -> None:
-    result = records("list", *where(journal_base), "--since", "last week")
+def test_bad_since_exits_2(journal_base: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    result = records(capsys, "list", *where(journal_base), "--since", "last week")
 
     assert result.returncode == 2
     assert "--since" in result.stderr
@@ -310,7 +336,7 @@ def test_resend_publishes_the_kept_record_retained(
     broker = ["--broker-host", mosquitto.host, "--broker-port", str(mosquitto.port)]
     env = {**os.environ, "EV_MQTT_EXTERNAL_PREFIX": "ext"}
 
-    result = records("resend", "tx/b+#", *where(journal_base), *broker, env=env)
+    result = records_process("resend", "tx/b+#", *where(journal_base), *broker, env=env)
 
     assert result.returncode == 0, result.stderr
     topic = late_record_topic("ext/", MODULE_ID, "tx/b+#")
@@ -336,19 +362,29 @@ def test_resend_publishes_the_kept_record_retained(
     ("transaction_id", "stderr"), [("tx-zzz", "is not in the journal"), ("tx-d", "has no record")]
 )
 def test_resend_without_a_record_exits_1(
-    journal_base: Path, mosquitto: Broker, transaction_id: str, stderr: str
+    journal_base: Path, transaction_id: str, stderr: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    broker = ["--broker-host", mosquitto.host, "--broker-port", str(mosquitto.port)]
+    # No broker listens there: the journal is asked first, the broker only for a record.
+    broker = ["--broker-host", "127.0.0.1", "--broker-port", "9"]
 
-    result = records("resend", transaction_id, *where(journal_base), *broker)
+    result = records(capsys, "resend", transaction_id, *where(journal_base), *broker)
 
     assert result.returncode == 1
     assert stderr in result.stderr
 
 
-def test_resend_without_a_broker_exits_3(journal_base: Path) -> None:
+def test_resend_without_a_broker_exits_3(
+    journal_base: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     result = records(
-        "resend", "tx-a", *where(journal_base), "--broker-host", "127.0.0.1", "--broker-port", "9"
+        capsys,
+        "resend",
+        "tx-a",
+        *where(journal_base),
+        "--broker-host",
+        "127.0.0.1",
+        "--broker-port",
+        "9",
     )
 
     assert result.returncode == 3
