@@ -328,7 +328,11 @@ class Service:
     ) -> int:
         directory = journal_directory(config.journal_dir, self.module_id)
         try:
-            journal = TransactionJournal(directory)
+            journal = TransactionJournal(
+                directory,
+                keep=config.journal_max_transactions,
+                max_age_days=config.journal_max_age_days,
+            )
         except ConfigError:
             adapter.close()
             raise
