@@ -53,6 +53,7 @@ from lem_dcbm.everest.bus import BrokerUnavailable
 from lem_dcbm.journal import TransactionJournal
 from lem_dcbm.meter.client import MeterClient
 from lem_dcbm.records.late_record import KeptRecord
+from lem_dcbm.retry import RetryPolicy
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -98,8 +99,9 @@ class MeterStack:
         self.measurements.close()
 
 
-#: Pause between attempts to reach the MQTT broker at start-up, and how long one takes.
-BROKER_RETRY_S = 2.0
+#: Reaching the MQTT broker at start-up: every 2 s until it answers (or the service stops).
+BROKER_RETRY = RetryPolicy(attempts=None, first_delay_s=2.0, max_delay_s=2.0)
+#: How long one attempt to reach the broker may take.
 BROKER_CONNECT_TIMEOUT_S = 3.0
 
 #: Vendor warnings about records are informative: charging goes on (EvseManager's default).
@@ -305,7 +307,7 @@ class Service:
 
     def _connect(self, error_namespace: str) -> EverestAdapter | None:
         """Connect to the broker, retrying until it answers or the service is stopped."""
-        waited = False
+        waited = 0
         while not self.stop_event.is_set():
             adapter = EverestAdapter(
                 self._broker, self.module_id, self._handlers, error_namespace=error_namespace
@@ -313,10 +315,11 @@ class Service:
             try:
                 adapter.connect(timeout_s=BROKER_CONNECT_TIMEOUT_S)
             except BrokerUnavailable as err:
+                pause = BROKER_RETRY.delay(waited)
                 if not waited:
-                    _LOGGER.error("%s; retrying every %.0f s", err, BROKER_RETRY_S)
-                    waited = True
-                self.stop_event.wait(BROKER_RETRY_S)
+                    _LOGGER.error("%s; retrying every %.0f s", err, pause)
+                waited += 1
+                self.stop_event.wait(pause)
                 continue
             if waited:
                 _LOGGER.info("MQTT broker %s reachable again", self._broker.describe())

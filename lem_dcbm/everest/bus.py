@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import queue
-import random
 import socket
 import threading
 import time
@@ -34,6 +33,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from lem_dcbm.config import BrokerSettings
 from lem_dcbm.errors import LemDcbmError
+from lem_dcbm.retry import RetryPolicy
 
 _LOGGER = logging.getLogger(__name__)
 _PAHO_LOGGER = logging.getLogger(f"{__name__}.paho")
@@ -52,22 +52,10 @@ def stable_client_id(prefix: str, module_id: str) -> str:
     return f"lemdcbm-{digest[: MAX_CLIENT_ID - len('lemdcbm-')]}"
 
 
-@dataclass(frozen=True)
-class Backoff:
-    """Reconnect delays: doubling from ``initial_s`` up to ``maximum_s``, with jitter."""
-
-    initial_s: float = 0.5
-    #: Small on purpose: the broker is local, and a command waiting in the session
-    #: should be answered within seconds of the link coming back.
-    maximum_s: float = 5.0
-    #: Each delay is scaled by a random factor in ``[1 - jitter, 1 + jitter]``.
-    jitter: float = 0.25
-
-    def delay(self, attempt: int, rand: Callable[[], float] = random.random) -> float:
-        """Delay before reconnect attempt number ``attempt`` (0 for the first retry)."""
-        base = min(self.maximum_s, self.initial_s * (2.0 ** min(attempt, 30)))
-        scaled = base * (1.0 - self.jitter + 2.0 * self.jitter * rand())
-        return min(self.maximum_s, scaled)
+#: Reconnect delays: doubling from 0.5 s, jittered. The maximum is small on purpose: the
+#: broker is local, and a command waiting in the session should be answered within seconds
+#: of the link coming back.
+RECONNECT = RetryPolicy(attempts=None, first_delay_s=0.5, max_delay_s=5.0, jitter=0.25)
 
 
 @dataclass(frozen=True)
@@ -108,12 +96,12 @@ class MqttBus:
         client_id: str,
         *,
         keepalive_s: int = 10,
-        backoff: Backoff | None = None,
+        backoff: RetryPolicy | None = None,
         clean_session: bool = False,
     ) -> None:
         self._broker = broker
         self._keepalive_s = keepalive_s
-        self._backoff = backoff or Backoff()
+        self._backoff = backoff or RECONNECT
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,

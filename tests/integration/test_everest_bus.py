@@ -19,15 +19,16 @@ import pytest
 
 from lem_dcbm.config import BrokerSettings
 from lem_dcbm.everest.adapter import EverestAdapter
-from lem_dcbm.everest.bus import Backoff, BrokerUnavailable
+from lem_dcbm.everest.bus import BrokerUnavailable
 from lem_dcbm.everest.manager import ManagerError
 from lem_dcbm.harness import Broker, free_port, wait_until
+from lem_dcbm.retry import RetryPolicy
 from tests.support.everest_peer import EverestPeer, parameters_from_values
 
 pytestmark = pytest.mark.integration
 
 MODULE_ID = "powermeter_1"
-FAST = Backoff(initial_s=0.1, maximum_s=0.5)
+FAST = RetryPolicy(attempts=None, first_delay_s=0.1, max_delay_s=0.5, jitter=0.25)
 START_OK = {
     "status": "OK",
     "transaction_min_stop_time": "2026-11-22T10:02:00.000Z",
