@@ -27,6 +27,7 @@ from lem_dcbm.harness import (
     ProcessGroup,
     find_mosquitto,
     simulator_config,
+    transaction_request,
     write_config,
 )
 from lem_dcbm.harness.broker import BrokerKind
@@ -122,14 +123,7 @@ def drive(consumer: EverestConsumer) -> bool:
     answer = consumer.call("stop_transaction", {"transaction_id": ""}, 15)
     say(f"boot-time stop_transaction(''): {json.dumps(answer.retval)}")
     transaction_id = str(uuid.uuid4())
-    request = {
-        "evse_id": "DE*LEM*E0001",
-        "transaction_id": transaction_id,
-        "identification_status": "ASSIGNED",
-        "identification_type": "ISO14443",
-        "identification_flags": ["RFID_PLAIN"],
-        "identification_data": "04A2B3C4D5E6F7",
-    }
+    request = transaction_request(transaction_id)
     started = consumer.call("start_transaction", {"value": request}, 15)
     if not isinstance(started.retval, dict) or started.retval.get("status") != "OK":
         raise DemoError(f"start_transaction failed: {started}")

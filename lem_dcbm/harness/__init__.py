@@ -30,6 +30,7 @@ from lem_dcbm.harness.simulator import (
     pinned_context,
     start_simulator,
 )
+from lem_dcbm.harness.transaction import transaction_request
 from lem_dcbm.harness.waiting import HarnessError, free_port, port_open, wait_until
 
 __all__ = [
@@ -52,5 +53,6 @@ __all__ = [
     "start_module",
     "start_simulator",
     "wait_until",
+    "transaction_request",
     "write_config",
 ]

@@ -28,6 +28,9 @@ from lem_dcbm.harness import (
     start_module,
     write_config,
 )
+from lem_dcbm.harness import (
+    transaction_request as request,
+)
 from lem_dcbm.ocmf import verify_ocmf
 from lem_dcbm.records.late_record import message_schema
 from tests.support.everest_peer import EverestPeer
@@ -37,17 +40,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 EXTERNAL_PREFIX = "ext/"
 OCMF_PATHS = ["/v1/ocmf", "/v2/ocmf"]
 WAIT_MS = 6000
-
-
-def request(transaction_id: str) -> dict[str, Any]:
-    return {
-        "evse_id": "DE*LEM*E0001",
-        "transaction_id": transaction_id,
-        "identification_status": "ASSIGNED",
-        "identification_type": "ISO14443",
-        "identification_flags": [],
-        "identification_data": "04A2B3C4",
-    }
 
 
 @pytest.fixture
