@@ -74,6 +74,11 @@ class ConnectionRegistry:
             open_now = sum(1 for conn in self._live.values() if conn.counted)
             return {"accepted": self.accepted, "open": open_now}
 
+    def idle(self) -> int:
+        """How many connections wait for their next request (tests wait on this)."""
+        with self._lock:
+            return sum(1 for conn in self._live.values() if conn.idle)
+
     def close_idle(self, other_than_tls: bool | None = None) -> int:
         """Shut down every connection waiting for its next request; return how many.
 

@@ -38,6 +38,7 @@ def test_a_switch_drops_only_idle_connections_of_the_old_scheme(
     tls_handshaking = registry.add(pairs[1][0], tls=True)
     plain_busy = registry.add(pairs[2][0], tls=False)
     plain_busy.idle = False
+    assert registry.idle() == 2
     # Switched to HTTPS: a TLS connection still in its handshake must survive.
     assert registry.close_idle(other_than_tls=True) == 1
     assert closed(pairs[0][1])
