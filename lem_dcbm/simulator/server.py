@@ -86,12 +86,13 @@ class MeterServer(ThreadingHTTPServer):
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         """Per connection, in its own thread: TLS handshake if on, then serve requests."""
-        conn = self.connections.add(request)
+        tls = self.device.tls_active
+        conn = self.connections.add(request, tls)
         try:
             # Headers and body go out in separate writes; without this, Nagle's algorithm
             # and the client's delayed ACK add 40 ms to every answer.
             request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if self.device.tls_active:
+            if tls:
                 if self.tls_context is None:
                     raise RuntimeError("TLS is on but the simulator has no certificate")
                 request.settimeout(HANDSHAKE_TIMEOUT_S)
@@ -265,8 +266,8 @@ class MeterRequestHandler(BaseHTTPRequestHandler):
             self._switched_scheme(device.tls_active)
 
     def _switched_scheme(self, tls: bool) -> None:
-        """``http.tls_on`` changed: new connections get the new scheme, idle ones are dropped."""
-        dropped = self.server.connections.close_idle()
+        """``http.tls_on`` changed: new connections get the new scheme, old idle ones go."""
+        dropped = self.server.connections.close_idle(other_than_tls=tls)
         _LOGGER.info(
             "now serving %s; dropped %d idle connections", "HTTPS" if tls else "HTTP", dropped
         )

@@ -263,6 +263,9 @@ def test_connections_of_the_old_scheme_end_after_the_switch(
     idle.sendall(request("GET", "/v1/status", {}))
     idle_reader = idle.makefile("rb")
     assert read_response(idle_reader)[0] == 200
+    # Its server thread goes back to waiting for a request line just after the answer.
+    connections = meter_server.server.connections
+    wait_until(lambda: connections.idle() == 1, 5, what="the connection to wait idle")
     body = b'{"http": {"tls_on": true}}'
     with socket.create_connection((meter_server.host, meter_server.port), timeout=5) as sock:
         sock.sendall(request("PUT", "/v1/settings", {"Content-Length": str(len(body))}, body))
