@@ -39,7 +39,7 @@ from lem_dcbm.core.record_collector import (
 from lem_dcbm.core.results import SignedRecord, StartResult, StopResult
 from lem_dcbm.core.timesync import TimeSync
 from lem_dcbm.core.transaction_request import RequestRejected, StartSettings, build_start_body
-from lem_dcbm.errors import LemDcbmError, MeterConnectionError, MeterError, MeterStatusError
+from lem_dcbm.errors import ControllerError, LemDcbmError, MeterError, MeterStatusError
 from lem_dcbm.meter.models import LegalState, MeterStatus
 from lem_dcbm.records.checks import RecordExpectation, check_record, pagination_of
 from lem_dcbm.records.late_record import KeptRecord
@@ -215,9 +215,7 @@ class MeterController:
             return
         result = self._meter.put_settings({"ocmfId": {"IT": wanted}})
         if not result.accepted:
-            raise MeterError(
-                "PUT", "/v1/settings", "the meter refused the OCMF identification type"
-            )
+            raise ControllerError("the meter refused the OCMF identification type (result 0)")
         _LOGGER.info("OCMF identification type set to %d (was %s)", wanted, current)
 
     # -- measurements ------------------------------------------------------------------------
@@ -226,7 +224,7 @@ class MeterController:
         """One live measurement as the EVerest ``powermeter`` var; raises ``MeterError``."""
         info = self._info
         if info is None:
-            raise MeterConnectionError("GET", "/livemeasure", "the meter is not initialised yet")
+            raise ControllerError("the meter is not initialised yet")
         measure = self._measurements.livemeasure(timeout_s=self._settings.measurement_timeout_s)
         return to_powermeter(measure, info.meter_id, self._clock.utc_now())
 
@@ -311,7 +309,9 @@ class MeterController:
         elif isinstance(err, LemDcbmError):
             detail = str(err)
         else:
-            _LOGGER.exception("%s_transaction %s failed unexpectedly", verb, transaction_id)
+            _LOGGER.error(
+                "%s_transaction %s failed unexpectedly", verb, transaction_id, exc_info=err
+            )
             detail = f"internal error: {err!r}"
         return self._failure(verb, transaction_id, detail)
 
@@ -366,8 +366,8 @@ class MeterController:
             if status.time_sync_ok:
                 _LOGGER.warning("clock sync before start failed, time sync still valid: %s", err)
             else:
-                raise MeterError(
-                    "PUT", "/v1/settings", f"time sync is invalid and could not be fixed: {err}"
+                raise ControllerError(
+                    f"the meter's time sync is invalid and could not be fixed: {err}"
                 ) from err
 
     def _post_start(self, body: dict[str, Any], transaction_id: str) -> None:
@@ -564,9 +564,7 @@ class MeterController:
                 self._sleep(pause)
                 continue
             if report.still_running:
-                raise MeterError(
-                    "PUT",
-                    "/legal",
+                raise ControllerError(
                     f"the meter reports transaction status {report.transaction_status} "
                     "(still running) after the stop",
                 )
