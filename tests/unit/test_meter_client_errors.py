@@ -477,3 +477,19 @@ def test_certificate_is_repaired_into_pem(client: MeterClient, mocked: PoolMock)
     pem = make_self_signed().cert_pem
     mocked.add("GET", "/v1/certificate", json={"certificate": line_breakless(pem)})
     assert client.certificate() == pem
+
+
+@pytest.mark.parametrize(
+    ("host", "base_url"),
+    [
+        ("192.168.10.20", "http://192.168.10.20:80"),
+        ("meter-1.charger.local", "http://meter-1.charger.local:80"),
+        ("fd00::5", "http://[fd00::5]:80"),
+        ("[fd00::5]", "http://[fd00::5]:80"),
+    ],
+)
+def test_ip_address_forms_the_meter_url(host: str, base_url: str, mocked: PoolMock) -> None:
+    client = MeterClient.connect(host, 80, timeout_s=1.0)
+    mocked.add("GET", "/v1/status", json=STATUS_BODY)
+    assert client.status().meter_id == "12024072805"
+    assert client._transport.base_url == base_url  # type: ignore[attr-defined]
