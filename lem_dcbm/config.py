@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import json
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -30,12 +31,6 @@ _JSON_TYPES = {"string": "string", "integer": "integer", "number": "number", "bo
 _SCHEMA_KEYWORDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "enum")
 _TIMEZONE = re.compile(r"^([+-])(\d{2}):(\d{2})$")
 _PORT_KEYS = ("port", "ntp_server_1_port", "ntp_server_2_port")
-_NON_NEGATIVE_KEYS = (
-    "resilience_initial_connection_retries",
-    "resilience_initial_connection_retry_delay",
-    "resilience_transaction_request_retries",
-    "resilience_transaction_request_retry_delay",
-)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -244,12 +239,13 @@ def _check_semantics(values: dict[str, Any]) -> None:
             f"not an IP address or host name: {values['ip_address']!r} "
             "(the port goes in 'port', without a scheme)",
         )
+    for key, value in values.items():
+        # JSON Schema takes NaN and infinities for numbers; no setting means them.
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(key, f"must be a finite number, got {value}")
     for key in _PORT_KEYS:
         if not 1 <= values[key] <= 65535:
             raise ConfigError(key, f"must be a port number from 1 to 65535, got {values[key]}")
-    for key in _NON_NEGATIVE_KEYS:
-        if values[key] < 0:
-            raise ConfigError(key, f"must not be negative, got {values[key]}")
     for key in ("ntp_server_1_ip_addr", "ntp_server_2_ip_addr"):
         # The meter resolves the name itself, as with EVerest's C++ module.
         if values[key] and not is_host(values[key]):

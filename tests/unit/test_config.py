@@ -156,10 +156,27 @@ BAD = [
     (
         {"resilience_transaction_request_retries": -1},
         "resilience_transaction_request_retries",
-        "negative",
+        ">= 0",
     ),
     ({"ntp_server_1_ip_addr": "ntp example"}, "ntp_server_1_ip_addr", "host name"),
     ({"ntp_server_1_ip_addr": "10.0.0.256"}, "ntp_server_1_ip_addr", "host name"),
+    ({"cable_id": 8}, "cable_id", "<= 7"),
+    ({"cable_id": -1}, "cable_id", ">= 0"),
+    ({"tariff_id": 5}, "tariff_id", "<= 4"),
+    ({"temperature_warning_level_C": float("nan")}, "temperature_warning_level_C", "finite"),
+    ({"temperature_error_level_C": float("inf")}, "temperature_error_level_C", "finite"),
+    ({"temperature_hysteresis_K": float("inf")}, "temperature_hysteresis_K", "finite"),
+    ({"meter_dst": ""}, "meter_dst", "not valid JSON"),
+    (
+        {"resilience_transaction_request_retry_delay": 10**9},
+        "resilience_transaction_request_retry_delay",
+        "<= 10000",
+    ),
+    (
+        {"resilience_transaction_request_retries": 1000},
+        "resilience_transaction_request_retries",
+        "<= 10",
+    ),
     ({"meter_timezone": "+15:00"}, "meter_timezone", "-11:00 to +14:00"),
     ({"meter_timezone": "-11:15"}, "meter_timezone", "-11:00 to +14:00"),
     ({"meter_timezone": "+01:20"}, "meter_timezone", "-11:00 to +14:00"),
@@ -222,12 +239,12 @@ def test_config_implementation_main_is_accepted(tmp_path: Path) -> None:
                 "meter": {
                     "module": "lem-dcbm",
                     "config_module": {"ip_address": "10.0.0.5"},
-                    "config_implementation": {"main": {"tariff_id": 7}},
+                    "config_implementation": {"main": {"tariff_id": 3}},
                 }
             }
         },
     )
-    assert load_everest_config_file(path, "meter")[1].tariff_id == 7
+    assert load_everest_config_file(path, "meter")[1].tariff_id == 3
 
 
 @pytest.mark.parametrize(

@@ -60,6 +60,19 @@ def test_schema_check_catches_what_the_manager_refuses(
         _validate(broken, everest_schema)
 
 
+#: Keys whose range is narrowed to what can work: outside it every start fails at the
+#: meter (cable and tariff ids) or the module would stall (absurd retries and delays), so a
+#: bad value is refused at start-up with exit 2 instead.
+NARROWED = {
+    "resilience_initial_connection_retries",
+    "resilience_initial_connection_retry_delay",
+    "resilience_transaction_request_retries",
+    "resilience_transaction_request_retry_delay",
+    "cable_id",
+    "tariff_id",
+}
+
+
 def test_every_cpp_key_is_present_with_the_same_type_default_and_bounds(
     manifest: dict[str, Any], cpp_manifest: dict[str, Any]
 ) -> None:
@@ -67,7 +80,19 @@ def test_every_cpp_key_is_present_with_the_same_type_default_and_bounds(
     for key, entry in cpp_manifest["config"].items():
         assert key in ours, key
         for word in CPP_KEYWORDS:
+            if key in NARROWED and word in ("minimum", "maximum"):
+                continue
             assert ours[key].get(word) == entry.get(word), (key, word)
+
+
+def test_narrowed_ranges_keep_every_value_that_can_work(manifest: dict[str, Any]) -> None:
+    config = manifest["config"]
+    ranges = {key: (config[key]["minimum"], config[key]["maximum"]) for key in NARROWED}
+    # The meter's own limits (operation manual): tariff 0..4, cable compensation 0..7.
+    assert ranges["tariff_id"] == (0, 4)
+    assert ranges["cable_id"] == (0, 7)
+    for key in NARROWED:
+        assert ranges[key][0] <= config[key]["default"] <= ranges[key][1], key
 
 
 def test_descriptions_are_our_own(manifest: dict[str, Any], cpp_manifest: dict[str, Any]) -> None:
