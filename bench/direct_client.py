@@ -1,21 +1,21 @@
-"""The meter requests of one start and one stop, sent by a plain keep-alive HTTP client.
+"""The meter requests of one start and one stop, sent straight to the meter.
 
 This is the baseline of ``command_latency.py``: the same requests in the same order as
-the module makes for ``start_transaction`` and ``stop_transaction``, with nothing
-around them (no MQTT, no validation, no journal, no record verification).
+the module makes for ``start_transaction`` and ``stop_transaction``, over the module's
+own transport (keep-alive pool, pinned TLS) but with nothing around them (no MQTT, no
+validation, no journal, no record verification).
 """
 
 from __future__ import annotations
 
 import json
-import ssl
 import time
 from collections import Counter
 from typing import Any
 
-import requests
 from harness import BenchError, Simulator
-from requests.adapters import HTTPAdapter
+
+from lem_dcbm.meter.transport import HttpTransport
 
 #: (method, path) of each request, in order; learned from the simulator's request counts.
 START_SEQUENCE: tuple[tuple[str, str], ...] = (
@@ -46,50 +46,24 @@ def sequence_counts(sequence: tuple[tuple[str, str], ...]) -> Counter[str]:
     return Counter(f"{method} {path}" for method, path in sequence)
 
 
-class _PinnedAdapter(HTTPAdapter):
-    """Keep-alive connections that trust only the simulator's certificate."""
-
-    def __init__(self, context: ssl.SSLContext) -> None:
-        self._context = context
-        super().__init__(pool_connections=1, pool_maxsize=1, max_retries=0)
-
-    def init_poolmanager(
-        self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any
-    ) -> None:
-        pool_kwargs["ssl_context"] = self._context
-        pool_kwargs["assert_hostname"] = False
-        super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
-
-    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
-        # Keep trust with the pinned context instead of requests' CA bundle.
-        conn.cert_reqs = "CERT_REQUIRED"
-        conn.ca_certs = None
-        conn.ca_cert_dir = None
-
-
 class DirectClient:
-    """A ``requests.Session`` against one simulator."""
+    """The package's ``HttpTransport`` against one simulator."""
 
     def __init__(self, sim: Simulator) -> None:
-        self._base = sim.base_url
-        self._session = requests.Session()
-        if sim.tls:
-            self._session.mount("https://", _PinnedAdapter(sim.ssl_context()))
+        pem = sim.cert_path.read_text() if sim.tls else ""
+        self._transport = HttpTransport(sim.base_url, timeout_s=10, tls_certificate_pem=pem)
 
     def close(self) -> None:
         """Close the connections."""
-        self._session.close()
+        self._transport.close()
 
     def _send(
         self, method: str, path: str, expect: int, body: Any = None, transaction_id: str = ""
     ) -> Any:
         params = {"transactionId": transaction_id} if transaction_id else None
-        answer = self._session.request(
-            method, self._base + path, json=body, params=params, timeout=10
-        )
-        if answer.status_code != expect:
-            raise BenchError(f"{method} {path}: HTTP {answer.status_code}: {answer.text[:200]}")
-        text = answer.content.decode()
+        status, text = self._transport.request(method, path, json_body=body, params=params)
+        if status != expect:
+            raise BenchError(f"{method} {path}: HTTP {status}: {text[:200]}")
         return text if text.startswith("OCMF|") else json.loads(text)
 
     def start(self, transaction_id: str) -> None:

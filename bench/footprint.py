@@ -45,7 +45,7 @@ class Subject:
     """One variant's module, meter and samples."""
 
     variant: Variant
-    module: harness.Module
+    module: harness.ModuleProcess
     sim: harness.Simulator
     caller: harness.Caller | None = None
     accepted_at_start: int = 0

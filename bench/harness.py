@@ -1,25 +1,18 @@
 """Shared benchmark machinery: broker, simulated meters and modules as real processes.
 
-Each benchmark builds a ``Stack`` (a work directory and every process it started),
-records the module's var publications with their receive times on the monotonic
-clock (``VarRecorder``), samples ``/proc`` for CPU, memory, threads and descriptors
-(``proc_sample``), and writes its figures as JSON and as a printed table.
-Nothing here imports from ``tests/``: the benchmarks run on their own.
+Each benchmark builds a ``Stack`` (a work directory and every process it started, from
+the package's ``lem_dcbm.harness``), records the module's var publications with their
+receive times on the monotonic clock (``VarRecorder``), samples ``/proc`` for CPU,
+memory, threads and descriptors (``proc_sample``), and writes its figures as JSON and
+as a printed table. Nothing here imports from ``tests/``: the benchmarks run on their own.
 """
 
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
-import queue
-import re
-import selectors
 import shutil
-import socket
-import ssl
-import subprocess
 import sys
 import tempfile
 import threading
@@ -30,27 +23,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
-import yaml
-from paho.mqtt.enums import CallbackAPIVersion
-
-from lem_dcbm.config import BrokerSettings
-from lem_dcbm.demo import DemoError, free_port, wait_port
-from lem_dcbm.everest.envelope import (
-    CommandResult,
-    EnvelopeError,
-    cmd_payload,
-    decode,
-    parse_result,
-)
-from lem_dcbm.everest.topics import Topics
-from lem_dcbm.meter.tls import pinned_ssl_context
+from lem_dcbm.errors import LemDcbmError
+from lem_dcbm.everest.bus import Message, MqttBus
+from lem_dcbm.everest.envelope import EnvelopeError, decode
+from lem_dcbm.harness import Broker, HarnessError, ModuleProcess, ProcessGroup, Simulator
+from lem_dcbm.harness import write_config as write_module_config
+from lem_dcbm.tools.consumer import EverestConsumer
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "bench" / "results"
 PREFIX = "everest/"
 START_TIMEOUT_S = 30.0
-_LISTENING = re.compile(r"^listening on (https?)://([^:]+):(\d+)$")
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 TRANSACTION_REQUEST: dict[str, Any] = {
@@ -62,7 +45,7 @@ TRANSACTION_REQUEST: dict[str, Any] = {
 }
 
 
-class BenchError(RuntimeError):
+class BenchError(HarnessError):
     """A benchmark step failed; the message says which and where the logs are."""
 
 
@@ -74,250 +57,43 @@ def say(text: str) -> None:
 # -- processes ---------------------------------------------------------------------------
 
 
-@dataclass
-class Broker:
-    """A mosquitto process."""
+class Stack(ProcessGroup):
+    """A temporary work directory and the processes of one benchmark; all stop on exit.
 
-    port: int
-    process: subprocess.Popen[bytes]
-    host: str = "127.0.0.1"
-
-    @property
-    def settings(self) -> BrokerSettings:
-        """The broker as the project's ``BrokerSettings``."""
-        return BrokerSettings(host=self.host, port=self.port)
-
-
-@dataclass
-class Simulator:
-    """A ``python -m lem_dcbm.simulator`` process and its control API."""
-
-    name: str
-    port: int
-    tls: bool
-    cert_path: Path
-    process: subprocess.Popen[str]
-    #: Monotonic time at which it printed ``listening on``: the meter answers from then on.
-    listening_at: float = 0.0
-    host: str = "127.0.0.1"
-
-    def wait_listening(self, timeout_s: float = START_TIMEOUT_S) -> None:
-        """Read the ``listening on`` line; learn the port when it was 0."""
-        stdout = self.process.stdout
-        assert stdout is not None
-        with selectors.DefaultSelector() as selector:
-            selector.register(stdout, selectors.EVENT_READ)
-            if not selector.select(timeout_s):
-                raise BenchError(f"simulator {self.name} did not start within {timeout_s:.0f} s")
-        line = stdout.readline().strip()
-        self.listening_at = time.monotonic()
-        match = _LISTENING.match(line)
-        if not match:
-            raise BenchError(f"simulator {self.name} did not start: {line!r}")
-        self.port = int(match.group(3))
-
-    def _connection(self) -> http.client.HTTPConnection:
-        if not self.tls:
-            return http.client.HTTPConnection(self.host, self.port, timeout=10)
-        return http.client.HTTPSConnection(
-            self.host, self.port, timeout=10, context=self.ssl_context()
-        )
-
-    def ssl_context(self) -> ssl.SSLContext:
-        """A client context that trusts only this simulator's certificate."""
-        return pinned_ssl_context(self.cert_path.read_text())
-
-    def control(self, method: str, path: str, body: object | None = None) -> Any:
-        """Call the simulator's ``/_sim/`` API on a fresh connection; return its JSON."""
-        connection = self._connection()
-        try:
-            payload = None if body is None else json.dumps(body)
-            headers = {"Connection": "close", "Content-Type": "application/json"}
-            connection.request(method, path, body=payload, headers=headers)
-            response = connection.getresponse()
-            text = response.read().decode()
-        finally:
-            connection.close()
-        if response.status >= 400:
-            raise BenchError(f"{method} {path}: HTTP {response.status}: {text[:200]}")
-        return json.loads(text or "null")
-
-    def state(self) -> dict[str, Any]:
-        """``GET /_sim/state``."""
-        answer: dict[str, Any] = self.control("GET", "/_sim/state")
-        return answer
-
-    def set_faults(self, **faults: Any) -> None:
-        """``PUT /_sim/faults``."""
-        self.control("PUT", "/_sim/faults", faults)
-
-    def set_latency(self, latency_ms: int) -> None:
-        """Delay every meter request by ``latency_ms`` (0 clears the faults)."""
-        if latency_ms:
-            self.set_faults(latency_ms=latency_ms)
-        else:
-            self.control("DELETE", "/_sim/faults")
-
-    @property
-    def base_url(self) -> str:
-        """``http(s)://127.0.0.1:PORT``."""
-        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
-
-
-@dataclass
-class Module:
-    """A ``python -m lem_dcbm run`` process."""
-
-    module_id: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    #: Monotonic time just before the process was started.
-    started_at: float
-
-    @property
-    def pid(self) -> int:
-        """The process id."""
-        return self.process.pid
-
-    def log_tail(self, lines: int = 20) -> str:
-        """The last lines of the module's log."""
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
-
-
-class Stack:
-    """A work directory and the processes of one benchmark; everything stops on exit."""
+    Modules run at their default log level with the manifest's defaults except the
+    meter's address: what is measured is the module as shipped.
+    """
 
     def __init__(self, name: str, *, keep: bool = False) -> None:
-        self.workdir = Path(tempfile.mkdtemp(prefix=f"lem-bench-{name}-"))
+        super().__init__(Path(tempfile.mkdtemp(prefix=f"lem-bench-{name}-")))
         self.keep = keep
-        self._children: list[subprocess.Popen[Any]] = []
-        self.modules: list[Module] = []
-
-    def __enter__(self) -> Stack:
-        return self
 
     def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         if exc_type is not None and exc_type is not KeyboardInterrupt:
             exited = [m for m in self.modules if m.process.poll() is not None]
             for module in (exited or self.modules)[:3]:
-                say(f"log of module {module.module_id} (last lines):\n{module.log_tail()}")
+                name = module.log_path.parent.name
+                say(f"log of module {name} (last lines):\n{module.log_tail()}")
         self.close()
-
-    def close(self) -> None:
-        """Terminate every child, newest first; kill what does not stop within 10 s."""
-        for process in reversed(self._children):
-            if process.poll() is None:
-                process.terminate()
-        deadline = time.monotonic() + 10
-        for process in reversed(self._children):
-            try:
-                process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
-            if process.stdout is not None:
-                process.stdout.close()
-        self._children.clear()
         if self.keep:
             say(f"logs kept in {self.workdir}")
         else:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
     def start_broker(self, *, no_delay: bool = False) -> Broker:
-        """Start mosquitto on a free port; ``no_delay`` sets ``set_tcp_nodelay true``.
+        """Start mosquitto on a free port; ``no_delay`` sets ``set_tcp_nodelay true``."""
+        return self.broker(no_delay=no_delay)
 
-        mosquitto's default (and EVerest's shipped config) leaves Nagle's algorithm on.
-        """
-        mosquitto = os.environ.get("LEM_MOSQUITTO") or shutil.which("mosquitto")
-        if not mosquitto and Path("/usr/sbin/mosquitto").exists():
-            mosquitto = "/usr/sbin/mosquitto"
-        if not mosquitto:
-            raise BenchError("mosquitto not found (scripts/setup installs it)")
-        port = free_port()
-        conf = self.workdir / f"mosquitto-{port}.conf"
-        # Many modules on one broker: no connection or queue limits get in the way.
-        lines = [f"listener {port} 127.0.0.1", "allow_anonymous true", "max_queued_messages 10000"]
-        if no_delay:
-            lines.append("set_tcp_nodelay true")
-        conf.write_text("\n".join(lines) + "\n")
-        with open(self.workdir / f"mosquitto-{port}.log", "wb") as log:
-            process = subprocess.Popen([mosquitto, "-c", str(conf)], stdout=log, stderr=log)
-        self._children.append(process)
-        wait_port(port, process, "mosquitto", START_TIMEOUT_S)
-        return Broker(port, process)
-
-    def launch_simulator(
-        self,
-        name: str = "meter",
-        *,
-        tls: bool = False,
-        min_transaction_s: float = 0,
-        port: int = 0,
-        extra_args: Sequence[str] = (),
+    def start_simulator(
+        self, name: str = "meter", *, min_transaction_s: float = 0, **options: Any
     ) -> Simulator:
-        """Start a simulator without waiting for it; call ``wait_listening`` next."""
-        directory = self.workdir / name
-        directory.mkdir(parents=True, exist_ok=True)
-        cert_path = directory / "meter-cert.pem"
-        argv = [
-            sys.executable,
-            "-m",
-            "lem_dcbm.simulator",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--min-transaction-seconds",
-            str(min_transaction_s),
-            "--signing-key",
-            str(directory / "ocmf-key.pem"),
-            "--cert-out",
-            str(cert_path),
-            "--key-out",
-            str(directory / "meter-key.pem"),
-            *(["--tls"] if tls else []),
-            *extra_args,
-        ]
-        with open(directory / "simulator.log", "wb") as log:
-            process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, text=True)
-        self._children.append(process)
-        return Simulator(name, port, tls, cert_path, process)
-
-    def start_simulator(self, name: str = "meter", **options: Any) -> Simulator:
-        """Start a simulator and wait until it answers."""
-        sim = self.launch_simulator(name, **options)
-        sim.wait_listening()
-        return sim
+        """Start a simulator and wait until it answers (options as for ``start_simulator``)."""
+        return self.simulator(name, min_transaction_seconds=min_transaction_s, **options)
 
     def start_simulators(self, count: int, **options: Any) -> list[Simulator]:
         """Start ``count`` simulators in parallel and wait for all of them."""
-        sims = [self.launch_simulator(f"meter-{i}", **options) for i in range(count)]
-        for sim in sims:
-            sim.wait_listening()
-        return sims
-
-    def module_config(
-        self,
-        module_id: str,
-        meter_port: int,
-        *,
-        tls_cert: Path | None = None,
-        overrides: dict[str, Any] | None = None,
-    ) -> Path:
-        """Write the EVerest config file of one module (defaults except the meter address)."""
-        directory = self.workdir / module_id
-        directory.mkdir(parents=True, exist_ok=True)
-        values: dict[str, Any] = {"ip_address": "127.0.0.1", "port": meter_port}
-        if tls_cert is not None:
-            values["meter_tls_certificate"] = tls_cert.read_text()
-        values.update(overrides or {})
-        document = {
-            "active_modules": {module_id: {"module": "LemDCBM400600", "config_module": values}}
-        }
-        path = directory / "config.yaml"
-        path.write_text(yaml.safe_dump(document, sort_keys=False))
-        return path
+        sims = [self.simulator(f"meter-{i}", wait=False, **options) for i in range(count)]
+        return [sim.wait_listening() for sim in sims]
 
     def start_module(
         self,
@@ -327,101 +103,35 @@ class Stack:
         *,
         tls_cert: Path | None = None,
         overrides: dict[str, Any] | None = None,
-        wrapper: Sequence[str] = (),
-    ) -> Module:
-        """Start ``python -m lem_dcbm run`` for one module; ``wrapper`` runs it under a tool."""
-        config = self.module_config(module_id, meter_port, tls_cert=tls_cert, overrides=overrides)
-        directory = config.parent
-        env = {k: v for k, v in os.environ.items() if not k.startswith("EV_")}
-        env["LEM_DCBM_HEALTH_FILE"] = str(directory / "health")
-        env["LEM_DCBM_STATE_DIR"] = str(directory / "state")
-        argv = [
-            *wrapper,
-            sys.executable,
-            "-m",
-            "lem_dcbm",
-            "run",
-            "--config",
-            str(config),
-            "--broker-host",
-            broker.host,
-            "--broker-port",
-            str(broker.port),
-        ]
-        log_path = directory / "module.log"
-        with open(log_path, "wb") as log:
-            started_at = time.monotonic()
-            process = subprocess.Popen(
-                argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=directory
-            )
-        self._children.append(process)
-        module = Module(module_id, process, log_path, started_at)
-        self.modules.append(module)
-        return module
+    ) -> ModuleProcess:
+        """Start ``python -m lem_dcbm run`` for one module."""
+        values: dict[str, Any] = {"ip_address": "127.0.0.1", "port": meter_port}
+        if tls_cert is not None:
+            values["meter_tls_certificate"] = tls_cert.read_text()
+        values.update(overrides or {})
+        config = write_module_config(self.workdir / module_id / "config.yaml", values, module_id)
+        return self.module(module_id, config, broker, log_level=None)
 
-    def stop_module(self, module: Module, timeout_s: float = 10.0) -> int:
+    def stop_module(self, module: ModuleProcess, timeout_s: float = 10.0) -> int:
         """SIGTERM one module and return its exit code."""
-        if module.process.poll() is None:
-            module.process.terminate()
-        try:
-            return module.process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            module.process.kill()
-            module.process.wait(5)
-            raise BenchError(f"module {module.module_id} ignored SIGTERM") from None
+        return module.terminate(timeout=timeout_s)
 
 
-# -- var publications ----------------------------------------------------------------------
+# -- var publications and commands ----------------------------------------------------------
 
 
-class _Subscriber:
-    """A paho client (TCP_NODELAY) subscribed to one topic filter before it is used."""
-
-    def __init__(self, broker: Broker, topic: str, client_id: str) -> None:
-        self._topic = topic
-        self._subscribed = threading.Event()
-        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
-        self._client.on_socket_open = _no_delay
-        self._client.on_connect = self._on_connect
-        self._client.on_subscribe = self._on_subscribe
-        self._client.on_message = self._on_message
-        self._client.connect(broker.host, broker.port)
-        self._client.loop_start()
-        if not self._subscribed.wait(START_TIMEOUT_S):
-            self.close()
-            raise BenchError(f"could not subscribe to {topic}")
-
-    def close(self) -> None:
-        """Disconnect."""
-        self._client.disconnect()
-        self._client.loop_stop()
-
-    def _on_connect(self, client: mqtt.Client, *_: Any) -> None:
-        client.subscribe(self._topic, qos=2)
-
-    def _on_subscribe(self, *_: Any) -> None:
-        self._subscribed.set()
-
-    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        raise NotImplementedError
-
-
-def _no_delay(client: mqtt.Client, userdata: Any, sock: Any) -> None:
-    # As EVerest's own MQTT client does: without it a call that follows the previous
-    # answer's PUBCOMP waits for the broker's delayed ACK.
-    if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-class VarRecorder(_Subscriber):
+class VarRecorder:
     """Records every module's publications of one var with their receive times."""
 
     def __init__(self, broker: Broker, var: str = "powermeter") -> None:
         self._times: dict[str, list[float]] = {}
         self._last: dict[str, Any] = {}
         self._changed = threading.Condition()
-        topic = f"{PREFIX}modules/+/impl/main/var/{var}"
-        super().__init__(broker, topic, f"bench-rec-{uuid.uuid4().hex[:8]}")
+        self._bus = MqttBus(
+            broker.settings, f"bench-rec-{uuid.uuid4().hex[:8]}", clean_session=True
+        )
+        self._bus.subscribe(f"{PREFIX}modules/+/impl/main/var/{var}", self._on_message)
+        self._bus.connect(START_TIMEOUT_S)
 
     def __enter__(self) -> VarRecorder:
         return self
@@ -429,15 +139,18 @@ class VarRecorder(_Subscriber):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        received = time.monotonic()
+    def close(self) -> None:
+        """Disconnect."""
+        self._bus.close()
+
+    def _on_message(self, message: Message) -> None:
         module_id = message.topic[len(PREFIX) :].split("/")[1]
         try:
-            data = decode(bytes(message.payload)).data
+            data = decode(message.payload).data
         except EnvelopeError:
             return
         with self._changed:
-            self._times.setdefault(module_id, []).append(received)
+            self._times.setdefault(module_id, []).append(message.received_at)
             self._last[module_id] = data.get("data") if isinstance(data, dict) else data
             self._changed.notify_all()
 
@@ -468,45 +181,16 @@ class VarRecorder(_Subscriber):
         return time.monotonic()
 
 
-class Caller(_Subscriber):
+class Caller(EverestConsumer):
     """Calls one module's commands the way an EVerest consumer module does (QoS 2)."""
 
     def __init__(self, broker: Broker, module_id: str) -> None:
-        self.topics = Topics(PREFIX, module_id)
-        self.origin = f"bench_{uuid.uuid4().hex[:8]}"
-        self._inbox: dict[str, queue.SimpleQueue[CommandResult]] = {}
-        self._lock = threading.Lock()
-        super().__init__(broker, self.topics.cmd_response("+", self.origin), self.origin)
-
-    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        try:
-            result = parse_result(bytes(message.payload))
-        except EnvelopeError:
-            return
-        with self._lock:
-            inbox = self._inbox.get(result.call_id)
-        if inbox is not None:
-            inbox.put(result)
-
-    def call(self, command: str, args: dict[str, Any], timeout_s: float = 30) -> CommandResult:
-        """Publish one call and wait for its result."""
-        call_id = str(uuid.uuid4())
-        inbox: queue.SimpleQueue[CommandResult] = queue.SimpleQueue()
-        with self._lock:
-            self._inbox[call_id] = inbox
-        try:
-            payload = cmd_payload(call_id, args, self.origin)
-            self._client.publish(self.topics.cmd(command), payload, qos=2)
-            return inbox.get(timeout=timeout_s)
-        except queue.Empty:
-            raise BenchError(f"no answer to {command} within {timeout_s:.0f} s") from None
-        finally:
-            with self._lock:
-                self._inbox.pop(call_id, None)
+        super().__init__(broker.settings, module_id, origin=f"bench_{uuid.uuid4().hex[:8]}")
+        self.connect(START_TIMEOUT_S)
 
     def call_ok(self, command: str, args: dict[str, Any]) -> dict[str, Any]:
         """Call ``command``; raise ``BenchError`` unless the module answered status OK."""
-        result = self.call(command, args)
+        result = self.call(command, args, 30)
         retval = result.retval if isinstance(result.retval, dict) else {}
         if result.error_type or retval.get("status") != "OK":
             raise BenchError(f"{command} failed: {result}")
@@ -672,7 +356,7 @@ def run_main(body: Any, args: argparse.Namespace) -> int:
     """Run ``body(args)``; on ``BenchError`` print the error and return 1."""
     try:
         body(args)
-    except (BenchError, DemoError) as err:
+    except (HarnessError, LemDcbmError) as err:
         say(f"FAILED: {err}")
         return 1
     except KeyboardInterrupt:

@@ -22,6 +22,8 @@ from typing import Any
 import harness
 from report import write_report
 
+from lem_dcbm.harness import find_mosquitto
+
 BENCH = Path(__file__).resolve().parent
 SEQUENTIAL = ("publish_schedule", "startup", "command_latency")
 BACKGROUND = "footprint"
@@ -48,9 +50,12 @@ def machine() -> dict[str, Any]:
 
 def mosquitto_version() -> str:
     """``mosquitto version X`` from its help text."""
+    binary = find_mosquitto()
+    if binary is None:
+        return "unknown"
     try:
         done = subprocess.run(
-            ["/usr/sbin/mosquitto", "-h"], capture_output=True, text=True, timeout=5, check=False
+            [binary, "-h"], capture_output=True, text=True, timeout=5, check=False
         )
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"

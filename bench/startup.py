@@ -20,7 +20,7 @@ from typing import Any
 
 import harness
 
-from lem_dcbm.demo import free_port
+from lem_dcbm.harness import free_port
 
 LATE_S = 5.0
 #: A meter without the optional ``/legal`` endpoint.

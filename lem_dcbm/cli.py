@@ -1,4 +1,4 @@
-"""The ``lem-dcbm`` command: run the module, simulate a meter, watch, call, health."""
+"""The ``lem-dcbm`` command: one parser with every subcommand (run, simulate, tools)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lem_dcbm import __version__
+from lem_dcbm.cli_common import (
+    Command,
+    Handler,
+    HelpFormatter,
+    add_broker_arguments,
+    add_commands,
+    broker_from_args,
+)
 from lem_dcbm.config import BrokerSettings, broker_settings
 from lem_dcbm.errors import ConfigError
 
@@ -25,52 +33,51 @@ EXIT_CONFIG = 2
 EXIT_FAILURE = 1
 
 
-def add_broker_arguments(parser: argparse.ArgumentParser) -> None:
-    """Broker and topic options shared by run, watch and call."""
-    parser.add_argument("--broker-host", help="MQTT broker host (env EV_MQTT_BROKER_HOST)")
-    parser.add_argument(
-        "--broker-port", type=int, help="MQTT broker port (env EV_MQTT_BROKER_PORT)"
-    )
-    parser.add_argument(
-        "--broker-socket", help="MQTT broker unix socket (env EV_MQTT_BROKER_SOCKET_PATH)"
-    )
-    parser.add_argument("--prefix", help="EVerest topic prefix (env EV_MQTT_EVEREST_PREFIX)")
+#: The subcommands; each one's arguments are defined by its ``configure`` function.
+COMMANDS = (
+    Command(
+        "run", "run the module against a meter, from a config file", "lem_dcbm.cli:configure_run"
+    ),
+    Command("simulate", "run a simulated LEM DCBM meter", "lem_dcbm.simulator.cli:configure"),
+    Command(
+        "watch", "show the powermeter var of a running module", "lem_dcbm.tools.cli:configure_watch"
+    ),
+    Command("call", "call a command of a running module", "lem_dcbm.tools.cli:configure_call"),
+    Command(
+        "health",
+        "exit 0 while the running module's heartbeat is fresh",
+        "lem_dcbm.health:configure",
+    ),
+    Command("ocmf", "check signed OCMF records", "lem_dcbm.tools.ocmf_verify:configure"),
+    Command(
+        "records",
+        "list, export or resend the signed records in the module's journal",
+        "lem_dcbm.tools.records:configure",
+    ),
+)
 
 
-def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    run = sub.add_parser("run", help="run the module against a meter, from a config file")
-    run.add_argument("--config", required=True, type=Path, help="EVerest config file (YAML)")
-    run.add_argument("--module-id", help="module id under active_modules (default: the only one)")
-    add_broker_arguments(run)
+def configure_run(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``lem-dcbm run``."""
+    parser.add_argument("--config", required=True, type=Path, help="EVerest config file (YAML)")
+    parser.add_argument(
+        "--module-id",
+        help="module id under active_modules (default: the only lem-dcbm module in the file)",
+    )
+    add_broker_arguments(parser)
+    parser.set_defaults(handler=run_command)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The top-level parser; ``simulate`` takes the simulator's own arguments."""
+    """The one ``lem-dcbm`` parser, with every subcommand."""
     parser = argparse.ArgumentParser(
         prog="lem-dcbm",
         description="EVerest powermeter module for the LEM DCBM 400/600 DC energy meter.",
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"lem-dcbm {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-    _run_parser(sub)
-    sub.add_parser("simulate", help="run a simulated LEM DCBM meter", add_help=False)
-    sub.add_parser("watch", help="show the powermeter var of a running module", add_help=False)
-    sub.add_parser("call", help="call a command of a running module", add_help=False)
-    sub.add_parser("health", help="exit 0 while the running module's heartbeat is fresh")
-    sub.add_parser("ocmf", help="check a signed OCMF record (ocmf verify)", add_help=False)
-    sub.add_parser("records", help="list, export or resend the journal's records", add_help=False)
+    add_commands(parser, COMMANDS)
     return parser
-
-
-def broker_from_args(args: argparse.Namespace) -> BrokerSettings:
-    """Broker settings from flags, falling back to the EV_MQTT_* environment."""
-    return broker_settings(
-        host=args.broker_host,
-        port=args.broker_port,
-        socket_path=args.broker_socket,
-        prefix=args.prefix,
-        env=os.environ,
-    )
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -134,27 +141,9 @@ def _serve(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``lem-dcbm`` console script."""
-    args_list = list(sys.argv[1:] if argv is None else argv)
-    if args_list and args_list[0] == "simulate":
-        from lem_dcbm.simulator.cli import main as simulate_main
-
-        return simulate_main(args_list[1:])
-    if args_list and args_list[0] in ("watch", "call"):
-        from lem_dcbm.tools.cli import main as tools_main
-
-        return tools_main(args_list)
-    if args_list and args_list[0] in ("ocmf", "records"):
-        from lem_dcbm.records.cli import main as records_main
-
-        return records_main(args_list)
-    if args_list and args_list[0] == "health":
-        from lem_dcbm.health import health_main
-
-        return health_main(args_list[1:])
-    args = build_parser().parse_args(args_list)
-    if args.command == "run":
-        return run_command(args)
-    return 2  # argparse already refused anything else
+    args = build_parser().parse_args(None if argv is None else list(argv))
+    handler: Handler = args.handler
+    return handler(args)
 
 
 if __name__ == "__main__":

@@ -102,6 +102,10 @@ class ModuleConfig:
     signed_start_value: bool = True
     #: Directory of the transaction journal; empty: chosen at run time.
     journal_dir: str = ""
+    #: Most transactions the journal keeps (finished ones beyond it are dropped).
+    journal_max_transactions: int = 1000
+    #: Days a finished transaction stays in the journal; 0: no age limit.
+    journal_max_age_days: int = 400
     #: Error namespace: ``powermeter`` or ``generic``.
     error_namespace: str = "powermeter"
     #: Period of the powermeter publication, ms.

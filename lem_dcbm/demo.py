@@ -9,31 +9,35 @@ signature. Everything it started is stopped at the end or on Ctrl-C.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
-import time
-import urllib.request
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from lem_dcbm.config import BrokerSettings
+from lem_dcbm.errors import LemDcbmError
+from lem_dcbm.harness import (
+    MODULE_ID,
+    HarnessError,
+    ProcessGroup,
+    find_mosquitto,
+    simulator_config,
+    transaction_request,
+    write_config,
+)
+from lem_dcbm.harness.broker import BrokerKind
 from lem_dcbm.ocmf import parse_ocmf, verify_ocmf
 from lem_dcbm.tools import table
 from lem_dcbm.tools.consumer import EverestConsumer
 
-MODULE_ID = "powermeter_1"
 MIN_TRANSACTION_S = 5
+#: ``embedded`` makes the demo use amqtt even where mosquitto is installed.
+BROKER_ENV = "LEM_DEMO_BROKER"
 
 
 class DemoError(RuntimeError):
@@ -45,142 +49,11 @@ def say(text: str) -> None:
     print(f"demo: {text}", flush=True)
 
 
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_port(port: int, process: subprocess.Popen[bytes], what: str, timeout_s: float) -> None:
-    """Wait until something accepts connections on ``port``."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise DemoError(f"{what} exited with code {process.returncode}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
-        time.sleep(0.05)
-    raise DemoError(f"{what} did not listen on port {port} within {timeout_s:.0f} s")
-
-
-class Processes:
-    """Child processes with their logs; all are stopped on exit."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
-
-    def start(self, name: str, argv: Sequence[str]) -> subprocess.Popen[bytes]:
-        """Start ``argv`` with stdout and stderr to ``<workdir>/<name>.log``."""
-        with open(self.workdir / f"{name}.log", "wb") as log:
-            # The child keeps its own copy of the descriptor.
-            process = subprocess.Popen(list(argv), stdout=log, stderr=subprocess.STDOUT)
-        self.children.append((name, process))
-        return process
-
-    def log_tail(self, name: str, lines: int = 15) -> str:
-        """The last lines of a child's log."""
-        path = self.workdir / f"{name}.log"
-        text = path.read_text(errors="replace") if path.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    def stop_all(self) -> None:
-        """Terminate every child, newest first; kill what does not stop in 5 s."""
-        for _, process in reversed(self.children):
-            if process.poll() is None:
-                process.terminate()
-        for _, process in reversed(self.children):
-            try:
-                process.wait(5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
-
-
-def start_broker(procs: Processes, port: int) -> str:
-    """Start mosquitto (or amqtt) on ``port``; return which one."""
-    mosquitto = os.environ.get("LEM_MOSQUITTO") or shutil.which("mosquitto")
-    if not mosquitto and Path("/usr/sbin/mosquitto").exists():
-        mosquitto = "/usr/sbin/mosquitto"
-    if mosquitto and os.environ.get("LEM_DEMO_BROKER") != "embedded":
-        conf = procs.workdir / "mosquitto.conf"
-        conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n")
-        process = procs.start("broker", [mosquitto, "-c", str(conf)])
-        name = "mosquitto"
-    else:
-        amqtt = shutil.which("amqtt") or str(Path(sys.executable).parent / "amqtt")
-        if not Path(amqtt).exists():
-            raise DemoError("no mosquitto and no amqtt: install one (scripts/demo does)")
-        conf = procs.workdir / "amqtt.yaml"
-        conf.write_text(
-            yaml.safe_dump(
-                {
-                    "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
-                    "auth": {"allow-anonymous": True},
-                    "topic-check": {"enabled": False},
-                }
-            )
-        )
-        process = procs.start("broker", [amqtt, "-c", str(conf)])
-        name = "amqtt (embedded pure-Python broker)"
-    wait_port(port, process, "the MQTT broker", 15)
-    return name
-
-
-def start_simulator(procs: Processes) -> int:
-    """Start the simulator on a free port with a short minimum transaction time."""
-    port = free_port()
-    process = procs.start(
-        "simulator",
-        [
-            sys.executable,
-            "-m",
-            "lem_dcbm.simulator",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--min-transaction-seconds",
-            str(MIN_TRANSACTION_S),
-        ],
-    )
-    wait_port(port, process, "the meter simulator", 15)
-    return port
-
-
-def sim_control(port: int, method: str, path: str, body: Any) -> Any:
-    """Call the simulator's control API."""
-    request = urllib.request.Request(  # noqa: S310 - a fixed http URL on loopback
-        f"http://127.0.0.1:{port}{path}",
-        data=json.dumps(body).encode(),
-        method=method,
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=5) as answer:  # noqa: S310
-        return json.loads(answer.read() or b"null")
-
-
-def write_config(workdir: Path, meter_port: int) -> Path:
-    """The module's config: the simulator config example with the real port."""
-    config = {
-        "active_modules": {
-            MODULE_ID: {
-                "module": "LemDCBM400600",
-                "config_module": {
-                    "ip_address": "127.0.0.1",
-                    "port": meter_port,
-                    "resilience_initial_connection_retries": 5,
-                    "resilience_initial_connection_retry_delay": 1000,
-                    "command_timeout_ms": 2000,
-                    "journal_dir": str(workdir / "journal"),
-                },
-            }
-        }
-    }
-    path = workdir / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+def broker_kind() -> BrokerKind:
+    """mosquitto when it is installed, else the pure-Python amqtt."""
+    if find_mosquitto() and os.environ.get(BROKER_ENV) != "embedded":
+        return "mosquitto"
+    return "amqtt"
 
 
 class Watcher:
@@ -217,42 +90,29 @@ class Watcher:
 
 def run_demo(workdir: Path) -> bool:
     """Run every step; True when the OCMF record's signature verifies."""
-    procs = Processes(workdir)
-    try:
-        broker_port = free_port()
-        say(f"starting {start_broker(procs, broker_port)} on 127.0.0.1:{broker_port}")
-        meter_port = start_simulator(procs)
-        say(f"meter simulator on http://127.0.0.1:{meter_port}")
-        sim_control(meter_port, "PUT", "/_sim/load", {"power_kw": 150.0, "voltage_v": 800.0})
-        config = write_config(workdir, meter_port)
-        module = procs.start(
-            "module",
-            [
-                sys.executable,
-                "-m",
-                "lem_dcbm",
-                "run",
-                "--config",
-                str(config),
-                "--broker-host",
-                "127.0.0.1",
-                "--broker-port",
-                str(broker_port),
-            ],
-        )
-        say(f"module {MODULE_ID} started (pid {module.pid})")
-        consumer = EverestConsumer(BrokerSettings(host="127.0.0.1", port=broker_port), MODULE_ID)
-        consumer.connect()
+    with ProcessGroup(workdir) as group:
         try:
-            return drive(consumer)
-        finally:
-            consumer.close()
-    except DemoError as err:
-        say(f"FAILED: {err}")
-        say("module log (last lines):\n" + procs.log_tail("module"))
-        return False
-    finally:
-        procs.stop_all()
+            broker = group.broker(kind=broker_kind())
+            say(f"started {broker.description} on {broker.host}:{broker.port}")
+            sim = group.simulator(min_transaction_seconds=MIN_TRANSACTION_S)
+            say(f"meter simulator on {sim.base_url}")
+            sim.set_load(power_kw=150.0, voltage_v=800.0)
+            values = simulator_config(sim, resilience_initial_connection_retries=5)
+            config = write_config(workdir / "config.yaml", values)
+            module = group.module("module", config, broker, log_level=None)
+            say(f"module {MODULE_ID} started (pid {module.pid})")
+            module.wait_ready()
+            consumer = EverestConsumer(broker.settings, MODULE_ID)
+            consumer.connect()
+            try:
+                return drive(consumer)
+            finally:
+                consumer.close()
+        except (DemoError, HarnessError, LemDcbmError) as err:
+            say(f"FAILED: {err}")
+            for module in group.modules:
+                say("module log (last lines):\n" + module.log_tail(15))
+            return False
 
 
 def drive(consumer: EverestConsumer) -> bool:
@@ -263,14 +123,7 @@ def drive(consumer: EverestConsumer) -> bool:
     answer = consumer.call("stop_transaction", {"transaction_id": ""}, 15)
     say(f"boot-time stop_transaction(''): {json.dumps(answer.retval)}")
     transaction_id = str(uuid.uuid4())
-    request = {
-        "evse_id": "DE*LEM*E0001",
-        "transaction_id": transaction_id,
-        "identification_status": "ASSIGNED",
-        "identification_type": "ISO14443",
-        "identification_flags": ["RFID_PLAIN"],
-        "identification_data": "04A2B3C4D5E6F7",
-    }
+    request = transaction_request(transaction_id)
     started = consumer.call("start_transaction", {"value": request}, 15)
     if not isinstance(started.retval, dict) or started.retval.get("status") != "OK":
         raise DemoError(f"start_transaction failed: {started}")

@@ -8,7 +8,7 @@
         ├── MeterStatusError      an answer with an unexpected HTTP status
         └── MeterBodyError        an answer whose body is not what the API promises
 
-Only ``lem_dcbm.meter.transport`` translates ``requests``/``urllib3`` exceptions into
+Only ``lem_dcbm.meter.transport`` translates ``urllib3`` exceptions into
 these, always with ``raise ... from``.
 """
 

@@ -64,12 +64,8 @@ def check_health(path: Path, max_age_s: float = DEFAULT_MAX_AGE_S) -> tuple[bool
     return True, f"healthy: last heartbeat {age:.1f} s ago"
 
 
-def health_main(argv: list[str] | None = None) -> int:
-    """``lem-dcbm health``: exit 0 when the heartbeat is fresh, 1 otherwise."""
-    parser = argparse.ArgumentParser(
-        prog="lem-dcbm health",
-        description="Check that a running lem-dcbm module is alive (for container health checks).",
-    )
+def configure(parser: argparse.ArgumentParser) -> None:
+    """The options of ``lem-dcbm health``."""
     parser.add_argument(
         "--file",
         type=Path,
@@ -83,11 +79,25 @@ def health_main(argv: list[str] | None = None) -> int:
         metavar="SECONDS",
         help=f"oldest heartbeat still counted as healthy (default: {DEFAULT_MAX_AGE_S:g})",
     )
-    args = parser.parse_args(argv)
+    parser.set_defaults(handler=health_command)
+
+
+def health_command(args: argparse.Namespace) -> int:
+    """Exit 0 when the heartbeat is fresh, 1 otherwise; one line says why."""
     path: Path = args.file if args.file is not None else health_file_path()
     healthy, reason = check_health(path, args.max_age)
     print(reason, file=sys.stdout if healthy else sys.stderr)
     return 0 if healthy else 1
+
+
+def health_main(argv: list[str] | None = None) -> int:
+    """``lem-dcbm health`` on its own: exit 0 when the heartbeat is fresh, 1 otherwise."""
+    parser = argparse.ArgumentParser(
+        prog="lem-dcbm health",
+        description="Check that a running lem-dcbm module is alive (for container health checks).",
+    )
+    configure(parser)
+    return health_command(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

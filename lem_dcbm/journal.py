@@ -7,9 +7,11 @@ of the transaction id (ids come from the network and are never used as paths). F
 replaced atomically (see :mod:`lem_dcbm.atomic_file`).
 
 Every write takes the next value of a counter that lives in the files themselves
-(``sequence``): the journal keeps the ``keep`` most recently written transactions and
-drops older ones, except those still running or still waiting for their record. A file
-that cannot be read is moved into ``corrupt/`` with a warning, never fatal.
+(``sequence``). The journal stays bounded: it keeps the ``keep`` most recently written
+transactions and, with ``max_age_days``, drops a finished transaction that many days after
+its last write; a transaction still running or still waiting for its record is never
+dropped, whatever the limits. A file that cannot be read is moved into ``corrupt/`` with
+a warning, never fatal.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ import logging
 import os
 import tempfile
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -42,6 +45,9 @@ _LOGGER = logging.getLogger(__name__)
 STEPS = ("start_requested", "start_confirmed", "stop_requested", "stop_confirmed", "ocmf_fetched")
 #: Sub-directory that receives files which could not be read.
 CORRUPT_DIR = "corrupt"
+#: Finished entries are checked for their age at most this often (monotonic seconds):
+#: ages count in days, and the check reads every entry.
+AGE_CHECK_INTERVAL_S = 3600.0
 _FILE_PREFIX = "tx-"
 _FILE_SUFFIX = ".json"
 
@@ -147,13 +153,28 @@ def _field(document: dict[str, Any], key: str, kind: type | tuple[type, ...]) ->
 class TransactionJournal:
     """Durable per-transaction state in a directory; safe to share between threads."""
 
-    def __init__(self, directory: Path, *, keep: int = 500, clock: Clock | None = None) -> None:
-        """Open (and create) the journal in ``directory``; ``ConfigError`` if it is unusable."""
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        keep: int = 500,
+        max_age_days: int = 0,
+        clock: Clock | None = None,
+    ) -> None:
+        """Open (and create) the journal in ``directory``; ``ConfigError`` if it is unusable.
+
+        ``keep`` bounds the number of transactions; ``max_age_days`` (0: no limit) drops a
+        finished transaction that long after its last write, by ``clock``'s wall time.
+        """
         if keep < 1:
             raise ValueError(f"keep must be at least 1, not {keep}")
+        if max_age_days < 0:
+            raise ValueError(f"max_age_days must be 0 (no limit) or more, not {max_age_days}")
         self._directory = Path(directory)
         self._keep = keep
+        self._max_age = timedelta(days=max_age_days) if max_age_days else None
         self._clock = clock or SystemClock()
+        self._next_age_check = float("-inf")
         self._lock = threading.Lock()
         _prepare_directory(self._directory)
         self._entries = self._load()
@@ -204,7 +225,7 @@ class TransactionJournal:
             write_atomic(self._path(transaction_id), raw)
             self._sequence = entry.sequence
             self._entries[transaction_id] = entry
-            self._prune()
+            self._prune(written=transaction_id)
             return entry
 
     def get(self, transaction_id: str) -> JournalEntry | None:
@@ -263,15 +284,11 @@ class TransactionJournal:
         if removed:
             _LOGGER.info("removed %d unfinished journal write(s)", len(removed))
         entries: dict[str, JournalEntry] = {}
-        for path in sorted(self._directory.glob(f"{_FILE_PREFIX}*{_FILE_SUFFIX}")):
-            try:
-                entry = decode_entry(path.read_bytes())
-                if entry_file_name(entry.transaction_id) != path.name:
-                    raise CorruptEntryError("the name does not match the transaction it holds")
-            except (OSError, CorruptEntryError) as err:
-                self._move_aside(path, str(err))
-                continue
-            entries[entry.transaction_id] = entry
+        for path, entry in _scan(self._directory):
+            if isinstance(entry, JournalEntry):
+                entries[entry.transaction_id] = entry
+            else:
+                self._move_aside(path, entry)
         return entries
 
     def _move_aside(self, path: Path, reason: str) -> None:
@@ -291,46 +308,96 @@ class TransactionJournal:
             return
         _LOGGER.warning("journal file %s is unreadable (%s); moved to %s", path, reason, target)
 
-    def _prune(self) -> None:
-        """Drop the oldest finished entries beyond ``keep``; never one still needed."""
+    def _prune(self, written: str) -> None:
+        """Drop finished entries beyond ``keep`` or past ``max_age_days``; never a needed one.
+
+        Needed are those still running or waiting for their record, and ``written``, the
+        transaction this write was for.
+        """
         excess = len(self._entries) - self._keep
-        if excess <= 0:
+        age_due = self._max_age is not None and self._clock.monotonic() >= self._next_age_check
+        if excess <= 0 and not age_due:
             return
-        finished = [e for e in self._entries.values() if not (e.open or e.awaiting_record)]
+        finished = [
+            e
+            for e in self._entries.values()
+            if not (e.open or e.awaiting_record or e.transaction_id == written)
+        ]
         finished.sort(key=lambda entry: entry.sequence)
-        removed = 0
-        for entry in finished[:excess]:
-            try:
-                self._path(entry.transaction_id).unlink(missing_ok=True)
-            except OSError as err:
-                _LOGGER.warning("could not drop journal entry %s: %s", entry.transaction_id, err)
-                continue
-            del self._entries[entry.transaction_id]
-            removed += 1
+        doomed: dict[str, JournalEntry] = {}
+        if age_due and self._max_age is not None:
+            self._next_age_check = self._clock.monotonic() + AGE_CHECK_INTERVAL_S
+            cutoff = self._clock.utc_now() - self._max_age
+            doomed = {e.transaction_id: e for e in finished if _written_before(e, cutoff)}
+        aged = len(doomed)
+        for entry in finished:
+            if len(self._entries) - len(doomed) <= self._keep:
+                break
+            doomed.setdefault(entry.transaction_id, entry)
+        removed = sum(self._drop(entry) for entry in doomed.values())
         if removed:
             try:
                 fsync_directory(self._directory)
             except OSError as err:
                 _LOGGER.warning("could not sync the journal directory: %s", err)
+        if aged and self._max_age is not None:
+            # Rare and in a batch: worth a line. The count limit drops one per new transaction.
+            _LOGGER.info(
+                "dropped %d finished transaction(s) last written over %d days ago from the journal",
+                aged,
+                self._max_age.days,
+            )
+
+    def _drop(self, entry: JournalEntry) -> bool:
+        """Remove one entry's file and memory; False (with a warning) when the file stays."""
+        try:
+            self._path(entry.transaction_id).unlink(missing_ok=True)
+        except OSError as err:
+            _LOGGER.warning("could not drop journal entry %s: %s", entry.transaction_id, err)
+            return False
+        del self._entries[entry.transaction_id]
+        return True
 
 
-def read_entries(directory: Path) -> tuple[list[JournalEntry], list[str]]:
-    """Every readable entry in ``directory`` (oldest write first) and the unreadable files.
+def _written_before(entry: JournalEntry, cutoff: datetime) -> bool:
+    """True when the entry's last write lies before ``cutoff``; an unreadable time is not."""
+    try:
+        written = datetime.fromisoformat(entry.updated_at.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    if written.tzinfo is None:
+        written = written.replace(tzinfo=timezone.utc)
+    return written < cutoff
 
-    Read-only, for other processes (``lem-dcbm records``): it neither removes unfinished
-    writes nor moves damaged files, which belong to the module that owns the journal.
+
+def read_journal(directory: Path) -> tuple[list[JournalEntry], list[tuple[Path, str]]]:
+    """The entries in ``directory`` (least recently written first) and the unreadable files.
+
+    Reads only: unlike :class:`TransactionJournal` it never creates, removes or moves a
+    file, so a tool can look at the journal of a module that is running.
     """
     entries: list[JournalEntry] = []
-    unreadable: list[str] = []
-    for path in sorted(Path(directory).glob(f"{_FILE_PREFIX}*{_FILE_SUFFIX}")):
-        try:
-            entry = decode_entry(path.read_bytes())
-        except (OSError, CorruptEntryError) as err:
-            unreadable.append(f"{path.name}: {err}")
-            continue
-        entries.append(entry)
+    unreadable: list[tuple[Path, str]] = []
+    for path, entry in _scan(directory):
+        if isinstance(entry, JournalEntry):
+            entries.append(entry)
+        else:
+            unreadable.append((path, entry))
     entries.sort(key=lambda entry: entry.sequence)
     return entries, unreadable
+
+
+def _scan(directory: Path) -> Iterator[tuple[Path, JournalEntry | str]]:
+    """Each entry file with its entry, or with the reason it cannot be read."""
+    for path in sorted(directory.glob(f"{_FILE_PREFIX}*{_FILE_SUFFIX}")):
+        try:
+            entry = decode_entry(path.read_bytes())
+            if entry_file_name(entry.transaction_id) != path.name:
+                raise CorruptEntryError("the name does not match the transaction it holds")
+        except (OSError, CorruptEntryError) as err:
+            yield path, str(err)
+            continue
+        yield path, entry
 
 
 def _prepare_directory(directory: Path) -> None:

@@ -53,6 +53,7 @@ from lem_dcbm.everest.bus import BrokerUnavailable
 from lem_dcbm.journal import TransactionJournal
 from lem_dcbm.meter.client import MeterClient
 from lem_dcbm.records.late_record import KeptRecord
+from lem_dcbm.retry import RetryPolicy
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -98,8 +99,9 @@ class MeterStack:
         self.measurements.close()
 
 
-#: Pause between attempts to reach the MQTT broker at start-up, and how long one takes.
-BROKER_RETRY_S = 2.0
+#: Reaching the MQTT broker at start-up: every 2 s until it answers (or the service stops).
+BROKER_RETRY = RetryPolicy(attempts=None, first_delay_s=2.0, max_delay_s=2.0)
+#: How long one attempt to reach the broker may take.
 BROKER_CONNECT_TIMEOUT_S = 3.0
 
 #: Vendor warnings about records are informative: charging goes on (EvseManager's default).
@@ -307,7 +309,7 @@ class Service:
 
     def _connect(self, error_namespace: str) -> EverestAdapter | None:
         """Connect to the broker, retrying until it answers or the service is stopped."""
-        waited = False
+        waited = 0
         while not self.stop_event.is_set():
             adapter = EverestAdapter(
                 self._broker, self.module_id, self._handlers, error_namespace=error_namespace
@@ -315,10 +317,11 @@ class Service:
             try:
                 adapter.connect(timeout_s=BROKER_CONNECT_TIMEOUT_S)
             except BrokerUnavailable as err:
+                pause = BROKER_RETRY.delay(waited)
                 if not waited:
-                    _LOGGER.error("%s; retrying every %.0f s", err, BROKER_RETRY_S)
-                    waited = True
-                self.stop_event.wait(BROKER_RETRY_S)
+                    _LOGGER.error("%s; retrying every %.0f s", err, pause)
+                waited += 1
+                self.stop_event.wait(pause)
                 continue
             if waited:
                 _LOGGER.info("MQTT broker %s reachable again", self._broker.describe())
@@ -330,7 +333,11 @@ class Service:
     ) -> int:
         directory = journal_directory(config.journal_dir, self.module_id)
         try:
-            journal = TransactionJournal(directory)
+            journal = TransactionJournal(
+                directory,
+                keep=config.journal_max_transactions,
+                max_age_days=config.journal_max_age_days,
+            )
         except ConfigError:
             adapter.close()
             raise
@@ -380,16 +387,20 @@ class Service:
         return self._shutdown(adapter, stack, loop_thread)
 
     def _forward_shutdown(self, adapter: EverestAdapter) -> None:
-        """Turn the manager's shutdown message into the service's stop."""
-        while not self.stop_event.is_set():
-            if adapter.shutdown_requested.wait(0.2):
-                _LOGGER.info("shutdown requested by the manager")
-                self.stop_event.set()
+        """Turn the manager's shutdown message into the service's stop.
+
+        Waits without a timeout (no wake-ups at 1 Hz idle); ``_shutdown`` releases it.
+        """
+        adapter.shutdown_requested.wait()
+        if not self.stop_event.is_set():
+            _LOGGER.info("shutdown requested by the manager")
+            self.stop_event.set()
 
     def _shutdown(
         self, adapter: EverestAdapter, stack: MeterStack, loop_thread: threading.Thread | None
     ) -> int:
         self.stop_event.set()
+        adapter.shutdown_requested.set()  # releases the shutdown watcher
         if loop_thread is not None:
             loop_thread.join(timeout=3.0)
         adapter.close()

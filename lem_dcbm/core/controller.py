@@ -246,6 +246,16 @@ class MeterController:
         finally:
             self._lock.release()
 
+    @property
+    def next_background_work(self) -> float | None:
+        """When housekeeping next has work (monotonic), None when nothing is planned."""
+        if self._info is None:
+            return None
+        planned = [self._book.next_attempt]
+        if self._running_id is None:
+            planned.append(self._timesync.next_due)
+        return min((due for due in planned if due is not None), default=None)
+
     def _fetch_pending_record(self, transaction_id: str) -> None:
         try:
             collected = self._records.attempt(transaction_id, self._expectation(transaction_id))

@@ -24,6 +24,9 @@ from lem_dcbm.errors import MeterError
 _LOGGER = logging.getLogger(__name__)
 
 COMMUNICATION_FAULT = "CommunicationFault"
+#: The longest housekeeping sleeps with nothing due: a record a command left to fetch waits
+#: at most this long beyond its own backoff.
+HOUSEKEEPING_MAX_PAUSE_S = 5.0
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -82,7 +85,7 @@ class ReadyLoop:
             self._clock.wait(stop, deadline - now)
 
     def run_housekeeping(self, stop: threading.Event) -> None:
-        """Once init succeeded, do the controller's background work every interval."""
+        """Once init succeeded, do the controller's background work when it is due."""
         while not self._initialized.is_set():
             if stop.wait(0.1):
                 return
@@ -92,7 +95,20 @@ class ReadyLoop:
                 self._controller.housekeeping(started + self._timing.interval_s)
             except Exception:  # noqa: BLE001 - housekeeping must never end the thread
                 _LOGGER.exception("housekeeping failed")
-            self._clock.wait(stop, started + self._timing.interval_s - self._clock.monotonic())
+            self._clock.wait(stop, self.housekeeping_pause(started))
+
+    def housekeeping_pause(self, started: float) -> float:
+        """How long housekeeping sleeps: until its next work, one interval to a few at most.
+
+        A command can plan new work (a record to fetch) at any time, so the pause never
+        exceeds ``HOUSEKEEPING_MAX_PAUSE_S``; with nothing due it saves the wake-ups.
+        """
+        now = self._clock.monotonic()
+        floor = started + self._timing.interval_s - now
+        ceiling = started + HOUSEKEEPING_MAX_PAUSE_S - now
+        due = self._controller.next_background_work
+        wanted = ceiling if due is None else due - now
+        return max(floor, min(wanted, ceiling))
 
     def republish_public_key(self) -> None:
         """Publish ``public_key_ocmf`` again (after a broker reconnect) once it is known."""

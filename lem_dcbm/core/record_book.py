@@ -210,6 +210,11 @@ class RecordBook:
             # No record to write it with: the confirmed stop goes to disk on its own.
             self.step(transaction_id, "stop_confirmed", **stop)
 
+    @property
+    def next_attempt(self) -> float | None:
+        """When the earliest pending fetch is due (monotonic), None with nothing pending."""
+        return min((p.next_attempt for p in self._pending.values()), default=None)
+
     def due(self, now: float) -> list[str]:
         """Pending transactions whose next fetch attempt is due."""
         return [tid for tid, p in self._pending.items() if p.next_attempt <= now]

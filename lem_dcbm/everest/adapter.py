@@ -15,13 +15,14 @@ from typing import Any, Protocol
 
 from lem_dcbm.config import BrokerSettings
 from lem_dcbm.everest import envelope, validation
-from lem_dcbm.everest.bus import Backoff, BrokerUnavailable, MqttBus, stable_client_id
+from lem_dcbm.everest.bus import BrokerUnavailable, MqttBus, stable_client_id
 from lem_dcbm.everest.commands import CommandDispatcher
 from lem_dcbm.everest.envelope import Generation
 from lem_dcbm.everest.manager import DEFAULT_MODULE_NAME, ManagerLink
 from lem_dcbm.everest.raised_errors import ErrorReporter
 from lem_dcbm.everest.topics import Topics
 from lem_dcbm.records.late_record import KeptRecord, late_record_message, late_record_topic
+from lem_dcbm.retry import RetryPolicy
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ class EverestAdapter:
         impl_id: str = "main",
         client_id: str | None = None,
         module_name: str = DEFAULT_MODULE_NAME,
-        backoff: Backoff | None = None,
+        backoff: RetryPolicy | None = None,
     ) -> None:
         self.topics = Topics(broker.prefix, module_id, impl_id)
         self._external_prefix = broker.external_prefix

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import queue
-import random
 import socket
 import threading
 import time
@@ -34,6 +33,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from lem_dcbm.config import BrokerSettings
 from lem_dcbm.errors import LemDcbmError
+from lem_dcbm.retry import RetryPolicy
 
 _LOGGER = logging.getLogger(__name__)
 _PAHO_LOGGER = logging.getLogger(f"{__name__}.paho")
@@ -52,22 +52,10 @@ def stable_client_id(prefix: str, module_id: str) -> str:
     return f"lemdcbm-{digest[: MAX_CLIENT_ID - len('lemdcbm-')]}"
 
 
-@dataclass(frozen=True)
-class Backoff:
-    """Reconnect delays: doubling from ``initial_s`` up to ``maximum_s``, with jitter."""
-
-    initial_s: float = 0.5
-    #: Small on purpose: the broker is local, and a command waiting in the session
-    #: should be answered within seconds of the link coming back.
-    maximum_s: float = 5.0
-    #: Each delay is scaled by a random factor in ``[1 - jitter, 1 + jitter]``.
-    jitter: float = 0.25
-
-    def delay(self, attempt: int, rand: Callable[[], float] = random.random) -> float:
-        """Delay before reconnect attempt number ``attempt`` (0 for the first retry)."""
-        base = min(self.maximum_s, self.initial_s * (2.0 ** min(attempt, 30)))
-        scaled = base * (1.0 - self.jitter + 2.0 * self.jitter * rand())
-        return min(self.maximum_s, scaled)
+#: Reconnect delays: doubling from 0.5 s, jittered. The maximum is small on purpose: the
+#: broker is local, and a command waiting in the session should be answered within seconds
+#: of the link coming back.
+RECONNECT = RetryPolicy(attempts=None, first_delay_s=0.5, max_delay_s=5.0, jitter=0.25)
 
 
 @dataclass(frozen=True)
@@ -77,6 +65,8 @@ class Message:
     topic: str
     payload: bytes
     retain: bool = False
+    #: ``time.monotonic()`` when paho handed the message over, before any queueing.
+    received_at: float = 0.0
 
 
 Handler = Callable[[Message], None]
@@ -93,7 +83,12 @@ def tcp_no_delay(client: mqtt.Client, userdata: Any, sock: Any) -> None:
 
 
 class MqttBus:
-    """Publish and subscribe on one broker, surviving connection losses."""
+    """Publish and subscribe on one broker, surviving connection losses.
+
+    The module keeps a persistent session (the default); a client that only watches or
+    calls for a while, such as the tools, passes ``clean_session=True`` so the broker
+    keeps nothing of it after it leaves.
+    """
 
     def __init__(
         self,
@@ -101,15 +96,16 @@ class MqttBus:
         client_id: str,
         *,
         keepalive_s: int = 10,
-        backoff: Backoff | None = None,
+        backoff: RetryPolicy | None = None,
+        clean_session: bool = False,
     ) -> None:
         self._broker = broker
         self._keepalive_s = keepalive_s
-        self._backoff = backoff or Backoff()
+        self._backoff = backoff or RECONNECT
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
-            clean_session=False,
+            clean_session=clean_session,
             protocol=MQTTProtocolVersion.MQTTv311,
             transport="unix" if broker.socket_path else "tcp",
         )
@@ -209,12 +205,19 @@ class MqttBus:
                 self._pending.append(info)
         return True
 
+    def flush(self, timeout_s: float = 5.0) -> None:
+        """Wait up to ``timeout_s`` until every QoS > 0 publication so far is complete."""
+        self._await_pending(time.monotonic() + timeout_s)
+
     def close(self, timeout_s: float = 5.0) -> None:
         """Let queued publications go out (up to ``timeout_s``), disconnect, stop threads."""
         deadline = time.monotonic() + timeout_s
         if self.connected:
             self._await_pending(deadline)
         self._closing.set()
+        # paho's network thread may still run one loop on the socket disconnect() closed
+        # and logs that as an error; nothing paho says from here on is news.
+        self._client.disable_logger()
         self._client.disconnect()
         self._client.loop_stop()
         # Releases paho's internal wake-up socket pair, which nothing else closes.
@@ -318,7 +321,8 @@ class MqttBus:
             self._subscribed.set()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        self._inbox.put(("message", Message(message.topic, bytes(message.payload), message.retain)))
+        received = Message(message.topic, bytes(message.payload), message.retain, time.monotonic())
+        self._inbox.put(("message", received))
 
     def _work(self) -> None:
         while True:

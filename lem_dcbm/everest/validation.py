@@ -121,6 +121,86 @@ def check_result(command: str, value: Any) -> str | None:
     return _problem(result_validator(command), value)
 
 
+#: Schema keywords that judge a value itself, not only its structure and types. ``format``
+#: is not among them: its one checked format (date-time) is part of a string's shape.
+_VALUE_KEYWORDS = frozenset(
+    {
+        "enum",
+        "const",
+        "pattern",
+        "minimum",
+        "maximum",
+        "exclusiveMinimum",
+        "exclusiveMaximum",
+        "multipleOf",
+        "minLength",
+        "maxLength",
+        "minItems",
+        "maxItems",
+        "uniqueItems",
+        "minProperties",
+        "maxProperties",
+    }
+)
+#: Valid shapes remembered per variable (a publication has one shape, a few at most).
+_SHAPES_KEPT = 16
+_valid_shapes: dict[str, set[Any]] = {}
+
+
+def _uses_value_keywords(schema: Any) -> bool:
+    if isinstance(schema, dict):
+        return any(key in _VALUE_KEYWORDS for key in schema) or any(
+            _uses_value_keywords(part) for part in schema.values()
+        )
+    if isinstance(schema, list):
+        return any(_uses_value_keywords(part) for part in schema)
+    return False
+
+
+@functools.cache
+def _judged_by_shape(name: str) -> bool:
+    """True when a value of ``name`` is valid or not by its structure and types alone."""
+    return not _uses_value_keywords(var_validator(name).schema)
+
+
+def _shape(value: Any) -> Any:
+    """The structure and JSON types of ``value``, without the values themselves."""
+    if isinstance(value, dict):
+        return ("object", tuple((key, _shape(item)) for key, item in value.items()))
+    if isinstance(value, list):
+        return ("array", tuple(_shape(item) for item in value))
+    if isinstance(value, bool) or value is None:
+        return type(value).__name__
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, str):
+        return ("string", _is_date_time(value))
+    return type(value).__name__
+
+
+def _is_date_time(value: str) -> bool:
+    try:
+        return _is_rfc3339(value)
+    except ValueError:
+        return False
+
+
 def check_var(name: str, value: Any) -> str | None:
-    """The first problem of a value of variable ``name``, or None."""
-    return _problem(var_validator(name), value)
+    """The first problem of a value of variable ``name``, or None.
+
+    When the variable's schema judges only structure and types (the ``powermeter`` var),
+    a shape once found valid is remembered: the 1 Hz publication is checked as strictly,
+    without running the validator every second. A bad value always gets its own message.
+    """
+    if not _judged_by_shape(name):
+        return _problem(var_validator(name), value)
+    valid = _valid_shapes.setdefault(name, set())
+    shape = _shape(value)
+    if shape in valid:
+        return None
+    problem = _problem(var_validator(name), value)
+    if problem is None:
+        if len(valid) >= _SHAPES_KEPT:
+            valid.clear()
+        valid.add(shape)
+    return problem

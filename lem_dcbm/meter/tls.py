@@ -15,8 +15,6 @@ import re
 import ssl
 import textwrap
 
-from cryptography import x509
-
 from lem_dcbm.errors import ConfigError
 
 #: The configuration key every PEM problem is reported under.
@@ -48,8 +46,9 @@ def normalize_pem(text: str) -> str:
     except (binascii.Error, ValueError) as exc:
         raise ConfigError(CONFIG_KEY, f"certificate body is not base64: {exc}") from exc
     try:
-        x509.load_der_x509_certificate(der)
-    except ValueError as exc:
+        # OpenSSL parses it as it will when pinning (no X.509 library loaded for this).
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cadata=der)
+    except ssl.SSLError as exc:
         raise ConfigError(CONFIG_KEY, f"not a parsable X.509 certificate: {exc}") from exc
     lines = "\n".join(textwrap.wrap(base64.b64encode(der).decode("ascii"), 64))
     return f"{_BEGIN}\n{lines}\n{_END}\n"

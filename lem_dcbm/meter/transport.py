@@ -1,11 +1,15 @@
-"""HTTP(S) to one meter over a small pool of persistent keep-alive connections.
+"""HTTP(S) to one meter over one persistent keep-alive connection.
 
-This is the only module that knows ``requests`` and ``urllib3``: every exception they
-raise is translated here into the package's tree (``raise ... from exc``):
+This is the only module that knows ``urllib3``: every exception it raises is translated
+here into the package's tree (``raise ... from exc``):
 
 - a failed TLS handshake -> ``MeterTlsError``;
 - refused, reset or timed-out connections -> ``MeterConnectionError``;
-- anything else ``requests`` raises -> ``MeterError``.
+- anything else ``urllib3`` raises -> ``MeterError``.
+
+urllib3 is used directly (``requests`` on top of it would add a session layer per request
+and about 3.7 MB of imports for nothing the meter needs: no cookies, no redirects, no
+proxies, no CA bundles).
 
 urllib3's own retries are off, so nothing is ever re-sent behind the caller's back,
 with one exception: a GET or PUT that fails because the server closed a connection
@@ -20,6 +24,7 @@ harmless, so the caller's retry policy decides.
 from __future__ import annotations
 
 import http.client
+import json
 import logging
 import re
 import socket
@@ -27,11 +32,18 @@ import ssl
 import time
 from collections.abc import Mapping
 from typing import Any, Protocol
+from urllib.parse import urlencode, urlsplit
 
-import requests
-from requests.adapters import HTTPAdapter
+import urllib3
 from urllib3.connection import HTTPConnection
-from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    HTTPError,
+    NewConnectionError,
+    ProtocolError,
+    ReadTimeoutError,
+    SSLError,
+)
 
 from lem_dcbm.errors import ConfigError, MeterConnectionError, MeterError, MeterTlsError
 from lem_dcbm.meter.tls import pinned_ssl_context
@@ -111,43 +123,6 @@ def interface_socket_options(interface: str) -> list[tuple[int, int, Any]]:
     return options
 
 
-class _MeterAdapter(HTTPAdapter):
-    """Pooled connections to the meter: optional interface binding and pinned TLS.
-
-    With an ``ssl_context`` HTTPS connections use that one pinned context and no CA store.
-    """
-
-    def __init__(
-        self,
-        ssl_context: ssl.SSLContext | None,
-        socket_options: list[tuple[int, int, Any]],
-    ) -> None:
-        self._ssl_context = ssl_context
-        self._socket_options = socket_options
-        super().__init__(pool_connections=1, pool_maxsize=POOL_SIZE, max_retries=0)
-
-    def init_poolmanager(
-        self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any
-    ) -> None:
-        pool_kwargs["socket_options"] = self._socket_options
-        if self._ssl_context is not None:
-            pool_kwargs["ssl_context"] = self._ssl_context
-            # The pinned context already skips the hostname check; tell urllib3 not to
-            # redo it on its own (it would, seeing check_hostname off).
-            pool_kwargs["assert_hostname"] = False
-        super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
-
-    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
-        if self._ssl_context is None:
-            super().cert_verify(conn, url, verify, cert)  # type: ignore[no-untyped-call]
-            return
-        # requests would point urllib3 at its CA bundle here, and urllib3 would load it
-        # into the shared pinned context: trust must stay with the one pinned PEM.
-        conn.cert_reqs = "CERT_REQUIRED"
-        conn.ca_certs = None
-        conn.ca_cert_dir = None
-
-
 def _chain(exc: BaseException) -> list[BaseException]:
     """``exc`` and every exception it wraps (causes, contexts, args, reasons), outermost first."""
     seen: set[int] = set()
@@ -210,15 +185,38 @@ class HttpTransport:
             raise ValueError(f"timeout_s must be positive, got {timeout_s}")
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
+        parts = urlsplit(self.base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"base_url must be http(s)://HOST[:PORT], got {base_url!r}")
+        options = interface_socket_options(interface)
         context = pinned_ssl_context(tls_certificate_pem) if tls_certificate_pem else None
         self._ssl_context = context
-        self._session = requests.Session()
-        # The meter is on the local network: no proxies or CA bundles from the environment.
-        self._session.trust_env = False
-        options = interface_socket_options(interface)
-        self._adapters = (_MeterAdapter(None, options), _MeterAdapter(context, options))
-        self._session.mount("http://", self._adapters[0])
-        self._session.mount("https://", self._adapters[1])
+        self._host = parts.hostname
+        self._https = parts.scheme == "https"
+        self._port = parts.port or (443 if self._https else 80)
+        self._socket_options = options
+        self._pool = self._new_pool()
+
+    def _new_pool(self) -> urllib3.HTTPConnectionPool:
+        if self._https:
+            # Trust is the one pinned certificate in the context: no CA files, no hostname.
+            return urllib3.HTTPSConnectionPool(
+                self._host,
+                self._port,
+                maxsize=POOL_SIZE,
+                retries=False,
+                ssl_context=self._ssl_context,
+                cert_reqs="CERT_REQUIRED",
+                assert_hostname=False,
+                socket_options=self._socket_options,
+            )
+        return urllib3.HTTPConnectionPool(
+            self._host,
+            self._port,
+            maxsize=POOL_SIZE,
+            retries=False,
+            socket_options=self._socket_options,
+        )
 
     @property
     def ssl_context(self) -> ssl.SSLContext | None:
@@ -255,8 +253,8 @@ class HttpTransport:
 
     def _drop_pooled(self, _error: BaseException) -> None:
         """Idle pooled connections may be as stale as the one that failed: start afresh."""
-        for adapter in self._adapters:
-            adapter.poolmanager.clear()
+        stale, self._pool = self._pool, self._new_pool()
+        stale.close()
 
     def _send(
         self,
@@ -267,39 +265,46 @@ class HttpTransport:
         timeout_s: float,
     ) -> tuple[int, str]:
         started = time.monotonic()
+        url = f"{path}{'&' if '?' in path else '?'}{urlencode(params)}" if params else path
+        body = None
+        headers = {"Accept": "*/*"}
+        if json_body is not None:
+            body = json.dumps(json_body).encode("utf-8")
+            headers["Content-Type"] = "application/json"
         try:
-            response = self._session.request(
+            response = self._pool.urlopen(
                 method,
-                self.base_url + path,
-                json=json_body,
-                params=dict(params) if params else None,
-                timeout=(timeout_s, timeout_s),
-                allow_redirects=False,
+                url,
+                body=body,
+                headers=headers,
+                timeout=urllib3.Timeout(connect=timeout_s, read=timeout_s),
+                retries=False,
+                redirect=False,
+                preload_content=True,
             )
-        except requests.exceptions.SSLError as exc:
+        except SSLError as exc:
             raise MeterTlsError(method, path, f"TLS handshake failed: {_reason(exc)}") from exc
-        except requests.exceptions.Timeout as exc:
+        except NewConnectionError as exc:
+            # Checked first: urllib3 derives it from ConnectTimeoutError for old callers.
+            raise MeterConnectionError(method, path, f"connection failed: {_reason(exc)}") from exc
+        except (ConnectTimeoutError, ReadTimeoutError, TimeoutError) as exc:
             raise MeterConnectionError(
                 method, path, f"no answer within {timeout_s:g} s: {_reason(exc)}"
             ) from exc
-        except (
-            requests.exceptions.ConnectionError,
-            requests.exceptions.ChunkedEncodingError,
-            requests.exceptions.ContentDecodingError,
-        ) as exc:
+        except (ProtocolError, OSError) as exc:
             raise MeterConnectionError(method, path, f"connection failed: {_reason(exc)}") from exc
-        except requests.exceptions.RequestException as exc:
+        except HTTPError as exc:
             raise MeterError(method, path, f"request failed: {_reason(exc)}") from exc
-        text = _decode(response.content, response.headers.get("Content-Type", ""))
+        text = _decode(response.data or b"", response.headers.get("Content-Type", ""))
         _LOGGER.debug(
             "%s %s -> %d in %.0f ms",
             method,
             path,
-            response.status_code,
+            response.status,
             (time.monotonic() - started) * 1000,
         )
-        return response.status_code, text
+        return response.status, text
 
     def close(self) -> None:
         """Close every pooled connection."""
-        self._session.close()
+        self._pool.close()

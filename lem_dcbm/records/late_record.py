@@ -1,28 +1,34 @@
-"""The late-record road: a record that reached no stop answer, as a retained MQTT message.
+"""The late-record road: a signed record published where a backend takes it without EvseManager.
 
-EvseManager asks for a transaction's record once, in its stop. A record the meter hands
-out only after that stop was answered (or one of a transaction nobody stopped through
-EVerest) would reach no bill, so it is published retained on
-``{external prefix}lem_dcbm/{module id}/records/{transaction id}``, where a backend can
-take it without EvseManager. The payload is described by ``late-record.schema.json``
-beside this file; this module builds topic and payload, the adapter sends them.
+EvseManager asks for a transaction's record once, in ``stop_transaction``. A record that
+reaches the module after that answer (the meter was slow, its record endpoint failed)
+would never reach the bill, so the module publishes it, retained with QoS 1, on
+
+    {external_prefix}lem_dcbm/{module_id}/records/{transaction_id, percent-encoded}
+
+under EVerest's external MQTT prefix (``EV_MQTT_EXTERNAL_PREFIX``), and ``lem-dcbm records
+resend`` publishes a kept record there again. The payload is described, as a contract,
+by ``late-record.schema.json`` beside this file; ``docs/records.md`` tells the story.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
+from urllib.parse import quote
 
 from lem_dcbm.journal import JournalEntry
-from lem_dcbm.records.checks import CheckFailure
+from lem_dcbm.ocmf import parse_ocmf
+from lem_dcbm.records.checks import CheckFailure, RecordVerdict
 
-#: Version of the payload format; bumped only for changes a consumer must know.
+#: Version of the message layout; a change that breaks readers raises it.
 MESSAGE_VERSION = 1
+#: File name of the JSON Schema of the message, in this package.
 SCHEMA_FILE = "late-record.schema.json"
-_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._~-")
+#: MQTT QoS of the publication: at least once, the backend deduplicates by transaction id.
+QOS = 1
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -30,41 +36,43 @@ class KeptRecord:
     """A transaction's signed record as the journal keeps it, with its verdict and times."""
 
     transaction_id: str
+    #: The meter's serial (``MS``), as the module knew it.
     meter_id: str
+    #: The OCMF record exactly as the meter sent it.
     ocmf: str
+    #: The meter's ``publicKeyOcmf`` (hex DER) that verifies the record; "" when unknown.
     public_key_ocmf: str
-    #: None when the record could not be checked.
+    #: Whether the signature verified; None when it could not be checked.
     signature_valid: bool | None
+    #: The content checks the record failed (see :mod:`lem_dcbm.records.checks`).
     failed_checks: tuple[CheckFailure, ...]
-    #: RFC 3339 UTC times, as far as they are known.
+    #: When the meter confirmed the start and the stop (RFC 3339 UTC), if known.
     started_at: str | None
     stopped_at: str | None
+    #: When the module got the record from the meter (RFC 3339 UTC).
     fetched_at: str
 
 
-def topic_segment(text: str) -> str:
-    """``text`` as one topic level: every byte outside ``[A-Za-z0-9._~-]`` %-encoded.
-
-    A transaction id comes from the network; ``/``, ``+`` and ``#`` must never change the
-    shape of the topic. The UTF-8 bytes are encoded (a lone surrogate too), so no two ids
-    share a topic, and UUIDs stay as they are.
-    """
-    raw = text.encode("utf-8", "surrogatepass")
-    return "".join(chr(b) if chr(b) in _UNRESERVED else f"%{b:02X}" for b in raw) or "%00"
-
-
 def late_record_topic(external_prefix: str, module_id: str, transaction_id: str) -> str:
-    """The retained topic of ``transaction_id``'s record."""
+    """The retained topic of one transaction's record.
+
+    Every character of the id outside ``[A-Za-z0-9._~-]`` is percent-encoded (UTF-8), so
+    ``/``, ``+`` and ``#`` in an id can never change the topic's shape.
+    """
+    if not transaction_id:
+        raise ValueError("a late-record topic needs a transaction id")
     prefix = (
         external_prefix
         if not external_prefix or external_prefix.endswith("/")
         else external_prefix + "/"
     )
-    return f"{prefix}lem_dcbm/{topic_segment(module_id)}/records/{topic_segment(transaction_id)}"
+    # quote() on bytes: an id with a lone surrogate (the journal keeps those) still encodes.
+    segment = quote(transaction_id.encode("utf-8", "surrogatepass"), safe="")
+    return f"{prefix}lem_dcbm/{module_id}/records/{segment}"
 
 
 def late_record_message(kept: KeptRecord, *, module_id: str, published_at: str) -> dict[str, Any]:
-    """The payload published for ``kept`` (see ``late-record.schema.json``)."""
+    """The JSON payload published on :func:`late_record_topic` (schema version 1)."""
     return {
         "version": MESSAGE_VERSION,
         "module_id": module_id,
@@ -78,7 +86,7 @@ def late_record_message(kept: KeptRecord, *, module_id: str, published_at: str) 
         },
         "verification": {
             "signature_valid": kept.signature_valid,
-            "failed_checks": [{"check": f.check, "detail": f.detail} for f in kept.failed_checks],
+            "failed_checks": [failure.to_json() for failure in kept.failed_checks],
         },
         "started_at": kept.started_at,
         "stopped_at": kept.stopped_at,
@@ -88,38 +96,38 @@ def late_record_message(kept: KeptRecord, *, module_id: str, published_at: str) 
 
 
 def kept_record_from_entry(entry: JournalEntry) -> KeptRecord | None:
-    """What the journal holds for one transaction, or None while it has no record."""
+    """The kept record of a journal entry; None when the entry holds no record yet."""
     if entry.ocmf is None:
         return None
     data = entry.data
-    found = data.get("verdict")
-    verdict: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
-    failures = tuple(
-        CheckFailure(str(item.get("check", "")), str(item.get("detail", "")))
-        for item in verdict.get("failed_checks", [])
-        if isinstance(item, Mapping)
-    )
-    valid = verdict.get("signature_valid")
-
-    def text(key: str) -> str | None:
-        value = data.get(key)
-        return value if isinstance(value, str) else None
-
+    verdict = RecordVerdict.from_json(data.get("verdict")) or RecordVerdict(None, ())
     return KeptRecord(
-        transaction_id=str(data.get("session_of") or entry.transaction_id),
-        meter_id=text("meter_id") or "",
+        transaction_id=entry.transaction_id,
+        meter_id=_text(data.get("meter_id")) or _serial_of(entry.ocmf),
         ocmf=entry.ocmf,
-        public_key_ocmf=text("public_key_ocmf") or "",
-        signature_valid=valid if isinstance(valid, bool) else None,
-        failed_checks=failures,
-        started_at=text("started_at"),
-        stopped_at=text("stopped_at"),
-        fetched_at=text("fetched_at") or entry.updated_at,
+        public_key_ocmf=_text(data.get("public_key_ocmf")),
+        signature_valid=verdict.signature_valid,
+        failed_checks=verdict.failures,
+        started_at=_text(data.get("started_at")) or None,
+        stopped_at=_text(data.get("stopped_at")) or None,
+        fetched_at=_text(data.get("fetched_at")) or entry.updated_at,
     )
 
 
-def late_record_schema() -> dict[str, Any]:
-    """The JSON Schema of the payload, as shipped in the package."""
-    text = resources.files("lem_dcbm.records").joinpath(SCHEMA_FILE).read_text("utf-8")
+def message_schema() -> dict[str, Any]:
+    """The JSON Schema of the late-record message, as shipped in the package."""
+    text = resources.files(__package__).joinpath(SCHEMA_FILE).read_text(encoding="utf-8")
     schema: dict[str, Any] = json.loads(text)
     return schema
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _serial_of(ocmf: str) -> str:
+    """``MS`` of the record, for entries written before the meter id was stored."""
+    try:
+        return _text(parse_ocmf(ocmf).payload.get("MS"))
+    except ValueError:
+        return ""

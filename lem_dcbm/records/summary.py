@@ -1,25 +1,44 @@
-"""What a signed record says, in the terms an operator reads: who, when, how much."""
+"""What a signed record says, in a few typed fields: for display and for exports."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from lem_dcbm.ocmf import parse_ocmf
-from lem_dcbm.records.checks import OBIS_EXPORT, OBIS_IMPORT, Reading, readings_of
+from lem_dcbm.records.readings import (
+    BEGIN,
+    END,
+    OBIS_EXPORT,
+    OBIS_IMPORT,
+    Reading,
+    only,
+    readings_of,
+    transaction_counter,
+)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class RecordSummary:
-    """The readable content of one OCMF record."""
+    """The facts of one OCMF record; None where the record does not say (or not clearly)."""
 
+    #: ``MS``: the meter's serial number.
     meter_serial: str | None
-    pagination: str | None
+    #: The transaction counter of ``PG`` (``T61`` -> 61).
+    pagination: int | None
+    #: ``IT``: how the customer was identified (``ISO14443``, ``NONE``...).
     identification_type: str | None
+    #: ``ID``: the identification (clientId at start).
     identification: str | None
+    #: ``CI``: the EVSE id.
     evse_id: str | None
+    #: ``TT``: the tariff text.
     tariff_text: str | None
+    #: ``TM`` of the begin and end readings, as the meter wrote them.
     begin_time: str | None
     end_time: str | None
+    #: Import (``1-0:1.8.0``) and export (``1-0:2.8.0``) registers in kWh.
     begin_import_kwh: float | None
     end_import_kwh: float | None
     begin_export_kwh: float | None
@@ -27,63 +46,68 @@ class RecordSummary:
 
     @property
     def energy_kwh(self) -> float | None:
-        """Imported energy over the transaction, kWh (None without both readings)."""
+        """Energy delivered: end minus begin import, in kWh (rounded to the meter's Wh)."""
         if self.begin_import_kwh is None or self.end_import_kwh is None:
             return None
         return round(self.end_import_kwh - self.begin_import_kwh, 3)
 
     @property
-    def energy_wh(self) -> float | None:
-        """Imported energy over the transaction, Wh."""
+    def energy_wh(self) -> int | None:
+        """Energy delivered in Wh."""
         energy = self.energy_kwh
-        return None if energy is None else round(energy * 1000.0, 3)
+        return None if energy is None else round(energy * 1000)
 
-    def lines(self) -> list[str]:
-        """The summary as ``name: value`` lines."""
-        rows = [
-            ("meter", self.meter_serial),
-            ("record number", self.pagination),
-            ("identification", f"{self.identification_type} {self.identification}"),
-            ("EVSE", self.evse_id),
-            ("tariff text", self.tariff_text),
-            ("begin", f"{self.begin_time}  import {self.begin_import_kwh} kWh"),
-            ("end", f"{self.end_time}  import {self.end_import_kwh} kWh"),
-            ("energy", f"{self.energy_kwh} kWh ({self.energy_wh} Wh)"),
-        ]
-        return [f"{name:>15}: {value if value is not None else '-'}" for name, value in rows]
-
-
-def _text(value: object) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def _value(readings: list[Reading], kind: str, obis: str) -> float | None:
-    for reading in readings:
-        value = reading.fields.get("RV")
-        if reading.kind == kind and reading.fields.get("RI") == obis:
-            return float(value) if isinstance(value, int | float) else None
-    return None
-
-
-def _time(readings: list[Reading], kind: str) -> str | None:
-    return next((r.time for r in readings if r.kind == kind), None)
+    def to_json(self) -> dict[str, Any]:
+        """Every field and the energy as a JSON object."""
+        return {
+            "meter_serial": self.meter_serial,
+            "pagination": self.pagination,
+            "identification_type": self.identification_type,
+            "identification": self.identification,
+            "evse_id": self.evse_id,
+            "tariff_text": self.tariff_text,
+            "begin_time": self.begin_time,
+            "end_time": self.end_time,
+            "begin_import_kwh": self.begin_import_kwh,
+            "end_import_kwh": self.end_import_kwh,
+            "begin_export_kwh": self.begin_export_kwh,
+            "end_export_kwh": self.end_export_kwh,
+            "energy_kwh": self.energy_kwh,
+            "energy_wh": self.energy_wh,
+        }
 
 
 def summarize(record: str) -> RecordSummary:
-    """Read ``record``'s content; raise ``ValueError`` when it is not an OCMF record."""
+    """The summary of ``record``; ``ValueError`` when it is not a readable OCMF record."""
     payload = parse_ocmf(record).payload
     readings = readings_of(payload)
+    begin = only(readings, BEGIN, OBIS_IMPORT)
+    end = only(readings, END, OBIS_IMPORT)
     return RecordSummary(
-        meter_serial=_text(payload.get("MS")),
-        pagination=_text(payload.get("PG")),
-        identification_type=_text(payload.get("IT")),
-        identification=_text(payload.get("ID")),
-        evse_id=_text(payload.get("CI")),
-        tariff_text=_text(payload.get("TT")),
-        begin_time=_time(readings, "B"),
-        end_time=_time(readings, "E"),
-        begin_import_kwh=_value(readings, "B", OBIS_IMPORT),
-        end_import_kwh=_value(readings, "E", OBIS_IMPORT),
-        begin_export_kwh=_value(readings, "B", OBIS_EXPORT),
-        end_export_kwh=_value(readings, "E", OBIS_EXPORT),
+        meter_serial=_text(payload, "MS"),
+        pagination=transaction_counter(payload),
+        identification_type=_text(payload, "IT"),
+        identification=_text(payload, "ID"),
+        evse_id=_text(payload, "CI"),
+        tariff_text=_text(payload, "TT"),
+        begin_time=begin.time if begin else None,
+        end_time=end.time if end else None,
+        begin_import_kwh=_kwh(begin),
+        end_import_kwh=_kwh(end),
+        begin_export_kwh=_kwh(only(readings, BEGIN, OBIS_EXPORT)),
+        end_export_kwh=_kwh(only(readings, END, OBIS_EXPORT)),
     )
+
+
+def _text(payload: Mapping[str, Any], key: str) -> str | None:
+    value = payload.get(key)
+    return value if isinstance(value, str) else None
+
+
+def _kwh(reading: Reading | None) -> float | None:
+    if reading is None:
+        return None
+    try:
+        return reading.energy_kwh()
+    except ValueError:
+        return None

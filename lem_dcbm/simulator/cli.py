@@ -1,4 +1,7 @@
-"""``lem-dcbm simulate`` / ``python -m lem_dcbm.simulator``: run a simulated meter."""
+"""``lem-dcbm simulate`` / ``python -m lem_dcbm.simulator``: run a simulated meter.
+
+The options are defined once, in :func:`configure`, for both commands.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import threading
 from pathlib import Path
 from types import FrameType
 
+from lem_dcbm.cli_common import HelpFormatter
 from lem_dcbm.clock import SystemClock
 from lem_dcbm.simulator.certs import load_or_create_certificate, meter_pem_form
 from lem_dcbm.simulator.device import MeterConfig, SimulatedMeter
@@ -23,16 +27,31 @@ DEFAULT_FIRMWARE = {"v1": "MU-0.1.4.0", "v2": "MU-2.3.0.1"}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The simulator's command-line options."""
+    """The parser of ``python -m lem_dcbm.simulator``: the options of ``lem-dcbm simulate``."""
     parser = argparse.ArgumentParser(
-        prog="lem-dcbm simulate",
+        prog="python -m lem_dcbm.simulator",
         description="A simulated LEM DCBM 400/600 energy meter over HTTP or HTTPS.",
+        formatter_class=HelpFormatter,
     )
+    configure(parser)
+    return parser
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """The simulator's options, for ``lem-dcbm simulate`` and ``python -m lem_dcbm.simulator``."""
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=8080, help="port; 0 picks a free one")
     parser.add_argument("--tls", action="store_true", help="serve HTTPS (http.tls_on)")
-    parser.add_argument("--cert-out", type=Path, help="write (or reuse) the TLS certificate here")
-    parser.add_argument("--key-out", type=Path, help="write (or reuse) the TLS private key here")
+    parser.add_argument(
+        "--cert-out",
+        type=Path,
+        help="write (or reuse) the TLS certificate here (default: kept in memory only)",
+    )
+    parser.add_argument(
+        "--key-out",
+        type=Path,
+        help="write (or reuse) the TLS private key here (default: kept in memory only)",
+    )
     parser.add_argument(
         "--min-transaction-seconds",
         type=float,
@@ -61,7 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="a time sync expires this long after it was made (meter: 48 h)",
     )
     parser.add_argument(
-        "--signing-key", type=Path, help="PEM EC P-256 key for OCMF; generated there if absent"
+        "--signing-key",
+        type=Path,
+        help="PEM EC P-256 key for OCMF; generated there if absent "
+        "(default: a new key in memory at every start)",
     )
     parser.add_argument(
         "--idle-timeout-seconds",
@@ -70,12 +92,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="close keep-alive connections idle this long",
     )
     parser.add_argument("--log-level", default="WARNING", help="logging level")
-    return parser
+    parser.set_defaults(handler=simulate_command)
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m lem_dcbm.simulator``: run the simulator until SIGTERM or SIGINT."""
+    return simulate_command(build_parser().parse_args(argv))
+
+
+def simulate_command(args: argparse.Namespace) -> int:
     """Run the simulator until SIGTERM or SIGINT; return the exit code."""
-    args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     if not args.meter_id.isdigit():
         print("--meter-id must be a digit string", file=sys.stderr)

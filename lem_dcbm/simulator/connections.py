@@ -15,6 +15,8 @@ class Connection:
     """One accepted socket; ``counted`` once it carried a meter (non-``/_sim``) request."""
 
     sock: socket.socket
+    #: Accepted while the meter served HTTPS (decided before any handshake).
+    tls: bool = False
     idle: bool = True
     counted: bool = False
     open: bool = True
@@ -29,9 +31,9 @@ class ConnectionRegistry:
         self.accepted = 0
         self.tls_handshake_failures = 0
 
-    def add(self, sock: socket.socket) -> Connection:
-        """Track a freshly accepted (or freshly wrapped) socket."""
-        conn = Connection(sock)
+    def add(self, sock: socket.socket, tls: bool = False) -> Connection:
+        """Track a freshly accepted socket that will speak HTTPS if ``tls``."""
+        conn = Connection(sock, tls)
         with self._lock:
             self._live[id(sock)] = conn
         return conn
@@ -72,10 +74,23 @@ class ConnectionRegistry:
             open_now = sum(1 for conn in self._live.values() if conn.counted)
             return {"accepted": self.accepted, "open": open_now}
 
-    def close_idle(self) -> int:
-        """Shut down every connection waiting for its next request; return how many."""
+    def idle(self) -> int:
+        """How many connections wait for their next request (tests wait on this)."""
         with self._lock:
-            idle = [conn for conn in self._live.values() if conn.idle]
+            return sum(1 for conn in self._live.values() if conn.idle)
+
+    def close_idle(self, other_than_tls: bool | None = None) -> int:
+        """Shut down every connection waiting for its next request; return how many.
+
+        With ``other_than_tls``, only those of the other scheme: after a switch to HTTPS
+        (True) the plain ones, leaving new TLS connections in their handshake alone.
+        """
+        with self._lock:
+            idle = [
+                conn
+                for conn in self._live.values()
+                if conn.idle and (other_than_tls is None or conn.tls != other_than_tls)
+            ]
         for conn in idle:
             try:
                 # The plain socket method: an SSL socket's own shutdown would tear down

@@ -18,8 +18,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from lem_dcbm.clock import Clock, rfc3339
-from lem_dcbm.meter.models import ERROR_BITS, STATUS_BITS
 from lem_dcbm.simulator.legal_request import StartRequest, parse_start
+from lem_dcbm.simulator.meter_bits import BIT, ERROR_NAMES, PRECONDITIONS, STATUS_NAMES
 from lem_dcbm.simulator.meter_time import (
     iso_seconds,
     local_time,
@@ -39,17 +39,9 @@ from lem_dcbm.simulator.settings_store import CABLE_TABLE, check_write, default_
 
 _LOGGER = logging.getLogger(__name__)
 
-BIT = {name: 1 << position for position, name in enumerate(STATUS_BITS)}
 ONGOING = BIT["transactionIsOnGoing"]
 #: Bits that say "all is well"; a transaction keeps them only if they held throughout.
 HEALTH_BITS = BIT["suLinkStatusIsOk"] | BIT["timeSyncStatusIsOk"]
-#: Start preconditions in the order the meter checks them: (bit, required value, reason).
-PRECONDITIONS: tuple[tuple[str, bool, str], ...] = (
-    ("suLinkStatusIsOk", True, "the sensor link is not ok"),
-    ("muFatalErrorOccured", False, "a fatal error occurred"),
-    ("transactionIsOnGoing", False, "a transaction is already running"),
-    ("timeSyncStatusIsOk", True, "the time synchronisation is not valid"),
-)
 LOGBOOK_CAPACITY = 40_000
 
 
@@ -143,7 +135,6 @@ class SimulatedMeter:
         synced_at = now if self.config.synced else None
         self._stored = Memory(default_settings(self.config.tls_on), synced_at)
         self._live = copy.deepcopy(self._stored)
-        self.tls_active = self.config.tls_on
         self._clock_offset = timedelta(0)
         self._load = Load()
         self._import_kwh = 0.0
@@ -158,6 +149,12 @@ class SimulatedMeter:
         self._settings_writes: list[dict[str, Any]] = []
         self._logbook: list[dict[str, Any]] = []
         self._log("powerOn")
+
+    @property
+    def tls_active(self) -> bool:
+        """True while the meter serves HTTPS: the live ``http.tls_on``, in effect at once."""
+        with self._lock:
+            return bool(self._live.settings["http"]["tls_on"])
 
     # -- time -------------------------------------------------------------------------
 
@@ -191,7 +188,7 @@ class SimulatedMeter:
         self._integrated_at = now
 
     def _error_bits(self) -> dict[str, bool]:
-        bits = dict.fromkeys(ERROR_BITS, False)
+        bits = dict.fromkeys(ERROR_NAMES, False)
         bits["logbookIsFull"] = len(self._logbook) >= LOGBOOK_CAPACITY
         bits.update(self._forced_errors)
         return bits
@@ -212,7 +209,7 @@ class SimulatedMeter:
 
     def _observe(self) -> int:
         """Fold the present status into the running transaction; return the status value."""
-        value = _value(self._status_bits(), STATUS_BITS)
+        value = _value(self._status_bits(), STATUS_NAMES)
         if self._running is not None:
             self._running.status = _fold(self._running.status, value)
         return value
@@ -240,7 +237,7 @@ class SimulatedMeter:
                 "time": iso_seconds(self._now_local()),
                 "ipAddress": self.config.ip_address,
                 "meterId": self.config.meter_id,
-                "errors": {"value": _value(errors, ERROR_BITS), "bits": errors},
+                "errors": {"value": _value(errors, ERROR_NAMES), "bits": errors},
                 "publicKey": self._signer.public_key_raw,
                 "publicKeyOcmf": self._signer.public_key_ocmf,
                 "indexOfLastTransaction": self._last_index(),
@@ -302,9 +299,9 @@ class SimulatedMeter:
             request = parse_start(body, api)
             self._integrate()
             bits = self._status_bits()
-            for name, required, reason in PRECONDITIONS:
-                if bits[name] != required:
-                    raise ConditionError(name, f"start refused: {reason}")
+            for bit in PRECONDITIONS:
+                if bits[bit.name] != bit.start_needs:
+                    raise ConditionError(bit.name, f"start refused: {bit.refusal}")
             tx = Transaction(
                 index=self._count % self.config.storage_capacity,
                 pagination=self._count + 1,
@@ -320,7 +317,7 @@ class SimulatedMeter:
             self._transactions[tx.index] = tx
             self._count += 1
             self._running = tx
-            tx.status = _value(self._status_bits(), STATUS_BITS)
+            tx.status = _value(self._status_bits(), STATUS_NAMES)
             self._log("transactionStart", transactionId=request.transaction_id)
             _LOGGER.info("transaction %s started", request.transaction_id)
             return {**request.echo, "running": True}
@@ -538,7 +535,6 @@ class SimulatedMeter:
             self._observe()
             self._power_on = self._clock.monotonic()
             self._live = copy.deepcopy(self._stored)
-            self.tls_active = bool(self._live.settings["http"]["tls_on"])
             self._reversed_latched = False
             self._forced_status.pop("reversedVoltage", None)
             self._reboots += 1
@@ -572,8 +568,8 @@ class SimulatedMeter:
         """Force status/error bits (``None`` releases a bit to its natural value)."""
         with self._lock:
             changes = (
-                (status or {}, STATUS_BITS, self._forced_status),
-                (errors or {}, ERROR_BITS, self._forced_errors),
+                (status or {}, STATUS_NAMES, self._forced_status),
+                (errors or {}, ERROR_NAMES, self._forced_errors),
             )
             for given, names, _ in changes:
                 for name, value in given.items():

@@ -26,6 +26,7 @@ from lem_dcbm.simulator.certs import CertificatePair
 from lem_dcbm.simulator.connections import Connection, ConnectionRegistry
 from lem_dcbm.simulator.device import SimulatedMeter
 from lem_dcbm.simulator.faults import FaultBoard, Faults, parse_faults
+from lem_dcbm.simulator.http_body import BodyError, read_body
 from lem_dcbm.simulator.ocmf_signer import tamper_record
 from lem_dcbm.simulator.refusals import FieldError, NotFound, Refusal
 from lem_dcbm.simulator.routes import JSON, json_body, meter_response, ocmf_of_response
@@ -34,7 +35,6 @@ _LOGGER = logging.getLogger(__name__)
 
 HANDSHAKE_TIMEOUT_S = 10.0
 _OCMF_INDEX = re.compile(r"^/v[12]/ocmf/(-?\d+)$")
-#: Endpoints only the /v1 prefix offers, with their methods.
 
 
 def server_tls_context(pair: CertificatePair) -> ssl.SSLContext:
@@ -86,12 +86,13 @@ class MeterServer(ThreadingHTTPServer):
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         """Per connection, in its own thread: TLS handshake if on, then serve requests."""
-        conn = self.connections.add(request)
+        tls = self.device.tls_active
+        conn = self.connections.add(request, tls)
         try:
             # Headers and body go out in separate writes; without this, Nagle's algorithm
             # and the client's delayed ACK add 40 ms to every answer.
             request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if self.device.tls_active:
+            if tls:
                 if self.tls_context is None:
                     raise RuntimeError("TLS is on but the simulator has no certificate")
                 request.settimeout(HANDSHAKE_TIMEOUT_S)
@@ -197,14 +198,21 @@ class MeterRequestHandler(BaseHTTPRequestHandler):
 
     # -- plumbing ---------------------------------------------------------------------
 
-    def _read_body(self) -> bytes:
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length > 0 else b""
-
-    def _json_body(self, raw: bytes) -> Any:
-        return json_body(raw)
+    def _read_body(self) -> bytes | None:
+        """The request body, or None after answering a malformed one (and closing)."""
+        try:
+            return read_body(self.headers, self.rfile)
+        except BodyError as exc:
+            # Where this body ends is unknown: nothing more can be read from the stream.
+            self.close_connection = True
+            _LOGGER.info("bad request body from %s: %s", self.address_string(), exc.message)
+            self._send_json(exc.status, {"error": exc.message, "field": "body"})
+            return None
 
     def _send(self, status: int, payload: bytes, content_type: str, head: bool = False) -> None:
+        if isinstance(self.connection, ssl.SSLSocket) != self.server.device.tls_active:
+            # The meter switched scheme: this connection finishes its request and closes.
+            self.close_connection = True
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(payload)))
@@ -221,8 +229,10 @@ class MeterRequestHandler(BaseHTTPRequestHandler):
         split = urlsplit(self.path)
         if split.path.startswith("/_sim/"):
             raw = self._read_body()
+            if raw is None:
+                return
             try:
-                self._send_json(200, self._control(method, split.path, self._json_body(raw)))
+                self._send_json(200, self._control(method, split.path, json_body(raw)))
             except Refusal as refusal:
                 self._send_json(refusal.status, refusal.body)
             return
@@ -231,12 +241,15 @@ class MeterRequestHandler(BaseHTTPRequestHandler):
         if faults is not None and faults.latency_ms:
             self.server.clock.sleep(faults.latency_ms / 1000.0)
         if faults is not None and faults.replaces_answer and not faults.after_processing:
-            if not faults.reset_connection:
-                self._read_body()
-            self._inject(faults)
+            # The meter never sees the request; a reset leaves even its body unread.
+            if faults.reset_connection or self._read_body() is not None:
+                self._inject(faults)
             return
         raw = self._read_body()
+        if raw is None:
+            return
         device = self.server.device
+        tls_before = device.tls_active
         if faults is not None and faults.ocmf_of is not None:
             status, payload, content_type = ocmf_of_response(device, faults.ocmf_of)
         else:
@@ -245,10 +258,19 @@ class MeterRequestHandler(BaseHTTPRequestHandler):
             )
         if faults is not None and faults.replaces_answer:
             self._inject(faults)
-            return
-        if faults is not None and faults.tamper_ocmf and payload.startswith(b"OCMF|"):
-            payload = tamper_record(payload.decode("utf-8")).encode("utf-8")
-        self._send(status, payload, content_type, head=method == "HEAD")
+        else:
+            if faults is not None and faults.tamper_ocmf and payload.startswith(b"OCMF|"):
+                payload = tamper_record(payload.decode("utf-8")).encode("utf-8")
+            self._send(status, payload, content_type, head=method == "HEAD")
+        if device.tls_active != tls_before:
+            self._switched_scheme(device.tls_active)
+
+    def _switched_scheme(self, tls: bool) -> None:
+        """``http.tls_on`` changed: new connections get the new scheme, old idle ones go."""
+        dropped = self.server.connections.close_idle(other_than_tls=tls)
+        _LOGGER.info(
+            "now serving %s; dropped %d idle connections", "HTTPS" if tls else "HTTP", dropped
+        )
 
     def _inject(self, faults: Faults) -> None:
         if faults.reset_connection:
@@ -261,8 +283,6 @@ class MeterRequestHandler(BaseHTTPRequestHandler):
             self._send_json(status, {"error": f"simulated fault: HTTP {status}"})
         else:
             self._send(200, b'{"status": {"value": 17, "bits": ', JSON)
-
-    # -- the meter --------------------------------------------------------------------
 
     # -- the control API --------------------------------------------------------------
 

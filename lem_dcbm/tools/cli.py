@@ -7,10 +7,10 @@ import json
 import sys
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable
 from typing import Any
 
-from lem_dcbm.config import broker_settings
+from lem_dcbm.cli_common import add_broker_arguments, broker_from_args
 from lem_dcbm.errors import ConfigError
 from lem_dcbm.tools import table
 from lem_dcbm.tools.consumer import ConsumerError, EverestConsumer, result_json
@@ -22,30 +22,45 @@ EXIT_NO_ANSWER = 3
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--module-id", default="powermeter", help="the module's id")
-    parser.add_argument("--broker-host")
-    parser.add_argument("--broker-port", type=int)
-    parser.add_argument("--broker-socket")
-    parser.add_argument("--prefix")
-    parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait")
+    add_broker_arguments(parser)
+    parser.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds to wait for the module's answer"
+    )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Parser for ``watch`` and ``call``."""
-    parser = argparse.ArgumentParser(prog="lem-dcbm")
-    sub = parser.add_subparsers(dest="command", required=True)
-    watch = sub.add_parser("watch", help="print the powermeter var as a live table")
-    _common(watch)
-    watch.add_argument("--count", type=int, default=0, help="stop after N rows (0: never)")
-    call = sub.add_parser("call", help="call start_transaction or stop_transaction")
-    _common(call)
-    call.add_argument("cmd", choices=["start_transaction", "stop_transaction"])
-    call.add_argument("--transaction-id", default=None, help="default: a new UUID for a start")
-    call.add_argument("--evse-id", default="DE*LEM*E0001")
-    call.add_argument("--id-data", default="", help="identification_data (e.g. an RFID UID)")
-    call.add_argument("--id-type", default="ISO14443")
-    call.add_argument("--tariff-text", default=None)
-    call.add_argument("--args", default=None, help="the command's arguments as raw JSON")
-    return parser
+def configure_watch(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``lem-dcbm watch``."""
+    _common(parser)
+    parser.add_argument("--count", type=int, default=0, help="stop after this many rows (0: never)")
+    parser.set_defaults(handler=watch_command)
+
+
+def configure_call(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``lem-dcbm call``."""
+    _common(parser)
+    parser.add_argument(
+        "cmd", choices=["start_transaction", "stop_transaction"], help="the command to call"
+    )
+    parser.add_argument(
+        "--transaction-id",
+        default=None,
+        help='the transaction\'s id (default: a new UUID for a start, "" for a stop)',
+    )
+    parser.add_argument("--evse-id", default="DE*LEM*E0001", help="evse_id of a start")
+    parser.add_argument(
+        "--id-data", default="", help="identification_data of a start (e.g. an RFID UID)"
+    )
+    parser.add_argument("--id-type", default="ISO14443", help="identification_type of a start")
+    parser.add_argument(
+        "--tariff-text", default=None, help="tariff_text of a start (default: none sent)"
+    )
+    parser.add_argument(
+        "--args",
+        default=None,
+        help="the command's arguments as raw JSON, instead of the options above "
+        "(default: built from the options)",
+    )
+    parser.set_defaults(handler=call_command)
 
 
 def start_arguments(args: argparse.Namespace) -> dict[str, Any]:
@@ -103,23 +118,28 @@ def _watch(consumer: EverestConsumer, args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str]) -> int:
-    """Run ``watch`` or ``call``; exit 0 on success, 1 on a failed command, 3 on no answer."""
-    args = build_parser().parse_args(list(argv))
+def watch_command(args: argparse.Namespace) -> int:
+    """``lem-dcbm watch``: exit 0 after ``--count`` rows or Ctrl-C, 3 without rows in time."""
+    return _with_consumer(args, _watch)
+
+
+def call_command(args: argparse.Namespace) -> int:
+    """``lem-dcbm call``: exit 0 on an OK result, 1 on a failed command, 3 on no answer."""
+    return _with_consumer(args, _call)
+
+
+def _with_consumer(
+    args: argparse.Namespace, action: Callable[[EverestConsumer, argparse.Namespace], int]
+) -> int:
     try:
-        broker = broker_settings(
-            host=args.broker_host,
-            port=args.broker_port,
-            socket_path=args.broker_socket,
-            prefix=args.prefix,
-        )
+        broker = broker_from_args(args)
     except ConfigError as err:
         print(f"lem-dcbm {args.command}: {err}", file=sys.stderr)
         return EXIT_USAGE
     consumer = EverestConsumer(broker, args.module_id)
     try:
         consumer.connect()
-        return _call(consumer, args) if args.command == "call" else _watch(consumer, args)
+        return action(consumer, args)
     except ConsumerError as err:
         print(f"lem-dcbm {args.command}: {err}", file=sys.stderr)
         return EXIT_NO_ANSWER

@@ -15,14 +15,12 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.support.broker import Broker
+from lem_dcbm.harness import Broker, Simulator, simulator_config, start_module, write_config
+from lem_dcbm.harness import transaction_request as request
 from tests.support.everest_peer import EverestPeer
-from tests.support.module_process import simulator_config, start_module, write_config
-from tests.support.simulator import Simulator
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
 
@@ -30,16 +28,6 @@ LOAD_S = 60.0
 PAIR_EVERY_S = 5.0
 SLOW_PATHS = ["/v1/settings", "/v1/ocmf", "/v2/ocmf"]
 PUBLISHED = re.compile(r"powermeter published at monotonic ([0-9.]+)")
-
-
-def request(transaction_id: str) -> dict[str, Any]:
-    return {
-        "evse_id": "DE*LEM*E0001",
-        "transaction_id": transaction_id,
-        "identification_status": "ASSIGNED",
-        "identification_type": "ISO14443",
-        "identification_flags": [],
-    }
 
 
 def publish_instants(log: str) -> list[float]:

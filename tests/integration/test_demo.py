@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.support.module_process import ROOT, module_env
+from lem_dcbm.harness import ROOT, module_env
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -20,16 +19,16 @@ import pytest
 
 from lem_dcbm.config import BrokerSettings
 from lem_dcbm.everest.adapter import EverestAdapter
-from lem_dcbm.everest.bus import Backoff, BrokerUnavailable
+from lem_dcbm.everest.bus import BrokerUnavailable
 from lem_dcbm.everest.manager import ManagerError
-from tests.support.broker import Broker, mosquitto_binary
+from lem_dcbm.harness import Broker, free_port, wait_until
+from lem_dcbm.retry import RetryPolicy
 from tests.support.everest_peer import EverestPeer, parameters_from_values
-from tests.support.waiting import free_port, wait_until
 
 pytestmark = pytest.mark.integration
 
 MODULE_ID = "powermeter_1"
-FAST = Backoff(initial_s=0.1, maximum_s=0.5)
+FAST = RetryPolicy(attempts=None, first_delay_s=0.1, max_delay_s=0.5, jitter=0.25)
 START_OK = {
     "status": "OK",
     "transaction_min_stop_time": "2026-11-22T10:02:00.000Z",
@@ -480,31 +479,15 @@ def test_unix_socket_broker(handlers: DummyHandlers) -> None:
     # A short directory: unix socket paths are limited to about 100 bytes.
     with tempfile.TemporaryDirectory(dir="/tmp") as workdir:
         socket_path = Path(workdir) / "mqtt.sock"
-        port = free_port()
-        conf = Path(workdir) / "mosquitto.conf"
-        # Run as root, mosquitto would switch to its own user, which cannot bind here.
-        conf.write_text(
-            f"listener 0 {socket_path}\nlistener {port} 127.0.0.1\n"
-            "allow_anonymous true\nuser root\n"
-        )
-        process = subprocess.Popen(
-            [mosquitto_binary(), "-c", str(conf)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            wait_until(socket_path.exists, 10, what="the broker socket")
+        with Broker(Path(workdir), socket_path=socket_path) as broker:
             adapter = EverestAdapter(
                 BrokerSettings(socket_path=str(socket_path)), MODULE_ID, handlers, backoff=FAST
             )
             adapter.connect(5)
             try:
-                with EverestPeer("127.0.0.1", port, module_id=MODULE_ID) as peer:
+                with EverestPeer("127.0.0.1", broker.port, module_id=MODULE_ID) as peer:
                     assert (
                         peer.call("stop_transaction", {"transaction_id": "u"})["retval"] == STOP_OK
                     )
             finally:
                 adapter.close(2)
-        finally:
-            process.terminate()
-            process.wait(5)

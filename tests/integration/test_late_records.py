@@ -12,48 +12,34 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
 
-from lem_dcbm.ocmf import verify_ocmf
-from tests.support.broker import Broker
-from tests.support.everest_peer import EverestPeer
-from tests.support.module_process import (
+from lem_dcbm.harness import (
     MODULE_ID,
+    Broker,
     ModuleProcess,
+    Simulator,
     module_env,
     simulator_config,
     start_module,
     write_config,
 )
-from tests.support.simulator import Simulator
+from lem_dcbm.harness import (
+    transaction_request as request,
+)
+from lem_dcbm.ocmf import verify_ocmf
+from lem_dcbm.records.late_record import message_schema
+from tests.support.everest_peer import EverestPeer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
 EXTERNAL_PREFIX = "ext/"
 OCMF_PATHS = ["/v1/ocmf", "/v2/ocmf"]
 WAIT_MS = 6000
-
-
-def late_schema() -> dict[str, Any]:
-    text = resources.files("lem_dcbm.records").joinpath("late-record.schema.json").read_text()
-    schema: dict[str, Any] = json.loads(text)
-    return schema
-
-
-def request(transaction_id: str) -> dict[str, Any]:
-    return {
-        "evse_id": "DE*LEM*E0001",
-        "transaction_id": transaction_id,
-        "identification_status": "ASSIGNED",
-        "identification_type": "ISO14443",
-        "identification_flags": [],
-        "identification_data": "04A2B3C4",
-    }
 
 
 @pytest.fixture
@@ -133,7 +119,7 @@ def test_record_later_than_the_budget_is_published_and_listed(
     assert kept.retain
     assert kept.payload == published.payload
     message = published.json()
-    jsonschema.validate(message, late_schema())
+    jsonschema.validate(message, message_schema())
     record = message["signed_meter_value"]["signed_meter_data"]
     assert verify_ocmf(record, key)
     assert message["verification"] == {"signature_valid": True, "failed_checks": []}

@@ -16,12 +16,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from lem_dcbm.errors import MeterBodyError, MeterConnectionError, MeterStatusError, MeterTlsError
+from lem_dcbm.harness import Simulator, wait_until
 from lem_dcbm.meter.client import MeterClient
 from lem_dcbm.meter.models import TRANSACTION_ONGOING_BIT, LiveMeasure
 from lem_dcbm.ocmf import parse_ocmf, verify_ocmf
 from tests.support.certs import look_alike
-from tests.support.simulator import Simulator
-from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -11,16 +11,16 @@ from typing import Any
 import pytest
 
 from lem_dcbm.everest import validation
-from lem_dcbm.ocmf import parse_ocmf, verify_ocmf
-from tests.support.broker import Broker
-from tests.support.everest_peer import EverestPeer
-from tests.support.module_process import (
+from lem_dcbm.harness import (
+    Broker,
     ModuleProcess,
+    Simulator,
     simulator_config,
     start_module,
     write_config,
 )
-from tests.support.simulator import Simulator
+from lem_dcbm.ocmf import parse_ocmf, verify_ocmf
+from tests.support.everest_peer import EverestPeer
 
 pytestmark = pytest.mark.integration
 

@@ -10,17 +10,17 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.broker import Broker
-from tests.support.everest_peer import EverestPeer, parameters_from_values
-from tests.support.module_process import (
+from lem_dcbm.harness import (
     MODULE_ID,
+    Broker,
+    Simulator,
     run_to_exit,
     simulator_config,
     start_module,
+    wait_until,
     write_config,
 )
-from tests.support.simulator import Simulator
-from tests.support.waiting import wait_until
+from tests.support.everest_peer import EverestPeer, parameters_from_values
 
 pytestmark = pytest.mark.integration
 

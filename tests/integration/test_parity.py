@@ -15,13 +15,19 @@ from typing import Any
 
 import pytest
 
+from lem_dcbm.harness import (
+    Broker,
+    ModuleProcess,
+    Simulator,
+    simulator_config,
+    start_module,
+    start_simulator,
+    wait_until,
+    write_config,
+)
 from lem_dcbm.meter.models import ERROR_BITS
 from lem_dcbm.ocmf import parse_ocmf, verify_ocmf
-from tests.support.broker import Broker
 from tests.support.everest_peer import EverestPeer
-from tests.support.module_process import ModuleProcess, simulator_config, start_module, write_config
-from tests.support.simulator import Simulator, start_simulator
-from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 

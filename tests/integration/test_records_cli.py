@@ -1,208 +1,390 @@
-"""``lem-dcbm ocmf verify`` and ``lem-dcbm records`` end to end, as an operator runs them."""
+"""``lem-dcbm records list|export|resend`` as processes, on a journal written by the journal."""
 
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
+import os
+import queue
 import subprocess
 import sys
+from dataclasses import replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import jsonschema
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
+from lem_dcbm.clock import ManualClock
+from lem_dcbm.harness import Broker, write_config
+from lem_dcbm.journal import TransactionJournal
 from lem_dcbm.ocmf import verify_ocmf
-from lem_dcbm.records.late_record import late_record_schema
-from lem_dcbm.simulator.ocmf_signer import tamper_record
-from tests.support.broker import Broker
-from tests.support.everest_peer import EverestPeer
-from tests.support.faulty_transport import Rule
-from tests.support.module_process import module_env
-from tests.support.record_rig import Rig, request
-from tests.support.simulator import Simulator
+from lem_dcbm.records.late_record import late_record_topic, message_schema
+from lem_dcbm.simulator.ocmf_signer import OcmfReading, OcmfSigner, build_payload, tamper_record
+from tests.cli_in_process import CliResult, run_cli
+from tests.record_samples import CONTENT
 
 pytestmark = pytest.mark.integration
 
-REAL = Path(__file__).resolve().parents[1] / "fixtures" / "ocmf" / "lem-real-record.json"
-MODULE_ID = "pm_1"
+MODULE_ID = "powermeter_1"
+METER_ID = "12024072805"
 
 
-def lem_dcbm(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+@pytest.fixture(scope="module")
+def signer() -> OcmfSigner:
+    return OcmfSigner.generate()
+
+
+@functools.cache  # ECDSA signatures differ at every signing: one record per transaction
+def record_for(signer: OcmfSigner, number: int) -> str:
+    """The record of the ``number``-th transaction (0, 1, 2...): one hour apart, 10.5 kWh more."""
+    hour = 9 + number  # local time +0100
+    content = replace(
+        CONTENT,
+        meter_id=METER_ID,
+        identification="04A1B2C3",
+        tariff_text="",
+        cable=replace(CONTENT.cable, ident=0),
+        pagination=5 + number,
+        begin=OcmfReading(f"2026-11-22T{hour + 1:02d}:00:00,000+0100 R", 100.0 + 20 * number, 0.0),
+        end=OcmfReading(f"2026-11-22T{hour + 1:02d}:30:00,000+0100 R", 110.5 + 20 * number, 0.0),
+    )
+    return signer.record(build_payload(content))
+
+
+def run_transaction(
+    journal: TransactionJournal,
+    signer: OcmfSigner,
+    transaction_id: str,
+    number: int,
+    *,
+    record: str | None = None,
+    fetched: bool = True,
+    **extra: Any,
+) -> None:
+    """Journal a transaction the way the controller does, started ``number`` hours after 09:00."""
+    journal.record(
+        transaction_id,
+        "start_confirmed",
+        also=("start_requested",),
+        meter_id=METER_ID,
+        evse_id="DE*LEM*E0001",
+        client_id="04A1B2C3",
+        tariff_text="",
+        tariff_id=0,
+        cable_id=0,
+        pagination=5 + number,
+        started_at=f"2026-11-22T{9 + number:02d}:00:00.000Z",
+        public_key_ocmf=signer.public_key_ocmf,
+    )
+    stop = {"stopped_at": f"2026-11-22T{9 + number:02d}:30:00.000Z", "transaction_status": 17}
+    if not fetched:
+        journal.record(transaction_id, "stop_confirmed", also=("stop_requested",), **stop)
+        return
+    journal.record(
+        transaction_id,
+        "ocmf_fetched",
+        also=("stop_requested", "stop_confirmed"),
+        ocmf=record or record_for(signer, number),
+        fetched_at=f"2026-11-22T{9 + number:02d}:30:02.000Z",
+        verdict={"signature_valid": True, "failed_checks": []},
+        **stop,
+        **extra,
+    )
+
+
+@pytest.fixture
+def journal_base(tmp_path: Path, signer: OcmfSigner) -> Path:
+    """A journal base with three transactions with records and one awaiting its record."""
+    base = tmp_path / "state"
+    clock = ManualClock(start=datetime(2026, 11, 22, 12, 0, tzinfo=timezone.utc))
+    journal = TransactionJournal(base / MODULE_ID, clock=clock)
+    run_transaction(journal, signer, "tx-a", 0)
+    run_transaction(
+        journal, signer, "tx/b+#", 1, late=True, late_published_at="2026-11-22T10:31:00.000Z"
+    )
+    run_transaction(journal, signer, "tx-c", 2)
+    run_transaction(journal, signer, "tx-d", 3, fetched=False)
+    return base
+
+
+def records_process(
+    *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``lem-dcbm records`` as its own process."""
     return subprocess.run(
-        [sys.executable, "-m", "lem_dcbm", *args],
+        [sys.executable, "-m", "lem_dcbm", "records", *args],
         capture_output=True,
         text=True,
-        input=stdin,
-        env=module_env(),
         timeout=30,
         check=False,
+        env=env,
     )
 
 
-def journal_with_three_transactions(tmp_path: Path) -> tuple[Path, Rig]:
-    """Three transactions run by the controller against the simulated meter."""
-    rig = Rig(tmp_path / MODULE_ID)
-    for number in (1, 2, 3):
-        transaction_id = f"tx-{number}"
-        assert rig.controller.start_transaction(request(transaction_id))["status"] == "OK"
-        rig.charge(60.0 * number)
-        assert rig.controller.stop_transaction(transaction_id)["status"] == "OK"
-    return tmp_path, rig
+def records(capsys: pytest.CaptureFixture[str], *args: str) -> CliResult:
+    """``lem-dcbm records`` in this process."""
+    return run_cli(["records", *args], capsys)
 
 
-def test_export_after_three_transactions_lists_all_three_verifying(tmp_path: Path) -> None:
-    base, rig = journal_with_three_transactions(tmp_path)
-    # The rig's journal is <base>/pm_1/journal; the module's would be <journal_dir>/<module id>.
-    journal_dir = str(base / MODULE_ID / "journal")
-    where = ["--journal-dir", str(Path(journal_dir).parent), "--module-id", "journal"]
-    key = rig.device.status()["publicKeyOcmf"]
-
-    exported = lem_dcbm("records", "export", *where, "--format", "json")
-    assert exported.returncode == 0, exported.stderr
-    rows = json.loads(exported.stdout)
-    assert [row["transaction_id"] for row in rows] == ["tx-1", "tx-2", "tx-3"]
-    for row in rows:
-        assert row["ocmf"] == rig.record_at_meter(row["transaction_id"])
-        assert verify_ocmf(row["ocmf"], key)
-        assert row["signature_valid"] is True
-        assert row["failed_checks"] == []
-        assert row["energy_wh"] > 0
-
-    as_csv = lem_dcbm("records", "export", *where, "--format", "csv")
-    assert as_csv.returncode == 0, as_csv.stderr
-    table = list(csv.DictReader(io.StringIO(as_csv.stdout)))
-    assert [r["transaction_id"] for r in table] == ["tx-1", "tx-2", "tx-3"]
-    assert all(verify_ocmf(r["ocmf"], key) for r in table)
-
-    out = tmp_path / "records.ocmf"
-    as_ocmf = lem_dcbm("records", "export", *where, "--format", "ocmf", "--output", str(out))
-    assert as_ocmf.returncode == 0, as_ocmf.stderr
-    lines = out.read_text().splitlines()
-    assert len(lines) == 3
-    assert all(verify_ocmf(line, key) for line in lines)
-
-    since = lem_dcbm("records", "export", *where, "--since", "2999-01-01")
-    assert json.loads(since.stdout) == []
+def where(base: Path) -> list[str]:
+    return ["--journal-dir", str(base), "--module-id", MODULE_ID]
 
 
-def test_list_shows_an_awaited_record(tmp_path: Path) -> None:
-    rig = Rig(tmp_path / MODULE_ID)
-    rig.controller.start_transaction(request("tx-1"))
-    rig.charge()
-    rig.transport.add(Rule("GET", "/v1/ocmf", "reset", until=rig.clock.monotonic() + 600))
-    assert rig.controller.stop_transaction("tx-1")["status"] == "UNEXPECTED_ERROR"
-    listing = lem_dcbm(
-        "records",
-        "list",
-        "--journal-dir",
-        str(tmp_path / MODULE_ID),
-        "--module-id",
-        "journal",
-        "--json",
+def test_export_json_lists_every_transaction_with_verifying_records(
+    journal_base: Path, signer: OcmfSigner
+) -> None:
+    result = records_process("export", *where(journal_base))
+
+    assert result.returncode == 0, result.stderr
+    exported = json.loads(result.stdout)
+    assert [item["transaction_id"] for item in exported] == ["tx-a", "tx/b+#", "tx-c", "tx-d"]
+    assert [item["state"] for item in exported] == ["kept", "kept", "kept", "awaited"]
+    for item in exported[:3]:
+        value = item["signed_meter_value"]
+        assert verify_ocmf(value["signed_meter_data"], value["public_key"])
+        assert item["verification"] == {"signature_valid": True, "failed_checks": []}
+        assert item["summary"]["energy_wh"] == 10500
+        assert item["module_id"] == MODULE_ID
+    assert exported[1]["late"] is True
+    assert exported[1]["published_at"] == "2026-11-22T10:31:00.000Z"
+    assert exported[0]["published_at"] is None
+    assert exported[3]["signed_meter_value"] is None
+    assert exported[3]["stopped_at"] == "2026-11-22T12:30:00.000Z"
+
+
+def test_export_csv_one_row_per_transaction(
+    journal_base: Path, signer: OcmfSigner, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = records(capsys, "export", *where(journal_base), "--format", "csv")
+
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert [row["transaction_id"] for row in rows] == ["tx-a", "tx/b+#", "tx-c", "tx-d"]
+    for row in rows[:3]:
+        assert verify_ocmf(row["ocmf"], signer.public_key_ocmf)
+        assert (row["signature_valid"], row["failed_checks"]) == ("true", "")
+        assert row["energy_kwh"] == "10.5"
+    assert (rows[3]["state"], rows[3]["ocmf"], rows[3]["energy_kwh"]) == ("awaited", "", "")
+
+
+def test_export_ocmf_one_record_per_line_into_a_file(
+    journal_base: Path, signer: OcmfSigner, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    output = tmp_path / "records.txt"
+
+    result = records(
+        capsys, "export", *where(journal_base), "--format", "ocmf", "--output", str(output)
     )
-    assert listing.returncode == 0, listing.stderr
-    [row] = json.loads(listing.stdout)
-    assert row["transaction_id"] == "tx-1"
-    assert row["state"] == "awaiting record"
-    text = lem_dcbm(
-        "records", "list", "--journal-dir", str(tmp_path / MODULE_ID), "--module-id", "journal"
+
+    assert result.returncode == 0, result.stderr
+    lines = output.read_text().splitlines()
+    assert lines == [record_for(signer, number) for number in range(3)]
+    assert all(verify_ocmf(line, signer.public_key_ocmf) for line in lines)
+
+
+def test_export_verifies_again_and_names_failures(
+    tmp_path: Path, signer: OcmfSigner, capsys: pytest.CaptureFixture[str]
+) -> None:
+    journal = TransactionJournal(tmp_path / MODULE_ID)
+    run_transaction(journal, signer, "tx-1", 0, record=tamper_record(record_for(signer, 0)))
+    # A record whose pagination goes back: the meter's T6 after its T7.
+    run_transaction(journal, signer, "tx-2", 1, record=record_for(signer, 2), pagination=7)
+    run_transaction(journal, signer, "tx-3", 2, record=record_for(signer, 1), pagination=6)
+
+    result = records(capsys, "export", "--journal-dir", str(tmp_path), "--module-id", MODULE_ID)
+
+    assert result.returncode == 0, result.stderr
+    verdicts = [item["verification"] for item in json.loads(result.stdout)]
+    assert verdicts[0]["signature_valid"] is False
+    assert [f["check"] for f in verdicts[0]["failed_checks"]] == ["signature"]
+    assert verdicts[1]["failed_checks"] == []
+    assert [f["check"] for f in verdicts[2]["failed_checks"]] == ["pagination_order"]
+
+
+def test_since_keeps_later_transactions(
+    journal_base: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = records(capsys, "export", *where(journal_base), "--since", "2026-11-22T10:00:00Z")
+
+    assert [item["transaction_id"] for item in json.loads(result.stdout)] == [
+        "tx/b+#",
+        "tx-c",
+        "tx-d",
+    ]
+    assert (
+        json.loads(records(capsys, "export", *where(journal_base), "--since", "2026-11-23").stdout)
+        == []
     )
-    assert "awaiting record" in text.stdout
 
 
-def test_records_without_a_journal_say_where_they_looked(tmp_path: Path) -> None:
-    missing = lem_dcbm("records", "list", "--journal-dir", str(tmp_path), "--module-id", "nope")
-    assert missing.returncode == 1
-    assert str(tmp_path / "nope") in missing.stderr
-    usage = lem_dcbm("records", "list")
-    assert usage.returncode == 2
-    assert "--module-id" in usage.stderr
+def test_list_shows_records_awaited_and_late(
+    journal_base: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = records(capsys, "list", *where(journal_base))
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == [
+        "transaction",
+        "started",
+        "stopped",
+        "energy",
+        "record",
+        "late",
+        "verdict",
+    ]
+    assert lines[1].split() == [
+        "tx-a",
+        "2026-11-22T09:00:00.000Z",
+        "2026-11-22T09:30:00.000Z",
+        "10.500",
+        "kWh",
+        "kept",
+        "-",
+        "OK",
+    ]
+    assert lines[2].split()[0] == "tx/b+#"
+    assert lines[2].split()[-2:] == ["late", "OK"]
+    assert lines[4].split() == [
+        "tx-d",
+        "2026-11-22T12:00:00.000Z",
+        "2026-11-22T12:30:00.000Z",
+        "-",
+        "awaited",
+        "-",
+        "-",
+    ]
 
 
-def real() -> dict[str, str]:
-    data: dict[str, str] = json.loads(REAL.read_text())
-    return data
-
-
-def test_verify_the_real_record_with_its_key() -> None:
-    data = real()
-    done = lem_dcbm(
-        "ocmf",
-        "verify",
-        data["ocmf"],
-        "--key",
-        data["public_key_ocmf_hex"],
-        "--meter-id",
-        "1242050810",
-        "--evse-id",
-        "FR*A23*E45B*78D",
-        "--pagination",
-        "61",
+def test_list_json_from_the_module_config(
+    journal_base: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(
+        tmp_path / "config.yaml",
+        {"ip_address": "192.0.2.1", "journal_dir": str(journal_base)},
+        module_id=MODULE_ID,
     )
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "all checks passed" in done.stdout
-    assert "9.146 kWh" in done.stdout
-    assert "2025-10-26T12:50:00,000+0100 R" in done.stdout
+
+    result = records(capsys, "list", "--config", str(config), "--json")
+
+    assert result.returncode == 0, result.stderr
+    listed = json.loads(result.stdout)
+    assert [(item["transaction_id"], item["record"]) for item in listed] == [
+        ("tx-a", True),
+        ("tx/b+#", True),
+        ("tx-c", True),
+        ("tx-d", False),
+    ]
+    assert listed[0]["energy_wh"] == 10500
+    assert listed[0]["signature_valid"] is True
+    assert listed[3]["state"] == "awaited"
 
 
-def test_verify_reads_stdin_and_files_and_fails_a_tampered_record(tmp_path: Path) -> None:
-    data = real()
-    tampered = tamper_record(data["ocmf"])
-    from_stdin = lem_dcbm(
-        "ocmf", "verify", "-", "--key", data["public_key_ocmf_base64"], "--json", stdin=tampered
-    )
-    assert from_stdin.returncode == 1
-    verdict: dict[str, Any] = json.loads(from_stdin.stdout)
-    assert verdict["signature_valid"] is False
-    assert [f["check"] for f in verdict["failed_checks"]] == ["signature"]
-    record_file = tmp_path / "record.txt"
-    record_file.write_text(data["ocmf"] + "\n")
-    wrong_meter = lem_dcbm("ocmf", "verify", str(record_file), "--meter-id", "1")
-    assert wrong_meter.returncode == 1
-    assert "meter" in wrong_meter.stdout
-    unreadable = lem_dcbm("ocmf", "verify", str(tmp_path / "absent.txt"))
-    assert unreadable.returncode == 2
-    assert "record" in unreadable.stderr
+@pytest.mark.parametrize(
+    ("args", "stderr"),
+    [
+        ([], "--config FILE, or --module-id ID"),
+        (["--journal-dir", "/nonexistent", "--module-id", "pm"], "no journal of module 'pm'"),
+        (["--config", "/nonexistent.yaml"], "configuration error"),
+    ],
+)
+def test_list_without_a_journal_exits_2(
+    args: list[str], stderr: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = records(capsys, "list", *args)
+
+    assert result.returncode == 2
+    assert stderr in result.stderr
 
 
-def test_verify_with_the_key_from_the_meter(simulator: Simulator) -> None:
-    import requests
+def test_bad_since_exits_2(journal_base: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    result = records(capsys, "list", *where(journal_base), "--since", "last week")
 
-    base = simulator.base_url
-    body = {
-        "evseId": "E1",
-        "transactionId": "v-1",
-        "clientId": "c",
-        "tariffId": 0,
-        "cableId": 0,
-        "userData": "",
-    }
-    assert requests.post(f"{base}/v1/legal", json=body, timeout=5).status_code == 201
-    stopped = requests.put(f"{base}/v1/legal?transactionId=v-1", json={"running": False}, timeout=5)
-    assert stopped.status_code == 200
-    record = requests.get(f"{base}/v1/ocmf?transactionId=v-1", timeout=5).text
-    done = lem_dcbm("ocmf", "verify", record, "--from-meter", base, "--json")
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert json.loads(done.stdout)["signature_valid"] is True
+    assert result.returncode == 2
+    assert "--since" in result.stderr
 
 
-def test_resend_publishes_the_kept_record_retained(tmp_path: Path, mosquitto: Broker) -> None:
-    base, rig = journal_with_three_transactions(tmp_path)
-    where = ["--journal-dir", str(base / MODULE_ID), "--module-id", "journal"]
+class Subscriber:
+    """A plain MQTT client collecting (topic, payload, retained) of one subscription."""
+
+    def __init__(self, broker: Broker, topic: str) -> None:
+        self.messages: queue.Queue[tuple[str, bytes, bool]] = queue.Queue()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2)
+        self.client.on_message = lambda _c, _u, m: self.messages.put((m.topic, m.payload, m.retain))
+        self.client.on_connect = lambda c, _u, _f, _rc, _p: c.subscribe(topic, qos=1)
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+
+    def next(self, timeout: float = 10.0) -> tuple[str, bytes, bool]:
+        return self.messages.get(timeout=timeout)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def test_resend_publishes_the_kept_record_retained(
+    journal_base: Path, mosquitto: Broker, signer: OcmfSigner
+) -> None:
     broker = ["--broker-host", mosquitto.host, "--broker-port", str(mosquitto.port)]
-    done = lem_dcbm("records", "resend", "tx-2", *where, *broker, "--external-prefix", "ext/")
-    assert done.returncode == 0, done.stderr
-    topic = "ext/lem_dcbm/journal/records/tx-2"
-    # A subscriber that comes later still gets it: the message is retained.
-    with EverestPeer(mosquitto.host, mosquitto.port) as late_reader:
-        late_reader.subscribe("ext/#")
-        [message] = late_reader.wait_for(lambda: late_reader.on_topic(topic), 10, "the record")
-    assert message.retain
-    payload = message.json()
-    jsonschema.validate(payload, late_record_schema())
-    assert payload["signed_meter_value"]["signed_meter_data"] == rig.record_at_meter("tx-2")
-    unknown = lem_dcbm("records", "resend", "tx-9", *where, *broker)
-    assert unknown.returncode == 1
-    assert "no record of tx-9" in unknown.stderr
+    env = {**os.environ, "EV_MQTT_EXTERNAL_PREFIX": "ext"}
+
+    result = records_process("resend", "tx/b+#", *where(journal_base), *broker, env=env)
+
+    assert result.returncode == 0, result.stderr
+    topic = late_record_topic("ext/", MODULE_ID, "tx/b+#")
+    assert topic == "ext/lem_dcbm/powermeter_1/records/tx%2Fb%2B%23"
+    # Subscribing after the publication: only a retained message can arrive.
+    late = Subscriber(mosquitto, "ext/lem_dcbm/#")
+    try:
+        received_topic, payload, retained = late.next()
+    finally:
+        late.close()
+    assert (received_topic, retained) == (topic, True)
+    message = json.loads(payload)
+    jsonschema.validate(message, message_schema())
+    assert message["transaction_id"] == "tx/b+#"
+    assert message["signed_meter_value"]["signed_meter_data"] == record_for(signer, 1)
+    assert verify_ocmf(
+        message["signed_meter_value"]["signed_meter_data"],
+        message["signed_meter_value"]["public_key"],
+    )
+
+
+@pytest.mark.parametrize(
+    ("transaction_id", "stderr"), [("tx-zzz", "is not in the journal"), ("tx-d", "has no record")]
+)
+def test_resend_without_a_record_exits_1(
+    journal_base: Path, transaction_id: str, stderr: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # No broker listens there: the journal is asked first, the broker only for a record.
+    broker = ["--broker-host", "127.0.0.1", "--broker-port", "9"]
+
+    result = records(capsys, "resend", transaction_id, *where(journal_base), *broker)
+
+    assert result.returncode == 1
+    assert stderr in result.stderr
+
+
+def test_resend_without_a_broker_exits_3(
+    journal_base: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = records(
+        capsys,
+        "resend",
+        "tx-a",
+        *where(journal_base),
+        "--broker-host",
+        "127.0.0.1",
+        "--broker-port",
+        "9",
+    )
+
+    assert result.returncode == 3
+    assert "cannot connect to the MQTT broker" in result.stderr

@@ -17,22 +17,26 @@ from typing import Any
 
 import pytest
 
+from lem_dcbm.harness import (
+    MODULE_ID,
+    Broker,
+    ModuleProcess,
+    Simulator,
+    port_open,
+    simulator_config,
+    start_module,
+    wait_until,
+    write_config,
+)
+from lem_dcbm.harness import (
+    transaction_request as request,
+)
 from lem_dcbm.journal import TransactionJournal
 from lem_dcbm.ocmf import verify_ocmf
 from lem_dcbm.service import journal_directory
 from lem_dcbm.simulator.ocmf_signer import tamper_record
-from tests.support.broker import Broker
 from tests.support.everest_peer import EverestPeer, Received
-from tests.support.module_process import (
-    MODULE_ID,
-    ModuleProcess,
-    simulator_config,
-    start_module,
-    write_config,
-)
-from tests.support.simulator import Simulator
 from tests.support.tcp_proxy import TcpProxy
-from tests.support.waiting import port_open, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -42,18 +46,6 @@ LEGAL_PATHS = ["/v1/legal", "/v2/legal"]
 METER_OUTAGE_S = 10.0
 #: How long the broker link stays cut (long enough for a few dropped measurements).
 BROKER_CUT_S = 5.0
-
-
-def request(transaction_id: str) -> dict[str, Any]:
-    """A ``TransactionReq`` for ``transaction_id``."""
-    return {
-        "evse_id": "DE*LEM*E0001",
-        "transaction_id": transaction_id,
-        "identification_status": "ASSIGNED",
-        "identification_type": "ISO14443",
-        "identification_flags": ["RFID_PLAIN"],
-        "identification_data": "04A2B3C4D5E6F7",
-    }
 
 
 def new_transaction_id() -> str:

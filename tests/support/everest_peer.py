@@ -6,6 +6,8 @@ publishes the retained settings topic, answers configuration requests in the rec
 transcripts' shape, records metadata and module-ready messages, and sends global ready
 and shutdown. It records every configuration message whose ``msg_type`` the simulated
 framework generation does not know, because the real manager would end on it.
+
+It speaks MQTT through the package's ``MqttBus`` with a clean session.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from lem_dcbm.config import BrokerSettings
+from lem_dcbm.everest.bus import Message, MqttBus
 
 T = TypeVar("T")
 
@@ -111,33 +113,25 @@ class EverestPeer:
         self.config_requests: list[dict[str, Any]] = []
         #: Configuration messages the simulated manager would have died on.
         self.foreign_messages: list[Received] = []
-        self._client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=f"peer-{uuid.uuid4().hex[:12]}",
-            protocol=MQTTProtocolVersion.MQTTv311,
+        self._bus = MqttBus(
+            BrokerSettings(host=host, port=port, prefix=self.prefix),
+            f"peer-{uuid.uuid4().hex[:12]}",
+            clean_session=True,
         )
-        self._client.on_message = self._on_message
-        self._client.on_connect = self._on_connect
-        self._client.on_subscribe = self._on_subscribe
-        self._subscribed = threading.Event()
-        self._extra_topics: list[str] = []
+        # Subscribed before connecting: start() returns once the broker confirmed them.
+        self._bus.subscribe(f"{self.module_base}/#", self._on_message)
+        self._bus.subscribe(f"{self.prefix}config/request", self._on_message)
 
     # --- connection ------------------------------------------------------------------
 
     def start(self, timeout: float = 10.0) -> EverestPeer:
         """Connect, subscribe to everything of the module, and wait for the subscription."""
-        self._client.connect(self.host, self.port, keepalive=30)
-        self._client.loop_start()
-        if not self._subscribed.wait(timeout):
-            raise AssertionError("the peer could not subscribe")
+        self._bus.connect(timeout)
         return self
 
     def stop(self) -> None:
         """Disconnect."""
-        self._client.disconnect()
-        self._client.loop_stop()
-        # Releases paho's internal wake-up socket pair, which nothing else closes.
-        self._client.reinitialise()
+        self._bus.close(2.0)
 
     def __enter__(self) -> EverestPeer:
         return self.start()
@@ -145,25 +139,15 @@ class EverestPeer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def _on_connect(
-        self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any
-    ) -> None:
-        topics = [
-            f"{self.module_base}/#",
-            f"{self.prefix}config/request",
-            *self._extra_topics,
-        ]
-        client.subscribe([(topic, 2) for topic in topics])
-
-    def _on_subscribe(self, *_: Any) -> None:
-        self._subscribed.set()
+    def _publish(self, topic: str, payload: bytes, *, qos: int = 2, retain: bool = False) -> None:
+        """Publish and wait until the broker has the message."""
+        self._bus.publish(topic, payload, qos=qos, retain=retain)
+        self._bus.flush(5)
 
     # --- recording -------------------------------------------------------------------
 
-    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        received = Received(
-            message.topic, bytes(message.payload), time.monotonic(), bool(message.retain)
-        )
+    def _on_message(self, message: Message) -> None:
+        received = Received(message.topic, message.payload, message.received_at, message.retain)
         with self._lock:
             self.messages.append(received)
             if "/response/" in message.topic:
@@ -210,8 +194,7 @@ class EverestPeer:
 
     def subscribe(self, topic: str) -> None:
         """Also record messages on ``topic`` (a filter), e.g. outside the module's topics."""
-        self._extra_topics.append(topic)
-        self._client.subscribe(topic, 2)
+        self._bus.subscribe(topic, self._on_message)
 
     # --- consumer ---------------------------------------------------------------------
 
@@ -223,7 +206,7 @@ class EverestPeer:
         """Publish a call in the framework's envelope; return its id."""
         call_id = str(uuid.uuid4())
         data = {"id": call_id, "args": args, "origin": origin or self.peer_id}
-        self._client.publish(self.cmd_topic(cmd), dumps({"msg_type": "Cmd", "data": data}), qos=2)
+        self._bus.publish(self.cmd_topic(cmd), dumps({"msg_type": "Cmd", "data": data}))
         return call_id
 
     def result(self, call_id: str, timeout: float = 10.0) -> dict[str, Any]:
@@ -237,7 +220,7 @@ class EverestPeer:
     def send_raw(self, topic: str, payload: bytes, qos: int = 2) -> None:
         """Publish raw bytes; ``topic`` is full or relative to the implementation (``cmd/x``)."""
         full = topic if topic.startswith(self.prefix) else f"{self.impl_base}/{topic}"
-        self._client.publish(full, payload, qos=qos).wait_for_publish(5)
+        self._publish(full, payload, qos=qos)
 
     def responses(self, cmd: str, origin: str | None = None) -> list[Received]:
         """Every response received for ``cmd`` addressed to ``origin`` (default: this peer)."""
@@ -291,13 +274,11 @@ class EverestPeer:
                 "forward_exceptions": False,
             }
             payload = dumps({"msg_type": CONFIG_RESPONSE_TYPES[generation], "data": settings})
-            self._client.publish(
-                f"{self.prefix}settings", payload, qos=2, retain=True
-            ).wait_for_publish(5)
+            self._publish(f"{self.prefix}settings", payload, retain=True)
 
     def clear_retained(self) -> None:
         """Clear the retained settings, as the manager does before global ready."""
-        self._client.publish(f"{self.prefix}settings", b"", qos=2, retain=True).wait_for_publish(5)
+        self._publish(f"{self.prefix}settings", b"", retain=True)
 
     def _answer_config_request(self, received: Received) -> None:
         generation = self.manager_generation
@@ -339,7 +320,7 @@ class EverestPeer:
             "type": "Get",
         }
         payload = dumps({"msg_type": CONFIG_RESPONSE_TYPES[generation], "data": data})
-        self._client.publish(f"{self.prefix}modules/{origin}/response", payload, qos=2)
+        self._bus.publish(f"{self.prefix}modules/{origin}/response", payload)
 
     @property
     def metadata(self) -> list[dict[str, Any]]:
@@ -354,8 +335,8 @@ class EverestPeer:
     def send_global_ready(self) -> None:
         """Publish ``GlobalReady`` as the manager does."""
         payload = dumps({"msg_type": "GlobalReady", "data": True})
-        self._client.publish(f"{self.prefix}ready", payload, qos=2).wait_for_publish(5)
+        self._publish(f"{self.prefix}ready", payload)
 
     def send_shutdown(self) -> None:
         """Publish the 2026 manager's shutdown signal (the bare text ``true``)."""
-        self._client.publish(f"{self.prefix}shutdown", b"true", qos=2).wait_for_publish(5)
+        self._publish(f"{self.prefix}shutdown", b"true")

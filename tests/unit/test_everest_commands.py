@@ -11,7 +11,7 @@ from lem_dcbm.everest import envelope
 from lem_dcbm.everest.bus import Message
 from lem_dcbm.everest.commands import MAX_ROUTABLE_BYTES, CommandDispatcher
 from lem_dcbm.everest.topics import Topics
-from tests.support.waiting import wait_until
+from lem_dcbm.harness import wait_until
 
 TOPICS = Topics("everest/", "pm")
 STOP = TOPICS.cmd("stop_transaction")

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from lem_dcbm.config import normalize_prefix
-from lem_dcbm.everest.bus import MAX_CLIENT_ID, Backoff, stable_client_id
+from lem_dcbm.everest.bus import MAX_CLIENT_ID, stable_client_id
 from lem_dcbm.everest.topics import Topics
+from lem_dcbm.retry import RetryPolicy
 
 
 @pytest.mark.parametrize(
@@ -69,7 +70,7 @@ def test_client_id_is_stable_short_and_distinct() -> None:
 
 
 def test_backoff_doubles_up_to_the_cap_with_bounded_jitter() -> None:
-    backoff = Backoff(initial_s=0.5, maximum_s=8.0, jitter=0.25)
+    backoff = RetryPolicy(attempts=None, first_delay_s=0.5, max_delay_s=8.0, jitter=0.25)
     middle = [backoff.delay(attempt, rand=lambda: 0.5) for attempt in range(7)]
     assert middle == [0.5, 1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
     assert backoff.delay(0, rand=lambda: 0.0) == pytest.approx(0.375)

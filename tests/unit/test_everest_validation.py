@@ -79,3 +79,32 @@ def test_long_instances_are_cut_in_the_problem_text() -> None:
     problem = validation.check_arguments("stop_transaction", {"transaction_id": ["x" * 5000]})
     assert problem is not None
     assert len(problem) < 500
+
+
+def test_a_var_judged_by_shape_is_checked_as_strictly_and_names_each_bad_value() -> None:
+    from datetime import datetime, timezone
+
+    from lem_dcbm.core.powermeter import to_powermeter
+    from lem_dcbm.everest import validation
+    from lem_dcbm.meter.models import LiveMeasure
+
+    measure = LiveMeasure(400.0, 10.0, 4.0, 30.0, 28.0, 12.5, 0.25, "2026-11-22T10:00:00+01:00")
+    value = to_powermeter(measure, "12024072805", datetime(2026, 11, 22, tzinfo=timezone.utc))
+    assert validation.check_var("powermeter", value) is None
+    assert (
+        validation.check_var("powermeter", {**value, "timestamp": "2026-11-22T11:00:00Z"}) is None
+    )
+    first = validation.check_var("powermeter", {**value, "timestamp": "2026-13-45T99:00:00Z"})
+    second = validation.check_var("powermeter", {**value, "timestamp": "yesterday"})
+    assert first is not None
+    assert "2026-13-45T99:00:00Z" in first
+    assert second is not None
+    assert "yesterday" in second
+    wrong_type = validation.check_var("powermeter", {**value, "power_W": {"total": "x"}})
+    assert wrong_type is not None
+    assert "is not of type 'number'" in wrong_type
+    extra = validation.check_var("powermeter", {**value, "extra": 1})
+    assert extra is not None
+    assert "Additional properties" in extra
+    # The OCMF key var is judged by value (it has value keywords) or, if not, still checked.
+    assert validation.check_var("public_key_ocmf", 5) is not None

@@ -1,8 +1,10 @@
-"""The late-record contract: topic names that no id can break, payloads the schema accepts."""
+"""The late-record contract: topic encoding, message shape, schema, reading the journal."""
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import pytest
@@ -14,82 +16,197 @@ from lem_dcbm.records.late_record import (
     KeptRecord,
     kept_record_from_entry,
     late_record_message,
-    late_record_schema,
     late_record_topic,
+    message_schema,
 )
 
-KEPT = KeptRecord(
-    transaction_id="5f0c2a9e-0d1b-4c8e-9a57-2f4c5e6d7a81",
-    meter_id="12024072805",
-    ocmf='OCMF|{"FV":"1.0"}|{"SD":"00"}',
-    public_key_ocmf="3059301306072A8648CE3D0201",
-    signature_valid=True,
-    failed_checks=(),
-    started_at="2026-11-22T10:00:00Z",
-    stopped_at="2026-11-22T10:30:00Z",
-    fetched_at="2026-11-22T10:31:00Z",
-)
+RECORD = 'OCMF|{"MS":"12024072805","RD":[]}|{"SA":"ECDSA-secp256r1-SHA256","SD":"00"}'
+KEY = "3059301306072A8648CE3D020106082A8648CE3D030107034200"
+
+
+def validator() -> jsonschema.protocols.Validator:
+    """The schema's validator, with RFC 3339 times checked (no optional packages needed)."""
+    checker = jsonschema.FormatChecker(formats=())
+
+    @checker.checks("date-time", raises=ValueError)
+    def is_date_time(value: object) -> bool:
+        return not isinstance(value, str) or (
+            datetime.fromisoformat(value.replace("Z", "+00:00")).tzinfo is not None
+        )
+
+    schema = message_schema()
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema, format_checker=checker)
+
+
+def kept(**changes: Any) -> KeptRecord:
+    values: dict[str, Any] = {
+        "transaction_id": "tx-1",
+        "meter_id": "12024072805",
+        "ocmf": RECORD,
+        "public_key_ocmf": KEY,
+        "signature_valid": True,
+        "failed_checks": (),
+        "started_at": "2026-11-22T10:00:00.000Z",
+        "stopped_at": "2026-11-22T10:30:00.000Z",
+        "fetched_at": "2026-11-22T10:30:04.250Z",
+    }
+    values.update(changes)
+    return KeptRecord(**values)
 
 
 @pytest.mark.parametrize(
     ("prefix", "transaction_id", "topic"),
     [
-        ("", "tx-1", "lem_dcbm/pm_1/records/tx-1"),
-        ("external/", "tx-1", "external/lem_dcbm/pm_1/records/tx-1"),
-        ("external", "tx-1", "external/lem_dcbm/pm_1/records/tx-1"),
-        ("", "a/b+c#d", "lem_dcbm/pm_1/records/a%2Fb%2Bc%23d"),
-        ("", "Zähler 1", "lem_dcbm/pm_1/records/Z%C3%A4hler%201"),
-        ("", "bad\ud800", "lem_dcbm/pm_1/records/bad%ED%A0%80"),
-        ("", "", "lem_dcbm/pm_1/records/%00"),
+        ("", "tx-1", "lem_dcbm/pm1/records/tx-1"),
+        ("external/", "tx-1", "external/lem_dcbm/pm1/records/tx-1"),
+        ("external", "tx-1", "external/lem_dcbm/pm1/records/tx-1"),
+        ("a/b/", "A.z_0~9-", "a/b/lem_dcbm/pm1/records/A.z_0~9-"),
+        ("", "a/b", "lem_dcbm/pm1/records/a%2Fb"),
+        ("", "+", "lem_dcbm/pm1/records/%2B"),
+        ("", "#", "lem_dcbm/pm1/records/%23"),
+        ("", "50%", "lem_dcbm/pm1/records/50%25"),
+        ("", "id with space", "lem_dcbm/pm1/records/id%20with%20space"),
+        ("", "Zähler", "lem_dcbm/pm1/records/Z%C3%A4hler"),
+        ("", "\udc80", "lem_dcbm/pm1/records/%ED%B2%80"),
     ],
 )
-def test_topic_levels_cannot_be_broken_by_an_id(
-    prefix: str, transaction_id: str, topic: str
-) -> None:
-    assert late_record_topic(prefix, "pm_1", transaction_id) == topic
+def test_topic(prefix: str, transaction_id: str, topic: str) -> None:
+    assert late_record_topic(prefix, "pm1", transaction_id) == topic
 
 
-def test_messages_validate_against_the_shipped_schema() -> None:
-    schema = late_record_schema()
-    jsonschema.Draft7Validator.check_schema(schema)
-    message = late_record_message(KEPT, module_id="pm_1", published_at="2026-11-22T10:31:01Z")
-    jsonschema.validate(message, schema)
-    failed = KeptRecord(
-        **{
-            **{f: getattr(KEPT, f) for f in KEPT.__dataclass_fields__},
-            "signature_valid": None,
-            "failed_checks": (CheckFailure("order", "end before begin"),),
-            "started_at": None,
-        }
+def test_topic_needs_a_transaction_id() -> None:
+    with pytest.raises(ValueError, match="transaction id"):
+        late_record_topic("", "pm1", "")
+
+
+def test_message_shape_and_schema() -> None:
+    failure = CheckFailure("cable", "begin reading UC.UI 0, expected cable id 2")
+    message = late_record_message(
+        kept(failed_checks=(failure,), signature_valid=False),
+        module_id="pm1",
+        published_at="2026-11-22T10:31:00.000Z",
     )
-    jsonschema.validate(
-        late_record_message(failed, module_id="pm_1", published_at="2026-11-22T10:31:01Z"), schema
+
+    validator().validate(message)
+    assert message == {
+        "version": 1,
+        "module_id": "pm1",
+        "transaction_id": "tx-1",
+        "meter_id": "12024072805",
+        "signed_meter_value": {
+            "signed_meter_data": RECORD,
+            "signing_method": "",
+            "encoding_method": "OCMF",
+            "public_key": KEY,
+        },
+        "verification": {
+            "signature_valid": False,
+            "failed_checks": [
+                {"check": "cable", "detail": "begin reading UC.UI 0, expected cable id 2"}
+            ],
+        },
+        "started_at": "2026-11-22T10:00:00.000Z",
+        "stopped_at": "2026-11-22T10:30:00.000Z",
+        "fetched_at": "2026-11-22T10:30:04.250Z",
+        "published_at": "2026-11-22T10:31:00.000Z",
+    }
+
+
+def test_message_with_unknown_times_and_signature_validates() -> None:
+    message = late_record_message(
+        kept(started_at=None, stopped_at=None, signature_valid=None, public_key_ocmf=""),
+        module_id="pm1",
+        published_at="2026-11-22T10:31:00.000Z",
     )
+
+    validator().validate(message)
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        (("version",), 2),
+        (("extra",), 1),
+        (("signed_meter_value", "signed_meter_data"), "not a record"),
+        (("signed_meter_value", "encoding_method"), "EDL"),
+        (("verification", "signature_valid"), "yes"),
+        (("verification", "failed_checks"), [{"check": "cable"}]),
+        (("published_at",), "yesterday"),
+        (("fetched_at",), None),
+    ],
+)
+def test_schema_refuses_a_broken_message(path: tuple[str, ...], value: Any) -> None:
+    message = late_record_message(kept(), module_id="pm1", published_at="2026-11-22T10:31:00Z")
+    target = message
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+
     with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate({**message, "extra": 1}, schema)
+        validator().validate(message)
 
 
-def test_a_journal_entry_becomes_a_kept_record(tmp_path: Path) -> None:
-    journal = TransactionJournal(tmp_path, clock=ManualClock())
-    journal.record(
-        "tx-1", "start_requested", meter_id="12024072805", started_at="2026-11-22T10:00:00Z"
-    )
-    assert kept_record_from_entry(journal.get("tx-1")) is None  # type: ignore[arg-type]
-    entry = journal.record(
+def test_every_property_is_described() -> None:
+    def walk(schema: dict[str, Any], where: str) -> None:
+        assert schema.get("description"), f"{where} has no description"
+        for name, sub in schema.get("properties", {}).items():
+            walk(sub, f"{where}.{name}")
+        if "properties" in schema:
+            assert schema.get("additionalProperties") is False, where
+        if isinstance(schema.get("items"), dict):
+            walk(schema["items"], f"{where}[]")
+
+    walk(message_schema(), "message")
+
+
+def journal(tmp_path: Path) -> TransactionJournal:
+    clock = ManualClock(start=datetime(2026, 11, 22, 10, 0, tzinfo=timezone.utc))
+    return TransactionJournal(tmp_path, clock=clock)
+
+
+def test_kept_record_from_a_full_entry(tmp_path: Path) -> None:
+    store = journal(tmp_path)
+    store.record("tx-1", "start_confirmed", started_at="2026-11-22T09:00:00.000Z", meter_id="7")
+    entry = store.record(
         "tx-1",
         "ocmf_fetched",
-        ocmf=KEPT.ocmf,
-        public_key_ocmf=KEPT.public_key_ocmf,
-        verdict={
-            "signature_valid": False,
-            "failed_checks": [{"check": "signature", "detail": "x"}],
-        },
-        fetched_at="2026-11-22T10:31:00Z",
+        also=("stop_confirmed",),
+        ocmf=RECORD,
+        stopped_at="2026-11-22T09:30:00.000Z",
+        public_key_ocmf=KEY,
+        fetched_at="2026-11-22T09:30:01.000Z",
+        verdict={"signature_valid": True, "failed_checks": [{"check": "order", "detail": "d"}]},
     )
-    kept = kept_record_from_entry(entry)
-    assert kept is not None
-    assert kept.transaction_id == "tx-1"
-    assert kept.meter_id == "12024072805"
-    assert kept.signature_valid is False
-    assert kept.failed_checks == (CheckFailure("signature", "x"),)
-    assert kept.started_at == "2026-11-22T10:00:00Z"
+
+    assert kept_record_from_entry(entry) == kept(
+        meter_id="7",
+        started_at="2026-11-22T09:00:00.000Z",
+        stopped_at="2026-11-22T09:30:00.000Z",
+        fetched_at="2026-11-22T09:30:01.000Z",
+        failed_checks=(CheckFailure("order", "d"),),
+    )
+
+
+def test_kept_record_from_a_sparse_entry(tmp_path: Path) -> None:
+    entry = journal(tmp_path).record("tx-1", "ocmf_fetched", ocmf=RECORD, verdict="garbage")
+
+    record = kept_record_from_entry(entry)
+
+    assert record == kept(
+        meter_id="12024072805",  # from the record's MS
+        public_key_ocmf="",
+        signature_valid=None,
+        started_at=None,
+        stopped_at=None,
+        fetched_at=entry.updated_at,
+    )
+    message = late_record_message(record, module_id="pm1", published_at=entry.updated_at)
+    validator().validate(message)
+
+
+def test_no_kept_record_without_a_record(tmp_path: Path) -> None:
+    entry = journal(tmp_path).record("tx-1", "stop_confirmed")
+
+    assert kept_record_from_entry(entry) is None

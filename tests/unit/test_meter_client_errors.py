@@ -14,10 +14,14 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-import requests
-import responses
-from responses import matchers
-from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    DecodeError,
+    NewConnectionError,
+    ProtocolError,
+    ReadTimeoutError,
+    SSLError,
+)
 
 from lem_dcbm.errors import (
     MeterBodyError,
@@ -29,6 +33,7 @@ from lem_dcbm.errors import (
 from lem_dcbm.meter.client import MeterClient
 from lem_dcbm.meter.transport import HttpTransport, is_stale_connection
 from tests.support.certs import line_breakless, make_self_signed
+from tests.support.pool_mock import PoolMock, mocked_pool
 
 BASE = "http://meter.test:8080"
 
@@ -75,22 +80,22 @@ def client() -> Iterator[MeterClient]:
 
 
 @pytest.fixture
-def mocked() -> Iterator[responses.RequestsMock]:
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        yield rsps
+def mocked() -> Iterator[PoolMock]:
+    with mocked_pool() as pool:
+        yield pool
 
 
-def disconnect() -> requests.exceptions.ConnectionError:
-    """What requests raises when the server closed a kept-alive connection unanswered."""
+def disconnect() -> ProtocolError:
+    """What urllib3 raises when the server closed a kept-alive connection unanswered."""
     reason = http.client.RemoteDisconnected("Remote end closed connection without response")
-    return requests.exceptions.ConnectionError(ProtocolError("Connection aborted.", reason))
+    return ProtocolError("Connection aborted.", reason)
 
 
-def refused() -> requests.exceptions.ConnectionError:
-    """What requests raises when nothing listens on the meter's port."""
+def refused() -> NewConnectionError:
+    """What urllib3 raises when nothing listens on the meter's port."""
     inner = NewConnectionError(None, "Failed to establish a new connection: refused")  # type: ignore[arg-type]
     inner.__cause__ = ConnectionRefusedError(111, "Connection refused")
-    return requests.exceptions.ConnectionError(MaxRetryError(None, "/v1/status", inner))  # type: ignore[arg-type]
+    return inner
 
 
 # -- connection failures -----------------------------------------------------------------
@@ -100,23 +105,23 @@ def refused() -> requests.exceptions.ConnectionError:
     ("raised", "error_class", "detail"),
     [
         (
-            requests.exceptions.ReadTimeout("read timed out"),
+            ReadTimeoutError(None, "/v1/status", "read timed out"),  # type: ignore[arg-type]
             MeterConnectionError,
             "no answer within 5 s",
         ),
         (
-            requests.exceptions.ConnectTimeout("connect timed out"),
+            ConnectTimeoutError("connect timed out"),
             MeterConnectionError,
             "no answer within 5 s",
         ),
         (refused(), MeterConnectionError, "connection failed: ConnectionRefusedError"),
         (
-            requests.exceptions.SSLError("certificate verify failed: self-signed certificate"),
+            SSLError("certificate verify failed: self-signed certificate"),
             MeterTlsError,
             "TLS handshake failed",
         ),
         (
-            requests.exceptions.ChunkedEncodingError("body cut off"),
+            ProtocolError("Connection broken: body cut off"),
             MeterConnectionError,
             "body cut off",
         ),
@@ -125,12 +130,12 @@ def refused() -> requests.exceptions.ConnectionError:
 )
 def test_connection_failures_map_to_the_tree(
     client: MeterClient,
-    mocked: responses.RequestsMock,
+    mocked: PoolMock,
     raised: Exception,
     error_class: type[MeterError],
     detail: str,
 ) -> None:
-    mocked.get(f"{BASE}/v1/status", body=raised)
+    mocked.add("GET", "/v1/status", raises=raised)
 
     with pytest.raises(MeterError) as caught:
         client.status()
@@ -143,21 +148,19 @@ def test_connection_failures_map_to_the_tree(
     assert len(mocked.calls) == 1
 
 
-def test_tls_error_is_also_a_connection_error(
-    client: MeterClient, mocked: responses.RequestsMock
-) -> None:
-    mocked.get(f"{BASE}/v1/livemeasure", body=requests.exceptions.SSLError("handshake"))
+def test_tls_error_is_also_a_connection_error(client: MeterClient, mocked: PoolMock) -> None:
+    mocked.add("GET", "/v1/livemeasure", raises=SSLError("handshake"))
     with pytest.raises(MeterConnectionError):
         client.livemeasure()
 
 
-def test_other_request_errors_are_meter_errors(mocked: responses.RequestsMock) -> None:
+def test_other_request_errors_are_meter_errors(mocked: PoolMock) -> None:
     transport = HttpTransport(BASE, timeout_s=1.0)
-    mocked.get(f"{BASE}/v1/status", body=requests.exceptions.InvalidHeader("bad header"))
+    mocked.add("GET", "/v1/status", raises=DecodeError("bad content encoding"))
     with pytest.raises(MeterError) as caught:
         transport.request("GET", "/v1/status")
     assert not isinstance(caught.value, MeterConnectionError)
-    assert str(caught.value) == "GET /v1/status: request failed: InvalidHeader: bad header"
+    assert str(caught.value) == "GET /v1/status: request failed: DecodeError: bad content encoding"
 
 
 # -- stale keep-alive connections ---------------------------------------------------------
@@ -165,21 +168,21 @@ def test_other_request_errors_are_meter_errors(mocked: responses.RequestsMock) -
 
 @pytest.mark.parametrize("method", ["GET", "PUT"])
 def test_idempotent_request_is_resent_once_after_a_dropped_connection(
-    mocked: responses.RequestsMock, method: str
+    mocked: PoolMock, method: str
 ) -> None:
     transport = HttpTransport(BASE, timeout_s=1.0)
-    mocked.add(method, f"{BASE}/v1/settings", body=disconnect())
-    mocked.add(method, f"{BASE}/v1/settings", json={"result": 1})
+    mocked.add(method, "/v1/settings", raises=disconnect())
+    mocked.add(method, "/v1/settings", json={"result": 1})
 
     assert transport.request(method, "/v1/settings") == (200, '{"result": 1}')
     assert len(mocked.calls) == 2
 
 
-def test_a_second_dropped_connection_is_a_connection_error(mocked: responses.RequestsMock) -> None:
+def test_a_second_dropped_connection_is_a_connection_error(mocked: PoolMock) -> None:
     transport = HttpTransport(BASE, timeout_s=1.0)
-    mocked.get(f"{BASE}/v1/status", body=disconnect())
-    mocked.get(f"{BASE}/v1/status", body=disconnect())
-    mocked.get(f"{BASE}/v1/status", json={})
+    mocked.add("GET", "/v1/status", raises=disconnect())
+    mocked.add("GET", "/v1/status", raises=disconnect())
+    mocked.add("GET", "/v1/status", json={})
 
     with pytest.raises(
         MeterConnectionError, match="GET /v1/status: connection failed: RemoteDisconnected"
@@ -188,11 +191,9 @@ def test_a_second_dropped_connection_is_a_connection_error(mocked: responses.Req
     assert len(mocked.calls) == 2
 
 
-def test_post_is_never_resent_by_the_transport(
-    client: MeterClient, mocked: responses.RequestsMock
-) -> None:
-    mocked.post(f"{BASE}/v1/legal", body=disconnect())
-    mocked.post(f"{BASE}/v1/legal", status=201, json={"transactionId": "tx-1", "running": True})
+def test_post_is_never_resent_by_the_transport(client: MeterClient, mocked: PoolMock) -> None:
+    mocked.add("POST", "/v1/legal", raises=disconnect())
+    mocked.add("POST", "/v1/legal", status=201, json={"transactionId": "tx-1", "running": True})
 
     with pytest.raises(MeterConnectionError, match="POST /v1/legal: connection failed"):
         client.start_transaction(START_BODY)
@@ -203,21 +204,11 @@ def test_post_is_never_resent_by_the_transport(
     ("exc", "stale"),
     [
         (disconnect(), True),
-        (
-            requests.exceptions.ConnectionError(
-                ProtocolError("aborted", ConnectionResetError(104, "reset"))
-            ),
-            True,
-        ),
-        (
-            requests.exceptions.ConnectionError(
-                ProtocolError("aborted", BrokenPipeError(32, "pipe"))
-            ),
-            True,
-        ),
+        (ProtocolError("aborted", ConnectionResetError(104, "reset")), True),
+        (ProtocolError("aborted", BrokenPipeError(32, "pipe")), True),
         (refused(), False),
-        (requests.exceptions.ReadTimeout("read timed out"), False),
-        (requests.exceptions.ConnectionError("something"), False),
+        (ReadTimeoutError(None, "/v1/status", "read timed out"), False),  # type: ignore[arg-type]
+        (ProtocolError("something"), False),
     ],
     ids=["disconnected", "reset", "broken-pipe", "refused", "timeout", "unknown"],
 )
@@ -327,10 +318,10 @@ CALLS: dict[str, tuple[str, str, Callable[[MeterClient], object]]] = {
 
 @pytest.mark.parametrize("name", list(CALLS))
 def test_server_error_is_a_status_error_naming_everything(
-    client: MeterClient, mocked: responses.RequestsMock, name: str
+    client: MeterClient, mocked: PoolMock, name: str
 ) -> None:
     method, endpoint, call = CALLS[name]
-    mocked.add(method, BASE + endpoint, status=500, body="Internal Server Error: sensor busy")
+    mocked.add(method, endpoint, status=500, body="Internal Server Error: sensor busy")
 
     with pytest.raises(MeterStatusError) as caught:
         call(client)
@@ -345,11 +336,11 @@ def test_server_error_is_a_status_error_naming_everything(
 
 @pytest.mark.parametrize("name", list(CALLS))
 def test_malformed_json_is_a_body_error_naming_everything(
-    client: MeterClient, mocked: responses.RequestsMock, name: str
+    client: MeterClient, mocked: PoolMock, name: str
 ) -> None:
     method, endpoint, call = CALLS[name]
     status = 201 if name == "start" else 200
-    mocked.add(method, BASE + endpoint, status=status, body='{"voltage": 400.1, "curr')
+    mocked.add(method, endpoint, status=status, body='{"voltage": 400.1, "curr')
 
     with pytest.raises(MeterBodyError) as caught:
         call(client)
@@ -362,27 +353,23 @@ def test_malformed_json_is_a_body_error_naming_everything(
 
 
 def test_start_answered_with_200_instead_of_201_is_a_status_error(
-    client: MeterClient, mocked: responses.RequestsMock
+    client: MeterClient, mocked: PoolMock
 ) -> None:
-    mocked.post(f"{BASE}/v1/legal", status=200, json={"transactionId": "tx-1", "running": True})
+    mocked.add("POST", "/v1/legal", status=200, json={"transactionId": "tx-1", "running": True})
     with pytest.raises(MeterStatusError, match="POST /v1/legal: unexpected HTTP status 200"):
         client.start_transaction(START_BODY)
 
 
-def test_refused_start_keeps_the_meters_reason(
-    client: MeterClient, mocked: responses.RequestsMock
-) -> None:
-    mocked.post(f"{BASE}/v1/legal", status=400, json={"error": "transactionId too long"})
+def test_refused_start_keeps_the_meters_reason(client: MeterClient, mocked: PoolMock) -> None:
+    mocked.add("POST", "/v1/legal", status=400, json={"error": "transactionId too long"})
     with pytest.raises(MeterStatusError) as caught:
         client.start_transaction(START_BODY)
     assert caught.value.status == 400
     assert "transactionId too long" in caught.value.body_excerpt
 
 
-def test_long_bodies_are_cut_to_an_excerpt(
-    client: MeterClient, mocked: responses.RequestsMock
-) -> None:
-    mocked.get(f"{BASE}/v1/status", status=503, body="x" * 5000)
+def test_long_bodies_are_cut_to_an_excerpt(client: MeterClient, mocked: PoolMock) -> None:
+    mocked.add("GET", "/v1/status", status=503, body="x" * 5000)
     with pytest.raises(MeterStatusError) as caught:
         client.status()
     assert len(caught.value.body_excerpt) == 200
@@ -428,10 +415,10 @@ def test_long_bodies_are_cut_to_an_excerpt(
     ],
 )
 def test_missing_or_wrong_fields_are_body_errors_naming_the_field(
-    client: MeterClient, mocked: responses.RequestsMock, name: str, body: Any, field: str
+    client: MeterClient, mocked: PoolMock, name: str, body: Any, field: str
 ) -> None:
     method, endpoint, call = CALLS[name]
-    mocked.add(method, BASE + endpoint, json=body)
+    mocked.add(method, endpoint, json=body)
 
     with pytest.raises(MeterBodyError) as caught:
         call(client)
@@ -440,10 +427,8 @@ def test_missing_or_wrong_fields_are_body_errors_naming_the_field(
     assert str(caught.value).startswith(f"{method} {endpoint}: unexpected body (HTTP 200): ")
 
 
-def test_start_that_is_not_running_is_a_body_error(
-    client: MeterClient, mocked: responses.RequestsMock
-) -> None:
-    mocked.post(f"{BASE}/v1/legal", status=201, json={"transactionId": "tx-1", "running": False})
+def test_start_that_is_not_running_is_a_body_error(client: MeterClient, mocked: PoolMock) -> None:
+    mocked.add("POST", "/v1/legal", status=201, json={"transactionId": "tx-1", "running": False})
 
     with pytest.raises(MeterBodyError) as caught:
         client.start_transaction(START_BODY)
@@ -458,33 +443,29 @@ def test_start_that_is_not_running_is_a_body_error(
     "body",
     ["", "<html>404</html>", '{"ocmf": null}', "OCMF", '"not a record"', "  OCMF|{}|{}"],
 )
-def test_non_ocmf_body_is_a_body_error(
-    client: MeterClient, mocked: responses.RequestsMock, body: str
-) -> None:
-    mocked.get(f"{BASE}/v1/ocmf", body=body)
+def test_non_ocmf_body_is_a_body_error(client: MeterClient, mocked: PoolMock, body: str) -> None:
+    mocked.add("GET", "/v1/ocmf", body=body)
     with pytest.raises(
         MeterBodyError, match=r"GET /v1/ocmf: unexpected body \(HTTP 200\): not an OCMF record"
     ):
         client.ocmf()
 
 
-def test_two_records_in_one_object_are_ambiguous(
-    client: MeterClient, mocked: responses.RequestsMock
-) -> None:
-    mocked.get(f"{BASE}/v1/ocmf", json={"a": OCMF, "b": OCMF})
+def test_two_records_in_one_object_are_ambiguous(client: MeterClient, mocked: PoolMock) -> None:
+    mocked.add("GET", "/v1/ocmf", json={"a": OCMF, "b": OCMF})
     with pytest.raises(MeterBodyError):
         client.ocmf()
 
 
 def test_v2_probe_404_is_false_200_true_else_status_error(
-    client: MeterClient, mocked: responses.RequestsMock
+    client: MeterClient, mocked: PoolMock
 ) -> None:
-    url = f"{BASE}/v2/livemeasure"
-    mocked.get(url, status=404, body="Not Found")
+    url = "/v2/livemeasure"
+    mocked.add("GET", url, status=404, body="Not Found")
     assert client.supports_v2() is False
-    mocked.replace(responses.GET, url, status=200, json=LIVE_BODY)
+    mocked.replace("GET", url, status=200, json=LIVE_BODY)
     assert client.supports_v2() is True
-    mocked.replace(responses.GET, url, status=500, body="busy")
+    mocked.replace("GET", url, status=500, body="busy")
     with pytest.raises(
         MeterStatusError, match="GET /v2/livemeasure: unexpected HTTP status 500, body: 'busy'"
     ):
@@ -494,39 +475,29 @@ def test_v2_probe_404_is_false_200_true_else_status_error(
 # -- successful calls: paths, bodies, exact OCMF ---------------------------------------------
 
 
-def test_happy_paths_parse_into_models(client: MeterClient, mocked: responses.RequestsMock) -> None:
-    mocked.get(f"{BASE}/v1/status", json=STATUS_BODY)
-    mocked.get(f"{BASE}/v1/livemeasure", json=LIVE_BODY)
-    mocked.get(f"{BASE}/v1/settings", json={"ocmfId": {"IT": 3}})
-    mocked.put(
-        f"{BASE}/v1/settings",
-        json={"meterId": "12024072805", "result": 0},
-        match=[matchers.json_params_matcher({"time": {"tz": "+01:00"}})],
-    )
+def test_happy_paths_parse_into_models(client: MeterClient, mocked: PoolMock) -> None:
+    mocked.add("GET", "/v1/status", json=STATUS_BODY)
+    mocked.add("GET", "/v1/livemeasure", json=LIVE_BODY)
+    mocked.add("GET", "/v1/settings", json={"ocmfId": {"IT": 3}})
+    mocked.add("PUT", "/v1/settings", json={"meterId": "12024072805", "result": 0})
 
     assert client.status().meter_id == "12024072805"
     assert client.status().time_sync_ok is True
     assert client.livemeasure().power_kw == 50.0
     assert client.settings() == {"ocmfId": {"IT": 3}}
     assert client.put_settings({"time": {"tz": "+01:00"}}).accepted is False
+    put = mocked.calls[-1]
+    assert put.json() == {"time": {"tz": "+01:00"}}
+    assert put.headers["Content-Type"] == "application/json"
 
 
-def test_start_and_stop_send_the_documented_requests(
-    client: MeterClient, mocked: responses.RequestsMock
-) -> None:
-    mocked.post(
-        f"{BASE}/v1/legal",
-        status=201,
-        json={**START_BODY, "running": True},
-        match=[matchers.json_params_matcher(START_BODY)],
-    )
-    mocked.put(
-        f"{BASE}/v1/legal",
+def test_start_and_stop_send_the_documented_requests(client: MeterClient, mocked: PoolMock) -> None:
+    stop_url = "/v1/legal?transactionId=tx%201%2F%C3%A4%26x"
+    mocked.add("POST", "/v1/legal", status=201, json={**START_BODY, "running": True})
+    mocked.add(
+        "PUT",
+        stop_url,
         json={"transactionId": "tx 1/ä&x", "meterValue": {"transactionStatus": 17}},
-        match=[
-            matchers.query_param_matcher({"transactionId": "tx 1/ä&x"}),
-            matchers.json_params_matcher({"running": False}),
-        ],
     )
 
     started = client.start_transaction(START_BODY)
@@ -535,24 +506,25 @@ def test_start_and_stop_send_the_documented_requests(
     assert (started.transaction_id, started.running) == ("tx-1", True)
     assert report.billable
     assert not report.still_running
-    stop_url = mocked.calls[1].request.url
-    assert stop_url == f"{BASE}/v1/legal?transactionId=tx%201%2F%C3%A4%26x"
+    start, stop = mocked.calls
+    assert (start.method, start.url, start.json()) == ("POST", "/v1/legal", START_BODY)
+    assert (stop.method, stop.url, stop.json()) == ("PUT", stop_url, {"running": False})
 
 
 def test_api_version_switches_legal_ocmf_and_livemeasure_only(
-    client: MeterClient, mocked: responses.RequestsMock
+    client: MeterClient, mocked: PoolMock
 ) -> None:
     client.api_version = "v2"
-    mocked.get(f"{BASE}/v2/livemeasure", json=LIVE_BODY)
-    mocked.get(f"{BASE}/v2/legal", json={"transactionId": "t", "running": False})
-    mocked.get(f"{BASE}/v2/ocmf/7", body=OCMF)
-    mocked.get(f"{BASE}/v1/status", json=STATUS_BODY)
+    mocked.add("GET", "/v2/livemeasure", json=LIVE_BODY)
+    mocked.add("GET", "/v2/legal", json={"transactionId": "t", "running": False})
+    mocked.add("GET", "/v2/ocmf/7", body=OCMF)
+    mocked.add("GET", "/v1/status", json=STATUS_BODY)
 
     client.livemeasure()
     client.legal()
     assert client.ocmf_by_index(7) == OCMF
     client.status()
-    assert [call.request.path_url for call in mocked.calls] == [
+    assert [call.url for call in mocked.calls] == [
         "/v2/livemeasure",
         "/v2/legal",
         "/v2/ocmf/7",
@@ -574,24 +546,20 @@ def test_unknown_api_version_is_refused(client: MeterClient) -> None:
         OCMF.replace('"FV":"1.0"', '"FV":"1.0","CI":"Zähler|1"'),
     ],
 )
-def test_ocmf_is_returned_exactly_as_sent(
-    client: MeterClient, mocked: responses.RequestsMock, body: str
-) -> None:
-    mocked.get(f"{BASE}/v1/ocmf", body=body.encode("utf-8"), content_type="text/plain")
+def test_ocmf_is_returned_exactly_as_sent(client: MeterClient, mocked: PoolMock, body: str) -> None:
+    mocked.add("GET", "/v1/ocmf", body=body.encode("utf-8"), content_type="text/plain")
     assert client.ocmf() == body
 
 
 @pytest.mark.parametrize("wrapped", [json.dumps(OCMF), json.dumps({"ocmf": OCMF, "meterId": "1"})])
 def test_provable_ocmf_wrappers_are_removed(
-    client: MeterClient, mocked: responses.RequestsMock, wrapped: str
+    client: MeterClient, mocked: PoolMock, wrapped: str
 ) -> None:
-    mocked.get(f"{BASE}/v1/ocmf", body=wrapped)
+    mocked.add("GET", "/v1/ocmf", body=wrapped)
     assert client.ocmf() == OCMF
 
 
-def test_certificate_is_repaired_into_pem(
-    client: MeterClient, mocked: responses.RequestsMock
-) -> None:
+def test_certificate_is_repaired_into_pem(client: MeterClient, mocked: PoolMock) -> None:
     pem = make_self_signed().cert_pem
-    mocked.get(f"{BASE}/v1/certificate", json={"certificate": line_breakless(pem)})
+    mocked.add("GET", "/v1/certificate", json={"certificate": line_breakless(pem)})
     assert client.certificate() == pem

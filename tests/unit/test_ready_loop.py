@@ -80,6 +80,26 @@ def test_init_retries_quickly_then_publishes() -> None:
     assert clock.monotonic() - 1000.0 < 5.0
 
 
+def test_housekeeping_sleeps_until_its_next_work_within_bounds() -> None:
+    clock = new_clock()
+    meter = FakeMeter()
+    timesync = TimeSync(meter, clock, timezone="+00:00", dst={})
+    controller = MeterController(
+        meter, ControllerSettings(start=StartSettings(tariff_id=0, cable_id=0)), clock, timesync
+    )
+    loop = ReadyLoop(controller, RecordingOutputs(), clock, LoopTiming())
+    controller.initialize()  # syncs the clock; the next sync is due once the window passed
+    now = clock.monotonic()
+    due = controller.next_background_work
+    assert due is not None
+    assert due > now + 5
+    assert loop.housekeeping_pause(now) == 5.0  # nothing due soon: the longest pause
+    clock.advance(due - now - 2.5)
+    assert loop.housekeeping_pause(clock.monotonic()) == 2.5  # wakes when the sync is due
+    clock.advance(2.4)
+    assert loop.housekeeping_pause(clock.monotonic()) == 1.0  # never less than an interval
+
+
 def test_heartbeat_only_in_cycles_the_meter_answered() -> None:
     """The container's health check reads this beat: it stops while the meter is away."""
     meter = FakeMeter()

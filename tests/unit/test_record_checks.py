@@ -1,78 +1,65 @@
-"""Content checks: the real LEM record passes all; each check fails alone on a record made to.
-
-Each failing record is built like the simulator's (the real record's field order) and
-signed with the simulator's key, so the signature holds and only the one check fails.
-"""
+"""Content checks of signed records: the real LEM record passes, each check catches its fault."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from lem_dcbm.records import checks
 from lem_dcbm.records.checks import (
+    CHECKS,
+    IDENTITY_CHECKS,
     RecordExpectation,
+    RecordVerdict,
     check_record,
+    checks_run,
     pagination_of,
-    reading_time,
     same_session,
 )
-from lem_dcbm.simulator.ocmf_signer import (
-    CableCompensation,
-    OcmfContent,
-    OcmfReading,
-    OcmfSigner,
-    build_payload,
-)
+from lem_dcbm.records.readings import parse_meter_time
+from lem_dcbm.records.summary import summarize
+from lem_dcbm.simulator.ocmf_signer import OcmfSigner, build_payload, tamper_record
+from tests.record_samples import CONTENT, real_record
 
-#: A published record of a real LEM DCBM with its key (its source is named in the file).
-REAL = Path(__file__).resolve().parents[1] / "fixtures" / "ocmf" / "lem-real-record.json"
-SIGNER = OcmfSigner.generate()
-KEY = SIGNER.public_key_ocmf
-
-CONTENT = OcmfContent(
-    meter_id="12024072805",
-    firmware="MU-2.3.0.1_SU-0.1.3.0",
-    pagination=7,
-    identification_type=3,
-    identification="04A2B3C4,tx-7",
-    tariff_text="0.59 EUR/kWh",
-    evse_id="DE*LEM*E0001",
-    cable=CableCompensation("2mR_Comp", 1, 2),
-    begin=OcmfReading("2026-11-22T11:00:00,000+0100 S", 100.0, 2.0),
-    end=OcmfReading("2026-11-22T11:30:00,000+0100 S", 125.5, 2.0),
-)
+#: What the transaction of the built records asked for.
 EXPECTED = RecordExpectation(
     meter_id="12024072805",
-    client_id="04A2B3C4,tx-7",
+    client_id="04A1B2C3D4",
     evse_id="DE*LEM*E0001",
-    tariff_text="0.59 EUR/kWh",
-    cable_id=1,
+    tariff_text="0,39 EUR/kWh",
+    cable_id=2,
     pagination=7,
     after_pagination=6,
 )
 
 
-def signed(edit: Callable[[dict[str, Any]], None] | None = None) -> str:
-    """The good record, changed by ``edit`` on its payload, then signed."""
+@pytest.fixture(scope="module")
+def vector() -> dict[str, Any]:
+    return real_record()
+
+
+@pytest.fixture(scope="module")
+def signer() -> OcmfSigner:
+    return OcmfSigner.generate()
+
+
+def signed(signer: OcmfSigner, edit: Callable[[dict[str, Any]], None] | None = None) -> str:
+    """A record of CONTENT signed by ``signer``, its payload changed by ``edit`` first."""
     payload = json.loads(build_payload(CONTENT))
     if edit is not None:
         edit(payload)
-    return SIGNER.record(json.dumps(payload, separators=(",", ":"), ensure_ascii=False))
+    return signer.record(json.dumps(payload, separators=(",", ":")))
 
 
-def real_record() -> dict[str, str]:
-    data: dict[str, str] = json.loads(REAL.read_text())
-    return data
+def failed(
+    signer: OcmfSigner, record: str, expected: RecordExpectation = EXPECTED
+) -> tuple[str, ...]:
+    return check_record(record, expected, signer.public_key_ocmf).failed_checks
 
 
-def test_the_real_lem_record_passes_every_check() -> None:
-    data = real_record()
+def test_real_lem_record_passes_every_check(vector: dict[str, Any]) -> None:
     expected = RecordExpectation(
         meter_id="1242050810",
         client_id="O-b9d89940be03-10802",
@@ -82,130 +69,233 @@ def test_the_real_lem_record_passes_every_check() -> None:
         pagination=61,
         after_pagination=60,
     )
-    verdict = check_record(data["ocmf"], expected, data["public_key_ocmf_hex"])
-    assert verdict.failures == ()
-    assert verdict.signature_valid is True
+
+    verdict = check_record(vector["ocmf"], expected, vector["public_key_ocmf_hex"])
+
+    assert verdict == RecordVerdict(True, ())
+    assert verdict.ok
+    assert verdict.identity_ok
+
+
+def test_real_lem_record_summary(vector: dict[str, Any]) -> None:
+    summary = summarize(vector["ocmf"])
+
+    assert summary.meter_serial == "1242050810"
+    assert summary.pagination == 61
+    assert (summary.identification_type, summary.identification) == ("NONE", "O-b9d89940be03-10802")
+    assert summary.evse_id == "FR*A23*E45B*78D"
+    assert summary.tariff_text is None
+    assert summary.begin_time == "2025-10-26T12:50:00,000+0100 R"
+    assert summary.end_time == "2025-10-26T13:06:07,000+0100 R"
+    assert (summary.begin_import_kwh, summary.end_import_kwh) == (1319.135, 1328.281)
+    assert (summary.begin_export_kwh, summary.end_export_kwh) == (7.641, 7.641)
+    assert summary.energy_kwh == 9.146
+    assert summary.energy_wh == 9146
+
+
+def test_built_record_passes_every_check(signer: OcmfSigner) -> None:
+    assert check_record(signed(signer), EXPECTED, signer.public_key_ocmf) == RecordVerdict(True, ())
+
+
+def test_no_key_leaves_the_signature_unknown(signer: OcmfSigner) -> None:
+    verdict = check_record(signed(signer), EXPECTED)
+
+    assert verdict.signature_valid is None
     assert verdict.ok
 
 
-def test_the_good_simulated_record_passes_every_check() -> None:
-    verdict = check_record(signed(), EXPECTED, KEY)
-    assert verdict.ok, verdict.failures
-
-
-def end_reading(payload: dict[str, Any]) -> dict[str, Any]:
-    reading: dict[str, Any] = payload["RD"][2]
-    return reading
-
-
-def set_key(key: str, value: Any) -> Callable[[dict[str, Any]], None]:
+def set_field(key: str, value: Any) -> Callable[[dict[str, Any]], None]:
     def edit(payload: dict[str, Any]) -> None:
         payload[key] = value
 
     return edit
 
 
-def second_end(payload: dict[str, Any]) -> None:
-    payload["RD"].append({**end_reading(payload), "TM": "2026-11-22T11:40:00,000+0100 S"})
+def set_reading(index: int, key: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    def edit(payload: dict[str, Any]) -> None:
+        payload["RD"][index][key] = value
+
+    return edit
 
 
-def end_before_begin(payload: dict[str, Any]) -> None:
-    end_reading(payload)["TM"] = "2025-11-22T11:30:00,000+0100 S"
+def drop_end(payload: dict[str, Any]) -> None:
+    del payload["RD"][2:]
 
 
-def status_error(payload: dict[str, Any]) -> None:
-    end_reading(payload)["ST"] = "E"
+def second_begin(payload: dict[str, Any]) -> None:
+    payload["RD"][2]["TX"] = "B"
 
 
-def error_flag(payload: dict[str, Any]) -> None:
-    payload["RD"][0]["EF"] = "t"
+# One case per content check: the record fails exactly that check, nothing else.
+SINGLE_FAULTS: list[tuple[str, Callable[[dict[str, Any]], None] | None, RecordExpectation]] = [
+    ("readings", drop_end, EXPECTED),
+    ("readings", second_begin, EXPECTED),
+    # The meter's clock set back during the transaction.
+    ("order", set_reading(2, "TM", "2025-03-01T10:30:00,000+0100 R"), EXPECTED),
+    # 10:30+0200 is 08:30 UTC, before the begin at 09:00 UTC: the offset counts.
+    ("order", set_reading(2, "TM", "2026-03-01T10:30:00,000+0200 R"), EXPECTED),
+    ("order", set_reading(2, "RV", 99.999), EXPECTED),
+    ("order", set_reading(3, "RV", 2.4), EXPECTED),
+    ("status", set_reading(3, "ST", "T"), EXPECTED),
+    ("error_flags", set_reading(0, "EF", "E"), EXPECTED),
+    ("meter", set_field("GS", "12024072806"), EXPECTED),
+    ("meter", None, RecordExpectation(meter_id="12024072806")),
+    ("identification", None, RecordExpectation(client_id="04A1B2C3D5")),
+    ("evse", None, RecordExpectation(evse_id="DE*LEM*E0002")),
+    ("evse", set_field("CT", "CBIDC"), EXPECTED),
+    ("tariff_text", None, RecordExpectation(tariff_text="0,49 EUR/kWh")),
+    ("tariff_text", None, RecordExpectation(tariff_text="")),
+    ("cable", None, RecordExpectation(cable_id=0)),
+    ("pagination", None, RecordExpectation(pagination=8)),
+    ("pagination_order", None, RecordExpectation(after_pagination=7)),
+    ("pagination_order", set_field("PG", "X7"), RecordExpectation(after_pagination=6)),
+]
 
 
-def other_cable(payload: dict[str, Any]) -> None:
-    payload["RD"][0]["UC"]["UI"] = 3
+@pytest.mark.parametrize(
+    ("check", "edit", "expected"),
+    SINGLE_FAULTS,
+    ids=[f"{case[0]}-{number}" for number, case in enumerate(SINGLE_FAULTS)],
+)
+def test_each_check_catches_its_fault_alone(
+    signer: OcmfSigner,
+    check: str,
+    edit: Callable[[dict[str, Any]], None] | None,
+    expected: RecordExpectation,
+) -> None:
+    verdict = check_record(signed(signer, edit), expected, signer.public_key_ocmf)
 
-
-FAILING: dict[str, Callable[[dict[str, Any]], None]] = {
-    checks.READINGS: second_end,
-    checks.ORDER: end_before_begin,
-    checks.STATUS: status_error,
-    checks.ERROR_FLAGS: error_flag,
-    checks.METER: set_key("MS", "99999999999"),
-    checks.IDENTIFICATION: set_key("ID", "04A2B3C4,tx-6"),
-    checks.EVSE: set_key("CI", "DE*LEM*E0002"),
-    checks.TARIFF_TEXT: set_key("TT", "0.99 EUR/kWh"),
-    checks.CABLE: other_cable,
-    checks.PAGINATION: set_key("PG", "T8"),
-}
-
-
-@pytest.mark.parametrize("check", sorted(FAILING))
-def test_a_record_failing_one_check_fails_only_that_one(check: str) -> None:
-    verdict = check_record(signed(FAILING[check]), EXPECTED, KEY)
-    assert verdict.failed_checks == (check,), verdict.failures
+    assert verdict.failed_checks == (check,)
     assert verdict.signature_valid is True
     assert not verdict.ok
+    assert verdict.identity_ok is (check not in IDENTITY_CHECKS)
+    assert verdict.failures[0].detail
 
 
-def test_record_number_not_above_the_previous_fails_only_its_order() -> None:
-    expected = dataclasses.replace(EXPECTED, after_pagination=7)
-    verdict = check_record(signed(), expected, KEY)
-    assert verdict.failed_checks == (checks.PAGINATION_ORDER,)
+def test_every_content_check_has_a_single_fault_case() -> None:
+    covered = {case[0] for case in SINGLE_FAULTS}
+
+    assert covered == set(CHECKS) - {"format", "signature"}
 
 
-def test_a_falling_import_register_fails_order() -> None:
-    verdict = check_record(signed(lambda p: end_reading(p).update(RV=99.0)), EXPECTED, KEY)
-    assert verdict.failed_checks == (checks.ORDER,)
-    assert "falls from 100.0 to 99.0" in verdict.failures[0].detail
+def test_tampered_record_fails_only_the_signature(signer: OcmfSigner) -> None:
+    verdict = check_record(tamper_record(signed(signer)), EXPECTED, signer.public_key_ocmf)
 
-
-def test_a_changed_record_fails_only_the_signature() -> None:
-    record = signed().replace('"RV":125.5', '"RV":125.6')
-    verdict = check_record(record, EXPECTED, KEY)
-    assert verdict.failed_checks == (checks.SIGNATURE,)
+    assert verdict.failed_checks == ("signature",)
     assert verdict.signature_valid is False
+    assert verdict.identity_ok
 
 
-def test_an_unreadable_record_fails_format_alone() -> None:
-    verdict = check_record("OCMF|{not json|{}", EXPECTED, KEY)
-    assert verdict.failed_checks == (checks.FORMAT,)
+def test_record_of_another_key_fails_the_signature(signer: OcmfSigner) -> None:
+    other = OcmfSigner.generate()
+
+    assert failed(other, signed(signer)) == ("signature",)
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        "",
+        "OCMF|not json|{}",
+        'OCMF|{"RD":[]}|{"SA":"ECDSA-secp256r1-SHA256","SD":"00"}',
+        'OCMF|{"RD":[1]}|{"SA":"ECDSA-secp256r1-SHA256","SD":"00"}',
+    ],
+)
+def test_unreadable_record_fails_format_alone(signer: OcmfSigner, record: str) -> None:
+    verdict = check_record(record, EXPECTED, signer.public_key_ocmf)
+
+    assert verdict.failed_checks == ("format",)
     assert verdict.signature_valid is None
+    assert not verdict.identity_ok
 
 
-def test_without_expectations_only_the_record_itself_is_checked() -> None:
-    verdict = check_record(signed(set_key("ID", "anything")), RecordExpectation())
-    assert verdict.ok
-    assert verdict.signature_valid is None
+def test_unsupported_algorithm_fails_the_signature(signer: OcmfSigner) -> None:
+    record = signed(signer).replace("ECDSA-secp256r1-SHA256", "ECDSA-brainpool256r1-SHA256")
+
+    verdict = check_record(record, EXPECTED, signer.public_key_ocmf)
+
+    assert verdict.failed_checks == ("signature",)
+    assert "unsupported" in verdict.failures[0].detail
 
 
-def test_every_check_has_a_failing_case() -> None:
-    covered = {*FAILING, checks.PAGINATION_ORDER, checks.SIGNATURE, checks.FORMAT}
-    assert covered == set(checks.CHECKS)
+def test_end_time_with_another_offset_is_compared_in_utc(signer: OcmfSigner) -> None:
+    # 09:30+0000 is after the begin at 10:00+0100 (09:00 UTC).
+    record = signed(signer, set_reading(2, "TM", "2026-03-01T09:30:00,000+0000 R"))
+
+    assert failed(signer, record) == ()
 
 
-def test_pagination_and_same_session() -> None:
-    record = signed()
-    assert pagination_of(record) == 7
-    assert pagination_of("not a record") is None
-    again = SIGNER.record(build_payload(CONTENT))  # a new signature of the same payload
-    assert same_session(record, again)
-    assert not same_session(record, signed(set_key("PG", "T8")))
-    assert not same_session(record, "OCMF|{}|{}")
+def test_unreadable_time_fails_order(signer: OcmfSigner) -> None:
+    record = signed(signer, set_reading(2, "TM", "yesterday"))
+
+    assert failed(signer, record) == ("order",)
+
+
+def test_empty_expectations_accept_absent_fields(signer: OcmfSigner) -> None:
+    def strip(payload: dict[str, Any]) -> None:
+        for key in ("TT", "ID", "CI", "CT"):
+            payload.pop(key)
+
+    expected = RecordExpectation(tariff_text="", client_id="", evse_id="")
+
+    assert failed(signer, signed(signer, strip), expected) == ()
+
+
+def test_verdict_round_trips_through_json(signer: OcmfSigner) -> None:
+    verdict = check_record(signed(signer, drop_end), EXPECTED, signer.public_key_ocmf)
+
+    assert RecordVerdict.from_json(json.loads(json.dumps(verdict.to_json()))) == verdict
+    assert RecordVerdict.from_json("nonsense") is None
+
+
+def test_checks_run_follow_the_expectation() -> None:
+    assert checks_run(RecordExpectation(), with_key=False) == (
+        "format",
+        "readings",
+        "order",
+        "status",
+        "error_flags",
+        "meter",
+    )
+    assert checks_run(EXPECTED, with_key=True) == CHECKS
+    assert "cable" in checks_run(RecordExpectation(cable_id=0), with_key=False)
+
+
+def test_same_session(signer: OcmfSigner, vector: dict[str, Any]) -> None:
+    complete = signed(signer)
+    running = signed(signer, drop_end)  # fetched while the transaction ran: begin only
+
+    assert same_session(complete, running)
+    assert not same_session(complete, signed(signer, set_field("PG", "T8")))
+    assert not same_session(complete, signed(signer, set_field("MS", "12024072806")))
+    assert not same_session(
+        complete, signed(signer, set_reading(0, "TM", "2026-03-01T10:00:01,000+0100 R"))
+    )
+    assert not same_session(complete, vector["ocmf"])
+    assert not same_session(complete, "garbage")
+
+
+def test_pagination_of(signer: OcmfSigner, vector: dict[str, Any]) -> None:
+    assert pagination_of(vector["ocmf"]) == 61
+    assert pagination_of(signed(signer)) == 7
+    assert pagination_of(signed(signer, set_field("PG", "F7"))) is None
+    assert pagination_of("garbage") is None
 
 
 @pytest.mark.parametrize(
     ("text", "iso"),
     [
         ("2025-10-26T12:50:00,000+0100 R", "2025-10-26T12:50:00+01:00"),
-        ("2026-11-22T10:00:00,5+00:00 S", "2026-11-22T10:00:00.500000+00:00"),
-        ("2026-11-22T10:00:00Z", "2026-11-22T10:00:00+00:00"),
+        ("2025-10-26T12:50:00,250-0330 S", "2025-10-26T12:50:00.250000-03:30"),
+        ("2025-10-26T12:50:00+01:00", "2025-10-26T12:50:00+01:00"),
+        ("2025-10-26T11:50:00.5Z", "2025-10-26T11:50:00.500000+00:00"),
     ],
 )
-def test_reading_times_parse_with_their_offset(text: str, iso: str) -> None:
-    parsed = reading_time(text)
-    assert parsed is not None
-    assert parsed.isoformat() == iso
+def test_meter_time(text: str, iso: str) -> None:
+    assert parse_meter_time(text).isoformat() == iso
 
 
-def test_an_unreadable_time_is_none() -> None:
-    assert reading_time("yesterday") is None
+@pytest.mark.parametrize("text", ["", "2025-10-26 12:50:00", "2025-13-26T12:50:00,000+0100 R"])
+def test_bad_meter_time(text: str) -> None:
+    with pytest.raises(ValueError, match="TM"):
+        parse_meter_time(text)

@@ -512,12 +512,28 @@ def test_a_running_transaction_survives_a_reboot(meter: SimulatedMeter, clock: M
     assert meter.state()["reboots"] == 1
 
 
-def test_tls_on_takes_effect_at_the_reboot(clock: ManualClock) -> None:
+def test_tls_switches_at_once_and_survives_a_reboot_once_persisted(clock: ManualClock) -> None:
     meter = make(clock, settings_window_seconds=0.0)
-    meter.put_settings({"http": {"tls_on": True}})
-    assert meter.tls_active is False
+    assert meter.put_settings({"http": {"tls_on": True}})["result"] == 1
+    assert meter.tls_active is True
     meter.reboot()
     assert meter.tls_active is True
+    assert meter.put_settings({"http": {"tls_on": False}})["result"] == 1
+    assert meter.tls_active is False
+
+
+def test_tls_switched_in_the_settings_window_is_lost_at_the_reboot(clock: ManualClock) -> None:
+    meter = make(clock, settings_window_seconds=120.0)
+    meter.put_settings({"http": {"tls_on": True}})
+    assert meter.tls_active is True
+    meter.reboot()
+    assert meter.tls_active is False
+
+
+def test_tls_cannot_be_switched_during_a_transaction(meter: SimulatedMeter) -> None:
+    meter.start_transaction(start_body(), "v1")
+    assert meter.put_settings({"http": {"tls_on": True}})["result"] == 0
+    assert meter.tls_active is False
 
 
 # -- OCMF -----------------------------------------------------------------------------

@@ -1,0 +1,146 @@
+"""An MQTT broker process on a free port: mosquitto, or amqtt where there is no mosquitto."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from lem_dcbm.config import BrokerSettings
+from lem_dcbm.harness.processes import log_tail, spawn, stop_processes
+from lem_dcbm.harness.waiting import HarnessError, free_port, wait_listening, wait_until
+
+#: Environment variable naming the mosquitto binary (scripts/setup exports it).
+MOSQUITTO_ENV = "LEM_MOSQUITTO"
+#: Where package managers put mosquitto when it is not on PATH (it is a daemon).
+SBIN_DIRS = ("/usr/sbin", "/usr/local/sbin", "/opt/homebrew/sbin")
+START_TIMEOUT_S = 15.0
+
+BrokerKind = Literal["mosquitto", "amqtt"]
+
+
+def find_mosquitto() -> str | None:
+    """Path of mosquitto: ``$LEM_MOSQUITTO``, else PATH, else the usual sbin folders."""
+    explicit = os.environ.get(MOSQUITTO_ENV)
+    if explicit:
+        return explicit
+    return shutil.which("mosquitto") or shutil.which("mosquitto", path=os.pathsep.join(SBIN_DIRS))
+
+
+def mosquitto_binary() -> str:
+    """Path of mosquitto; ``HarnessError`` saying how to get it when there is none."""
+    found = find_mosquitto()
+    if not found:
+        raise HarnessError(
+            f"mosquitto not found on PATH or in {', '.join(SBIN_DIRS)}: install it "
+            f"(./scripts/setup does) or name it in ${MOSQUITTO_ENV}"
+        )
+    return found
+
+
+def amqtt_binary() -> str:
+    """Path of amqtt's broker command, on PATH or next to this Python."""
+    found = shutil.which("amqtt") or shutil.which("amqtt", path=str(Path(sys.executable).parent))
+    if not found:
+        raise HarnessError("amqtt not found: pip install amqtt (./scripts/demo does)")
+    return found
+
+
+@dataclass
+class Broker:
+    """A broker on ``host:port``; ``stop``/``start`` cut it away and bring it back there.
+
+    ``port`` 0 picks a free port at the first start, kept for every restart. Its
+    configuration and log live in ``workdir``.
+    """
+
+    workdir: Path
+    port: int = 0
+    host: str = "127.0.0.1"
+    kind: BrokerKind = "mosquitto"
+    #: mosquitto's ``set_tcp_nodelay``; its default (and EVerest's config) leaves Nagle on.
+    no_delay: bool = False
+    #: A unix socket mosquitto listens on as well (keep its path short: about 100 bytes).
+    socket_path: Path | None = None
+    process: subprocess.Popen[Any] | None = field(default=None, init=False)
+
+    @property
+    def settings(self) -> BrokerSettings:
+        """The broker as the project's ``BrokerSettings``."""
+        return BrokerSettings(host=self.host, port=self.port)
+
+    @property
+    def description(self) -> str:
+        """Which broker this is, for a reader."""
+        if self.kind == "amqtt":
+            return "amqtt (embedded pure-Python broker)"
+        return "mosquitto"
+
+    @property
+    def log_path(self) -> Path:
+        """The broker's log file."""
+        return self.workdir / f"{self.kind}-{self.port}.log"
+
+    def start(self, timeout_s: float = START_TIMEOUT_S) -> Broker:
+        """Start the broker and wait until it accepts connections."""
+        if self.process is not None:
+            raise HarnessError("the broker is already running")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if not self.port:
+            self.port = free_port()
+        argv = self._amqtt_argv() if self.kind == "amqtt" else self._mosquitto_argv()
+        self.process = spawn(argv, self.log_path)
+        try:
+            wait_listening(self.host, self.port, self.process, self.description, timeout_s)
+            if self.socket_path is not None:
+                wait_until(self.socket_path.exists, timeout_s, what=str(self.socket_path))
+        except HarnessError as err:
+            self.stop()
+            raise HarnessError(f"{err}; log:\n{log_tail(self.log_path)}") from None
+        return self
+
+    def stop(self) -> None:
+        """Stop the broker (the port stays reserved for ``start``)."""
+        process, self.process = self.process, None
+        if process is not None:
+            stop_processes([process], 5)
+
+    def __enter__(self) -> Broker:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _mosquitto_argv(self) -> list[str]:
+        lines = [f"listener {self.port} {self.host}"]
+        if self.socket_path is not None:
+            # Run as root, mosquitto would switch to its own user, which cannot bind there.
+            lines += [f"listener 0 {self.socket_path}", "user root"]
+        lines += [
+            "allow_anonymous true",
+            "persistence false",
+            # Many modules on one broker: no inflight or queue limit gets in the way.
+            "max_inflight_messages 100",
+            "max_queued_messages 10000",
+        ]
+        if self.no_delay:
+            lines.append("set_tcp_nodelay true")
+        conf = self.workdir / f"mosquitto-{self.port}.conf"
+        conf.write_text("\n".join(lines) + "\n")
+        return [mosquitto_binary(), "-c", str(conf)]
+
+    def _amqtt_argv(self) -> list[str]:
+        conf = self.workdir / f"amqtt-{self.port}.yaml"
+        document = {
+            "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}},
+            "auth": {"allow-anonymous": True},
+            "topic-check": {"enabled": False},
+        }
+        conf.write_text(yaml.safe_dump(document))
+        return [amqtt_binary(), "-c", str(conf)]

@@ -1,0 +1,17 @@
+"""The ``TransactionReq`` EvseManager sends, as the demo, the tests and the bench send it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def transaction_request(transaction_id: str, *, evse_id: str = "DE*LEM*E0001") -> dict[str, Any]:
+    """A ``powermeter/TransactionReq`` for ``transaction_id`` with an RFID identification."""
+    return {
+        "evse_id": evse_id,
+        "transaction_id": transaction_id,
+        "identification_status": "ASSIGNED",
+        "identification_type": "ISO14443",
+        "identification_flags": ["RFID_PLAIN"],
+        "identification_data": "04A2B3C4D5E6F7",
+    }

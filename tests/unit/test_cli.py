@@ -1,0 +1,112 @@
+"""The one ``lem-dcbm`` parser: every subcommand, its options, their help and defaults."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from lem_dcbm import health
+from lem_dcbm.cli import COMMANDS, build_parser, main, run_command
+from lem_dcbm.cli_common import CommandParser, HelpFormatter
+from lem_dcbm.simulator import cli as simulator_cli
+from lem_dcbm.tools import cli as tools_cli
+
+
+def subcommand_parsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """Every (nested) subcommand's parser by its full name, arguments loaded."""
+    found: dict[str, argparse.ArgumentParser] = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                if isinstance(sub, CommandParser):
+                    sub.load()
+                found[name] = sub
+                found.update({f"{name} {k}": v for k, v in subcommand_parsers(sub).items()})
+    return found
+
+
+def test_every_command_is_a_subcommand_of_one_parser() -> None:
+    names = set(subcommand_parsers(build_parser()))
+
+    assert {command.name for command in COMMANDS} <= names
+    assert {"run", "simulate", "watch", "call", "health"} <= names
+
+
+def test_every_option_has_help_that_names_its_default() -> None:
+    missing = []
+    for name, parser in subcommand_parsers(build_parser()).items():
+        formatter = HelpFormatter(parser.prog)
+        for action in parser._actions:
+            if not action.option_strings or isinstance(action, argparse._HelpAction):
+                continue
+            text = formatter._get_help_string(action) or ""
+            needs_default = action.nargs != 0 and not action.required
+            if not action.help or (needs_default and "default" not in text):
+                missing.append(f"{name} {action.option_strings[0]}")
+
+    assert missing == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "handler"),
+    [
+        (["run", "--config", "c.yaml"], run_command),
+        (["simulate", "--port", "0"], simulator_cli.simulate_command),
+        (["watch", "--count", "2"], tools_cli.watch_command),
+        (["call", "stop_transaction", "--transaction-id", ""], tools_cli.call_command),
+        (["health", "--max-age", "3"], health.health_command),
+    ],
+)
+def test_each_subcommand_parses_to_its_handler(argv: list[str], handler: object) -> None:
+    args = build_parser().parse_args(argv)
+
+    assert args.handler is handler
+
+
+def test_options_keep_their_names_and_defaults() -> None:
+    call = build_parser().parse_args(["call", "start_transaction", "--id-data", "04AB"])
+    simulate = build_parser().parse_args(["simulate"])
+
+    assert (call.module_id, call.timeout, call.evse_id, call.id_data) == (
+        "powermeter",
+        10.0,
+        "DE*LEM*E0001",
+        "04AB",
+    )
+    assert call.broker_host is None
+    assert (simulate.host, simulate.port, simulate.api) == ("127.0.0.1", 8080, "v2")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [[], ["bogus"], ["simulate", "--port", "eighty"], ["call", "start"], ["run"]],
+)
+def test_bad_usage_exits_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+
+    assert exit_info.value.code == 2
+    assert "usage: lem-dcbm" in capsys.readouterr().err
+
+
+def test_subcommand_help_shows_its_own_options(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["simulate", "--help"])
+
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: lem-dcbm simulate" in out
+    assert "--min-transaction-seconds" in out
+    assert "(default: 120.0)" in out
+
+
+def test_standalone_simulator_parser_has_the_same_options() -> None:
+    standalone = {a.dest for a in simulator_cli.build_parser()._actions}
+    sub = subcommand_parsers(build_parser())["simulate"]
+
+    assert standalone == {a.dest for a in sub._actions}
+
+
+def test_health_runs_through_the_one_parser() -> None:
+    assert main(["health", "--file", "/nonexistent/heartbeat"]) == 1

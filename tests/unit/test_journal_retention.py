@@ -1,0 +1,156 @@
+"""Journal retention by count and by age, on an injected clock."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from lem_dcbm.clock import ManualClock
+from lem_dcbm.journal import AGE_CHECK_INTERVAL_S, TransactionJournal
+
+RECORD = 'OCMF|{"PG":"T1"}|{"SD":"00"}'
+DAY = 86400.0
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(start=datetime(2026, 1, 1, 8, 0, tzinfo=timezone.utc))
+
+
+def open_journal(
+    tmp_path: Path, clock: ManualClock, *, keep: int = 1000, max_age_days: int = 400
+) -> TransactionJournal:
+    return TransactionJournal(tmp_path, keep=keep, max_age_days=max_age_days, clock=clock)
+
+
+def finished(journal: TransactionJournal, transaction_id: str) -> None:
+    journal.record(
+        transaction_id,
+        "ocmf_fetched",
+        also=("start_requested", "start_confirmed", "stop_requested", "stop_confirmed"),
+        ocmf=RECORD,
+    )
+
+
+def ids(journal: TransactionJournal) -> list[str]:
+    return [entry.transaction_id for entry in journal.entries()]
+
+
+def files(journal: TransactionJournal) -> int:
+    return len(list(journal.directory.glob("tx-*.json")))
+
+
+def test_finished_transactions_older_than_the_limit_are_dropped(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    journal = open_journal(tmp_path, clock, max_age_days=400)
+    finished(journal, "old-1")
+    finished(journal, "old-2")
+    journal.record("old-running", "start_confirmed")
+    journal.record("old-awaiting", "stop_confirmed", also=("start_confirmed",))
+    clock.advance(399 * DAY)
+    finished(journal, "recent")
+    assert ids(journal) == ["old-1", "old-2", "old-running", "old-awaiting", "recent"]
+
+    clock.advance(1 * DAY + 1)
+    finished(journal, "new")
+
+    assert ids(journal) == ["old-running", "old-awaiting", "recent", "new"]
+    assert files(journal) == 4
+    assert ids(open_journal(tmp_path, clock)) == ids(journal)
+
+
+def test_a_rewrite_makes_an_entry_young_again(tmp_path: Path, clock: ManualClock) -> None:
+    journal = open_journal(tmp_path, clock, max_age_days=10)
+    journal.record("tx", "stop_confirmed", also=("start_confirmed",))
+    clock.advance(30 * DAY)
+    journal.record("tx", "ocmf_fetched", ocmf=RECORD)  # the record arrived late: now finished
+
+    clock.advance(9 * DAY)
+    finished(journal, "other")
+
+    assert ids(journal) == ["tx", "other"]
+
+
+def test_zero_days_means_no_age_limit(tmp_path: Path, clock: ManualClock) -> None:
+    journal = open_journal(tmp_path, clock, max_age_days=0)
+    finished(journal, "ancient")
+    clock.advance(10 * 365 * DAY)
+
+    finished(journal, "new")
+
+    assert ids(journal) == ["ancient", "new"]
+
+
+def test_age_is_checked_at_most_once_an_interval(tmp_path: Path, clock: ManualClock) -> None:
+    journal = open_journal(tmp_path, clock, max_age_days=1)
+    finished(journal, "first")  # the first write checks: nothing old yet
+    clock.set_wall(clock.utc_now() + timedelta(days=2))  # wall time jumps, monotonic does not
+
+    finished(journal, "second")
+    assert ids(journal) == ["first", "second"]
+
+    clock.advance(AGE_CHECK_INTERVAL_S)
+    finished(journal, "third")
+    assert ids(journal) == ["second", "third"]
+
+
+def test_count_and_age_together(tmp_path: Path, clock: ManualClock) -> None:
+    journal = open_journal(tmp_path, clock, keep=3, max_age_days=5)
+    for number in range(3):
+        finished(journal, f"old-{number}")
+    clock.advance(6 * DAY)
+    for number in range(4):
+        finished(journal, f"new-{number}")
+
+    assert ids(journal) == ["new-1", "new-2", "new-3"]
+    assert files(journal) == 3
+
+
+def test_unfinished_ones_stay_beyond_both_limits(tmp_path: Path, clock: ManualClock) -> None:
+    journal = open_journal(tmp_path, clock, keep=1, max_age_days=1)
+    journal.record("running", "start_confirmed")
+    journal.record("awaiting", "stop_confirmed", also=("start_confirmed",))
+    clock.advance(30 * DAY)
+
+    finished(journal, "done")
+
+    assert ids(journal) == ["running", "awaiting", "done"]
+
+
+def test_an_unreadable_write_time_is_not_taken_for_old(tmp_path: Path, clock: ManualClock) -> None:
+    (tmp_path / "journal").mkdir()
+    journal = open_journal(tmp_path / "journal", clock, max_age_days=1)
+    finished(journal, "odd")
+    path = next(journal.directory.glob("tx-*.json"))
+    path.write_text(path.read_text().replace(journal.entries()[0].updated_at, "yesterday"))
+    reopened = open_journal(tmp_path / "journal", clock, max_age_days=1)
+    clock.advance(30 * DAY)
+
+    finished(reopened, "new")
+
+    assert ids(reopened) == ["odd", "new"]
+
+
+def test_dropping_by_age_says_so_once(
+    tmp_path: Path, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    journal = open_journal(tmp_path, clock, max_age_days=2)
+    finished(journal, "a")
+    finished(journal, "b")
+    clock.advance(3 * DAY)
+
+    with caplog.at_level(logging.INFO, logger="lem_dcbm.journal"):
+        finished(journal, "c")
+
+    assert [r.getMessage() for r in caplog.records] == [
+        "dropped 2 finished transaction(s) last written over 2 days ago from the journal"
+    ]
+
+
+def test_max_age_must_not_be_negative(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="max_age_days"):
+        TransactionJournal(tmp_path, max_age_days=-1)
