@@ -2,6 +2,7 @@
 
     LemDcbmError
     ├── ConfigError               bad configuration (the process exits with code 2)
+    ├── ControllerError           a step the meter's answers made impossible (no HTTP detail)
     └── MeterError                the meter could not be asked or answered badly
         ├── MeterConnectionError  no answer: refused, reset, timed out
         │   └── MeterTlsError     the TLS handshake failed (wrong or unpinned certificate)
@@ -36,6 +37,13 @@ class ConfigError(LemDcbmError):
         super().__init__(f"config key '{key}': {problem}")
         self.key = key
         self.problem = problem
+
+
+class ControllerError(LemDcbmError):
+    """The meter answered, but its answers make a step impossible (e.g. a refused setting).
+
+    Raised by the controller, which knows no HTTP: the message says what failed, not where.
+    """
 
 
 class MeterError(LemDcbmError):

@@ -38,7 +38,6 @@ from typing import Any
 
 from lem_dcbm.clock import Clock, SystemClock, rfc3339
 from lem_dcbm.config import BrokerSettings, ModuleConfig
-from lem_dcbm.core import responses
 from lem_dcbm.core.controller import ControllerSettings, MeterController
 from lem_dcbm.core.health_monitor import HealthMonitor
 from lem_dcbm.core.ports import Alerts, EverestOutputs, LateRecords
@@ -48,6 +47,7 @@ from lem_dcbm.core.temperature_monitor import TemperatureLimits, TemperatureMoni
 from lem_dcbm.core.timesync import NtpServer, TimeSync
 from lem_dcbm.core.transaction_request import StartSettings
 from lem_dcbm.errors import ConfigError
+from lem_dcbm.everest import results
 from lem_dcbm.everest.adapter import EverestAdapter
 from lem_dcbm.everest.bus import BrokerUnavailable
 from lem_dcbm.journal import TransactionJournal
@@ -59,7 +59,7 @@ _LOGGER = logging.getLogger(__name__)
 
 
 class LateBoundHandlers:
-    """Command handlers that answer 'not ready' until the controller exists.
+    """The controller's commands as EVerest answers; 'not ready' until it exists.
 
     In manager mode the adapter must subscribe before the configuration (and so the
     controller) is known.
@@ -71,14 +71,14 @@ class LateBoundHandlers:
     def start_transaction(self, value: dict[str, Any]) -> dict[str, Any]:
         """Forward to the controller, or answer that the module is not ready."""
         if self.controller is None:
-            return responses.failed("the module is still starting; no meter yet")
-        return self.controller.start_transaction(value)
+            return results.failed("the module is still starting; no meter yet")
+        return results.start_response(self.controller.start_transaction(value))
 
     def stop_transaction(self, transaction_id: str) -> dict[str, Any]:
         """Forward to the controller, or answer that the module is not ready."""
         if self.controller is None:
-            return responses.failed("the module is still starting; no meter yet")
-        return self.controller.stop_transaction(transaction_id)
+            return results.failed("the module is still starting; no meter yet")
+        return results.stop_response(self.controller.stop_transaction(transaction_id))
 
 
 @dataclass

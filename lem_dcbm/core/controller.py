@@ -1,8 +1,8 @@
 """The meter controller: init, measurements and transactions, as pure logic.
 
 It talks to the meter only through injected ``MeterApi`` clients and reads time only
-from an injected ``Clock``. Commands never raise: every failure becomes an
-``UNEXPECTED_ERROR`` answer whose text says what the meter answered.
+from an injected ``Clock``. Commands never raise: every failure becomes a
+result with an ``error`` that says what the meter answered.
 
 The meter is the source of truth. Before a command is answered the meter is asked what
 runs; a request whose answer was lost (no answer, a 5xx, an unreadable body) is settled by
@@ -27,7 +27,6 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from lem_dcbm.clock import Clock, rfc3339
-from lem_dcbm.core import responses
 from lem_dcbm.core.ports import Alerts, LateRecords, MeterApi
 from lem_dcbm.core.powermeter import to_powermeter
 from lem_dcbm.core.record_book import RecordBook
@@ -37,9 +36,10 @@ from lem_dcbm.core.record_collector import (
     RecordMissing,
     expectation_from,
 )
+from lem_dcbm.core.results import SignedRecord, StartResult, StopResult
 from lem_dcbm.core.timesync import TimeSync
 from lem_dcbm.core.transaction_request import RequestRejected, StartSettings, build_start_body
-from lem_dcbm.errors import LemDcbmError, MeterConnectionError, MeterError, MeterStatusError
+from lem_dcbm.errors import ControllerError, LemDcbmError, MeterError, MeterStatusError
 from lem_dcbm.meter.models import LegalState, MeterStatus
 from lem_dcbm.records.checks import RecordExpectation, check_record, pagination_of
 from lem_dcbm.records.late_record import KeptRecord
@@ -215,9 +215,7 @@ class MeterController:
             return
         result = self._meter.put_settings({"ocmfId": {"IT": wanted}})
         if not result.accepted:
-            raise MeterError(
-                "PUT", "/v1/settings", "the meter refused the OCMF identification type"
-            )
+            raise ControllerError("the meter refused the OCMF identification type (result 0)")
         _LOGGER.info("OCMF identification type set to %d (was %s)", wanted, current)
 
     # -- measurements ------------------------------------------------------------------------
@@ -226,7 +224,7 @@ class MeterController:
         """One live measurement as the EVerest ``powermeter`` var; raises ``MeterError``."""
         info = self._info
         if info is None:
-            raise MeterConnectionError("GET", "/livemeasure", "the meter is not initialised yet")
+            raise ControllerError("the meter is not initialised yet")
         measure = self._measurements.livemeasure(timeout_s=self._settings.measurement_timeout_s)
         return to_powermeter(measure, info.meter_id, self._clock.utc_now())
 
@@ -295,34 +293,38 @@ class MeterController:
 
     # -- start -------------------------------------------------------------------------------
 
-    def start_transaction(self, request: dict[str, Any]) -> dict[str, Any]:
-        """Start a signed transaction; answer a ``TransactionStartResponse``."""
+    def start_transaction(self, request: dict[str, Any]) -> StartResult:
+        """Start a signed transaction (``request`` is EVerest's ``TransactionReq``)."""
         transaction_id = str(request.get("transaction_id", ""))
-        return self._answer("start", transaction_id, lambda: self._start(request, transaction_id))
-
-    def _answer(
-        self, verb: str, transaction_id: str, action: Callable[[], dict[str, Any]]
-    ) -> dict[str, Any]:
-        """Run a command under the lock; turn every failure into an answer."""
         with self._lock:
             try:
-                return action()
-            except RequestRejected as err:
-                return self._failed(verb, transaction_id, f"request refused before sending: {err}")
-            except LemDcbmError as err:
-                return self._failed(verb, transaction_id, str(err))
+                return self._start(request, transaction_id)
             except Exception as err:  # noqa: BLE001 - a command must answer, never crash
-                _LOGGER.exception("%s_transaction %s failed unexpectedly", verb, transaction_id)
-                return self._failed(verb, transaction_id, f"internal error: {err!r}")
+                return StartResult(error=self._reason("start", transaction_id, err))
 
-    def _failed(self, verb: str, transaction_id: str, reason: str) -> dict[str, Any]:
-        message = f"Failed to {verb} transaction {transaction_id}: {reason}"
+    def _reason(self, verb: str, transaction_id: str, err: Exception) -> str:
+        """The answer's text for a failed command, logged once."""
+        if isinstance(err, RequestRejected):
+            detail = f"request refused before sending: {err}"
+        elif isinstance(err, LemDcbmError):
+            detail = str(err)
+        else:
+            _LOGGER.error(
+                "%s_transaction %s failed unexpectedly", verb, transaction_id, exc_info=err
+            )
+            detail = f"internal error: {err!r}"
+        return self._failure(verb, transaction_id, detail)
+
+    def _failure(self, verb: str, transaction_id: str, detail: str) -> str:
+        message = f"Failed to {verb} transaction {transaction_id}: {detail}"
         _LOGGER.error(message)
-        return responses.failed(message)
+        return message
 
-    def _start(self, request: dict[str, Any], transaction_id: str) -> dict[str, Any]:
+    def _start(self, request: dict[str, Any], transaction_id: str) -> StartResult:
         if self._info is None:
-            return self._failed("start", transaction_id, "the meter is not initialised yet")
+            return StartResult(
+                error=self._failure("start", transaction_id, "the meter is not initialised yet")
+            )
         v2 = self._meter.api_version == "v2"
         body = build_start_body(request, self._settings.start, v2=v2)
         status, running = self._meter_state()
@@ -339,7 +341,7 @@ class MeterController:
             status = self._read("read the meter status", self._meter.status)
         blocked = start_blocker(status)
         if blocked:
-            return self._failed("start", transaction_id, blocked)
+            return StartResult(error=self._failure("start", transaction_id, blocked))
         self._book.new_session(transaction_id)
         sent = {
             "evse_id": body["evseId"],
@@ -364,8 +366,8 @@ class MeterController:
             if status.time_sync_ok:
                 _LOGGER.warning("clock sync before start failed, time sync still valid: %s", err)
             else:
-                raise MeterError(
-                    "PUT", "/v1/settings", f"time sync is invalid and could not be fixed: {err}"
+                raise ControllerError(
+                    f"the meter's time sync is invalid and could not be fixed: {err}"
                 ) from err
 
     def _post_start(self, body: dict[str, Any], transaction_id: str) -> None:
@@ -401,21 +403,21 @@ class MeterController:
                 )
                 self._sleep(self._policy.delay(attempt - 1))
 
-    def _start_answer(self, transaction_id: str, *, confirm: bool) -> dict[str, Any]:
+    def _start_answer(self, transaction_id: str, *, confirm: bool) -> StartResult:
         now = self._clock.utc_now()
-        start_value = None
+        begin = None
         facts: dict[str, Any] = {"started_at": rfc3339(now)}
         if self._settings.signed_start_value:
-            start_value = self._begin_record(transaction_id, facts)
+            begin = self._begin_record(transaction_id, facts)
         if confirm:
             self._book.step(transaction_id, "start_confirmed", **facts)
-        return responses.start_ok(
-            rfc3339(now + MIN_TRANSACTION_DURATION),
-            rfc3339(now + MAX_TRANSACTION_DURATION),
-            start_value,
+        return StartResult(
+            min_stop_time=now + MIN_TRANSACTION_DURATION,
+            max_stop_time=now + MAX_TRANSACTION_DURATION,
+            begin_record=begin,
         )
 
-    def _begin_record(self, transaction_id: str, facts: dict[str, Any]) -> dict[str, Any] | None:
+    def _begin_record(self, transaction_id: str, facts: dict[str, Any]) -> SignedRecord | None:
         """The running transaction's begin record, if it is this transaction's and reads."""
         try:
             record = self._meter.ocmf(transaction_id)
@@ -434,7 +436,7 @@ class MeterController:
         pagination = pagination_of(record)
         if pagination is not None:
             facts["pagination"] = pagination
-        return responses.signed_meter_value(record, self.public_key_ocmf)
+        return SignedRecord(record, self.public_key_ocmf)
 
     def _stop_dangling(self, transaction_id: str) -> None:
         _LOGGER.warning("stopping transaction %s left running at the meter", transaction_id)
@@ -452,19 +454,25 @@ class MeterController:
 
     # -- stop --------------------------------------------------------------------------------
 
-    def stop_transaction(self, transaction_id: str) -> dict[str, Any]:
-        """Stop a transaction and answer its signed record (``TransactionStopResponse``)."""
-        return self._answer("stop", transaction_id, lambda: self._stop(transaction_id))
+    def stop_transaction(self, transaction_id: str) -> StopResult:
+        """Stop a transaction and hand out its signed record."""
+        with self._lock:
+            try:
+                return self._stop(transaction_id)
+            except Exception as err:  # noqa: BLE001 - a command must answer, never crash
+                return StopResult(error=self._reason("stop", transaction_id, err))
 
-    def _stop(self, transaction_id: str) -> dict[str, Any]:
+    def _stop(self, transaction_id: str) -> StopResult:
         if self._info is None:
-            return self._failed("stop", transaction_id, "the meter is not initialised yet")
+            return StopResult(
+                error=self._failure("stop", transaction_id, "the meter is not initialised yet")
+            )
         deadline = self._clock.monotonic() + self._settings.stop_record_wait_s
         running = self._transaction_at_meter(deadline)
         if transaction_id == "":
             if running is None:
                 self._running_id = None
-                return responses.failed("no transaction running")
+                return StopResult(error="no transaction running")
             transaction_id = running.transaction_id
         kept = self._book.kept(transaction_id)
         if running is not None and running.transaction_id == transaction_id:
@@ -486,17 +494,19 @@ class MeterController:
         self._keep(transaction_id, collected, late=False)
         return self._stop_answer(transaction_id, collected.record)
 
-    def _stop_unknown(self, transaction_id: str) -> dict[str, Any]:
+    def _stop_unknown(self, transaction_id: str) -> StopResult:
         """A stop for an id this module never ran: one question to the meter settles it."""
         expected = RecordExpectation(meter_id=self._meter_id or None)
         try:
             collected = self._records.attempt(transaction_id, expected)
         except RecordMissing as missing:
-            return self._failed(
-                "stop",
-                transaction_id,
-                f"the transaction is not running, and neither the meter nor the journal "
-                f"holds a record for it ({missing})",
+            return StopResult(
+                error=self._failure(
+                    "stop",
+                    transaction_id,
+                    f"the transaction is not running, and neither the meter nor the journal "
+                    f"holds a record for it ({missing})",
+                )
             )
         self._keep(transaction_id, collected, late=False)
         return self._stop_answer(transaction_id, collected.record)
@@ -512,16 +522,18 @@ class MeterController:
         except RecordMissing:
             return None
 
-    def _record_late(self, transaction_id: str, missing: RecordMissing) -> dict[str, Any]:
+    def _record_late(self, transaction_id: str, missing: RecordMissing) -> StopResult:
         self._book.mark_pending(transaction_id, self._clock.monotonic())
         where = self._late.where(transaction_id) if self._late is not None else "the journal"
-        return self._failed(
-            "stop",
-            transaction_id,
-            f"the transaction is stopped at the meter, but its signed record could not be "
-            f"had within {self._settings.stop_record_wait_s:g} s ({missing}); it is kept, "
-            f"fetched in the background and then published on {where} "
-            "(and listed by 'lem-dcbm records list')",
+        return StopResult(
+            error=self._failure(
+                "stop",
+                transaction_id,
+                f"the transaction is stopped at the meter, but its signed record could not be "
+                f"had within {self._settings.stop_record_wait_s:g} s ({missing}); it is kept, "
+                f"fetched in the background and then published on {where} "
+                "(and listed by 'lem-dcbm records list')",
+            )
         )
 
     def _stop_at_meter(self, transaction_id: str, deadline: float | None) -> None:
@@ -552,9 +564,7 @@ class MeterController:
                 self._sleep(pause)
                 continue
             if report.still_running:
-                raise MeterError(
-                    "PUT",
-                    "/legal",
+                raise ControllerError(
                     f"the meter reports transaction status {report.transaction_status} "
                     "(still running) after the stop",
                 )
@@ -623,9 +633,9 @@ class MeterController:
         if self._alerts is not None:
             self._alerts.clear(sub_type)
 
-    def _stop_answer(self, transaction_id: str, record: str) -> dict[str, Any]:
+    def _stop_answer(self, transaction_id: str, record: str) -> StopResult:
         _LOGGER.info("signed record of transaction %s returned", transaction_id)
-        return responses.stop_ok(responses.signed_meter_value(record, self.public_key_ocmf))
+        return StopResult(record=SignedRecord(record, self.public_key_ocmf))
 
 
 #: ``meterValue.transactionStatus`` of a transaction the meter saw nothing wrong in.

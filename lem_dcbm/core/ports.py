@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from lem_dcbm.meter.models import LegalState, LiveMeasure, MeterStatus, SettingsResult, StopReport
@@ -92,4 +92,74 @@ class LateRecords(Protocol):
 
     def where(self, transaction_id: str) -> str:
         """Where the record of ``transaction_id`` will appear, for the stop's answer."""
+        ...
+
+
+class JournalEntryView(Protocol):
+    """What the core reads of one journal entry."""
+
+    @property
+    def transaction_id(self) -> str:
+        """The transaction (or archived session) the entry is about."""
+        ...
+
+    @property
+    def steps(self) -> tuple[str, ...]:
+        """The steps recorded, in order."""
+        ...
+
+    @property
+    def ocmf(self) -> str | None:
+        """The signed record, once fetched."""
+        ...
+
+    @property
+    def data(self) -> Mapping[str, Any]:
+        """The facts stored along the steps."""
+        ...
+
+    @property
+    def started(self) -> bool:
+        """The meter confirmed the start."""
+        ...
+
+    @property
+    def stopped(self) -> bool:
+        """The meter confirmed the stop."""
+        ...
+
+
+class Journal(Protocol):
+    """The durable store of transaction steps (``lem_dcbm.journal.TransactionJournal``)."""
+
+    def record(
+        self,
+        transaction_id: str,
+        step: str,
+        *,
+        ocmf: str | None = None,
+        also: tuple[str, ...] = (),
+        **data: Any,
+    ) -> JournalEntryView:
+        """Add ``step`` durably; raise ``OSError`` when the disk refuses."""
+        ...
+
+    def get(self, transaction_id: str) -> JournalEntryView | None:
+        """The entry of ``transaction_id``, if any."""
+        ...
+
+    def entries(self) -> Sequence[JournalEntryView]:
+        """Every entry, least recently written first."""
+        ...
+
+    def open_transactions(self) -> Sequence[JournalEntryView]:
+        """Entries started and not stopped."""
+        ...
+
+    def awaiting_record(self) -> Sequence[JournalEntryView]:
+        """Entries stopped whose record is still to be fetched."""
+        ...
+
+    def rename(self, transaction_id: str, new_id: str) -> JournalEntryView:
+        """Keep an entry under another id (a reused id's earlier session)."""
         ...

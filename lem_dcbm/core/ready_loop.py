@@ -20,6 +20,7 @@ from lem_dcbm.core.health_monitor import HealthMonitor
 from lem_dcbm.core.ports import EverestOutputs
 from lem_dcbm.core.temperature_monitor import TemperatureMonitor
 from lem_dcbm.errors import MeterError
+from lem_dcbm.retry import RetryPolicy
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -38,6 +39,20 @@ class LoopTiming:
     init_retries: int = 25
     #: Pause between init attempts once the quick retries are used up.
     init_retry_delay_s: float = 10.0
+
+    @property
+    def quick_init(self) -> RetryPolicy:
+        """The first ``init_retries`` init attempts: one interval apart."""
+        return RetryPolicy.constant(self.init_retries, self.interval_s)
+
+    @property
+    def slow_init(self) -> RetryPolicy:
+        """Init attempts after the quick ones: ``init_retry_delay_s`` apart, for ever."""
+        return RetryPolicy(
+            attempts=None,
+            first_delay_s=self.init_retry_delay_s,
+            max_delay_s=self.init_retry_delay_s,
+        )
 
 
 class ReadyLoop:
@@ -127,7 +142,8 @@ class ReadyLoop:
                 # Quick retries first so a meter that comes up late is used within a second;
                 # after the configured retries fall back to the configured delay.
                 quick = attempt <= self._timing.init_retries
-                delay = self._timing.interval_s if quick else self._timing.init_retry_delay_s
+                policy = self._timing.quick_init if quick else self._timing.slow_init
+                delay = policy.delay(attempt - 1)
                 if attempt == self._timing.init_retries:
                     _LOGGER.error(
                         "meter still unreachable after %d attempts; retrying every %.0f s",

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from lem_dcbm.journal import JournalEntry, TransactionJournal
+from lem_dcbm.core.ports import Journal, JournalEntryView
 from lem_dcbm.retry import RetryPolicy
 
 _LOGGER = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ class RecordBook:
     """
 
     def __init__(
-        self, journal: TransactionJournal | None = None, fetch_policy: RetryPolicy | None = None
+        self, journal: Journal | None = None, fetch_policy: RetryPolicy | None = None
     ) -> None:
         self._journal = journal
         self._fetch_policy = fetch_policy or BACKGROUND_FETCH
@@ -188,13 +188,13 @@ class RecordBook:
         while len(self._memory) > MEMORY_RECORDS:
             self._memory.popitem(last=False)
 
-    def _entry(self, transaction_id: str) -> JournalEntry | None:
+    def _entry(self, transaction_id: str) -> JournalEntryView | None:
         entry = self._journal.get(transaction_id) if self._journal is not None else None
         if entry is None or not self._ours(entry):
             return None
         return entry
 
-    def _ours(self, entry: JournalEntry) -> bool:
+    def _ours(self, entry: JournalEntryView) -> bool:
         recorded = entry.data.get("meter_id")
         return not recorded or not self.meter_id or recorded == self.meter_id
 

@@ -70,7 +70,17 @@ class CommandDispatcher:
             self._worker.start()
 
     def submit(self, message: Message) -> None:
-        """Queue a request for the worker (called on the bus's dispatch thread)."""
+        """Queue a request for the worker (called on the bus's dispatch thread).
+
+        A retained message is never a call: EVerest publishes commands unretained, and a
+        retained one would run again at every (re)connect (a retained ``stop("")`` would
+        end whatever session runs). It is logged and dropped unanswered.
+        """
+        if message.retain:
+            _LOGGER.warning(
+                "ignored a retained message on %s: commands are never retained", message.topic
+            )
+            return
         if self._stopping.is_set():
             self._refuse_for_shutdown(message)
         else:

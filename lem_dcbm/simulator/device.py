@@ -591,12 +591,6 @@ class SimulatedMeter:
         with self._lock:
             self._clock_offset = timedelta(seconds=offset_s)
 
-    def tick(self) -> None:
-        """Bring energy and the running transaction's status up to now."""
-        with self._lock:
-            self._integrate()
-            self._observe()
-
     def state(self) -> dict[str, Any]:
         """A snapshot of everything, for ``GET /_sim/state`` and tests."""
         with self._lock:

@@ -72,6 +72,8 @@ class MeterServer(ThreadingHTTPServer):
         self.connections = ConnectionRegistry()
         self._counts: Counter[str] = Counter()
         self._counts_lock = threading.Lock()
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6  # an IPv6 host such as ::1
         super().__init__(address, MeterRequestHandler)
 
     @property

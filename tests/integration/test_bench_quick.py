@@ -57,9 +57,10 @@ def test_every_benchmark_exited_zero(results: Path) -> None:
     assert meta["machine"]["nproc"] >= 1
 
 
-def test_publish_schedule_has_both_latencies(results: Path) -> None:
+def test_publish_schedule_has_both_latencies_and_the_load(results: Path) -> None:
     runs = load(results, "publish_schedule")["runs"]
-    assert sorted(r["latency_ms"] for r in runs) == [0, 300]
+    assert [r["latency_ms"] for r in runs] == [0, 300, "load"]
+    assert runs[-1]["start_stop_pairs"] >= 1
     for run in runs:
         assert run["count"] >= 2
         assert {"mean_s", "p1_s", "p99_s", "max_s", "lost_percent"} <= run.keys()

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from lem_dcbm.config import BrokerSettings
+from lem_dcbm.everest import envelope
 from lem_dcbm.everest.adapter import EverestAdapter
 from lem_dcbm.everest.bus import BrokerUnavailable
 from lem_dcbm.everest.manager import ManagerError
@@ -491,3 +492,24 @@ def test_unix_socket_broker(handlers: DummyHandlers) -> None:
                     )
             finally:
                 adapter.close(2)
+
+
+def test_retained_commands_are_never_executed(
+    mosquitto: Broker, handlers: DummyHandlers, peer: EverestPeer
+) -> None:
+    """A retained stop("") on the command topic would end the session at every reconnect."""
+    stop_topic = peer.cmd_topic("stop_transaction")
+    retained = envelope.cmd_payload("retained-1", {"transaction_id": ""}, "evse_manager")
+    peer.send_raw(stop_topic, retained, retain=True)
+    for _ in range(2):  # the first connect, then a reconnect: each gets the retained message
+        adapter = EverestAdapter(broker_of(mosquitto), MODULE_ID, handlers, backoff=FAST)
+        adapter.connect(5)
+        try:
+            # A real call after it is answered, so the retained one was seen and passed over.
+            answer = peer.call("stop_transaction", {"transaction_id": "tx-real"}, 10)
+            assert answer["retval"] == STOP_OK
+        finally:
+            adapter.close(2)
+    assert handlers.calls == [("stop", "tx-real"), ("stop", "tx-real")]
+    assert not [m for m in peer.responses("stop_transaction") if b"retained-1" in m.payload]
+    peer.send_raw(stop_topic, b"", retain=True)  # clear the retained message

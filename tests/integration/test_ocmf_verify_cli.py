@@ -14,8 +14,8 @@ from lem_dcbm.harness import Simulator
 from lem_dcbm.meter.client import MeterClient
 from lem_dcbm.records.late_record import KeptRecord, late_record_message
 from lem_dcbm.simulator.ocmf_signer import tamper_record
-from tests.cli_in_process import CliResult, run_cli
-from tests.record_samples import real_record
+from tests.support.cli_in_process import CliResult, run_cli
+from tests.support.record_samples import real_record
 
 pytestmark = pytest.mark.integration
 

@@ -25,9 +25,9 @@ def test_export_after_three_transactions_lists_all_three_verifying(tmp_path: Pat
     rig = Rig(tmp_path / "base")
     for number in (1, 2, 3):
         transaction_id = f"tx-{number}"
-        assert rig.controller.start_transaction(request(transaction_id))["status"] == "OK"
+        assert rig.controller.start_transaction(request(transaction_id)).ok
         rig.charge(60.0 * number)
-        assert rig.controller.stop_transaction(transaction_id)["status"] == "OK"
+        assert rig.controller.stop_transaction(transaction_id).ok
     key = rig.device.status()["publicKeyOcmf"]
     # The rig's journal lives in <base>/journal: base directory <base>, module id "journal".
     exported = subprocess.run(

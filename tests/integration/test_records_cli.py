@@ -26,8 +26,8 @@ from lem_dcbm.journal import TransactionJournal
 from lem_dcbm.ocmf import verify_ocmf
 from lem_dcbm.records.late_record import late_record_topic, message_schema
 from lem_dcbm.simulator.ocmf_signer import OcmfReading, OcmfSigner, build_payload, tamper_record
-from tests.cli_in_process import CliResult, run_cli
-from tests.record_samples import CONTENT
+from tests.support.cli_in_process import CliResult, run_cli
+from tests.support.record_samples import CONTENT
 
 pytestmark = pytest.mark.integration
 

@@ -217,10 +217,10 @@ class EverestPeer:
         """Call ``cmd`` and return the whole result data object."""
         return self.result(self.call_async(cmd, args), timeout)
 
-    def send_raw(self, topic: str, payload: bytes, qos: int = 2) -> None:
+    def send_raw(self, topic: str, payload: bytes, qos: int = 2, *, retain: bool = False) -> None:
         """Publish raw bytes; ``topic`` is full or relative to the implementation (``cmd/x``)."""
         full = topic if topic.startswith(self.prefix) else f"{self.impl_base}/{topic}"
-        self._publish(full, payload, qos=qos)
+        self._publish(full, payload, qos=qos, retain=retain)
 
     def responses(self, cmd: str, origin: str | None = None) -> list[Received]:
         """Every response received for ``cmd`` addressed to ``origin`` (default: this peer)."""

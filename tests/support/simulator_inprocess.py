@@ -78,7 +78,9 @@ class InProcessSimulator:
         self.thread.join(5)
 
 
-def start_in_process(workdir: Path, *, tls: bool = False, **config: object) -> InProcessSimulator:
+def start_in_process(
+    workdir: Path, *, tls: bool = False, host: str = "127.0.0.1", **config: object
+) -> InProcessSimulator:
     """Serve a fresh meter on a free port (minimum duration and settings window 0)."""
     pair, signer = _identity()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -93,7 +95,7 @@ def start_in_process(workdir: Path, *, tls: bool = False, **config: object) -> I
     )
     clock = SystemClock()
     device = SimulatedMeter(clock, signer, meter_config)
-    server = MeterServer(("127.0.0.1", 0), device, clock, server_tls_context(pair))
+    server = MeterServer((host, 0), device, clock, server_tls_context(pair))
     thread = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
     )

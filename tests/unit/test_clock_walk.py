@@ -75,7 +75,7 @@ def test_init_window_resync_daily_resync_and_sync_before_start() -> None:
     daily = after_window + timedelta(hours=24)
     assert writes(device)[6][1] == utc_body(daily)
     clock.advance(3600)
-    assert controller.start_transaction(REQUEST)["status"] == "OK"
+    assert controller.start_transaction(REQUEST).ok
     before_start = daily + timedelta(hours=1)
     assert writes(device)[9:] == [
         (round(24 * 3600 + 120 + 3600), utc_body(before_start), True),
@@ -92,7 +92,7 @@ def test_meter_clock_a_year_behind_is_fixed_by_the_next_start() -> None:
     device.set_clock_offset(-365 * 24 * 3600)
     meter_time = datetime.fromisoformat(device.status()["time"].replace("Z", "+00:00"))
     assert clock.utc_now() - meter_time > timedelta(days=364)
-    assert controller.start_transaction(REQUEST)["status"] == "OK"
+    assert controller.start_transaction(REQUEST).ok
     meter_time = datetime.fromisoformat(device.status()["time"].replace("Z", "+00:00"))
     assert abs(clock.utc_now() - meter_time) < timedelta(seconds=60)
 
@@ -104,4 +104,4 @@ def test_time_sync_expiry_is_renewed_before_it_blocks_a_start() -> None:
         clock.advance(24 * 3600)
         controller.housekeeping()
     assert device.status()["status"]["bits"]["timeSyncStatusIsOk"]
-    assert controller.start_transaction(REQUEST)["status"] == "OK"
+    assert controller.start_transaction(REQUEST).ok

@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from lem_dcbm.clock import ManualClock
+from lem_dcbm.clock import ManualClock, rfc3339
 from lem_dcbm.core.controller import ControllerSettings, MeterController
+from lem_dcbm.core.results import StopResult
 from lem_dcbm.core.timesync import TimeSync
 from lem_dcbm.core.transaction_request import StartSettings
 from lem_dcbm.errors import MeterConnectionError, MeterStatusError
@@ -75,18 +76,18 @@ def test_start_then_stop_returns_final_record(meter: FakeMeter) -> None:
     controller, _ = make(meter)
     controller.initialize()
     started = controller.start_transaction(REQUEST)
-    assert started["status"] == "OK"
-    assert started["transaction_min_stop_time"] == "2026-11-22T10:02:00.000Z"
-    assert started["transaction_max_stop_time"] == "2026-11-24T09:59:00.000Z"
-    assert '"TX":"B"' in started["signed_meter_value"]["signed_meter_data"]
+    assert started.ok
+    # The window the EVerest answer carries (as RFC 3339 text, see test_everest_results).
+    assert rfc3339(started.min_stop_time) == "2026-11-22T10:02:00.000Z"  # type: ignore[arg-type]
+    assert rfc3339(started.max_stop_time) == "2026-11-24T09:59:00.000Z"  # type: ignore[arg-type]
+    assert started.begin_record is not None
+    assert '"TX":"B"' in started.begin_record.ocmf
     assert meter.last_start_body["clientId"] == "04A1B2C3,tx-1"
     stopped = controller.stop_transaction("tx-1")
-    assert stopped["status"] == "OK"
-    value = stopped["signed_meter_value"]
-    assert value["encoding_method"] == "OCMF"
-    assert value["signing_method"] == ""
-    assert value["public_key"] == PUBLIC_KEY
-    assert '"TX":"E"' in value["signed_meter_data"]
+    assert stopped.ok
+    assert stopped.record is not None
+    assert stopped.record.public_key_ocmf == PUBLIC_KEY
+    assert '"TX":"E"' in stopped.record.ocmf
 
 
 def test_v2_start_body_has_v2_fields(meter: FakeMeter) -> None:
@@ -114,17 +115,14 @@ def test_stop_of_transaction_stopped_before_restart_fetches_record(meter: FakeMe
     controller, _ = make(meter)
     controller.initialize()
     answer = controller.stop_transaction("tx-old")
-    assert answer["status"] == "OK"
+    assert answer.ok
     assert "stop_transaction" not in meter.calls
 
 
 def test_empty_stop_without_running_transaction(meter: FakeMeter) -> None:
     controller, _ = make(meter)
     controller.initialize()
-    assert controller.stop_transaction("") == {
-        "status": "UNEXPECTED_ERROR",
-        "error": "no transaction running",
-    }
+    assert controller.stop_transaction("") == StopResult(error="no transaction running")
 
 
 def test_empty_stop_stops_dangling_transaction(meter: FakeMeter) -> None:
@@ -132,20 +130,20 @@ def test_empty_stop_stops_dangling_transaction(meter: FakeMeter) -> None:
     controller, _ = make(meter)
     controller.initialize()
     answer = controller.stop_transaction("")
-    assert answer["status"] == "OK"
+    assert answer.ok
     assert meter.running_id is None
-    assert "tx-dangling" in answer["signed_meter_value"]["signed_meter_data"]
+    assert "tx-dangling" in answer.record.ocmf
 
 
 def test_start_stops_dangling_transaction_first_and_keeps_its_record(meter: FakeMeter) -> None:
     meter.running_id = "tx-dangling"
     controller, _ = make(meter)
     controller.initialize()
-    assert controller.start_transaction(REQUEST)["status"] == "OK"
+    assert controller.start_transaction(REQUEST).ok
     assert meter.running_id == "tx-1"
     meter.fail["ocmf"] = [unreachable("ocmf")] * 10
     kept = controller.stop_transaction("tx-dangling")
-    assert kept["status"] == "OK"
+    assert kept.ok
 
 
 @pytest.mark.parametrize(
@@ -163,8 +161,8 @@ def test_start_limits_checked_before_sending(
     controller, _ = make(meter)
     controller.initialize()
     answer = controller.start_transaction({**REQUEST, **change})
-    assert answer["status"] == "UNEXPECTED_ERROR"
-    assert reason in answer["error"]
+    assert not answer.ok
+    assert reason in answer.error
     assert "start_transaction" not in meter.calls
 
 
@@ -188,7 +186,7 @@ def test_start_retries_connection_errors_and_detects_lost_answer(meter: FakeMete
 
     meter.fail["start_transaction"] = [lost_answer]
     answer = controller.start_transaction(REQUEST)
-    assert answer["status"] == "OK"
+    assert answer.ok
     # The meter was asked what happened instead of being sent the start again.
     assert meter.calls.count("start_transaction") == 1
 
@@ -197,7 +195,7 @@ def test_start_sent_again_when_the_meter_did_not_act(meter: FakeMeter) -> None:
     controller, _ = make(meter)
     controller.initialize()
     meter.fail["start_transaction"] = [MeterConnectionError("POST", "/v1/legal", "reset")]
-    assert controller.start_transaction(REQUEST)["status"] == "OK"
+    assert controller.start_transaction(REQUEST).ok
     assert meter.calls.count("start_transaction") == 2
     assert meter.running_id == "tx-1"
 
@@ -209,9 +207,9 @@ def test_start_reports_meter_refusal(meter: FakeMeter) -> None:
         MeterStatusError("POST", "/v1/legal", 400, '{"error": "evseId too long"}')
     ]
     answer = controller.start_transaction(REQUEST)
-    assert answer["status"] == "UNEXPECTED_ERROR"
-    assert "400" in answer["error"]
-    assert "evseId too long" in answer["error"]
+    assert not answer.ok
+    assert "400" in answer.error
+    assert "evseId too long" in answer.error
 
 
 def test_start_refused_when_sensor_link_down(meter: FakeMeter) -> None:
@@ -219,8 +217,8 @@ def test_start_refused_when_sensor_link_down(meter: FakeMeter) -> None:
     controller.initialize()
     meter.sensor_link_ok = False
     answer = controller.start_transaction(REQUEST)
-    assert answer["status"] == "UNEXPECTED_ERROR"
-    assert "sensor link" in answer["error"]
+    assert not answer.ok
+    assert "sensor link" in answer.error
     assert "start_transaction" not in meter.calls
 
 
@@ -228,7 +226,7 @@ def test_start_goes_on_when_timezone_write_fails_but_sync_valid(meter: FakeMeter
     controller, _ = make(meter)
     controller.initialize()
     meter.refuse_settings.add("time.tz")
-    assert controller.start_transaction(REQUEST)["status"] == "OK"
+    assert controller.start_transaction(REQUEST).ok
 
 
 def test_start_fails_when_time_sync_invalid_and_unfixable(meter: FakeMeter) -> None:
@@ -237,8 +235,8 @@ def test_start_fails_when_time_sync_invalid_and_unfixable(meter: FakeMeter) -> N
     meter.time_sync_ok = False
     meter.refuse_settings.add("time.utc")
     answer = controller.start_transaction(REQUEST)
-    assert answer["status"] == "UNEXPECTED_ERROR"
-    assert "time sync is invalid" in answer["error"]
+    assert not answer.ok
+    assert "time sync is invalid" in answer.error
 
 
 def test_stop_unreachable_meter_answers_error(meter: FakeMeter) -> None:
@@ -247,9 +245,9 @@ def test_stop_unreachable_meter_answers_error(meter: FakeMeter) -> None:
     controller.start_transaction(REQUEST)
     meter.fail["status"] = [unreachable("status")] * 2
     answer = controller.stop_transaction("tx-1")
-    assert answer["status"] == "UNEXPECTED_ERROR"
-    assert "connection refused" in answer["error"]
-    assert controller.stop_transaction("tx-1")["status"] == "OK"
+    assert not answer.ok
+    assert "connection refused" in answer.error
+    assert controller.stop_transaction("tx-1").ok
 
 
 def test_stop_ocmf_failure_then_second_stop_returns_record(meter: FakeMeter) -> None:
@@ -261,18 +259,18 @@ def test_stop_ocmf_failure_then_second_stop_returns_record(meter: FakeMeter) -> 
     first = controller.stop_transaction("tx-1")
     assert clock.monotonic() - started <= 5.0
     meter.fail["ocmf"] = []
-    assert first["status"] == "UNEXPECTED_ERROR"
-    assert "stopped at the meter" in first["error"]
+    assert not first.ok
+    assert "stopped at the meter" in first.error
     assert meter.running_id is None
     second = controller.stop_transaction("tx-1")
-    assert second["status"] == "OK"
-    assert '"TX":"E"' in second["signed_meter_value"]["signed_meter_data"]
+    assert second.ok
+    assert '"TX":"E"' in second.record.ocmf
 
 
 def test_commands_before_init_answer_error(meter: FakeMeter) -> None:
     controller, _ = make(meter)
-    assert "not initialised" in controller.start_transaction(REQUEST)["error"]
-    assert "not initialised" in controller.stop_transaction("tx-1")["error"]
+    assert "not initialised" in controller.start_transaction(REQUEST).error
+    assert "not initialised" in controller.stop_transaction("tx-1").error
 
 
 def test_powermeter_units(meter: FakeMeter) -> None:

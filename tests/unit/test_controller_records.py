@@ -61,12 +61,12 @@ def test_record_returned_after_restart_from_journal(tmp_path: Path) -> None:
     meter = FakeMeter()
     first, _ = controller(meter, tmp_path)
     first.start_transaction(REQUEST)
-    record = first.stop_transaction("tx-1")["signed_meter_value"]["signed_meter_data"]
+    record = first.stop_transaction("tx-1").record.ocmf
     # A new process; the meter has meanwhile moved on and forgets nothing we need.
     meter.ended.clear()
     second, _ = controller(meter, tmp_path)
     answer = second.stop_transaction("tx-1")
-    assert answer["signed_meter_value"]["signed_meter_data"] == record
+    assert answer.record.ocmf == record
     assert verify_ocmf(record, PUBLIC_KEY)
 
 
@@ -75,7 +75,7 @@ def test_restart_resumes_running_transaction(tmp_path: Path) -> None:
     first, _ = controller(meter, tmp_path)
     first.start_transaction(REQUEST)
     second, _ = controller(meter, tmp_path)  # crash and restart; still running at the meter
-    assert second.stop_transaction("tx-1")["status"] == "OK"
+    assert second.stop_transaction("tx-1").ok
     entry = TransactionJournal(tmp_path).get("tx-1")
     assert entry is not None
     assert entry.stopped
@@ -104,8 +104,8 @@ def test_missing_record_fetched_with_backoff(tmp_path: Path) -> None:
     busy = MeterStatusError("GET", "/v1/ocmf", 500, "busy")
     meter.fail["ocmf"] = [busy] * 40
     first = made.stop_transaction("tx-1")
-    assert first["status"] == "UNEXPECTED_ERROR"
-    assert "fetched in the background" in first["error"]
+    assert not first.ok
+    assert "fetched in the background" in first.error
     assert made.pending_records == ["tx-1"]
     left = len(meter.fail["ocmf"])
     assert left > 0
@@ -126,7 +126,7 @@ def test_missing_record_fetched_with_backoff(tmp_path: Path) -> None:
     assert made.pending_records == []
     meter.fail["status"] = [unreachable("status")]
     again = made.stop_transaction("tx-1")
-    assert again["status"] == "OK"
+    assert again.ok
 
 
 def test_tampered_record_refetched_then_returned_unchanged_with_warning(tmp_path: Path) -> None:
@@ -136,8 +136,8 @@ def test_tampered_record_refetched_then_returned_unchanged_with_warning(tmp_path
     made.start_transaction(REQUEST)
     meter.tamper = True
     answer = made.stop_transaction("tx-1")
-    record = answer["signed_meter_value"]["signed_meter_data"]
-    assert answer["status"] == "OK"
+    record = answer.record.ocmf
+    assert answer.ok
     assert record != meter.stored["tx-1"]
     assert not verify_ocmf(record, PUBLIC_KEY)
     assert meter.calls.count("ocmf") >= 3  # begin record, fetch, fetch once more
@@ -150,7 +150,7 @@ def test_non_billable_stop_returns_record_with_warning() -> None:
     made, _ = controller(meter, alerts=alerts)
     made.start_transaction(REQUEST)
     answer = made.stop_transaction("tx-1")
-    assert answer["status"] == "OK"
+    assert answer.ok
     assert "status 25" in alerts.active["TransactionNotBillable"]
     meter.stop_status = 17
     made.start_transaction({**REQUEST, "transaction_id": "tx-2"})
@@ -168,8 +168,8 @@ def test_intermediate_record_is_never_returned_as_final() -> None:
     # The meter stopped it, but the record it serves still holds only the begin reading.
     meter.begin_only = True
     answer = made.stop_transaction("tx-1")
-    assert answer["status"] == "UNEXPECTED_ERROR"
-    assert "no end reading" in answer["error"]
+    assert not answer.ok
+    assert "no end reading" in answer.error
 
 
 def test_journal_entry_of_another_meter_is_not_returned(tmp_path: Path) -> None:
@@ -180,7 +180,7 @@ def test_journal_entry_of_another_meter_is_not_returned(tmp_path: Path) -> None:
     replaced = FakeMeter(meter_id="99999999999")
     second, _ = controller(replaced, tmp_path)
     answer = second.stop_transaction("tx-1")
-    assert answer["status"] == "UNEXPECTED_ERROR"
+    assert not answer.ok
 
 
 def test_journal_directory_rules(tmp_path: Path) -> None:
@@ -217,7 +217,7 @@ def test_confirmed_stop_is_written_alone_when_the_record_cannot_be_fetched(
     made, _ = controller(meter, tmp_path)
     made.start_transaction(REQUEST)
     meter.fail["ocmf"] = [MeterStatusError("GET", "/v1/ocmf", 500, "busy")] * 100
-    assert made.stop_transaction("tx-1")["status"] == "UNEXPECTED_ERROR"
+    assert not made.stop_transaction("tx-1").ok
     entry = TransactionJournal(tmp_path).get("tx-1")
     assert entry is not None
     assert entry.stopped

@@ -13,15 +13,17 @@ from typing import Any
 
 import pytest
 
+from lem_dcbm.core.results import StopResult
 from lem_dcbm.journal import TransactionJournal
 from lem_dcbm.ocmf import parse_ocmf, verify_ocmf
 from tests.support.faulty_transport import Rule
 from tests.support.record_rig import WAIT_S, Rig, request
 
 
-def record_of(answer: dict[str, Any]) -> str:
-    assert answer["status"] == "OK", answer
-    return str(answer["signed_meter_value"]["signed_meter_data"])
+def record_of(answer: StopResult) -> str:
+    assert answer.ok, answer
+    assert answer.record is not None
+    return answer.record.ocmf
 
 
 @pytest.fixture
@@ -31,7 +33,7 @@ def rig(tmp_path: Path) -> Rig:
 
 def run(rig: Rig, transaction_id: str) -> str:
     """A whole transaction; the record returned by the stop."""
-    assert rig.controller.start_transaction(request(transaction_id))["status"] == "OK"
+    assert rig.controller.start_transaction(request(transaction_id)).ok
     rig.charge()
     return record_of(rig.controller.stop_transaction(transaction_id))
 
@@ -58,9 +60,9 @@ def test_record_missing_past_the_budget_goes_the_late_road(rig: Rig) -> None:
     stop_at = rig.clock.monotonic()
     rig.transport.add(Rule("GET", "/v1/ocmf", "reset", until=stop_at + 60.0))
     answer = rig.controller.stop_transaction("tx-1")
-    assert answer["status"] == "UNEXPECTED_ERROR"
-    assert "records/tx-1" in answer["error"]
-    assert "10 s" in answer["error"]
+    assert not answer.ok
+    assert "records/tx-1" in answer.error
+    assert "10 s" in answer.error
     assert rig.clock.monotonic() - stop_at <= WAIT_S
     assert rig.device.state()["running_transaction"] is None
     # The background fetch gets it once the meter answers again, and publishes it.
@@ -84,7 +86,7 @@ def test_record_missing_past_the_budget_goes_the_late_road(rig: Rig) -> None:
 
 def test_reused_id_gets_the_new_sessions_record(rig: Rig) -> None:
     first = run(rig, "tx-1")
-    assert rig.controller.start_transaction(request("tx-1"))["status"] == "OK"
+    assert rig.controller.start_transaction(request("tx-1")).ok
     rig.charge()
     second = record_of(rig.controller.stop_transaction("tx-1"))
     assert second != first
@@ -111,8 +113,8 @@ def test_foreign_record_is_never_billed(rig: Rig) -> None:
     stop_at = rig.clock.monotonic()
     rig.transport.add(Rule("GET", "/v1/ocmf", "ocmf_of", ocmf_of="tx-1", until=stop_at + 60))
     answer = rig.controller.stop_transaction("tx-2")
-    assert answer["status"] == "UNEXPECTED_ERROR"
-    assert "another transaction" in answer["error"]
+    assert not answer.ok
+    assert "another transaction" in answer.error
     while rig.clock.monotonic() < stop_at + 400 and not rig.late.published:
         rig.clock.advance(5)
         rig.controller.housekeeping()
@@ -187,7 +189,7 @@ def test_stop_whose_answer_was_lost_gets_its_record(rig: Rig, rule: Rule) -> Non
 )
 def test_start_whose_answer_was_lost_runs_exactly_once(rig: Rig, rule: Rule) -> None:
     rig.transport.add(rule)
-    assert rig.controller.start_transaction(request("tx-1"))["status"] == "OK"
+    assert rig.controller.start_transaction(request("tx-1")).ok
     assert rig.device.state()["running_transaction"] == "tx-1"
     assert rig.ids_at_meter() == ["tx-1"]
     posts = [c for c in rig.transport.calls if c[0] == "POST"]
@@ -207,8 +209,8 @@ def test_unknown_id_is_answered_with_one_record_request(rig: Rig) -> None:
     calls = len(rig.transport.calls)
     started = rig.clock.monotonic()
     answer = rig.controller.stop_transaction("never-started")
-    assert answer["status"] == "UNEXPECTED_ERROR"
-    assert "neither the meter nor the journal" in answer["error"]
+    assert not answer.ok
+    assert "neither the meter nor the journal" in answer.error
     asked = [c for c in rig.transport.calls[calls:] if c[1].startswith("/v1/ocmf")]
     assert len(asked) == 1
     assert rig.clock.monotonic() == started  # no retry pauses
@@ -230,9 +232,9 @@ def test_start_retried_by_the_caller_after_a_lost_answer(rig: Rig) -> None:
     rig.transport.add(Rule("POST", "/v1/legal", "reset", after=True, count=1))
     rig.transport.add(Rule("GET", "/v1/status", "reset", count=10))
     first = rig.controller.start_transaction(request("tx-1"))
-    assert first["status"] == "UNEXPECTED_ERROR"  # the meter could not be asked
+    assert not first.ok  # the meter could not be asked
     rig.transport.rules.clear()
-    assert rig.controller.start_transaction(request("tx-1"))["status"] == "OK"
+    assert rig.controller.start_transaction(request("tx-1")).ok
     rig.charge()
     record_of(rig.controller.stop_transaction("tx-1"))
     assert rig.ids_at_meter() == ["tx-1"]
@@ -253,7 +255,7 @@ def test_stop_arriving_while_its_start_still_runs(rig: Rig) -> None:
     gate.release.set()
     start.join(10)
     stop.join(10)
-    assert answers["start"]["status"] == "OK"
+    assert answers["start"].ok
     assert record_of(answers["stop"]) == rig.record_at_meter("a")
     assert rig.ids_at_meter() == ["a"]
     assert rig.device.state()["running_transaction"] is None
@@ -279,7 +281,7 @@ def test_remembered_stop_after_restart_while_the_record_is_fetched(rig: Rig) -> 
     rig.controller.start_transaction(request("tx-1"))
     rig.charge()
     rig.transport.add(Rule("GET", "/v1/ocmf", "reset", until=rig.clock.monotonic() + 30))
-    assert rig.controller.stop_transaction("tx-1")["status"] == "UNEXPECTED_ERROR"
+    assert not rig.controller.stop_transaction("tx-1").ok
     rig.clock.advance(30)
     restarted = rig.restart()
     gate = rig.transport.add(Rule("GET", "/v1/ocmf", "gate", count=1))

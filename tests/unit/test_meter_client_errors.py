@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -214,90 +212,6 @@ def test_post_is_never_resent_by_the_transport(client: MeterClient, mocked: Pool
 )
 def test_stale_connection_classification(exc: BaseException, stale: bool) -> None:
     assert is_stale_connection(exc) is stale
-
-
-class _OneRequestPerConnection:
-    """A raw HTTP server that answers the first request on a connection and drops the next.
-
-    That is what a meter closing an idle keep-alive connection looks like when the close
-    races with our next request: the request is sent and then the connection is gone.
-    """
-
-    def __init__(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.accepted = 0
-        self.requests: list[str] = []
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            self.accepted += 1
-            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
-
-    def _read_request(self, stream: Any) -> str:
-        line = stream.readline().decode()
-        length = 0
-        while (header := stream.readline()) not in (b"\r\n", b""):
-            name, _, value = header.decode().partition(":")
-            if name.lower() == "content-length":
-                length = int(value)
-        stream.read(length)
-        return line.split(" ")[0] if line else ""
-
-    def _handle(self, conn: socket.socket) -> None:
-        with conn, conn.makefile("rb") as stream:
-            self.requests.append(self._read_request(stream))
-            body = b'{"result": 1}'
-            conn.sendall(
-                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
-            )
-            method = self._read_request(stream)
-            if method:
-                self.requests.append(method)
-            # Close without answering the second request.
-
-    def close(self) -> None:
-        self.listener.close()
-
-
-@pytest.fixture
-def dropping_server() -> Iterator[_OneRequestPerConnection]:
-    server = _OneRequestPerConnection()
-    yield server
-    server.close()
-
-
-def test_get_on_a_dropped_keepalive_connection_succeeds_on_a_fresh_one(
-    dropping_server: _OneRequestPerConnection,
-) -> None:
-    transport = HttpTransport(f"http://127.0.0.1:{dropping_server.port}", timeout_s=5.0)
-    try:
-        assert transport.request("GET", "/v1/settings")[0] == 200
-        assert transport.request("GET", "/v1/settings")[0] == 200
-    finally:
-        transport.close()
-    assert dropping_server.requests == ["GET", "GET", "GET"]
-    assert dropping_server.accepted == 2
-
-
-def test_post_on_a_dropped_keepalive_connection_is_not_resent(
-    dropping_server: _OneRequestPerConnection,
-) -> None:
-    transport = HttpTransport(f"http://127.0.0.1:{dropping_server.port}", timeout_s=5.0)
-    try:
-        assert transport.request("GET", "/v1/settings")[0] == 200
-        with pytest.raises(MeterConnectionError, match="POST /v1/legal: connection failed"):
-            transport.request("POST", "/v1/legal", json_body={"transactionId": "t"})
-    finally:
-        transport.close()
-    assert dropping_server.requests == ["GET", "POST"]
 
 
 # -- unexpected statuses -------------------------------------------------------------------
@@ -563,3 +477,19 @@ def test_certificate_is_repaired_into_pem(client: MeterClient, mocked: PoolMock)
     pem = make_self_signed().cert_pem
     mocked.add("GET", "/v1/certificate", json={"certificate": line_breakless(pem)})
     assert client.certificate() == pem
+
+
+@pytest.mark.parametrize(
+    ("host", "base_url"),
+    [
+        ("192.168.10.20", "http://192.168.10.20:80"),
+        ("meter-1.charger.local", "http://meter-1.charger.local:80"),
+        ("fd00::5", "http://[fd00::5]:80"),
+        ("[fd00::5]", "http://[fd00::5]:80"),
+    ],
+)
+def test_ip_address_forms_the_meter_url(host: str, base_url: str, mocked: PoolMock) -> None:
+    client = MeterClient.connect(host, 80, timeout_s=1.0)
+    mocked.add("GET", "/v1/status", json=STATUS_BODY)
+    assert client.status().meter_id == "12024072805"
+    assert client._transport.base_url == base_url  # type: ignore[attr-defined]

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from lem_dcbm.ocmf import load_public_key, parse_ocmf, verify_ocmf
 
-VECTOR = Path("/work/shared/reference/ocmf/lem-real-record.json")
+VECTOR = Path(__file__).resolve().parents[1] / "fixtures" / "ocmf" / "lem-real-record.json"
 
 
 @pytest.fixture(scope="module")

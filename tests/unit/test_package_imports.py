@@ -80,4 +80,6 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
 def test_core_knows_no_mqtt_and_the_meter_client_no_everest() -> None:
     graph = imports_by_part()
     assert "everest" not in graph["core"]
+    # The journal is injected through the Journal protocol of core.ports.
+    assert "journal" not in graph["core"]
     assert not {"everest", "core", "service"} & graph["meter"]

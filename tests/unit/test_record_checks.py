@@ -21,7 +21,7 @@ from lem_dcbm.records.checks import (
 from lem_dcbm.records.readings import parse_meter_time
 from lem_dcbm.records.summary import summarize
 from lem_dcbm.simulator.ocmf_signer import OcmfSigner, build_payload, tamper_record
-from tests.record_samples import CONTENT, real_record
+from tests.support.record_samples import CONTENT, real_record
 
 #: What the transaction of the built records asked for.
 EXPECTED = RecordExpectation(

@@ -106,7 +106,7 @@ def test_controller_walks_init_window_daily_and_start_syncs() -> None:
     assert utc_writes()[-1] == "2026-11-23T10:02:00Z"
     clock.advance(600)
     answer = controller.start_transaction({"evse_id": "E1", "transaction_id": "t1"})
-    assert answer["status"] == "OK"
+    assert answer.ok
     assert utc_writes()[-1] == "2026-11-23T10:12:00Z"  # right before the start
     assert kinds(meter)[-3:] == ["time.utc", "time.tz", "time.dst"]
     assert len(meter.settings_writes) == 12

@@ -20,6 +20,8 @@ from lem_dcbm.meter.tls import normalize_pem, pinned_ssl_context
 from lem_dcbm.meter.transport import HttpTransport
 from tests.support.certs import BEGIN, END, CertPair, line_breakless, look_alike, make_self_signed
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(scope="module")
 def meter_cert() -> CertPair:

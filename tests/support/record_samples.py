@@ -9,7 +9,9 @@ from typing import Any
 from lem_dcbm.simulator.ocmf_signer import CableCompensation, OcmfContent, OcmfReading
 
 #: A real LEM DCBM record with its publicKeyOcmf (see the file's "source").
-REAL_RECORD_FILE = Path("/work/shared/reference/ocmf/lem-real-record.json")
+REAL_RECORD_FILE = (
+    Path(__file__).resolve().parents[1] / "fixtures" / "ocmf" / "lem-real-record.json"
+)
 
 #: A complete transaction as the simulator's signer writes it.
 CONTENT = OcmfContent(

@@ -19,6 +19,8 @@ from lem_dcbm.health import (
     touch_health,
 )
 
+pytestmark = pytest.mark.integration
+
 
 def _age(path: Path, seconds: float) -> None:
     then = time.time() - seconds

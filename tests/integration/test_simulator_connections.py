@@ -9,6 +9,8 @@ import pytest
 
 from lem_dcbm.simulator.connections import ConnectionRegistry
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture
 def pairs() -> Iterator[list[tuple[socket.socket, socket.socket]]]:

@@ -16,7 +16,11 @@ import time
 import traceback
 from pathlib import Path
 
+import pytest
+
 from lem_dcbm.journal import STEPS, TransactionJournal
+
+pytestmark = pytest.mark.integration
 
 KILLS = 220
 #: Kills that share one directory before the test starts a fresh one (bounds load time).

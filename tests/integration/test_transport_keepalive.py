@@ -1,0 +1,99 @@
+"""A meter closing kept-alive connections, over real sockets: GET/PUT resent, POST never."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from lem_dcbm.errors import MeterConnectionError
+from lem_dcbm.meter.transport import HttpTransport
+
+pytestmark = pytest.mark.integration
+
+
+class _OneRequestPerConnection:
+    """A raw HTTP server that answers the first request on a connection and drops the next.
+
+    That is what a meter closing an idle keep-alive connection looks like when the close
+    races with our next request: the request is sent and then the connection is gone.
+    """
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.accepted = 0
+        self.requests: list[str] = []
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _read_request(self, stream: Any) -> str:
+        line = stream.readline().decode()
+        length = 0
+        while (header := stream.readline()) not in (b"\r\n", b""):
+            name, _, value = header.decode().partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+        stream.read(length)
+        return line.split(" ")[0] if line else ""
+
+    def _handle(self, conn: socket.socket) -> None:
+        with conn, conn.makefile("rb") as stream:
+            self.requests.append(self._read_request(stream))
+            body = b'{"result": 1}'
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+            )
+            method = self._read_request(stream)
+            if method:
+                self.requests.append(method)
+            # Close without answering the second request.
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.fixture
+def dropping_server() -> Iterator[_OneRequestPerConnection]:
+    server = _OneRequestPerConnection()
+    yield server
+    server.close()
+
+
+def test_get_on_a_dropped_keepalive_connection_succeeds_on_a_fresh_one(
+    dropping_server: _OneRequestPerConnection,
+) -> None:
+    transport = HttpTransport(f"http://127.0.0.1:{dropping_server.port}", timeout_s=5.0)
+    try:
+        assert transport.request("GET", "/v1/settings")[0] == 200
+        assert transport.request("GET", "/v1/settings")[0] == 200
+    finally:
+        transport.close()
+    assert dropping_server.requests == ["GET", "GET", "GET"]
+    assert dropping_server.accepted == 2
+
+
+def test_post_on_a_dropped_keepalive_connection_is_not_resent(
+    dropping_server: _OneRequestPerConnection,
+) -> None:
+    transport = HttpTransport(f"http://127.0.0.1:{dropping_server.port}", timeout_s=5.0)
+    try:
+        assert transport.request("GET", "/v1/settings")[0] == 200
+        with pytest.raises(MeterConnectionError, match="POST /v1/legal: connection failed"):
+            transport.request("POST", "/v1/legal", json_body={"transactionId": "t"})
+    finally:
+        transport.close()
+    assert dropping_server.requests == ["GET", "POST"]
