@@ -126,7 +126,8 @@ def _serve(
     from lem_dcbm.service import Service
 
     heartbeat = health_file_path(environ)
-    service = Service(module_id, broker, on_cycle=lambda: touch_health(heartbeat))
+    # Healthy means publishing live values: no beat while the meter does not answer.
+    service = Service(module_id, broker, on_meter_answer=lambda: touch_health(heartbeat))
     service.install_signal_handlers()
     try:
         return run(service)

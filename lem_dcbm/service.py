@@ -267,11 +267,13 @@ class Service:
         *,
         clock: Clock | None = None,
         on_cycle: Callable[[], None] | None = None,
+        on_meter_answer: Callable[[], None] | None = None,
     ) -> None:
         self.module_id = module_id
         self.stop_event = threading.Event()
         self._clock = clock or SystemClock()
         self._on_cycle = on_cycle
+        self._on_meter_answer = on_meter_answer
         self._handlers = LateBoundHandlers()
         self._broker = broker
 
@@ -358,6 +360,7 @@ class Service:
                 init_retry_delay_s=config.resilience_initial_connection_retry_delay / 1000.0,
             ),
             on_cycle=self._on_cycle,
+            on_meter_answer=self._on_meter_answer,
             temperature=temperature,
             health=health,
         )

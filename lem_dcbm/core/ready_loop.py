@@ -66,6 +66,7 @@ class ReadyLoop:
         timing: LoopTiming,
         *,
         on_cycle: Callable[[], None] | None = None,
+        on_meter_answer: Callable[[], None] | None = None,
         temperature: TemperatureMonitor | None = None,
         health: HealthMonitor | None = None,
     ) -> None:
@@ -74,6 +75,8 @@ class ReadyLoop:
         self._clock = clock
         self._timing = timing
         self._on_cycle = on_cycle
+        # The heartbeat: called only after a cycle whose reading the meter answered.
+        self._on_meter_answer = on_meter_answer
         self._temperature = temperature
         self._health = health
         self._fault_raised = False
@@ -165,6 +168,8 @@ class ReadyLoop:
             self._communication_restored()
             if self._temperature is not None:
                 self._temperature.observe(value)
+            if self._on_meter_answer is not None:
+                self._on_meter_answer()
         # An unreachable meter is CommunicationFault alone; its health is polled once back.
         if self._health is not None and not self._fault_raised:
             try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import datetime, timezone
 
 from lem_dcbm.clock import ManualClock
@@ -19,7 +20,10 @@ def new_clock() -> ManualClock:
 
 
 def run_loop(
-    meter: FakeMeter, cycles: int, clock: ManualClock | None = None
+    meter: FakeMeter,
+    cycles: int,
+    clock: ManualClock | None = None,
+    on_meter_answer: Callable[[], None] | None = None,
 ) -> tuple[RecordingOutputs, list[float], ManualClock]:
     clock = clock or new_clock()
     timesync = TimeSync(meter, clock, timezone="+00:00", dst={})
@@ -35,7 +39,10 @@ def run_loop(
         if len(stamps) >= cycles:
             stop.set()
 
-    ReadyLoop(controller, outputs, clock, LoopTiming(), on_cycle=on_cycle).run(stop)
+    loop = ReadyLoop(
+        controller, outputs, clock, LoopTiming(), on_cycle=on_cycle, on_meter_answer=on_meter_answer
+    )
+    loop.run(stop)
     return outputs, stamps, clock
 
 
@@ -91,3 +98,18 @@ def test_housekeeping_sleeps_until_its_next_work_within_bounds() -> None:
     assert loop.housekeeping_pause(clock.monotonic()) == 2.5  # wakes when the sync is due
     clock.advance(2.4)
     assert loop.housekeeping_pause(clock.monotonic()) == 1.0  # never less than an interval
+
+
+def test_heartbeat_only_in_cycles_the_meter_answered() -> None:
+    """The container's health check reads this beat: it stops while the meter is away."""
+    meter = FakeMeter()
+    meter.fail["livemeasure"] = [unreachable("livemeasure")] * 3
+    clock = new_clock()
+    beats: list[float] = []
+
+    def beat() -> None:
+        beats.append(clock.monotonic())
+
+    _, cycles, _ = run_loop(meter, 6, clock, on_meter_answer=beat)
+    assert len(cycles) == 6
+    assert beats == cycles[3:]
