@@ -99,6 +99,26 @@ class MeterStack:
         self.measurements.close()
 
 
+#: The longest shutdown waits for a command still at the meter (EVerest's manager and
+#: systemd give a module more than this before they kill it).
+SHUTDOWN_COMMAND_WAIT_CAP_S = 45.0
+#: How long shutdown gives the broker to take the last answers.
+SHUTDOWN_FLUSH_S = 5.0
+
+
+def command_bound_s(config: ModuleConfig) -> float:
+    """How long one command may still need at the meter: what shutdown waits for it.
+
+    A stop may wait ``stop_record_wait_ms`` for its record and then settle a few requests,
+    each up to ``command_timeout_ms`` and a retry delay; capped by
+    ``SHUTDOWN_COMMAND_WAIT_CAP_S``.
+    """
+    request_s = config.command_timeout_ms / 1000.0
+    delay_s = config.resilience_transaction_request_retry_delay / 1000.0
+    wanted = config.stop_record_wait_ms / 1000.0 + 3 * (request_s + delay_s)
+    return min(SHUTDOWN_COMMAND_WAIT_CAP_S, wanted)
+
+
 #: Reaching the MQTT broker at start-up: every 2 s until it answers (or the service stops).
 BROKER_RETRY = RetryPolicy(attempts=None, first_delay_s=2.0, max_delay_s=2.0)
 #: How long one attempt to reach the broker may take.
@@ -371,7 +391,7 @@ class Service:
         ).start()
         adapter.announce_ready()
         if wait_global_ready and not adapter.wait_global_ready(self.stop_event):
-            return self._shutdown(adapter, stack, None)
+            return self._shutdown(adapter, stack, None, command_bound_s(config))
         loop_thread = threading.Thread(
             target=loop.run, args=(self.stop_event,), name="ready-loop", daemon=True
         )
@@ -384,7 +404,7 @@ class Service:
         ).start()
         _LOGGER.info("module %s running", self.module_id)
         self.stop_event.wait()
-        return self._shutdown(adapter, stack, loop_thread)
+        return self._shutdown(adapter, stack, loop_thread, command_bound_s(config))
 
     def _forward_shutdown(self, adapter: EverestAdapter) -> None:
         """Turn the manager's shutdown message into the service's stop.
@@ -397,13 +417,24 @@ class Service:
             self.stop_event.set()
 
     def _shutdown(
-        self, adapter: EverestAdapter, stack: MeterStack, loop_thread: threading.Thread | None
+        self,
+        adapter: EverestAdapter,
+        stack: MeterStack,
+        loop_thread: threading.Thread | None,
+        command_wait_s: float,
     ) -> int:
         self.stop_event.set()
         adapter.shutdown_requested.set()  # releases the shutdown watcher
         if loop_thread is not None:
             loop_thread.join(timeout=3.0)
-        adapter.close()
+        if adapter.command_running:
+            # A start or stop the meter may be carrying out: answer it (and journal it)
+            # rather than leave EvseManager without an answer.
+            _LOGGER.info(
+                "waiting up to %.0f s for the command at the meter before shutting down",
+                command_wait_s,
+            )
+        adapter.close(command_wait_s, flush_s=SHUTDOWN_FLUSH_S)
         stack.close()
         _LOGGER.info("module %s stopped", self.module_id)
         return 0

@@ -130,10 +130,19 @@ class EverestAdapter:
         """Run ``callback`` after every (re)connect, on the bus's dispatch thread."""
         self._bus.on_connected(callback)
 
-    def close(self, timeout_s: float = 5.0) -> None:
-        """Finish the command in flight, answer it, and disconnect cleanly."""
+    @property
+    def command_running(self) -> bool:
+        """True while a command is being carried out."""
+        return self._commands.running
+
+    def close(self, timeout_s: float = 5.0, *, flush_s: float | None = None) -> None:
+        """Finish the command in flight (up to ``timeout_s``), answer it, disconnect.
+
+        ``flush_s`` bounds the wait for the broker to take the last answers (default:
+        ``timeout_s``).
+        """
         self._commands.stop(timeout_s)
-        self._bus.close(timeout_s)
+        self._bus.close(timeout_s if flush_s is None else flush_s)
 
     # --- variables ---------------------------------------------------------------------
 

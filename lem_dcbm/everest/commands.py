@@ -46,6 +46,7 @@ class CommandDispatcher:
         self._handlers: dict[str, CommandHandler] = {}
         self._queue: queue.SimpleQueue[Message | None] = queue.SimpleQueue()
         self._stopping = threading.Event()
+        self._busy = threading.Event()
         self._worker: threading.Thread | None = None
 
     def register(self, name: str, handler: CommandHandler) -> None:
@@ -57,6 +58,11 @@ class CommandDispatcher:
     def command_topics(self) -> list[str]:
         """The request topics to subscribe to."""
         return [self._topics.cmd(name) for name in self._handlers]
+
+    @property
+    def running(self) -> bool:
+        """True while the worker carries out a call."""
+        return self._busy.is_set()
 
     @property
     def waiting(self) -> int:
@@ -203,6 +209,9 @@ class CommandDispatcher:
                 if self._stopping.is_set():
                     self._refuse_for_shutdown(message)
                 else:
+                    self._busy.set()
                     self.execute(message)
             except Exception:
                 _LOGGER.exception("handling a request on %s failed", message.topic)
+            finally:
+                self._busy.clear()

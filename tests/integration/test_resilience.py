@@ -367,6 +367,33 @@ def test_signal_with_command_in_flight_answers_and_exits_cleanly(
         module.kill()
 
 
+def test_sigterm_waits_for_a_start_the_meter_takes_8_s_to_answer(
+    tmp_path: Path, simulator: Simulator, mosquitto: Broker, peer: EverestPeer
+) -> None:
+    """A start still at the meter is answered and journaled before the module exits."""
+    module = run_module(tmp_path, simulator, mosquitto.port, command_timeout_ms=15000)
+    try:
+        ready(peer)
+        simulator.set_faults(latency_ms=8000, paths=LEGAL_PATHS, methods=["POST"], count=1)
+        transaction_id = new_transaction_id()
+        call_id = peer.call_async("start_transaction", {"value": request(transaction_id)})
+        wait_until(lambda: simulator.state()["faults_applied"] >= 1, 10, what="the slow start")
+        module.process.send_signal(signal.SIGTERM)
+        result = peer.result(call_id, timeout=30)
+        code = module.process.wait(30)
+        assert result["retval"]["status"] == "OK", f"{result}\n{module.log()[-3000:]}"
+        assert code == 0, module.log()
+        assert "waiting up to" in module.log()
+        assert simulator.state()["running_transaction"] == transaction_id
+        entry = TransactionJournal(journal_directory(str(tmp_path / "journal"), MODULE_ID)).get(
+            transaction_id
+        )
+        assert entry is not None
+        assert entry.started
+    finally:
+        module.kill()
+
+
 def test_tampered_record_is_reported_and_returned_unchanged(
     tmp_path: Path, simulator: Simulator, mosquitto: Broker, peer: EverestPeer
 ) -> None:
