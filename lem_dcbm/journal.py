@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import stat
 import tempfile
 import threading
 from collections.abc import Iterator, Mapping
@@ -43,6 +44,8 @@ _LOGGER = logging.getLogger(__name__)
 
 #: The steps of a transaction, in the order they normally happen.
 STEPS = ("start_requested", "start_confirmed", "stop_requested", "stop_confirmed", "ocmf_fetched")
+#: The largest entry file read: a record is a few KiB, an entry with it well under this.
+MAX_ENTRY_BYTES = 256 * 1024
 #: Sub-directory that receives files which could not be read.
 CORRUPT_DIR = "corrupt"
 #: Finished entries are checked for their age at most this often (monotonic seconds):
@@ -387,11 +390,35 @@ def read_journal(directory: Path) -> tuple[list[JournalEntry], list[tuple[Path, 
     return entries, unreadable
 
 
+def read_entry_file(path: Path) -> bytes:
+    """The bytes of one entry file: a regular file (no link followed), at most ``MAX_ENTRY_BYTES``.
+
+    An entry is a few KiB; a link to a device or a huge file must never be read whole (a
+    crash loop at every start). Raises ``CorruptEntryError`` saying why.
+    """
+    try:
+        fd = os.open(
+            path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+        )
+    except OSError as err:
+        raise CorruptEntryError(f"cannot be opened as a regular file: {err}") from err
+    with os.fdopen(fd, "rb") as file:
+        info = os.fstat(file.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise CorruptEntryError("not a regular file")
+        if info.st_size > MAX_ENTRY_BYTES:
+            raise CorruptEntryError(f"{info.st_size} bytes, more than an entry can be")
+        data = file.read(MAX_ENTRY_BYTES + 1)
+    if len(data) > MAX_ENTRY_BYTES:
+        raise CorruptEntryError(f"more than {MAX_ENTRY_BYTES} bytes, more than an entry can be")
+    return data
+
+
 def _scan(directory: Path) -> Iterator[tuple[Path, JournalEntry | str]]:
     """Each entry file with its entry, or with the reason it cannot be read."""
     for path in sorted(directory.glob(f"{_FILE_PREFIX}*{_FILE_SUFFIX}")):
         try:
-            entry = decode_entry(path.read_bytes())
+            entry = decode_entry(read_entry_file(path))
             if entry_file_name(entry.transaction_id) != path.name:
                 raise CorruptEntryError("the name does not match the transaction it holds")
         except (OSError, CorruptEntryError) as err:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
@@ -317,3 +318,22 @@ def test_several_steps_in_one_write(tmp_path: Path) -> None:
     assert TransactionJournal(tmp_path).get("tx") == entry
     with pytest.raises(ValueError, match="unknown journal step"):
         journal.record("tx", "ocmf_fetched", ocmf="x", also=("nonsense",))
+
+
+@pytest.mark.parametrize("kind", ["link to /dev/zero", "300 MB", "fifo"])
+def test_a_file_that_cannot_be_an_entry_is_never_read_whole(tmp_path: Path, kind: str) -> None:
+    journal_dir = tmp_path / "journal"
+    TransactionJournal(journal_dir).record("tx-1", "start_requested")
+    hostile = journal_dir / entry_file_name("tx-2")
+    if kind == "link to /dev/zero":
+        hostile.symlink_to("/dev/zero")
+    elif kind == "300 MB":
+        with open(hostile, "wb") as file:
+            file.truncate(300 * 1024 * 1024)  # sparse: no disk used, but 300 MB to read
+    else:
+        os.mkfifo(hostile)
+    journal = TransactionJournal(journal_dir)  # returns at once, reads nothing of it
+    assert [e.transaction_id for e in journal.entries()] == ["tx-1"]
+    assert not hostile.exists()
+    assert not hostile.is_symlink()
+    assert len(list((journal_dir / "corrupt").iterdir())) == 1
