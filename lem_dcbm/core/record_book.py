@@ -91,8 +91,23 @@ class RecordBook:
         """A start for ``transaction_id``: an earlier, finished session of that id moves aside.
 
         EVerest may reuse an id; the earlier session's record must never answer for the
-        new one, and it stays in the journal under an archive name for the operator.
+        new one, and it stays in the journal under an archive name for the operator. An
+        entry of another meter (the meter was swapped) moves aside whatever its state: a
+        new meter never inherits an old meter's transaction.
         """
+        foreign = self._journal.get(transaction_id) if self._journal is not None else None
+        if foreign is not None and self._journal is not None and not self._ours(foreign):
+            other = foreign.data.get("meter_id")
+            try:
+                self._journal.rename(transaction_id, f"{transaction_id} (meter {other})")
+            except (OSError, ValueError) as err:
+                _LOGGER.error("could not move aside meter %s's %s: %s", other, transaction_id, err)
+            else:
+                _LOGGER.warning(
+                    "transaction id %s was meter %s's; its entry is kept apart",
+                    transaction_id,
+                    other,
+                )
         kept = self.kept(transaction_id)
         if kept is None or not kept.finished:
             return

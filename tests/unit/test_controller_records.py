@@ -183,6 +183,25 @@ def test_journal_entry_of_another_meter_is_not_returned(tmp_path: Path) -> None:
     assert not answer.ok
 
 
+def test_a_new_meter_never_inherits_an_old_meters_open_transaction(tmp_path: Path) -> None:
+    old_meter = FakeMeter()
+    first, _ = controller(old_meter, tmp_path)
+    first.start_transaction(REQUEST)  # left open: the meter is swapped before the stop
+    new_meter = FakeMeter(meter_id="99999999999")
+    second, _ = controller(new_meter, tmp_path)
+    assert second.pending_records == []  # the old meter's transaction is not reconciled
+    assert second.start_transaction(REQUEST).ok  # the same id on the new meter
+    journal = TransactionJournal(tmp_path)
+    entry = journal.get("tx-1")
+    assert entry is not None
+    assert entry.data["meter_id"] == "99999999999"
+    assert entry.steps == ("start_requested", "start_confirmed")
+    kept_apart = journal.get("tx-1 (meter 12024072805)")
+    assert kept_apart is not None
+    assert kept_apart.data["meter_id"] == "12024072805"
+    assert kept_apart.started
+
+
 def test_journal_directory_rules(tmp_path: Path) -> None:
     from lem_dcbm.service import journal_directory
 
