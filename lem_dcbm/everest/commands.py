@@ -30,6 +30,28 @@ CommandHandler = Callable[[dict[str, Any]], Any]
 Publish = Callable[[str, bytes], object]
 
 
+def _not_unicode(value: Any, where: str = "") -> str | None:
+    """Where a string holds a lone surrogate (JSON can carry one; the meter cannot), or None."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return f"At /{where.strip('/')} - the string is not valid Unicode (a lone surrogate)"
+        return None
+    items = (
+        value.items()
+        if isinstance(value, dict)
+        else enumerate(value)
+        if isinstance(value, list)
+        else ()
+    )
+    for key, item in items:
+        found = _not_unicode(item, f"{where}/{key}")
+        if found:
+            return found
+    return None
+
+
 class CommandDispatcher:
     """Runs the commands of one implementation on a dedicated worker thread."""
 
@@ -142,7 +164,7 @@ class CommandDispatcher:
         )
 
     def _run(self, name: str, handler: CommandHandler, request: envelope.CommandRequest) -> None:
-        problem = validation.check_arguments(name, request.args)
+        problem = validation.check_arguments(name, request.args) or _not_unicode(request.args)
         if problem is not None:
             _LOGGER.warning("refused %s from %s: %s", name, request.origin, problem)
             self._answer_error(

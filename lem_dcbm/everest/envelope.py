@@ -84,8 +84,17 @@ def encode(msg_type: str, data: Any) -> bytes:
 
 
 def dumps(value: Any) -> bytes:
-    """Compact JSON with sorted keys, UTF-8."""
-    return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode()
+    """Compact JSON with sorted keys, UTF-8.
+
+    A string that is not valid Unicode (a lone surrogate, which JSON's ``\\ud800`` escape
+    can carry in) cannot be UTF-8: such a value is written with ASCII escapes instead, so
+    an answer is never lost to an encoding error.
+    """
+    text = json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
 
 
 def decode(payload: bytes) -> Envelope:
@@ -220,6 +229,14 @@ def parse_command(payload: bytes) -> CommandRequest:
             f"payload is not valid UTF-8 ({exc.reason} at byte {exc.start})",
             *_routing(salvaged),
         ) from exc
+    depth = nesting_depth(text)
+    if depth > MAX_JSON_DEPTH:
+        # Not parsed at all (deep nesting exhausts the parser); routed from the raw text.
+        raise CommandParseError(
+            "MessageParsingError",
+            f"payload is nested {depth} levels deep, more than the {MAX_JSON_DEPTH} allowed",
+            *_salvaged_routing(text),
+        )
     document = _loads_or_none(text)
     if document is None and text.strip() != "null":
         raise CommandParseError("MessageParsingError", "payload is not JSON")
@@ -269,8 +286,44 @@ def parse_command(payload: bytes) -> CommandRequest:
 def _loads_or_none(text: str) -> Any:
     try:
         return json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
+
+
+#: Deepest nesting of arrays and objects parsed; a valid call is nested 5 levels at most.
+MAX_JSON_DEPTH = 32
+_SALVAGE_ID = re.compile(r'"id"\s*:\s*"([^"\\]{1,128})"')
+_SALVAGE_ORIGIN = re.compile(r'"origin"\s*:\s*"([^"\\]{1,128})"')
+
+
+def nesting_depth(text: str) -> int:
+    """The deepest nesting of ``[``/``{`` in JSON text, strings skipped (no parsing)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def _salvaged_routing(text: str) -> tuple[str | None, str | None]:
+    """The id and origin of a request too damaged to parse, found in its text."""
+    call_id = _SALVAGE_ID.search(text)
+    origin = _SALVAGE_ORIGIN.search(text)
+    good_origin = origin.group(1) if origin and MODULE_ID_PATTERN.match(origin.group(1)) else None
+    return (call_id.group(1) if call_id else None), good_origin
 
 
 @dataclass(frozen=True)

@@ -125,3 +125,46 @@ def test_worker_survives_failures_and_shutdown_refuses_waiting_calls() -> None:
         "__everest__error_type": "Shutdown",
         "__everest__error_msg": "the module is shutting down",
     }
+
+
+def test_deep_nesting_is_refused_to_its_caller_without_parsing() -> None:
+    commands, recorder = dispatcher()
+    args = "[" * 1200 + "]" * 1200
+    payload = (
+        '{"msg_type":"Cmd","data":{"id":"deep-1","origin":"evse","args":{"transaction_id":'
+        + args
+        + "}}}"
+    ).encode()
+    commands.execute(Message(STOP, payload))
+    [(topic, raw)] = recorder.sent
+    assert topic == RESPONSE
+    answer = json.loads(raw)["data"]["data"]
+    assert answer["id"] == "deep-1"
+    assert answer["error"]["__everest__error_type"] == "MessageParsingError"
+    assert "1203 levels deep" in answer["error"]["__everest__error_msg"]
+
+
+@pytest.mark.parametrize("where", ["transaction_id", "call id"])
+def test_a_lone_surrogate_gets_an_answer_not_an_encoding_error(where: str) -> None:
+    commands, recorder = dispatcher()
+    call_id = "c-\\ud800" if where == "call id" else "c-1"
+    transaction_id = "tx-\\ud800" if where == "transaction_id" else "tx-1"
+    payload = (
+        f'{{"msg_type":"Cmd","data":{{"id":"{call_id}","origin":"evse","args":{{"transaction_id":"{transaction_id}"}}}}}}'
+    ).encode()
+    commands.execute(Message(STOP, payload))
+    [(topic, raw)] = recorder.sent
+    assert topic == RESPONSE
+    answer = json.loads(raw)["data"]["data"]
+    assert answer["id"] == json.loads(f'"{call_id}"')
+    if where == "transaction_id":
+        assert answer["error"]["__everest__error_type"] == "SchemaValidationError"
+        assert "not valid Unicode" in answer["error"]["__everest__error_msg"]
+    raw.decode("utf-8")  # the answer itself is valid UTF-8
+
+
+def test_nesting_depth_skips_strings() -> None:
+    from lem_dcbm.everest.envelope import nesting_depth
+
+    assert nesting_depth('{"a": [1, {"b": "[[[[{{{"}]}') == 3
+    assert nesting_depth('"\\\\"[') == 1
