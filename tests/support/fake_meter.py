@@ -135,6 +135,8 @@ class FakeMeter:
         self._enter("start_transaction")
         if self.running_id is not None:
             raise MeterStatusError("POST", "/v1/legal", 409, '{"error": "transaction running"}')
+        if not self.sensor_link_ok:
+            raise MeterStatusError("POST", "/v1/legal", 400, '{"error": "sensor link down"}')
         self.running_id = str(body["transactionId"])
         self.last_id = self.running_id
         self.last_start_body = dict(body)
