@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,8 +13,9 @@ from lem_dcbm.core.controller import ControllerSettings, MeterController
 from lem_dcbm.core.timesync import TimeSync
 from lem_dcbm.core.transaction_request import StartSettings
 from lem_dcbm.errors import MeterConnectionError, MeterStatusError
+from lem_dcbm.journal import TransactionJournal
 from tests.support.fake_meter import FakeMeter
-from tests.unit.test_controller_records import REQUEST
+from tests.unit.test_controller_records import REQUEST, controller
 
 
 def make(meter: FakeMeter, **overrides: Any) -> MeterController:
@@ -154,3 +156,21 @@ def test_a_clock_sync_failing_in_a_row_backs_off_to_an_hour() -> None:
         assert after is not None
         delays.append(after - clock.monotonic())
     assert delays == [60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 3600.0, 3600.0]
+
+
+def test_without_get_legal_a_restart_resumes_what_the_journal_says_this_module_started(
+    tmp_path: Path,
+) -> None:
+    meter = FakeMeter(no_get_legal=True)
+    first, _ = controller(meter, tmp_path)
+    assert first.start_transaction(REQUEST).ok
+    second, _ = controller(meter, tmp_path)  # crash and restart; still running at the meter
+    assert second.pending_records == []  # resumed, not taken for stopped
+    # Even a stop without an id knows which transaction runs: the journal's.
+    stopped = second.stop_transaction("")
+    assert stopped.ok, stopped.error
+    assert meter.running_id is None
+    entry = TransactionJournal(tmp_path).get("tx-1")
+    assert entry is not None
+    assert entry.stopped
+    assert entry.has_record
