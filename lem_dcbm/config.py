@@ -109,6 +109,8 @@ class ModuleConfig:
     status_poll_interval_ms: int = 5000
     #: How long a stop waits for the meter's record before answering without it, ms.
     stop_record_wait_ms: int = 30000
+    #: ``enforce``, or ``report`` (simulations only): pass on records failing identity checks.
+    record_identity_checks: str = "enforce"
 
     @property
     def meter_dst_settings(self) -> dict[str, Any]:

@@ -243,6 +243,7 @@ def build_meter_stack(
         # meter is reported as a CommunicationFault within about 2 s.
         measurement_timeout_s=min(config.command_timeout_ms / 1000.0, 2.0),
         stop_record_wait_s=config.stop_record_wait_ms / 1000.0,
+        record_identity_checks="report" if config.record_identity_checks == "report" else "enforce",
     )
     controller = MeterController(
         client,

@@ -10,6 +10,12 @@ asking the meter what happened, never by guessing or by sending a start twice. A
 record answers a stop only after the meter confirmed that the transaction is not running
 and that its ring holds that same record (or no longer holds any).
 
+A meter (or mock) without ``GET /legal`` degrades: that is noted once per run, and the
+running transaction is then taken from the status bits and from what this module started.
+Where settling a lost answer would need ``GET /legal``, the answer's error says so.
+Starts are not refused from status bits: the meter decides, and a refusal is explained
+with the bits that block.
+
 Threads: commands run on the adapter's command thread, background work (clock sync,
 missing records) on the housekeeping thread; both take ``_lock`` (background work only
 when it is free), so the command client is used by one thread at a time. Measurements
@@ -32,6 +38,7 @@ from lem_dcbm.core.powermeter import to_powermeter
 from lem_dcbm.core.record_book import RecordBook
 from lem_dcbm.core.record_collector import (
     CollectedRecord,
+    IdentityChecks,
     RecordCollector,
     RecordMissing,
     expectation_from,
@@ -55,6 +62,16 @@ MIN_TRANSACTION_DURATION = timedelta(minutes=2)
 MAX_TRANSACTION_DURATION = timedelta(hours=48) - timedelta(minutes=1)
 #: Vendor warning sub-type the controller raises about transactions.
 NOT_BILLABLE = "TransactionNotBillable"
+#: HTTP statuses saying the meter does not offer an endpoint at all.
+ENDPOINT_MISSING = frozenset({404, 405})
+NO_GET_LEGAL = "the meter offers no GET /legal"
+
+
+@dataclass(frozen=True, slots=True)
+class Running:
+    """A transaction running at the meter; ``transaction_id`` None when none can say which."""
+
+    transaction_id: str | None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -71,6 +88,8 @@ class ControllerSettings:
     measurement_timeout_s: float = 2.0
     #: How long a stop may wait for the meter's record before it answers without it.
     stop_record_wait_s: float = 30.0
+    #: ``report`` passes on records failing identity checks (simulations and mocks only).
+    record_identity_checks: IdentityChecks = "enforce"
 
     @property
     def request_policy(self) -> RetryPolicy:
@@ -117,8 +136,15 @@ class MeterController:
         self._lock = threading.RLock()
         self._info: MeterInfo | None = None
         self._running_id: str | None = None
+        #: Why ``GET /legal`` is not asked (once it answered 404/405), None while it is.
+        self._legal_missing: str | None = None
         self._records = RecordCollector(
-            meter, clock, lambda: self.public_key_ocmf, alerts=alerts, sleep=self._sleep
+            meter,
+            clock,
+            lambda: self.public_key_ocmf,
+            alerts=alerts,
+            sleep=self._sleep,
+            identity_checks=settings.record_identity_checks,
         )
 
     @property
@@ -142,10 +168,12 @@ class MeterController:
                 api = self._ask_api_version(status.firmware_version)
             self._meter.api_version = api
             self._measurements.api_version = api
-            running = self._optional("read the current transaction", self._meter.legal)
+            running = self._optional("read the current transaction", self._ask_legal)
             if status.transaction_ongoing and running is not None and running.running:
                 self._running_id = running.transaction_id
                 _LOGGER.warning("a transaction is running at the meter: %s", self._running_id)
+            elif status.transaction_ongoing and self._legal_missing is not None:
+                self._running_id = self._started_by_us()
             self._book.meter_id = status.meter_id
             self._info = MeterInfo(
                 meter_id=status.meter_id,
@@ -196,6 +224,17 @@ class MeterController:
         for transaction_id in awaiting:
             _LOGGER.warning("record of stopped transaction %s still to be fetched", transaction_id)
             self._book.mark_pending(transaction_id, now, due_now=True)
+
+    def _started_by_us(self) -> str | None:
+        """The latest transaction the journal says this module started and did not stop."""
+        unfinished, _, started = self._book.unfinished()
+        ours = [transaction_id for transaction_id in unfinished if transaction_id in started]
+        if ours:
+            _LOGGER.warning(
+                "the meter runs a transaction it cannot name; taking %s, started by this module",
+                ours[-1],
+            )
+        return ours[-1] if ours else None
 
     def _optional(self, what: str, action: Callable[[], T]) -> T | None:
         """Run a step init can live without; log its failure and go on."""
@@ -279,17 +318,40 @@ class MeterController:
             fn, what=what, sleep=self._sleep, monotonic=self._clock.monotonic, deadline=deadline
         )
 
-    def _transaction_at_meter(self, deadline: float | None = None) -> LegalState | None:
+    def _transaction_at_meter(self, deadline: float | None = None) -> Running | None:
         """The transaction running at the meter now, or None."""
         return self._meter_state(deadline)[1]
 
-    def _meter_state(self, deadline: float | None = None) -> tuple[MeterStatus, LegalState | None]:
-        """The meter's status and the transaction it runs now (None when none runs)."""
+    def _meter_state(self, deadline: float | None = None) -> tuple[MeterStatus, Running | None]:
+        """The meter's status and the transaction it runs now (None when none runs).
+
+        Without ``GET /legal`` the running one is the one this module started, if any.
+        """
         status = self._read("read the meter status", self._meter.status, deadline)
         if not status.transaction_ongoing:
             return status, None
-        legal = self._read("read the running transaction", self._meter.legal, deadline)
-        return status, legal if legal.running else None
+        legal = self._ask_legal(deadline)
+        if legal is None:
+            return status, Running(self._running_id)
+        return status, Running(legal.transaction_id) if legal.running else None
+
+    def _ask_legal(self, deadline: float | None = None) -> LegalState | None:
+        """``GET /legal``, or None once the meter showed it does not offer it (404/405)."""
+        if self._legal_missing is not None:
+            return None
+        try:
+            return self._read("read the running transaction", self._meter.legal, deadline)
+        except MeterStatusError as err:
+            if err.status not in ENDPOINT_MISSING:
+                raise
+            self._legal_missing = f"HTTP {err.status}"
+            _LOGGER.warning(
+                "%s (%s): the running transaction is taken from the status bits and from what "
+                "this module started; not asked again this run",
+                NO_GET_LEGAL,
+                err,
+            )
+            return None
 
     # -- start -------------------------------------------------------------------------------
 
@@ -328,7 +390,7 @@ class MeterController:
         v2 = self._meter.api_version == "v2"
         body = build_start_body(request, self._settings.start, v2=v2)
         status, running = self._meter_state()
-        if running is not None:
+        if running is not None and running.transaction_id is not None:
             if running.transaction_id == transaction_id:
                 # A start repeated after its answer was lost: the meter already runs it.
                 _LOGGER.info("transaction %s already runs at the meter", transaction_id)
@@ -339,9 +401,14 @@ class MeterController:
         self._sync_before_start(status)
         if not status.time_sync_ok:
             status = self._read("read the meter status", self._meter.status)
-        blocked = start_blocker(status)
+        blocked = start_blockers(status, self._legal_missing is not None)
         if blocked:
-            return StartResult(error=self._failure("start", transaction_id, blocked))
+            # The bits may be wrong (a mock's are): the meter decides, the bits explain.
+            _LOGGER.warning(
+                "start of %s: the meter's status suggests a refusal (%s); asking it",
+                transaction_id,
+                "; ".join(blocked),
+            )
         self._book.new_session(transaction_id)
         sent = {
             "evse_id": body["evseId"],
@@ -354,7 +421,14 @@ class MeterController:
         if previous is not None:
             sent["previous_pagination"] = previous
         self._book.step(transaction_id, "start_requested", **sent)
-        self._post_start(body, transaction_id)
+        try:
+            self._post_start(body, transaction_id)
+        except MeterStatusError as err:
+            if blocked and 400 <= err.status < 500:
+                raise ControllerError(
+                    f"the meter refused the start ({err}); its status says: {'; '.join(blocked)}"
+                ) from err
+            raise
         self._running_id = transaction_id
         _LOGGER.info("transaction %s started", transaction_id)
         return self._start_answer(transaction_id, confirm=True)
@@ -382,6 +456,11 @@ class MeterController:
                 lost = answer_lost(err)
                 if lost or attempt > 1:
                     running = self._transaction_at_meter()
+                    if running is not None and running.transaction_id is None:
+                        raise ControllerError(
+                            f"the start's answer was lost ({err}) and {NO_GET_LEGAL} to tell "
+                            "whether it was carried out; it is not sent again"
+                        ) from err
                     if running is not None and running.transaction_id == transaction_id:
                         _LOGGER.warning(
                             "start of %s: the answer was lost (%s) but the meter runs it",
@@ -431,8 +510,15 @@ class MeterController:
         failed = [f for f in verdict.failures if f.check not in ignored]
         if failed:
             named = "; ".join(f"{f.check}: {f.detail}" for f in failed)
-            _LOGGER.error("begin record of %s not passed on: %s", transaction_id, named)
-            return None
+            if self._settings.record_identity_checks == "enforce":
+                _LOGGER.error("begin record of %s not passed on: %s", transaction_id, named)
+                return None
+            _LOGGER.error(
+                "begin record of %s fails checks: %s (passed on because record_identity_checks "
+                "is 'report', for simulations only)",
+                transaction_id,
+                named,
+            )
         pagination = pagination_of(record)
         if pagination is not None:
             facts["pagination"] = pagination
@@ -473,9 +559,22 @@ class MeterController:
             if running is None:
                 self._running_id = None
                 return StopResult(error="no transaction running")
+            if running.transaction_id is None:
+                return StopResult(
+                    error=self._failure(
+                        "stop",
+                        "",
+                        f"the meter runs a transaction, {NO_GET_LEGAL} to say which, and this "
+                        "module started none",
+                    )
+                )
             transaction_id = running.transaction_id
         kept = self._book.kept(transaction_id)
+        unnamed = running is not None and running.transaction_id is None
         if running is not None and running.transaction_id == transaction_id:
+            self._stop_at_meter(transaction_id, deadline)
+        elif unnamed and not (kept is not None and kept.finished):
+            # The meter cannot say what runs: it decides whether this id is one to stop.
             self._stop_at_meter(transaction_id, deadline)
         elif kept is None and transaction_id not in self._book.pending:
             return self._stop_unknown(transaction_id)
@@ -546,20 +645,29 @@ class MeterController:
                 report = self._meter.stop_transaction(transaction_id)
             except MeterError as err:
                 running = self._transaction_at_meter(deadline)
-                if running is None or running.transaction_id != transaction_id:
+                # Without GET /legal a running transaction may be this one: never assume not.
+                unsure = running is not None and self._legal_missing is not None
+                if not unsure and (running is None or running.transaction_id != transaction_id):
                     _LOGGER.warning(
                         "stop of %s: no answer usable (%s), but the meter stopped it",
                         transaction_id,
                         err,
                     )
-                    last = self._read("read the last transaction", self._meter.legal, deadline)
+                    last = self._ask_legal(deadline)
                     status = (
-                        last.transaction_status if last.transaction_id == transaction_id else None
+                        last.transaction_status
+                        if last is not None and last.transaction_id == transaction_id
+                        else None
                     )
                     break
                 pause = self._policy.delay(attempt - 1)
                 late = deadline is not None and self._clock.monotonic() + pause > deadline
                 if not answer_lost(err) or late or attempt >= (self._policy.attempts or attempt):
+                    if unsure and answer_lost(err):
+                        raise ControllerError(
+                            f"the stop's answer was lost ({err}); the meter still reports a "
+                            f"running transaction and {NO_GET_LEGAL} to tell which"
+                        ) from err
                     raise
                 self._sleep(pause)
                 continue
@@ -657,12 +765,19 @@ def api_version_from_firmware(version: str) -> str:
     return "v2" if numbers and numbers[0] >= 2 else "v1"
 
 
-def start_blocker(status: MeterStatus) -> str:
-    """Why the meter would refuse a start now, or "" when it would accept one."""
+def start_blockers(status: MeterStatus, unnamed_running: bool = False) -> list[str]:
+    """Why the meter's status bits say it would refuse a start now (empty: it would not).
+
+    ``unnamed_running``: the meter cannot say which transaction runs (no ``GET /legal``),
+    so a running one shown by the bits is one this module did not start.
+    """
+    blocked = []
     if not status.sensor_link_ok:
-        return "the meter's sensor link is down (suLinkStatusIsOk false)"
+        blocked.append("the meter's sensor link is down (suLinkStatusIsOk false)")
     if status.fatal_error:
-        return "the meter reports a fatal error (muFatalErrorOccured)"
+        blocked.append("the meter reports a fatal error (muFatalErrorOccured)")
     if not status.time_sync_ok:
-        return "the meter's time sync is invalid (timeSyncStatusIsOk false)"
-    return ""
+        blocked.append("the meter's time sync is invalid (timeSyncStatusIsOk false)")
+    if unnamed_running and status.transaction_ongoing:
+        blocked.append(f"a transaction is running (transactionIsOnGoing) and {NO_GET_LEGAL}")
+    return blocked

@@ -6,6 +6,10 @@ begin record carried and above every number the meter had given before the start
 (``FOREIGN_CHECKS``). A record that fails any other check is still the meter's signed
 truth: it is taken, and the failed checks are named in the log, the journal and a
 vendor warning. A record whose signature does not verify is fetched once more first.
+
+With ``record_identity_checks: report`` (for simulations and mocks only, which serve a
+fixed record of another meter) a record failing those checks, or lacking its end reading,
+is taken all the same, and the failed checks are named like any other.
 """
 
 from __future__ import annotations
@@ -13,25 +17,32 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from lem_dcbm.clock import Clock
 from lem_dcbm.core.ports import Alerts, MeterApi
 from lem_dcbm.errors import MeterError, MeterStatusError
 from lem_dcbm.ocmf import parse_ocmf
-from lem_dcbm.records.checks import RecordExpectation, RecordVerdict, check_record
+from lem_dcbm.records.checks import CheckFailure, RecordExpectation, RecordVerdict, check_record
 from lem_dcbm.retry import RetryPolicy
 
 _LOGGER = logging.getLogger(__name__)
 
 #: Failed checks that show a record is not this transaction's: it is never billed for it.
 FOREIGN_CHECKS = frozenset({"format", "meter", "pagination", "pagination_order"})
+#: A failed check ``report`` mode names for a record without its end reading.
+END_READING = "end_reading"
+#: Failures ``report`` mode passes on that ``enforce`` would withhold.
+IDENTITY_FAILURES = FOREIGN_CHECKS | {END_READING}
 #: Vendor warning sub-types about records.
 SIGNATURE_INVALID = "OcmfSignatureInvalid"
 CHECK_FAILED = "OcmfCheckFailed"
 #: Waiting for a record inside a stop: quick at first, then every 2 s.
 RECORD_WAIT = RetryPolicy(attempts=None, first_delay_s=0.25, max_delay_s=2.0)
 NOT_FOUND = 404
+
+#: ``enforce`` withholds a record failing an identity check; ``report`` names the failures.
+IdentityChecks = Literal["enforce", "report"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +84,7 @@ class RecordCollector:
         alerts: Alerts | None = None,
         sleep: Callable[[float], None] | None = None,
         wait_policy: RetryPolicy = RECORD_WAIT,
+        identity_checks: IdentityChecks = "enforce",
     ) -> None:
         self._meter = meter
         self._clock = clock
@@ -80,6 +92,7 @@ class RecordCollector:
         self._alerts = alerts
         self._sleep = sleep or clock.sleep
         self._policy = wait_policy
+        self._enforce = identity_checks == "enforce"
 
     def attempt(self, transaction_id: str, expected: RecordExpectation) -> CollectedRecord:
         """One fetch, with one more right away if the signature fails; ``RecordMissing`` else."""
@@ -116,11 +129,15 @@ class RecordCollector:
             raise RecordMissing(str(err), unknown=err.status == NOT_FOUND) from err
         except MeterError as err:
             raise RecordMissing(str(err)) from err
-        if not has_end_reading(record):
+        finished = has_end_reading(record)
+        if not finished and self._enforce:
             raise RecordMissing("the meter's record has no end reading yet")
         verdict = check_record(record, expected, self._public_key() or None)
+        if not finished and not any(f.check == "format" for f in verdict.failures):
+            missing = CheckFailure(END_READING, "the record has no end reading (TX E)")
+            verdict = RecordVerdict(verdict.signature_valid, (*verdict.failures, missing))
         foreign = [f for f in verdict.failures if f.check in FOREIGN_CHECKS]
-        if foreign:
+        if foreign and self._enforce:
             details = "; ".join(f"{f.check}: {f.detail}" for f in foreign)
             _LOGGER.error("the meter handed a record that is not %s's: %s", transaction_id, details)
             raise RecordMissing(f"the meter handed a record of another transaction ({details})")
@@ -129,7 +146,7 @@ class RecordCollector:
     def judge(self, record: str, expected: RecordExpectation) -> CollectedRecord:
         """Check a kept record again (no fetch); raise ``RecordMissing`` if it is foreign."""
         verdict = check_record(record, expected, self._public_key() or None)
-        if any(f.check in FOREIGN_CHECKS for f in verdict.failures):
+        if self._enforce and any(f.check in FOREIGN_CHECKS for f in verdict.failures):
             raise RecordMissing("the kept record is not this transaction's")
         return CollectedRecord(record, verdict)
 
@@ -147,6 +164,10 @@ class RecordCollector:
         if content:
             named = "; ".join(f"{f.check}: {f.detail}" for f in content)
             message = f"the signed record of transaction {transaction_id} fails checks: {named}"
+            if not self._enforce and any(f.check in IDENTITY_FAILURES for f in content):
+                message += (
+                    " (passed on because record_identity_checks is 'report', for simulations only)"
+                )
             _LOGGER.error(message)
             self._alert(CHECK_FAILED, message)
         else:

@@ -5,6 +5,10 @@ last one, and it persists settings reliably only once it has been powered for tw
 minutes. So the clock is written at init, again once that window has passed, then
 daily and before every start; with NTP configured the NTP settings are written until
 one write lands after the window, and then left to the meter.
+
+Timezone and DST rules are optional: a meter (or mock) that refuses them with a 4xx is
+told once in the log, and they are left out for the rest of the run. Failed syncs are
+retried after a minute, doubling with each failure in a row up to an hour.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import Any
 
 from lem_dcbm.clock import Clock
 from lem_dcbm.core.ports import MeterApi
-from lem_dcbm.errors import LemDcbmError
+from lem_dcbm.errors import LemDcbmError, MeterStatusError
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -40,6 +44,8 @@ class TimeSyncTiming:
     settings_window_s: float = 120.0
     resync_interval_s: float = 24 * 3600.0
     retry_after_failure_s: float = 60.0
+    #: Failures in a row double the retry delay up to this.
+    max_retry_after_failure_s: float = 3600.0
 
 
 @dataclass
@@ -48,6 +54,10 @@ class _Plan:
 
     started: float
     writes: list[tuple[str, Callable[[], dict[str, Any]]]]
+
+
+#: Writes a sync can do without: the meter keeps valid UTC time without them.
+OPTIONAL_WRITES = frozenset({"timezone", "daylight saving rules"})
 
 
 class TimeSync:
@@ -76,6 +86,9 @@ class TimeSync:
         self._next_due = clock.monotonic()
         self._ntp_settled = False
         self._plan: _Plan | None = None
+        #: Optional writes the meter refused; left out for the rest of the run.
+        self._refused: set[str] = set()
+        self._failures = 0
         #: The longest settings write seen, to judge whether another fits before a deadline.
         self._slowest_write_s = 0.0
 
@@ -126,15 +139,31 @@ class TimeSync:
             what, make_patch = plan.writes[0]
             try:
                 self._write(what, make_patch())
+            except MeterStatusError as err:
+                if what not in OPTIONAL_WRITES or not 400 <= err.status < 500:
+                    self._failed(started)
+                    raise
+                self._refused.add(what)
+                _LOGGER.warning(
+                    "the meter refuses the %s setting (%s); left as the meter has it and not "
+                    "written again this run",
+                    what,
+                    err,
+                )
             except Exception:
-                self._plan = None
-                self._next_due = started + self._timing.retry_after_failure_s
+                self._failed(started)
                 raise
             self._slowest_write_s = max(self._slowest_write_s, self._clock.monotonic() - started)
             plan.writes.pop(0)
         self._plan = None
         self._finished(plan.started)
         return True
+
+    def _failed(self, started: float) -> None:
+        self._plan = None
+        self._failures += 1
+        delay = self._timing.retry_after_failure_s * 2 ** min(self._failures - 1, 16)
+        self._next_due = started + min(delay, self._timing.max_retry_after_failure_s)
 
     def _writes(self) -> list[tuple[str, Callable[[], dict[str, Any]]]]:
         """The settings writes of one sync, each making its body when it is sent."""
@@ -143,16 +172,17 @@ class TimeSync:
             first = ("NTP settings", lambda: {"ntp": self._ntp_body()})
         else:
             first = ("UTC time", self._utc_patch)
-        return [
-            first,
+        optional: list[tuple[str, Callable[[], dict[str, Any]]]] = [
             ("timezone", lambda: {"time": {"tz": self._timezone}}),
             ("daylight saving rules", lambda: {"time": {"dst": self._dst}}),
         ]
+        return [first, *(write for write in optional if write[0] not in self._refused)]
 
     def _utc_patch(self) -> dict[str, Any]:
         return {"time": {"utc": self._clock.utc_now().strftime("%Y-%m-%dT%H:%M:%SZ")}}
 
     def _finished(self, started: float) -> None:
+        self._failures = 0
         after_window = started >= self._window_end
         if self._ntp_servers and after_window:
             self._ntp_settled = True

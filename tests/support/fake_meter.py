@@ -78,6 +78,8 @@ class FakeMeter:
     tamper: bool = False
     #: serve only the begin reading, as a meter that has not finished the record yet
     begin_only: bool = False
+    #: answer GET /legal with 405, as EVerest's FastAPI mock does
+    no_get_legal: bool = False
     calls: list[str] = field(default_factory=list)
     #: the start body of each transaction, as the meter received it
     bodies: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -128,6 +130,8 @@ class FakeMeter:
 
     def legal(self) -> LegalState:
         self._enter("legal")
+        if self.no_get_legal:
+            raise MeterStatusError("GET", "/v1/legal", 405, '{"detail":"Method Not Allowed"}')
         tid = self.running_id or self.last_id
         return LegalState(transaction_id=tid, running=self.running_id is not None)
 
@@ -135,6 +139,8 @@ class FakeMeter:
         self._enter("start_transaction")
         if self.running_id is not None:
             raise MeterStatusError("POST", "/v1/legal", 409, '{"error": "transaction running"}')
+        if not self.sensor_link_ok:
+            raise MeterStatusError("POST", "/v1/legal", 400, '{"error": "sensor link down"}')
         self.running_id = str(body["transactionId"])
         self.last_id = self.running_id
         self.last_start_body = dict(body)

@@ -212,14 +212,16 @@ def test_start_reports_meter_refusal(meter: FakeMeter) -> None:
     assert "evseId too long" in answer.error
 
 
-def test_start_refused_when_sensor_link_down(meter: FakeMeter) -> None:
+def test_start_refused_by_the_meter_is_explained_by_its_status_bits(meter: FakeMeter) -> None:
     controller, _ = make(meter)
     controller.initialize()
     meter.sensor_link_ok = False
     answer = controller.start_transaction(REQUEST)
     assert not answer.ok
-    assert "sensor link" in answer.error
-    assert "start_transaction" not in meter.calls
+    assert "400" in answer.error
+    assert "suLinkStatusIsOk false" in answer.error
+    # The bits only explain: the meter was asked and refused.
+    assert "start_transaction" in meter.calls
 
 
 def test_start_goes_on_when_timezone_write_fails_but_sync_valid(meter: FakeMeter) -> None:
