@@ -42,18 +42,19 @@ _LOGGER = logging.getLogger(__name__)
 _PAHO_LOGGER = logging.getLogger(f"{__name__}.paho")
 
 
-class _ReconnectNoise(logging.Filter):
-    """Demote paho's "Client is not connected" to debug.
+#: paho's error line when a TLS broker ends the connection with an alert.
+_TLS_RECEIVE_FAILED = "failed to receive on socket: [SSL"
+#: paho's error lines that repeat on every failed attempt; the bus reports the failure
+#: itself, once, with its cause.
+_PAHO_REPEATS = ("Client is not connected.", _TLS_RECEIVE_FAILED)
 
-    paho logs it as an error on each pass of its loop between two failed connection
-    attempts; the bus reports the failure itself, once, with its cause.
-    """
+
+class _ReconnectNoise(logging.Filter):
+    """Demote paho's per-attempt error lines to debug."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        """Keep every record; this one at debug, and only when debug is on."""
-        if record.levelno == logging.ERROR and str(record.msg).startswith(
-            "Client is not connected."
-        ):
+        """Keep every record; these at debug, and only when debug is on."""
+        if record.levelno == logging.ERROR and record.getMessage().startswith(_PAHO_REPEATS):
             record.levelno, record.levelname = logging.DEBUG, "DEBUG"
             return _PAHO_LOGGER.isEnabledFor(logging.DEBUG)
         return True
@@ -152,6 +153,7 @@ class MqttBus:
         self._client.on_subscribe = self._on_subscribe
         self._client.on_socket_open = tcp_no_delay
         self._client.on_connect_fail = self._on_connect_fail
+        self._client.on_log = self._on_paho_log
         self._lock = threading.Lock()
         self._subscriptions: dict[str, Handler] = {}
         self._connected_callbacks: list[Callable[[], None]] = []
@@ -363,14 +365,20 @@ class MqttBus:
             self._next_delay,
         )
 
-    def _tls_failure(self, error: ssl.SSLError) -> str:
+    def _tls_failure(self, error: ssl.SSLError | str) -> str:
         where = f"the MQTT broker at {self._broker.describe()}"
         if isinstance(error, ssl.SSLCertVerificationError):
             return (
                 f"{where} presented a certificate refused against the CA file "
                 f"{self._broker.tls_ca_file}: {error.verify_message}"
             )
-        return f"TLS with {where} failed: {error.reason or error}"
+        return f"TLS with {where} failed: {error}"
+
+    def _on_paho_log(self, client: mqtt.Client, userdata: Any, level: int, text: str) -> None:
+        # With TLS 1.3 a broker refuses a client certificate (or its absence) after the
+        # handshake: paho only sees the broker's alert on its first read.
+        if text.startswith(_TLS_RECEIVE_FAILED) and not self.connected:
+            self._note_refusal(self._tls_failure(text.partition(": ")[2]))
 
     def _note_refusal(self, reason: str) -> None:
         """Remember why; log it once per outage while running (``connect()`` raises it first)."""
