@@ -36,12 +36,29 @@ def read_password_file(key: str, path: str) -> str:
     return password
 
 
+class _ClosedOnFailedHandshake(ssl.SSLSocket):
+    """A TLS socket that closes itself when its handshake fails.
+
+    paho leaves the socket of a failed handshake to the garbage collector: one unclosed
+    socket (and a ResourceWarning) per refused attempt while the module retries.
+    """
+
+    def do_handshake(self, block: bool = False) -> None:
+        """Handshake as usual; on failure close the socket, then raise."""
+        try:
+            super().do_handshake(block)
+        except BaseException:
+            self.close()
+            raise
+
+
 def broker_ssl_context(
     ca_file: str, cert_file: str | None = None, key_file: str | None = None
 ) -> ssl.SSLContext:
     """A client context that trusts only ``ca_file``; ``ConfigError`` naming a bad file."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED, check_hostname
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.sslsocket_class = _ClosedOnFailedHandshake
     try:
         context.load_verify_locations(cafile=ca_file)
     except (OSError, ValueError) as exc:

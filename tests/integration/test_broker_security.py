@@ -189,6 +189,16 @@ def test_broker_certificate_from_another_ca_is_refused(
             assert module.terminate() == 0, module.log()
 
 
+def test_broker_certificate_for_another_host_is_refused(
+    tmp_path: Path, authority: CertificateAuthority
+) -> None:
+    tls = authority.broker_tls(hosts=("broker.elsewhere.example",))
+    with Broker(tmp_path / "broker", tls=tls) as broker:
+        bus = MqttBus(broker.settings, "wrong-host", clean_session=True)
+        with pytest.raises(BrokerRefused, match="mismatch, certificate is not valid for"):
+            bus.connect(timeout_s=5.0)
+
+
 def test_client_certificate_is_required_when_the_broker_asks_for_one(
     tmp_path: Path,
     mutual_tls_broker: Broker,

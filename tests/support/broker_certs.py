@@ -17,6 +17,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from lem_dcbm.harness.broker import BrokerTls
 
+#: The names a broker on this machine is reached by.
+LOCAL_HOSTS = ("localhost", "127.0.0.1")
+
 
 @dataclass(frozen=True)
 class Issued:
@@ -55,8 +58,10 @@ class CertificateAuthority:
         """The CA certificate (PEM)."""
         return self.directory / f"{self.name}-ca.crt"
 
-    def issue(self, common_name: str, *, server: bool) -> Issued:
-        """A certificate for ``common_name``; a server one names 127.0.0.1 and localhost."""
+    def issue(
+        self, common_name: str, *, server: bool, hosts: tuple[str, ...] = LOCAL_HOSTS
+    ) -> Issued:
+        """A certificate for ``common_name``; a server one names ``hosts``."""
         key = ec.generate_private_key(ec.SECP256R1())
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
         usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
@@ -64,7 +69,7 @@ class CertificateAuthority:
             x509.ExtendedKeyUsage([usage]), critical=False
         )
         if server:
-            names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            names = [_general_name(host) for host in hosts]
             builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
         cert = builder.sign(self.key, hashes.SHA256())
         stem = self.directory / f"{self.name}-{common_name}"
@@ -80,10 +85,19 @@ class CertificateAuthority:
         issued.key_file.chmod(0o600)
         return issued
 
-    def broker_tls(self, *, require_certificate: bool = False) -> BrokerTls:
-        """TLS files for a broker on 127.0.0.1 signed by this CA."""
-        server = self.issue("broker", server=True)
+    def broker_tls(
+        self, *, require_certificate: bool = False, hosts: tuple[str, ...] = LOCAL_HOSTS
+    ) -> BrokerTls:
+        """TLS files for a broker known as ``hosts``, signed by this CA."""
+        server = self.issue("broker", server=True, hosts=hosts)
         return BrokerTls(self.ca_file, server.cert_file, server.key_file, require_certificate)
+
+
+def _general_name(host: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        return x509.DNSName(host)
 
 
 def _builder(

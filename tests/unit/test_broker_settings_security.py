@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lem_dcbm.cli import build_parser
+from lem_dcbm.cli import build_parser, main
 from lem_dcbm.config import BrokerCredentials, BrokerSettings, broker_settings
 from lem_dcbm.errors import ConfigError
 from tests.support.broker_certs import CertificateAuthority
@@ -108,3 +108,14 @@ def test_a_password_on_the_command_line_is_refused(
     err = capsys.readouterr().err
     assert "--broker-password is refused" in err
     assert SECRET not in err
+
+
+def test_run_exits_2_on_an_unusable_ca_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = Path(__file__).resolve().parents[2] / "config" / "simulator.yaml"
+    missing = tmp_path / "missing-ca.crt"
+    assert main(["run", "--config", str(config), "--broker-tls-ca", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert "EV_MQTT_TLS_CA_FILE" in err
+    assert str(missing) in err
