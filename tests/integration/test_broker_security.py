@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,9 +17,11 @@ import pytest
 from lem_dcbm.config import BrokerSettings
 from lem_dcbm.everest.bus import BrokerRefused, MqttBus
 from lem_dcbm.harness import (
+    MODULE_ID,
     Broker,
     ModuleProcess,
     Simulator,
+    run_to_exit,
     simulator_config,
     start_module,
     wait_until,
@@ -61,6 +64,21 @@ def module_against(
 ) -> ModuleProcess:
     config = write_config(tmp_path / "config.yaml", simulator_config(sim))
     return start_module(tmp_path, config, broker.port, extra_args=args, env=env)
+
+
+def module_with_password(
+    tmp_path: Path, sim: Simulator, broker: Broker, password: str
+) -> ModuleProcess:
+    """The module with its credentials in the environment, as in a container."""
+    env = {"EV_MQTT_USERNAME": USER, "EV_MQTT_PASSWORD": password}
+    return module_against(tmp_path / "module", sim, broker, [], env)
+
+
+def restart_with_password(broker: Broker, password: str) -> None:
+    """The broker's password for ``USER`` changes (a restart, on the same port)."""
+    broker.stop()
+    broker.users = {USER: password}
+    broker.start()
 
 
 def error_lines(log: str, needle: str) -> list[str]:
@@ -139,8 +157,7 @@ def test_password_tls_and_client_certificate_end_to_end_with_a_clean_log(
 
 def test_password_from_the_environment(tmp_path: Path, simulator: Simulator, password: str) -> None:
     with Broker(tmp_path / "broker", users={USER: password}) as broker:
-        env = {"EV_MQTT_USERNAME": USER, "EV_MQTT_PASSWORD": password}
-        module = module_against(tmp_path / "module", simulator, broker, [], env)
+        module = module_with_password(tmp_path, simulator, broker, password)
         try:
             with EverestPeer(broker.host, broker.port, broker=secured(broker, password)) as peer:
                 peer.wait_for_var("powermeter", 1, timeout=20)
@@ -156,15 +173,12 @@ def test_wrong_password_is_one_clear_line_and_retries_until_fixed(
 ) -> None:
     wrong = secrets.token_urlsafe(18)
     with Broker(tmp_path / "broker", users={USER: password}) as broker:
-        env = {"EV_MQTT_USERNAME": USER, "EV_MQTT_PASSWORD": wrong}
-        module = module_against(tmp_path / "module", simulator, broker, [], env)
+        module = module_with_password(tmp_path, simulator, broker, wrong)
         try:
             refusal = f"the MQTT broker at 127.0.0.1:{broker.port} refused user 'dcbm'"
             one_line_then_retries(module, refusal)
             # The broker is fixed: the module gets in without a restart.
-            broker.stop()
-            broker.users = {USER: wrong}
-            broker.start()
+            restart_with_password(broker, wrong)
             with EverestPeer(broker.host, broker.port, broker=secured(broker, wrong)) as peer:
                 peer.wait_for_var("powermeter", 1, timeout=30)
         finally:
@@ -221,10 +235,50 @@ def test_client_certificate_is_required_when_the_broker_asks_for_one(
     good.close()
 
 
-def test_tools_name_the_refusal(tmp_path: Path, password: str) -> None:
+def test_a_password_changed_while_running_is_one_line_and_a_reconnect(
+    tmp_path: Path, simulator: Simulator, password: str
+) -> None:
+    renewed = secrets.token_urlsafe(18)
     with Broker(tmp_path / "broker", users={USER: password}) as broker:
-        bus = MqttBus(secured(broker, "not-" + password), "tool", clean_session=True)
-        with pytest.raises(BrokerRefused) as caught:
-            bus.connect(timeout_s=1.5)
-    assert "refused user 'dcbm'" in str(caught.value)
-    assert password not in str(caught.value)
+        module = module_with_password(tmp_path, simulator, broker, password)
+        try:
+            module.wait_ready()
+            restart_with_password(broker, renewed)
+            refusal = f"the MQTT broker at 127.0.0.1:{broker.port} refused user 'dcbm'"
+            wait_until(lambda: module.log().count(refusal) >= 2, 20, what="two refusals")
+            assert len(error_lines(module.log(), refusal)) == 1, module.log()
+            assert module.process.poll() is None, module.log()
+            restart_with_password(broker, password)
+            with EverestPeer(broker.host, broker.port, broker=secured(broker, password)) as peer:
+                peer.wait_for_var("powermeter", 1, timeout=20)
+        finally:
+            assert module.terminate() == 0, module.log()
+        assert renewed not in module.log()
+
+
+def test_call_tool_with_credentials(
+    tmp_path: Path, simulator: Simulator, authority: CertificateAuthority, password: str
+) -> None:
+    right, wrong = tmp_path / "right", tmp_path / "wrong"
+    right.write_text(password)
+    wrong.write_text("not-" + password)
+    with Broker(tmp_path / "broker", users={USER: password}, tls=authority.broker_tls()) as broker:
+        args = [
+            *("--broker-username", USER, "--broker-password-file", str(right)),
+            *("--broker-tls-ca", str(authority.ca_file)),
+        ]
+        module = module_against(tmp_path / "module", simulator, broker, args, {})
+        try:
+            module.wait_ready()
+            call = [sys.executable, "-m", "lem_dcbm", "call", "stop_transaction"]
+            call += ["--module-id", MODULE_ID, "--transaction-id", "none"]
+            call += ["--broker-host", broker.host, "--broker-port", str(broker.port)]
+            call += ["--broker-username", USER, "--broker-tls-ca", str(authority.ca_file)]
+            answered = run_to_exit([*call, "--broker-password-file", str(right)])
+            assert answered[0] == 1, answered[1]  # answered: no transaction to stop
+            refused = run_to_exit([*call, "--broker-password-file", str(wrong)])
+            assert refused[0] == 3, refused[1]
+            assert "refused user 'dcbm'" in refused[1]
+            assert password not in refused[1]
+        finally:
+            assert module.terminate() == 0, module.log()
