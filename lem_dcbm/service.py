@@ -320,7 +320,8 @@ class Service:
                 adapter.connect(timeout_s=BROKER_CONNECT_TIMEOUT_S)
             except BrokerUnavailable as err:
                 if isinstance(err, BrokerRefused):
-                    pause, how = BROKER_REFUSED_RETRY.delay(refused), "with backoff up to 60 s"
+                    pause = BROKER_REFUSED_RETRY.delay(refused)
+                    how = f"with backoff up to {BROKER_REFUSED_RETRY.max_delay_s:.0f} s"
                     refused += 1
                 else:
                     pause = BROKER_RETRY.delay(waited)
