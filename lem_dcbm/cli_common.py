@@ -117,6 +117,33 @@ def add_broker_arguments(parser: argparse.ArgumentParser, *, prefix: bool = True
         help="MQTT broker unix socket, used instead of host and port "
         "(default: $EV_MQTT_BROKER_SOCKET_PATH when neither host nor port is given)",
     )
+    security = parser.add_argument_group("broker security")
+    security.add_argument(
+        "--broker-username", help="user name (default: $EV_MQTT_USERNAME, else none)"
+    )
+    security.add_argument(
+        "--broker-password-file",
+        help="file holding the password (default: $EV_MQTT_PASSWORD_FILE, "
+        "else the password itself in $EV_MQTT_PASSWORD)",
+    )
+    security.add_argument(
+        "--broker-password",
+        action=RefusePassword,
+        help="refused, without a default: a command line is visible to every user (ps)",
+    )
+    security.add_argument(
+        "--broker-tls-ca",
+        help="CA file (PEM) of the broker; enables TLS (default: $EV_MQTT_TLS_CA_FILE)",
+    )
+    security.add_argument(
+        "--broker-tls-cert",
+        help="client certificate (PEM) (default: $EV_MQTT_TLS_CERT_FILE, else none)",
+    )
+    security.add_argument(
+        "--broker-tls-key",
+        help="key of the client certificate (PEM) (default: $EV_MQTT_TLS_KEY_FILE, "
+        "else in the certificate file)",
+    )
     if prefix:
         parser.add_argument(
             "--prefix",
@@ -124,14 +151,38 @@ def add_broker_arguments(parser: argparse.ArgumentParser, *, prefix: bool = True
         )
 
 
+class RefusePassword(argparse.Action):
+    """``--broker-password``: an error that says where a password belongs instead."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        """Stop with a usage error; the value is never repeated."""
+        parser.error(
+            "--broker-password is refused: a command line shows in ps; "
+            "use --broker-password-file, $EV_MQTT_PASSWORD_FILE or $EV_MQTT_PASSWORD"
+        )
+
+
 def broker_from_args(args: argparse.Namespace) -> BrokerSettings:
     """Broker settings from the options, falling back to the ``EV_MQTT_*`` environment."""
-    from lem_dcbm.config import broker_settings
+    from lem_dcbm.config import BrokerCredentials, broker_settings
 
     return broker_settings(
         host=args.broker_host,
         port=args.broker_port,
         socket_path=args.broker_socket,
         prefix=getattr(args, "prefix", None),
+        credentials=BrokerCredentials(
+            username=args.broker_username,
+            password_file=args.broker_password_file,
+            tls_ca_file=args.broker_tls_ca,
+            tls_cert_file=args.broker_tls_cert,
+            tls_key_file=args.broker_tls_key,
+        ),
         env=os.environ,
     )

@@ -15,7 +15,7 @@ import math
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 from jsonschema import Draft7Validator
 
+from lem_dcbm.broker_tls import broker_ssl_context, read_password_file
 from lem_dcbm.errors import ConfigError
 
 #: Names the module is known by in an EVerest config's ``module:`` entry.
@@ -451,6 +452,16 @@ class BrokerSettings:
     #: EVerest's prefix for topics outside the module protocol (``EV_MQTT_EXTERNAL_PREFIX``);
     #: empty or ending in ``/``.
     external_prefix: str = ""
+    #: User name for the broker; None connects without credentials.
+    username: str | None = None
+    #: The user's password; kept out of ``repr`` so it never reaches a log line.
+    password: str | None = field(default=None, repr=False)
+    #: CA file (PEM) that signed the broker's certificate; when set the link uses TLS.
+    tls_ca_file: str | None = None
+    #: Client certificate (PEM) for brokers that require one; may hold the key as well.
+    tls_cert_file: str | None = None
+    #: Unencrypted private key (PEM) of the client certificate.
+    tls_key_file: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "prefix", normalize_prefix(self.prefix))
@@ -458,8 +469,14 @@ class BrokerSettings:
             object.__setattr__(self, "external_prefix", self.external_prefix + "/")
 
     def describe(self) -> str:
-        """``unix:/path`` or ``host:port``, for log lines and error messages."""
-        return f"unix:{self.socket_path}" if self.socket_path else f"{self.host}:{self.port}"
+        """``unix:/path``, ``host:port`` or ``host:port (TLS)``, for log lines and errors."""
+        if self.socket_path:
+            return f"unix:{self.socket_path}"
+        return f"{self.host}:{self.port}{' (TLS)' if self.tls_ca_file else ''}"
+
+    def describe_user(self) -> str:
+        """Who connects, for log lines: the user name, never the password."""
+        return f"user {self.username!r}" if self.username else "no user name"
 
 
 def broker_settings(
@@ -468,11 +485,13 @@ def broker_settings(
     port: int | None = None,
     socket_path: str | None = None,
     prefix: str | None = None,
+    credentials: BrokerCredentials | None = None,
     env: Mapping[str, str] | None = None,
 ) -> BrokerSettings:
     """Broker settings from flags, else ``EV_MQTT_*`` environment variables, else defaults.
 
     A socket path from the environment is ignored when a host or port flag is given.
+    Credentials and TLS files are read and checked here, so a bad one stops the start.
     """
     env = os.environ if env is None else env
     if socket_path is None and host is None and port is None:
@@ -497,4 +516,54 @@ def broker_settings(
         socket_path=socket_path,
         prefix=prefix or env.get("EV_MQTT_EVEREST_PREFIX") or "everest/",
         external_prefix=env.get("EV_MQTT_EXTERNAL_PREFIX", ""),
+        **_broker_security(credentials or BrokerCredentials(), env, tcp=not socket_path),
     )
+
+
+@dataclass(frozen=True, kw_only=True)
+class BrokerCredentials:
+    """The security flags of a command line; each falls back to its ``EV_MQTT_*`` variable."""
+
+    #: ``--broker-username`` (``EV_MQTT_USERNAME``).
+    username: str | None = None
+    #: ``--broker-password-file`` (``EV_MQTT_PASSWORD_FILE``, else ``EV_MQTT_PASSWORD``).
+    password_file: str | None = None
+    #: ``--broker-tls-ca`` (``EV_MQTT_TLS_CA_FILE``).
+    tls_ca_file: str | None = None
+    #: ``--broker-tls-cert`` (``EV_MQTT_TLS_CERT_FILE``).
+    tls_cert_file: str | None = None
+    #: ``--broker-tls-key`` (``EV_MQTT_TLS_KEY_FILE``).
+    tls_key_file: str | None = None
+
+
+def _broker_security(
+    flags: BrokerCredentials, env: Mapping[str, str], *, tcp: bool
+) -> dict[str, str | None]:
+    """User, password and TLS files from flags or environment, checked for use."""
+    username = flags.username or env.get("EV_MQTT_USERNAME") or None
+    password_file = flags.password_file or env.get("EV_MQTT_PASSWORD_FILE") or None
+    password_key = "--broker-password-file" if flags.password_file else "EV_MQTT_PASSWORD_FILE"
+    if password_file:
+        password: str | None = read_password_file(password_key, password_file)
+    else:
+        password_key, password = "EV_MQTT_PASSWORD", env.get("EV_MQTT_PASSWORD") or None
+    if password and not username:
+        raise ConfigError(password_key, "a password needs a user name (EV_MQTT_USERNAME)")
+    ca_file = flags.tls_ca_file or env.get("EV_MQTT_TLS_CA_FILE") or None
+    cert_file = flags.tls_cert_file or env.get("EV_MQTT_TLS_CERT_FILE") or None
+    key_file = flags.tls_key_file or env.get("EV_MQTT_TLS_KEY_FILE") or None
+    if (cert_file or key_file) and not ca_file:
+        raise ConfigError("EV_MQTT_TLS_CA_FILE", "a client certificate needs the broker's CA")
+    if key_file and not cert_file:
+        raise ConfigError("EV_MQTT_TLS_KEY_FILE", "a key needs its certificate")
+    if ca_file and not tcp:
+        raise ConfigError("EV_MQTT_TLS_CA_FILE", "TLS is for a TCP broker, not a unix socket")
+    if ca_file:
+        broker_ssl_context(ca_file, cert_file, key_file)  # refuses unusable files now
+    return {
+        "username": username,
+        "password": password,
+        "tls_ca_file": ca_file,
+        "tls_cert_file": cert_file,
+        "tls_key_file": key_file,
+    }

@@ -49,7 +49,7 @@ from lem_dcbm.core.transaction_request import StartSettings
 from lem_dcbm.errors import ConfigError
 from lem_dcbm.everest import results
 from lem_dcbm.everest.adapter import EverestAdapter
-from lem_dcbm.everest.bus import BrokerUnavailable
+from lem_dcbm.everest.bus import BrokerRefused, BrokerUnavailable
 from lem_dcbm.journal import TransactionJournal
 from lem_dcbm.meter.client import MeterClient
 from lem_dcbm.records.late_record import KeptRecord
@@ -121,6 +121,9 @@ def command_bound_s(config: ModuleConfig) -> float:
 
 #: Reaching the MQTT broker at start-up: every 2 s until it answers (or the service stops).
 BROKER_RETRY = RetryPolicy(attempts=None, first_delay_s=2.0, max_delay_s=2.0)
+#: Pauses after the broker refused the module (credentials, TLS): only a fix of the
+#: configuration helps, so the module asks less and less often, but never gives up.
+BROKER_REFUSED_RETRY = RetryPolicy(attempts=None, first_delay_s=2.0, max_delay_s=60.0)
 #: How long one attempt to reach the broker may take.
 BROKER_CONNECT_TIMEOUT_S = 3.0
 
@@ -330,7 +333,8 @@ class Service:
 
     def _connect(self, error_namespace: str) -> EverestAdapter | None:
         """Connect to the broker, retrying until it answers or the service is stopped."""
-        waited = 0
+        waited = refused = 0
+        reported = ""
         while not self.stop_event.is_set():
             adapter = EverestAdapter(
                 self._broker, self.module_id, self._handlers, error_namespace=error_namespace
@@ -338,9 +342,17 @@ class Service:
             try:
                 adapter.connect(timeout_s=BROKER_CONNECT_TIMEOUT_S)
             except BrokerUnavailable as err:
-                pause = BROKER_RETRY.delay(waited)
-                if not waited:
-                    _LOGGER.error("%s; retrying every %.0f s", err, pause)
+                if isinstance(err, BrokerRefused):
+                    pause = BROKER_REFUSED_RETRY.delay(refused)
+                    how = f"with backoff up to {BROKER_REFUSED_RETRY.max_delay_s:.0f} s"
+                    refused += 1
+                else:
+                    pause = BROKER_RETRY.delay(waited)
+                    how = f"every {BROKER_RETRY.max_delay_s:.0f} s"
+                # One line per kind of failure, not one per attempt.
+                if str(err) != reported:
+                    reported = str(err)
+                    _LOGGER.error("%s; retrying %s", err, how)
                 waited += 1
                 self.stop_event.wait(pause)
                 continue

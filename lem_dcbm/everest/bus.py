@@ -20,6 +20,8 @@ import hashlib
 import logging
 import queue
 import socket
+import ssl
+import sys
 import threading
 import time
 from collections import deque
@@ -31,6 +33,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
+from lem_dcbm.broker_tls import broker_ssl_context
 from lem_dcbm.config import BrokerSettings
 from lem_dcbm.errors import LemDcbmError
 from lem_dcbm.retry import RetryPolicy
@@ -38,12 +41,40 @@ from lem_dcbm.retry import RetryPolicy
 _LOGGER = logging.getLogger(__name__)
 _PAHO_LOGGER = logging.getLogger(f"{__name__}.paho")
 
+
+#: paho's error line when a TLS broker ends the connection with an alert.
+_TLS_RECEIVE_FAILED = "failed to receive on socket: [SSL"
+#: paho's error lines that repeat on every failed attempt; the bus reports the failure
+#: itself, once, with its cause.
+_PAHO_REPEATS = ("Client is not connected.", _TLS_RECEIVE_FAILED)
+
+
+class _ReconnectNoise(logging.Filter):
+    """Demote paho's per-attempt error lines to debug."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Keep every record; these at debug, and only when debug is on."""
+        if record.levelno == logging.ERROR and record.getMessage().startswith(_PAHO_REPEATS):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return _PAHO_LOGGER.isEnabledFor(logging.DEBUG)
+        return True
+
+
+_PAHO_LOGGER.addFilter(_ReconnectNoise())
+
 #: Client ids longer than this are not guaranteed to be accepted by MQTT 3.1.1 brokers.
 MAX_CLIENT_ID = 23
 
 
 class BrokerUnavailable(LemDcbmError):
     """The broker could not be reached in time."""
+
+
+class BrokerRefused(BrokerUnavailable):
+    """The broker was reached but the link refused: wrong credentials or an untrusted TLS peer.
+
+    Retrying helps only after someone fixes the configuration of either side.
+    """
 
 
 def stable_client_id(prefix: str, module_id: str) -> str:
@@ -110,12 +141,19 @@ class MqttBus:
             transport="unix" if broker.socket_path else "tcp",
         )
         self._client.enable_logger(_PAHO_LOGGER)
+        if broker.username:
+            self._client.username_pw_set(broker.username, broker.password)
+        if broker.tls_ca_file:
+            self._client.tls_set_context(
+                broker_ssl_context(broker.tls_ca_file, broker.tls_cert_file, broker.tls_key_file)
+            )
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
         self._client.on_subscribe = self._on_subscribe
         self._client.on_socket_open = tcp_no_delay
         self._client.on_connect_fail = self._on_connect_fail
+        self._client.on_log = self._on_paho_log
         self._lock = threading.Lock()
         self._subscriptions: dict[str, Handler] = {}
         self._connected_callbacks: list[Callable[[], None]] = []
@@ -127,6 +165,11 @@ class MqttBus:
         self._closing = threading.Event()
         self._attempt = 0
         self._next_delay = 0.0
+        #: Why the broker refused the last attempt; None after a successful connect.
+        self._refusal: str | None = None
+        self._refusal_logged = False
+        #: Set on the first connect or refusal: what ``connect()`` waits for.
+        self._answered = threading.Event()
         self._set_reconnect_delay()
         self._started = False
         self._worker: threading.Thread | None = None
@@ -167,11 +210,15 @@ class MqttBus:
         self._worker.start()
         self._client.loop_start()
         deadline = time.monotonic() + timeout_s
+        # A refusal ends the wait at once: retrying within the timeout would not change it.
+        self._answered.wait(timeout_s)
         if not (
-            self._connected.wait(timeout_s)
+            self._connected.is_set()
             and self._subscribed.wait(max(0.0, deadline - time.monotonic()))
         ):
             self.close(timeout_s=1.0)
+            if self._refusal is not None:
+                raise BrokerRefused(self._refusal)
             raise BrokerUnavailable(
                 f"no connection to the MQTT broker at {self._broker.describe()} "
                 f"within {timeout_s:g} s"
@@ -259,13 +306,18 @@ class MqttBus:
     ) -> None:
         if reason_code.is_failure:
             self._set_reconnect_delay()
-            _LOGGER.error("the broker refused the connection: %s", reason_code)
+            self._note_refusal(
+                f"the MQTT broker at {self._broker.describe()} refused "
+                f"{self._broker.describe_user()}: {reason_code}"
+            )
             return
         self._attempt = 0
+        self._refusal, self._refusal_logged = None, False
         self._set_reconnect_delay()
         self.connections += 1
         # Set first: a subscribe() racing with this callback then subscribes itself.
         self._connected.set()
+        self._answered.set()
         with self._lock:
             topics = list(self._subscriptions)
         if topics:
@@ -287,9 +339,11 @@ class MqttBus:
         reason_code: ReasonCode,
         properties: Any,
     ) -> None:
+        was_connected = self._connected.is_set()
         self._connected.clear()
         self._subscribed.clear()
-        if not self._closing.is_set():
+        # A refused CONNACK ends in a disconnect too; the refusal has been reported.
+        if was_connected and not self._closing.is_set():
             _LOGGER.warning(
                 "disconnected from the MQTT broker (%s); reconnecting in %.1f s",
                 reason_code,
@@ -298,12 +352,42 @@ class MqttBus:
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         self._set_reconnect_delay()
+        # paho calls this from its ``except OSError`` block: the exception is the current one.
+        error = sys.exc_info()[1]
+        if isinstance(error, ssl.SSLError):
+            self._note_refusal(self._tls_failure(error))
+            return
         # Loud for the first attempts only: the broker may stay away for a long time.
         log = _LOGGER.warning if self._attempt <= 2 else _LOGGER.debug
         log(
             "cannot reach the MQTT broker at %s; retrying in %.1f s",
             self._broker.describe(),
             self._next_delay,
+        )
+
+    def _tls_failure(self, error: ssl.SSLError | str) -> str:
+        where = f"the MQTT broker at {self._broker.describe()}"
+        if isinstance(error, ssl.SSLCertVerificationError):
+            return (
+                f"{where} presented a certificate refused against the CA file "
+                f"{self._broker.tls_ca_file}: {error.verify_message}"
+            )
+        return f"TLS with {where} failed: {error}"
+
+    def _on_paho_log(self, client: mqtt.Client, userdata: Any, level: int, text: str) -> None:
+        # With TLS 1.3 a broker refuses a client certificate (or its absence) after the
+        # handshake: paho only sees the broker's alert on its first read.
+        if text.startswith(_TLS_RECEIVE_FAILED) and not self.connected:
+            self._note_refusal(self._tls_failure(text.partition(": ")[2]))
+
+    def _note_refusal(self, reason: str) -> None:
+        """Remember why; log it once per outage while running (``connect()`` raises it first)."""
+        self._refusal = reason
+        self._answered.set()
+        loud = self.connections > 0 and not self._refusal_logged
+        self._refusal_logged = self._refusal_logged or loud
+        (_LOGGER.error if loud else _LOGGER.debug)(
+            "%s; retrying in %.1f s", reason, self._next_delay
         )
 
     def _on_subscribe(

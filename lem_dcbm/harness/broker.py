@@ -25,6 +25,17 @@ START_TIMEOUT_S = 15.0
 BrokerKind = Literal["mosquitto", "amqtt"]
 
 
+@dataclass(frozen=True)
+class BrokerTls:
+    """The broker's TLS files: its certificate and key, and the CA its clients trust."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+    #: Ask every client for a certificate signed by ``ca_file`` (mosquitto's option).
+    require_certificate: bool = False
+
+
 def find_mosquitto() -> str | None:
     """Path of mosquitto: ``$LEM_MOSQUITTO``, else PATH, else the usual sbin folders."""
     explicit = os.environ.get(MOSQUITTO_ENV)
@@ -68,12 +79,20 @@ class Broker:
     no_delay: bool = False
     #: A unix socket mosquitto listens on as well (keep its path short: about 100 bytes).
     socket_path: Path | None = None
+    #: Users and their passwords; when given, anonymous clients are refused.
+    users: dict[str, str] | None = None
+    #: TLS on the TCP listener.
+    tls: BrokerTls | None = None
     process: subprocess.Popen[Any] | None = field(default=None, init=False)
 
     @property
     def settings(self) -> BrokerSettings:
         """The broker as the project's ``BrokerSettings``."""
-        return BrokerSettings(host=self.host, port=self.port)
+        return BrokerSettings(
+            host=self.host,
+            port=self.port,
+            tls_ca_file=str(self.tls.ca_file) if self.tls else None,
+        )
 
     @property
     def description(self) -> str:
@@ -119,11 +138,24 @@ class Broker:
 
     def _mosquitto_argv(self) -> list[str]:
         lines = [f"listener {self.port} {self.host}"]
+        if self.tls is not None:
+            lines += [
+                f"cafile {self.tls.ca_file}",
+                f"certfile {self.tls.cert_file}",
+                f"keyfile {self.tls.key_file}",
+                f"require_certificate {str(self.tls.require_certificate).lower()}",
+            ]
         if self.socket_path is not None:
-            # Run as root, mosquitto would switch to its own user, which cannot bind there.
-            lines += [f"listener 0 {self.socket_path}", "user root"]
+            lines.append(f"listener 0 {self.socket_path}")
+        if os.geteuid() == 0:
+            # Run as root, mosquitto would switch to its own user, which can neither bind a
+            # socket in a private folder nor read the password and key files made here.
+            lines.append("user root")
+        if self.users is not None:
+            lines += [f"password_file {self._password_file()}", "allow_anonymous false"]
+        else:
+            lines.append("allow_anonymous true")
         lines += [
-            "allow_anonymous true",
             "persistence false",
             # Many modules on one broker: no inflight or queue limit gets in the way.
             "max_inflight_messages 100",
@@ -135,7 +167,25 @@ class Broker:
         conf.write_text("\n".join(lines) + "\n")
         return [mosquitto_binary(), "-c", str(conf)]
 
+    def _password_file(self) -> Path:
+        """mosquitto's hashed password file for ``users``, hashed by ``mosquitto_passwd``."""
+        path = self.workdir / f"mosquitto-{self.port}.passwd"
+        # Plain "user:password" lines hashed in place: no password on a command line.
+        path.write_text("".join(f"{user}:{word}\n" for user, word in (self.users or {}).items()))
+        path.chmod(0o600)
+        tool = shutil.which("mosquitto_passwd") or str(
+            Path(mosquitto_binary()).parent.parent / "bin" / "mosquitto_passwd"
+        )
+        done = subprocess.run(  # noqa: S603 - a fixed tool on our own file
+            [tool, "-U", str(path)], capture_output=True, text=True, check=False
+        )
+        if done.returncode != 0:
+            raise HarnessError(f"mosquitto_passwd -U failed: {done.stderr.strip()}")
+        return path
+
     def _amqtt_argv(self) -> list[str]:
+        if self.users is not None or self.tls is not None:
+            raise HarnessError("users and TLS need mosquitto, not amqtt")
         conf = self.workdir / f"amqtt-{self.port}.yaml"
         document = {
             "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}},

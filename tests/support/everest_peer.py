@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from lem_dcbm.config import BrokerSettings
@@ -95,7 +95,9 @@ class EverestPeer:
         prefix: str = "everest/",
         peer_id: str = "evse_manager",
         module_name: str = "LemDCBM400600",
+        broker: BrokerSettings | None = None,
     ) -> None:
+        """``broker`` gives credentials and TLS; its host, port and prefix are replaced."""
         self.host = host
         self.port = port
         self.module_id = module_id
@@ -114,7 +116,7 @@ class EverestPeer:
         #: Configuration messages the simulated manager would have died on.
         self.foreign_messages: list[Received] = []
         self._bus = MqttBus(
-            BrokerSettings(host=host, port=port, prefix=self.prefix),
+            replace(broker or BrokerSettings(), host=host, port=port, prefix=self.prefix),
             f"peer-{uuid.uuid4().hex[:12]}",
             clean_session=True,
         )
