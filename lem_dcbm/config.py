@@ -108,6 +108,8 @@ class ModuleConfig:
     publish_interval_ms: int = 1000
     #: Period of the meter status (health bits) read, ms.
     status_poll_interval_ms: int = 5000
+    #: The EVerest release whose EvseManager gets the errors (VendorWarning or a log line).
+    error_profile: str = "everest-main"
     #: How long a stop waits for the meter's record before answering without it, ms.
     stop_record_wait_ms: int = 30000
     #: ``enforce``, or ``report`` (simulations only): pass on records failing identity checks.

@@ -50,6 +50,7 @@ from lem_dcbm.errors import ConfigError
 from lem_dcbm.everest import results
 from lem_dcbm.everest.adapter import EverestAdapter
 from lem_dcbm.everest.bus import BrokerRefused, BrokerUnavailable
+from lem_dcbm.everest.error_policy import PolicedOutputs
 from lem_dcbm.journal import TransactionJournal
 from lem_dcbm.meter.client import MeterClient
 from lem_dcbm.records.late_record import KeptRecord
@@ -375,17 +376,18 @@ class Service:
             adapter.close()
             raise
         _LOGGER.info("transaction journal in %s", directory)
+        outputs = PolicedOutputs(adapter, config.error_profile)
         stack = build_meter_stack(
             config,
             self._clock,
             journal=journal,
-            alerts=VendorWarnings(adapter),
+            alerts=VendorWarnings(outputs),
             late_records=LateRecordRoad(adapter, self._clock),
         )
-        temperature, health = build_monitors(config, stack.measurements, adapter, self._clock)
+        temperature, health = build_monitors(config, stack.measurements, outputs, self._clock)
         loop = ReadyLoop(
             stack.controller,
-            adapter,
+            outputs,
             self._clock,
             LoopTiming(
                 interval_s=config.publish_interval_ms / 1000.0,

@@ -59,6 +59,8 @@ def run_module(
     **overrides: Any,
 ) -> ModuleProcess:
     workdir.mkdir(parents=True, exist_ok=True)
+    # The C++ module's behaviour raises every warning: the EVerest release that tolerates them.
+    overrides.setdefault("error_profile", "everest-2026.02")
     config = write_config(workdir / "config.yaml", simulator_config(sim, **overrides))
     return start_module(workdir, config, broker.port, env=env)
 
@@ -176,6 +178,31 @@ def test_each_health_bit_raises_and_clears_its_error_once(
         messages = {d["sub_type"]: d["message"] for d in peer.errors_raised}
         assert messages["logbookIsFull"].startswith("logbookIsFull is true")
         assert messages["suLinkStatusIsOk"].startswith("suLinkStatusIsOk is false")
+    finally:
+        assert module.terminate() == 0, module.log()
+
+
+def test_default_profile_logs_warnings_that_would_stop_charging(
+    tmp_path: Path, simulator: Simulator, mosquitto: Broker, peer: EverestPeer
+) -> None:
+    """EVerest main stops charging on powermeter/VendorWarning: the default only logs it."""
+    module = run_module(
+        tmp_path / "module",
+        simulator,
+        mosquitto,
+        status_poll_interval_ms=100,
+        error_profile="everest-main",
+        **FAST,
+    )
+    try:
+        peer.wait_for_var("powermeter", 2, timeout=20)
+        simulator.set_bits(status={"overTemperatureIsDetected": True, "suLinkStatusIsOk": False})
+        # The blocking bit still reaches EVerest; the indicator beside it only the log.
+        wait_for_active(peer, {("VendorError", "suLinkStatusIsOk")})
+        wait_until(
+            lambda: "not raised as VendorWarning" in module.log(), 10, what="the logged warning"
+        )
+        assert not [d for d in peer.errors_raised if d["type"].endswith("/VendorWarning")]
     finally:
         assert module.terminate() == 0, module.log()
 

@@ -397,7 +397,7 @@ def test_sigterm_waits_for_a_start_the_meter_takes_8_s_to_answer(
 def test_tampered_record_is_reported_and_returned_unchanged(
     tmp_path: Path, simulator: Simulator, mosquitto: Broker, peer: EverestPeer
 ) -> None:
-    module = run_module(tmp_path, simulator, mosquitto.port)
+    module = run_module(tmp_path, simulator, mosquitto.port, error_profile="everest-2026.02")
     try:
         key, transaction_id = ready_and_started(peer)
         simulator.set_faults(tamper_ocmf=True, paths=OCMF_PATHS)
