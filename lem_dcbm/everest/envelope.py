@@ -292,8 +292,9 @@ def _loads_or_none(text: str) -> Any:
 
 #: Deepest nesting of arrays and objects parsed; a valid call is nested 5 levels at most.
 MAX_JSON_DEPTH = 32
-_SALVAGE_ID = re.compile(r'"id"\s*:\s*"([^"\\]{1,128})"')
-_SALVAGE_ORIGIN = re.compile(r'"origin"\s*:\s*"([^"\\]{1,128})"')
+_JSON_STRING = r'"(?:[^"\\]|\\.){1,256}"'
+_SALVAGE_ID = re.compile(r'"id"\s*:\s*(' + _JSON_STRING + ")")
+_SALVAGE_ORIGIN = re.compile(r'"origin"\s*:\s*(' + _JSON_STRING + ")")
 
 
 def nesting_depth(text: str) -> int:
@@ -320,10 +321,18 @@ def nesting_depth(text: str) -> int:
 
 def _salvaged_routing(text: str) -> tuple[str | None, str | None]:
     """The id and origin of a request too damaged to parse, found in its text."""
-    call_id = _SALVAGE_ID.search(text)
-    origin = _SALVAGE_ORIGIN.search(text)
-    good_origin = origin.group(1) if origin and MODULE_ID_PATTERN.match(origin.group(1)) else None
-    return (call_id.group(1) if call_id else None), good_origin
+    call_id = _string_at(_SALVAGE_ID.search(text))
+    origin = _string_at(_SALVAGE_ORIGIN.search(text))
+    good_origin = origin if origin and MODULE_ID_PATTERN.match(origin) else None
+    return call_id or None, good_origin
+
+
+def _string_at(match: re.Match[str] | None) -> str | None:
+    """The JSON string literal a salvage pattern found, decoded (escapes included)."""
+    if match is None:
+        return None
+    value = _loads_or_none(match.group(1))
+    return value if isinstance(value, str) else None
 
 
 @dataclass(frozen=True)
