@@ -20,6 +20,9 @@ from lem_dcbm.everest.topics import Topics
 
 _LOGGER = logging.getLogger(__name__)
 
+#: Calls waiting behind the one in progress before new ones are refused. EvseManager sends
+#: one call at a time per connector; a flood must not queue work for hours.
+MAX_WAITING = 32
 #: Larger requests are refused. The largest valid call is a few KiB.
 MAX_PAYLOAD_BYTES = 64 * 1024
 #: Refused requests up to this size are still read, only to address the refusal.
@@ -111,6 +114,13 @@ class CommandDispatcher:
             return
         if self._stopping.is_set():
             self._refuse_for_shutdown(message)
+        elif self._queue.qsize() >= MAX_WAITING:
+            # A flood must not queue up work for hours: the caller hears at once.
+            self._turn_away(
+                message,
+                "HandlerException",
+                f"{MAX_WAITING} commands are already waiting; try again later",
+            )
         else:
             self._queue.put(message)
 
@@ -213,14 +223,16 @@ class CommandDispatcher:
         self._publish(self._topics.cmd_response(name, origin), payload)
 
     def _refuse_for_shutdown(self, message: Message) -> None:
+        self._turn_away(message, "Shutdown", "the module is shutting down")
+
+    def _turn_away(self, message: Message, error_type: str, reason: str) -> None:
+        """Answer a call without running it (when it names where to answer)."""
         name = self._topics.command_name(message.topic) or ""
         try:
             request = envelope.parse_command(message.payload)
         except envelope.CommandParseError:
             return
-        self._answer_error(
-            name, request.call_id, request.origin, "Shutdown", "the module is shutting down"
-        )
+        self._answer_error(name, request.call_id, request.origin, error_type, reason)
 
     def _work(self) -> None:
         while True:

@@ -168,3 +168,16 @@ def test_nesting_depth_skips_strings() -> None:
 
     assert nesting_depth('{"a": [1, {"b": "[[[[{{{"}]}') == 3
     assert nesting_depth('"\\\\"[') == 1
+
+
+def test_a_flood_beyond_the_waiting_limit_is_answered_at_once() -> None:
+    from lem_dcbm.everest.commands import MAX_WAITING
+
+    commands, recorder = dispatcher()  # no worker started: every call waits in the queue
+    for number in range(MAX_WAITING + 3):
+        commands.submit(call(f"c{number}", "tx"))
+    assert commands.waiting == MAX_WAITING
+    refused = recorder.results()
+    assert [r["id"] for r in refused] == [f"c{n}" for n in range(MAX_WAITING, MAX_WAITING + 3)]
+    assert all(r["error"]["__everest__error_type"] == "HandlerException" for r in refused)
+    assert "already waiting" in refused[0]["error"]["__everest__error_msg"]
