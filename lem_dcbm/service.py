@@ -254,7 +254,7 @@ def build_meter_stack(
         settings,
         clock,
         timesync,
-        records=RecordBook(journal),
+        records=RecordBook(journal, alerts=alerts),
         alerts=alerts,
         late_records=late_records,
         measurements=measurements,

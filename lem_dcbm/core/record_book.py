@@ -22,11 +22,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from lem_dcbm.core.ports import Journal, JournalEntryView
+from lem_dcbm.core.ports import Alerts, Journal, JournalEntryView
 from lem_dcbm.retry import RetryPolicy
 
 _LOGGER = logging.getLogger(__name__)
 
+#: Vendor warning sub-type for a journal that cannot be written (disk full, read-only).
+JOURNAL_WRITE_FAILED = "JournalWriteFailed"
 #: Finished transactions whose records are also kept in memory.
 MEMORY_RECORDS = 64
 #: Fetching a missing record in the background: first retry after 2 s, doubling to 5 min.
@@ -62,9 +64,16 @@ class RecordBook:
     """
 
     def __init__(
-        self, journal: Journal | None = None, fetch_policy: RetryPolicy | None = None
+        self,
+        journal: Journal | None = None,
+        fetch_policy: RetryPolicy | None = None,
+        *,
+        alerts: Alerts | None = None,
     ) -> None:
         self._journal = journal
+        #: Told when the journal cannot be written (and when it can again).
+        self._alerts = alerts
+        self._journal_failing = False
         self._fetch_policy = fetch_policy or BACKGROUND_FETCH
         #: The meter the records come from; a journal entry of another meter is not ours.
         self.meter_id = ""
@@ -85,7 +94,25 @@ class RecordBook:
         try:
             self._journal.record(transaction_id, step, **data)
         except (OSError, ValueError, TypeError) as err:
-            _LOGGER.error("journal write failed (%s of %s): %s", step, transaction_id, err)
+            self._write_failed(f"journal write failed ({step} of {transaction_id}): {err}")
+        else:
+            self._write_succeeded()
+
+    def _write_failed(self, message: str) -> None:
+        _LOGGER.error(message)
+        if not self._journal_failing and self._alerts is not None:
+            self._alerts.warn(
+                JOURNAL_WRITE_FAILED,
+                f"{message}; records still reach EVerest, but a crash could lose the module's copy",
+            )
+        self._journal_failing = True
+
+    def _write_succeeded(self) -> None:
+        if self._journal_failing:
+            self._journal_failing = False
+            _LOGGER.info("the journal can be written again")
+            if self._alerts is not None:
+                self._alerts.clear(JOURNAL_WRITE_FAILED)
 
     def new_session(self, transaction_id: str) -> None:
         """A start for ``transaction_id``: an earlier, finished session of that id moves aside.
@@ -152,7 +179,9 @@ class RecordBook:
         try:
             self._journal.record(transaction_id, "ocmf_fetched", ocmf=record, also=also, **facts)
         except (OSError, ValueError, TypeError) as err:
-            _LOGGER.error("journal write of the record of %s failed: %s", transaction_id, err)
+            self._write_failed(f"journal write of the record of {transaction_id} failed: {err}")
+        else:
+            self._write_succeeded()
 
     def note(self, transaction_id: str, **data: Any) -> None:
         """Add facts to a transaction that already holds its record (e.g. its publication)."""

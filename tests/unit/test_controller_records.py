@@ -257,3 +257,41 @@ def test_crash_between_stop_and_its_confirmation_is_recovered(tmp_path: Path) ->
     assert entry.stopped
     assert entry.has_record
     assert entry.data["found_stopped_at_start_up"] is True
+
+
+class FillingDisk(TransactionJournal):
+    """A journal whose disk is full while ``full`` is set."""
+
+    full = False
+
+    def record(self, *args: Any, **kwargs: Any) -> Any:
+        if self.full:
+            raise OSError(28, "No space left on device")
+        return super().record(*args, **kwargs)
+
+
+def test_a_journal_that_cannot_be_written_is_a_warning_and_records_still_flow(
+    tmp_path: Path,
+) -> None:
+    meter = FakeMeter()
+    alerts = RecordingAlerts()
+    journal = FillingDisk(tmp_path)
+    clock = ManualClock(datetime(2026, 11, 22, 10, 0, tzinfo=timezone.utc))
+    made = MeterController(
+        meter,
+        ControllerSettings(start=StartSettings(tariff_id=0, cable_id=0)),
+        clock,
+        TimeSync(meter, clock, timezone="+00:00", dst={}),
+        records=RecordBook(journal, alerts=alerts),
+        alerts=alerts,
+    )
+    made.initialize()
+    journal.full = True
+    assert made.start_transaction(REQUEST).ok
+    stopped = made.stop_transaction("tx-1")
+    assert stopped.ok  # the bill still reaches EVerest
+    assert "No space left" in alerts.active["JournalWriteFailed"]
+    assert alerts.history.count(("warn", "JournalWriteFailed")) == 1  # once, not per write
+    journal.full = False
+    made.start_transaction({**REQUEST, "transaction_id": "tx-2"})
+    assert "JournalWriteFailed" not in alerts.active
