@@ -45,7 +45,13 @@ from urllib3.exceptions import (
     SSLError,
 )
 
-from lem_dcbm.errors import ConfigError, MeterConnectionError, MeterError, MeterTlsError
+from lem_dcbm.errors import (
+    ConfigError,
+    MeterBodyError,
+    MeterConnectionError,
+    MeterError,
+    MeterTlsError,
+)
 from lem_dcbm.meter.tls import pinned_ssl_context
 from lem_dcbm.retry import RetryPolicy
 
@@ -53,6 +59,8 @@ _LOGGER = logging.getLogger(__name__)
 
 _CHARSET = re.compile(r"charset=\"?([A-Za-z0-9._-]+)", re.IGNORECASE)
 
+#: The largest answer read: the meter's largest (a settings object, a record) is a few KiB.
+MAX_ANSWER_BYTES = 1024 * 1024
 #: One thread uses a transport at a time (the beat and the commands each have their own).
 POOL_SIZE = 1
 #: Methods that may be sent again after a stale-connection failure.
@@ -280,8 +288,14 @@ class HttpTransport:
                 timeout=urllib3.Timeout(connect=timeout_s, read=timeout_s),
                 retries=False,
                 redirect=False,
-                preload_content=True,
+                preload_content=False,
             )
+            data = response.read(MAX_ANSWER_BYTES + 1)
+            too_large = len(data) > MAX_ANSWER_BYTES
+            if too_large:
+                response.close()  # the rest is never read: this connection is not reused
+            else:
+                response.release_conn()
         except SSLError as exc:
             raise MeterTlsError(method, path, f"TLS handshake failed: {_reason(exc)}") from exc
         except NewConnectionError as exc:
@@ -295,7 +309,15 @@ class HttpTransport:
             raise MeterConnectionError(method, path, f"connection failed: {_reason(exc)}") from exc
         except HTTPError as exc:
             raise MeterError(method, path, f"request failed: {_reason(exc)}") from exc
-        text = _decode(response.data or b"", response.headers.get("Content-Type", ""))
+        if too_large:
+            raise MeterBodyError(
+                method,
+                path,
+                f"the answer is larger than {MAX_ANSWER_BYTES} bytes (not read further)",
+                data[:200],
+                response.status,
+            )
+        text = _decode(data, response.headers.get("Content-Type", ""))
         _LOGGER.debug(
             "%s %s -> %d in %.0f ms",
             method,

@@ -9,6 +9,7 @@ pinned this way; the integration tests use real sockets.
 
 from __future__ import annotations
 
+import io
 import json as jsonlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -86,10 +87,10 @@ class PoolMock:
         if answer.raises is not None:
             raise answer.raises
         return HTTPResponse(
-            body=answer.body,
+            body=io.BytesIO(answer.body),
             status=answer.status,
             headers={"Content-Type": answer.content_type},
-            preload_content=True,
+            preload_content=False,
         )
 
 

@@ -493,3 +493,14 @@ def test_ip_address_forms_the_meter_url(host: str, base_url: str, mocked: PoolMo
     mocked.add("GET", "/v1/status", json=STATUS_BODY)
     assert client.status().meter_id == "12024072805"
     assert client._transport.base_url == base_url  # type: ignore[attr-defined]
+
+
+def test_an_answer_larger_than_any_the_meter_sends_is_not_read_whole(
+    client: MeterClient, mocked: PoolMock
+) -> None:
+    from lem_dcbm.meter.transport import MAX_ANSWER_BYTES
+
+    mocked.add("GET", "/v1/status", body=b"x" * (MAX_ANSWER_BYTES + 10))
+    with pytest.raises(MeterBodyError) as caught:
+        client.status()
+    assert f"larger than {MAX_ANSWER_BYTES} bytes" in str(caught.value)
