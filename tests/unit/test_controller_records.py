@@ -295,3 +295,13 @@ def test_a_journal_that_cannot_be_written_is_a_warning_and_records_still_flow(
     journal.full = False
     made.start_transaction({**REQUEST, "transaction_id": "tx-2"})
     assert "JournalWriteFailed" not in alerts.active
+
+
+def test_a_journal_record_that_is_no_record_is_never_served(tmp_path: Path) -> None:
+    journal = TransactionJournal(tmp_path)
+    journal.record("tx-1", "start_requested", meter_id="12024072805")
+    journal.record("tx-1", "ocmf_fetched", ocmf="OCMF|{}|{}", also=("start_confirmed",))
+    made, _ = controller(FakeMeter(), tmp_path)  # a meter that knows no tx-1
+    answer = made.stop_transaction("tx-1")
+    assert not answer.ok
+    assert answer.record is None
