@@ -136,19 +136,24 @@ class RecordCollector:
         if not finished and not any(f.check == "format" for f in verdict.failures):
             missing = CheckFailure(END_READING, "the record has no end reading (TX E)")
             verdict = RecordVerdict(verdict.signature_valid, (*verdict.failures, missing))
-        foreign = [f for f in verdict.failures if f.check in FOREIGN_CHECKS]
-        if foreign and self._enforce:
-            details = "; ".join(f"{f.check}: {f.detail}" for f in foreign)
-            _LOGGER.error("the meter handed a record that is not %s's: %s", transaction_id, details)
-            raise RecordMissing(f"the meter handed a record of another transaction ({details})")
+        self._refuse_if_foreign(
+            verdict, f"the meter handed a record that is not {transaction_id}'s"
+        )
         return CollectedRecord(record, verdict)
 
     def judge(self, record: str, expected: RecordExpectation) -> CollectedRecord:
         """Check a kept record again (no fetch); raise ``RecordMissing`` if it is foreign."""
         verdict = check_record(record, expected, self._public_key() or None)
-        if self._enforce and any(f.check in FOREIGN_CHECKS for f in verdict.failures):
-            raise RecordMissing("the kept record is not this transaction's")
+        self._refuse_if_foreign(verdict, "the kept record is not this transaction's")
         return CollectedRecord(record, verdict)
+
+    def _refuse_if_foreign(self, verdict: RecordVerdict, what: str) -> None:
+        """Raise ``RecordMissing`` when enforcing and a failed check makes the record foreign."""
+        foreign = [f for f in verdict.failures if f.check in FOREIGN_CHECKS]
+        if foreign and self._enforce:
+            details = "; ".join(f"{f.check}: {f.detail}" for f in foreign)
+            _LOGGER.error("%s: %s", what, details)
+            raise RecordMissing(f"{what} (another transaction's record: {details})")
 
     def _report(self, transaction_id: str, verdict: RecordVerdict) -> None:
         if verdict.signature_valid is False:
