@@ -32,22 +32,24 @@ HOUSEKEEPING_MAX_PAUSE_S = 5.0
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class LoopTiming:
-    """Publication interval and init retry policy."""
+    """Publication interval and the start-up attempts to reach the meter.
+
+    Start-up never gives up: after ``1 + init_retries`` failed attempts, each
+    ``init_retry_delay_s`` apart, the module says once that the meter is missing and goes
+    on asking at the same pace. An exiting module would make the EVerest manager stop
+    every module of the charger, and a meter that is powered later is used without a
+    restart. ``CommunicationFault`` is raised from the first failed attempt on.
+    """
 
     interval_s: float = 1.0
-    #: Init attempts before the module says the meter is missing (then it keeps trying).
+    #: Attempts after the first failed one before the module reports the meter missing.
     init_retries: int = 25
-    #: Pause between init attempts once the quick retries are used up.
+    #: Pause between two start-up attempts, before and after the retries are used up.
     init_retry_delay_s: float = 10.0
 
     @property
-    def quick_init(self) -> RetryPolicy:
-        """The first ``init_retries`` init attempts: one interval apart."""
-        return RetryPolicy.constant(self.init_retries, self.interval_s)
-
-    @property
-    def slow_init(self) -> RetryPolicy:
-        """Init attempts after the quick ones: ``init_retry_delay_s`` apart, for ever."""
+    def init_policy(self) -> RetryPolicy:
+        """Start-up attempts: ``init_retry_delay_s`` apart, for ever."""
         return RetryPolicy(
             attempts=None,
             first_delay_s=self.init_retry_delay_s,
@@ -139,16 +141,13 @@ class ReadyLoop:
                 self._controller.initialize()
             except MeterError as err:
                 self._communication_failed(err)
-                # Quick retries first so a meter that comes up late is used within a second;
-                # after the configured retries fall back to the configured delay.
-                quick = attempt <= self._timing.init_retries
-                policy = self._timing.quick_init if quick else self._timing.slow_init
-                delay = policy.delay(attempt - 1)
-                if attempt == self._timing.init_retries:
+                delay = self._timing.init_policy.delay(attempt - 1)
+                if attempt == 1 + self._timing.init_retries:
                     _LOGGER.error(
-                        "meter still unreachable after %d attempts; retrying every %.0f s",
+                        "meter still unreachable after %d start-up attempts; "
+                        "not giving up: asking again every %g s",
                         attempt,
-                        self._timing.init_retry_delay_s,
+                        delay,
                     )
                 self._clock.wait(stop, delay)
                 continue

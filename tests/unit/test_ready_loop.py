@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from datetime import datetime, timezone
+
+import pytest
 
 from lem_dcbm.clock import ManualClock
 from lem_dcbm.core.controller import ControllerSettings, MeterController
@@ -19,6 +22,13 @@ def new_clock() -> ManualClock:
     return ManualClock(datetime(2026, 11, 22, 10, 0, tzinfo=timezone.utc))
 
 
+def new_controller(meter: FakeMeter, clock: ManualClock) -> MeterController:
+    timesync = TimeSync(meter, clock, timezone="+00:00", dst={})
+    return MeterController(
+        meter, ControllerSettings(start=StartSettings(tariff_id=0, cable_id=0)), clock, timesync
+    )
+
+
 def run_loop(
     meter: FakeMeter,
     cycles: int,
@@ -26,10 +36,7 @@ def run_loop(
     on_meter_answer: Callable[[], None] | None = None,
 ) -> tuple[RecordingOutputs, list[float], ManualClock]:
     clock = clock or new_clock()
-    timesync = TimeSync(meter, clock, timezone="+00:00", dst={})
-    controller = MeterController(
-        meter, ControllerSettings(start=StartSettings(tariff_id=0, cable_id=0)), clock, timesync
-    )
+    controller = new_controller(meter, clock)
     outputs = RecordingOutputs()
     stop = threading.Event()
     stamps: list[float] = []
@@ -71,22 +78,62 @@ def test_communication_fault_raised_once_and_cleared_once() -> None:
     assert outputs.kinds().count("powermeter") == 3
 
 
-def test_init_retries_quickly_then_publishes() -> None:
+def test_init_retries_at_the_configured_delay_then_publishes() -> None:
     meter = FakeMeter()
     meter.fail["status"] = [unreachable("status")] * 3
-    outputs, _, clock = run_loop(meter, 1)
+    clock = new_clock()
+    controller = new_controller(meter, clock)
+    outputs = RecordingOutputs()
+    stop = threading.Event()
+    loop = ReadyLoop(
+        controller,
+        outputs,
+        clock,
+        LoopTiming(init_retries=25, init_retry_delay_s=4.0),
+        on_cycle=stop.set,
+    )
+    loop.run(stop)
     assert outputs.kinds() == ["raise", "public_key_ocmf", "powermeter", "clear"]
-    # Three failed attempts a second apart, not the 10 s retry delay.
-    assert clock.monotonic() - 1000.0 < 5.0
+    # Three failed attempts, each followed by the configured 4 s, not a 1 s beat.
+    assert clock.monotonic() - 1000.0 == pytest.approx(12.0)
+
+
+def test_init_never_gives_up_and_says_once_when_the_retries_are_used_up(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``resilience_initial_connection_retries`` = 2: the third failure says so, once."""
+    meter = FakeMeter()
+    meter.fail["status"] = [unreachable("status")] * 6
+    clock = new_clock()
+    controller = new_controller(meter, clock)
+    waits: list[float] = []
+    wait = clock.wait
+
+    def recording_wait(event: threading.Event, seconds: float) -> bool:
+        if controller.info is None:
+            waits.append(seconds)
+        return wait(event, seconds)
+
+    clock.wait = recording_wait  # type: ignore[method-assign]
+    outputs = RecordingOutputs()
+    stop = threading.Event()
+    timing = LoopTiming(init_retries=2, init_retry_delay_s=7.0)
+    loop = ReadyLoop(controller, outputs, clock, timing, on_cycle=stop.set)
+    with caplog.at_level(logging.ERROR, logger="lem_dcbm.core.ready_loop"):
+        loop.run(stop)
+    # Six failures, every pause the configured delay; the seventh attempt succeeds.
+    assert waits == [7.0] * 6
+    assert outputs.kinds()[-2:] == ["powermeter", "clear"]
+    missing = [r.getMessage() for r in caplog.records if "start-up attempts" in r.getMessage()]
+    assert missing == [
+        "meter still unreachable after 3 start-up attempts; not giving up: asking again every 7 s"
+    ]
 
 
 def test_housekeeping_sleeps_until_its_next_work_within_bounds() -> None:
     clock = new_clock()
     meter = FakeMeter()
-    timesync = TimeSync(meter, clock, timezone="+00:00", dst={})
-    controller = MeterController(
-        meter, ControllerSettings(start=StartSettings(tariff_id=0, cable_id=0)), clock, timesync
-    )
+    controller = new_controller(meter, clock)
     loop = ReadyLoop(controller, RecordingOutputs(), clock, LoopTiming())
     controller.initialize()  # syncs the clock; the next sync is due once the window passed
     now = clock.monotonic()
