@@ -48,26 +48,29 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN groupadd --gid 10001 lem-dcbm \
     && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /var/lib/lem-dcbm \
         --shell /usr/sbin/nologin lem-dcbm \
-    && install -d -o 10001 -g 10001 -m 0750 /var/lib/lem-dcbm /var/lib/lem-dcbm/journal
+    && install -d -o 10001 -g 10001 -m 0750 /var/lib/lem-dcbm /var/lib/lem-dcbm/journal \
+        /var/lib/lem-dcbm/health
 COPY --from=build /opt/lem-dcbm /opt/lem-dcbm
 
 # Broker and topic prefix as the EVerest manager passes them; override with -e.
-# The journal (one sub-directory per module id) and the heartbeat live in the volume,
-# with no config needed: a journal_dir in the config takes precedence over the default.
+# The journal (one sub-directory per module id) and the heartbeats (one file per module
+# id) live in the volume, with no config needed: a journal_dir in the config takes
+# precedence over the default.
 ENV PATH=/opt/lem-dcbm/.venv/bin:${PATH} \
     EV_MQTT_BROKER_HOST=mosquitto \
     EV_MQTT_BROKER_PORT=1883 \
     EV_MQTT_EVEREST_PREFIX=everest/ \
     LEM_DCBM_STATE_DIR=/var/lib/lem-dcbm/journal \
-    LEM_DCBM_HEALTH_FILE=/var/lib/lem-dcbm/heartbeat
+    LEM_DCBM_HEALTH_DIR=/var/lib/lem-dcbm/health
 
 VOLUME ["/var/lib/lem-dcbm"]
 WORKDIR /var/lib/lem-dcbm
 USER 10001:10001
 
 # Healthy while the module reads the meter and publishes (a heartbeat each cycle, once a
-# second by default); unhealthy when that stops for 10 s, whether the module hangs or the
-# meter is unreachable: three failed checks 5 s apart, so within 25 s. The start period
+# second by default; every module id's heartbeat in the directory must be fresh);
+# unhealthy when that stops for 10 s, whether the module hangs or the meter is
+# unreachable: three failed checks 5 s apart, so within 25 s. The start period
 # covers the meter's initial connection retries. `python -m lem_dcbm.health` is
 # `lem-dcbm health` without the CLI's imports (a quarter of the CPU per check).
 HEALTHCHECK --interval=5s --timeout=5s --start-period=60s --retries=3 \

@@ -122,11 +122,18 @@ def _serve(
 ) -> int:
     """Run a service with heartbeat and signal handling; a config error exits with 2."""
     from lem_dcbm.everest.manager import ManagerError
-    from lem_dcbm.health import health_file_path, touch_health
+    from lem_dcbm.health import (
+        health_file_path,
+        register_health,
+        remove_health,
+        touch_health,
+    )
     from lem_dcbm.service import Service
 
-    heartbeat = health_file_path(environ)
-    # Healthy means publishing live values: no beat while the meter does not answer.
+    heartbeat = health_file_path(module_id, environ)
+    # Healthy means publishing live values: no beat while the meter does not answer, and
+    # none left from an earlier run.
+    register_health(heartbeat)
     service = Service(module_id, broker, on_meter_answer=lambda: touch_health(heartbeat))
     service.install_signal_handlers()
     try:
@@ -137,6 +144,8 @@ def _serve(
     except ManagerError as err:
         print(f"lem-dcbm: no configuration from the EVerest manager: {err}", file=sys.stderr)
         return EXIT_FAILURE
+    finally:
+        remove_health(heartbeat)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,7 +17,7 @@ import yaml
 from lem_dcbm.harness.processes import STOP_TIMEOUT_S, log_tail, spawn, stop_processes
 from lem_dcbm.harness.simulator import Simulator
 from lem_dcbm.harness.waiting import HarnessError, wait_until
-from lem_dcbm.health import HEALTH_FILE_ENV
+from lem_dcbm.health import HEALTH_DIR_ENV, health_file_path
 
 #: The checkout: ``module.py`` (the manager's entry point) lives there.
 ROOT = Path(__file__).resolve().parents[2]
@@ -101,7 +101,8 @@ class ModuleProcess:
                     f"the module exited with code {self.process.returncode}; log:\n"
                     + self.log_tail()
                 )
-            return health.exists()
+            # A beat dated 1970 means "running, no answer from the meter yet".
+            return health.exists() and health.stat().st_mtime > 0
 
         wait_until(ready, timeout_s, interval=0.05, what="the module's first heartbeat")
 
@@ -143,12 +144,13 @@ def start_module(
     env: Mapping[str, str] | None = None,
     entry: Entry = "cli",
     log_level: str | None = "DEBUG",
+    module_id: str = MODULE_ID,
 ) -> ModuleProcess:
     """Start the module in ``workdir`` (its log, heartbeat and journal go there).
 
     ``entry`` is ``cli`` (python -m lem_dcbm run) or ``module.py`` (as the manager starts
     it, with ``config_path`` None). The log is at DEBUG unless ``log_level`` says
-    otherwise (None: the module's default).
+    otherwise (None: the module's default). ``module_id`` names the heartbeat to wait on.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / f"module-{len(list(workdir.glob('module-*.log')))}.log"
@@ -161,7 +163,8 @@ def start_module(
         argv += ["--broker-host", broker_host, "--broker-port", str(broker_port)]
     argv += extra_args
     full_env = module_env(env, log_level=log_level)
-    health_path = Path(full_env.setdefault(HEALTH_FILE_ENV, str(workdir / "health")))
+    full_env.setdefault(HEALTH_DIR_ENV, str(workdir / "health"))
+    health_path = health_file_path(module_id, full_env)
     # Each run keeps its journal in its own directory unless the config names one.
     full_env.setdefault("LEM_DCBM_STATE_DIR", str(workdir / "state"))
     started_at = time.monotonic()

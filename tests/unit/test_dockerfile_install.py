@@ -21,7 +21,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from lem_dcbm.health import health_main
+from lem_dcbm.health import health_file_path, health_main
 
 ROOT = Path(__file__).resolve().parents[2]
 VOLUME = "/var/lib/lem-dcbm"
@@ -167,7 +167,7 @@ def test_defaults_need_no_config_for_broker_journal_and_heartbeat(
     assert env["PATH"].split(":")[0] == "/opt/lem-dcbm/.venv/bin"
     assert only(runtime, "VOLUME").exec_form() == [VOLUME]
     assert env["LEM_DCBM_STATE_DIR"].startswith(f"{VOLUME}/")
-    assert env["LEM_DCBM_HEALTH_FILE"].startswith(f"{VOLUME}/")
+    assert env["LEM_DCBM_HEALTH_DIR"].startswith(f"{VOLUME}/")
 
 
 def test_healthcheck_turns_unhealthy_within_30_s(runtime: list[Instruction]) -> None:
@@ -184,9 +184,9 @@ def test_healthcheck_arguments_follow_the_heartbeat(
 ) -> None:
     # In process: the command itself runs in the image, in scripts/container-test.
     _, command = healthcheck(runtime)
-    beat = tmp_path / "heartbeat"
-    monkeypatch.setenv("LEM_DCBM_HEALTH_FILE", str(beat))
+    monkeypatch.setenv("LEM_DCBM_HEALTH_DIR", str(tmp_path))
     assert health_main(command[3:]) == 1
+    beat = health_file_path("powermeter_1")
     beat.touch()
     assert health_main(command[3:]) == 0
 
