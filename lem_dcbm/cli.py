@@ -122,6 +122,7 @@ def _serve(
 ) -> int:
     """Run a service with heartbeat and signal handling; a config error exits with 2."""
     from lem_dcbm.everest.manager import ManagerError
+    from lem_dcbm.everest.presence import DuplicateInstance
     from lem_dcbm.health import (
         health_file_path,
         register_health,
@@ -143,6 +144,9 @@ def _serve(
         return EXIT_CONFIG
     except ManagerError as err:
         print(f"lem-dcbm: no configuration from the EVerest manager: {err}", file=sys.stderr)
+        return EXIT_FAILURE
+    except DuplicateInstance as err:
+        print(f"lem-dcbm: {err}", file=sys.stderr)
         return EXIT_FAILURE
     finally:
         remove_health(heartbeat)

@@ -51,6 +51,7 @@ from lem_dcbm.everest import results
 from lem_dcbm.everest.adapter import EverestAdapter
 from lem_dcbm.everest.bus import BrokerRefused, BrokerUnavailable
 from lem_dcbm.everest.error_policy import PolicedOutputs
+from lem_dcbm.everest.presence import DuplicateInstance, InstanceGuard
 from lem_dcbm.journal import TransactionJournal
 from lem_dcbm.meter.client import MeterClient
 from lem_dcbm.records.late_record import KeptRecord
@@ -301,6 +302,10 @@ class Service:
         self._on_meter_answer = on_meter_answer
         self._handlers = LateBoundHandlers()
         self._broker = broker
+        #: Holds the module id on the broker while this instance runs.
+        self._guard: InstanceGuard | None = None
+        #: Why this instance stopped for another one with the same module id.
+        self._duplicate = ""
 
     def install_signal_handlers(self) -> None:
         """Make SIGTERM and SIGINT end the service cleanly."""
@@ -313,34 +318,77 @@ class Service:
         signal.signal(signal.SIGINT, handle)
 
     def run_standalone(self, config: ModuleConfig) -> int:
-        """Run from a config file: no manager, start publishing right away."""
-        adapter = self._connect(config.error_namespace)
-        if adapter is None:
-            return 0  # stopped before the broker ever answered
-        return self._serve(adapter, config, wait_global_ready=False)
+        """Run from a config file: no manager, start publishing right away.
+
+        Raises ``DuplicateInstance`` when another instance runs with this module id.
+        """
+
+        def run() -> int:
+            adapter = self._connect(config.error_namespace)
+            if adapter is None:
+                return 0  # stopped before the broker ever answered
+            return self._serve(adapter, config, wait_global_ready=False)
+
+        return self._guarded(run)
 
     def run_with_manager(self, load: Callable[[list[dict[str, Any]]], ModuleConfig]) -> int:
-        """Run under the EVerest manager: config over MQTT, ready handshake, shutdown."""
-        adapter = self._connect("powermeter")
-        if adapter is None:
-            return 0
+        """Run under the EVerest manager: config over MQTT, ready handshake, shutdown.
+
+        Raises ``DuplicateInstance`` when another instance runs with this module id.
+        """
+
+        def run() -> int:
+            adapter = self._connect("powermeter")
+            if adapter is None:
+                return 0
+            try:
+                config = load(adapter.fetch_manager_config())
+            except Exception:
+                adapter.close()
+                raise
+            adapter.set_error_namespace(config.error_namespace)
+            return self._serve(adapter, config, wait_global_ready=True)
+
+        return self._guarded(run)
+
+    def _guarded(self, run: Callable[[], int]) -> int:
+        """Run, then give the module id free; raise if another instance took precedence."""
         try:
-            config = load(adapter.fetch_manager_config())
-        except Exception:
-            adapter.close()
-            raise
-        adapter.set_error_namespace(config.error_namespace)
-        return self._serve(adapter, config, wait_global_ready=True)
+            code = run()
+        finally:
+            if self._guard is not None:
+                self._guard.close()
+        if self._duplicate:
+            raise DuplicateInstance(self._duplicate)
+        return code
+
+    def _yield_to_other_instance(self, message: str) -> None:
+        """Another instance with this module id ran first: stop, and say why on exit."""
+        self._duplicate = message
+        self.stop_event.set()
+
+    def _claim(self) -> None:
+        """Take the module id before its MQTT client id connects (which would evict another)."""
+        if self._guard is None:
+            guard = InstanceGuard(
+                self._broker, self.module_id, on_conflict=self._yield_to_other_instance
+            )
+            guard.claim(BROKER_CONNECT_TIMEOUT_S)
+            self._guard = guard
 
     def _connect(self, error_namespace: str) -> EverestAdapter | None:
-        """Connect to the broker, retrying until it answers or the service is stopped."""
+        """Claim the module id, then connect, retrying until the broker answers or a stop.
+
+        Raises ``DuplicateInstance`` when another instance holds the module id.
+        """
         waited = refused = 0
         reported = ""
         while not self.stop_event.is_set():
-            adapter = EverestAdapter(
-                self._broker, self.module_id, self._handlers, error_namespace=error_namespace
-            )
             try:
+                self._claim()
+                adapter = EverestAdapter(
+                    self._broker, self.module_id, self._handlers, error_namespace=error_namespace
+                )
                 adapter.connect(timeout_s=BROKER_CONNECT_TIMEOUT_S)
             except BrokerUnavailable as err:
                 if isinstance(err, BrokerRefused):

@@ -129,7 +129,9 @@ class MqttBus:
         keepalive_s: int = 10,
         backoff: RetryPolicy | None = None,
         clean_session: bool = False,
+        will: tuple[str, bytes] | None = None,
     ) -> None:
+        """``will`` is a (topic, payload) the broker publishes retained when the link dies."""
         self._broker = broker
         self._keepalive_s = keepalive_s
         self._backoff = backoff or RECONNECT
@@ -141,6 +143,8 @@ class MqttBus:
             transport="unix" if broker.socket_path else "tcp",
         )
         self._client.enable_logger(_PAHO_LOGGER)
+        if will is not None:
+            self._client.will_set(will[0], will[1], qos=2, retain=True)
         if broker.username:
             self._client.username_pw_set(broker.username, broker.password)
         if broker.tls_ca_file:

@@ -1,0 +1,149 @@
+"""Two processes with the same module id: the second refuses to start and names the first.
+
+Real mosquitto, real module processes. Without the presence check both would share one
+MQTT client id and throw each other off the broker in a reconnect loop, both driving
+the same meter.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lem_dcbm.everest.bus import MqttBus
+from lem_dcbm.everest.presence import DuplicateInstance, Instance, InstanceGuard
+from lem_dcbm.harness import (
+    MODULE_ID,
+    Broker,
+    Simulator,
+    simulator_config,
+    start_module,
+    wait_until,
+    write_config,
+)
+from lem_dcbm.health import check_health
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def config(tmp_path: Path, simulator: Simulator) -> Path:
+    return write_config(tmp_path / "config.yaml", simulator_config(simulator))
+
+
+def test_second_instance_refuses_to_start_and_names_the_first(
+    tmp_path: Path, mosquitto: Broker, config: Path
+) -> None:
+    with start_module(tmp_path / "first", config, mosquitto.port) as first:
+        first.wait_ready()
+        with start_module(tmp_path / "second", config, mosquitto.port) as second:
+            code = second.process.wait(timeout=30)
+            said = second.log()
+        assert code == 1, said
+        refusals = [line for line in said.splitlines() if line.startswith("lem-dcbm: ")]
+        assert len(refusals) == 1, said
+        assert refusals[0].startswith(f"lem-dcbm: module id {MODULE_ID} is already running: ")
+        assert f"pid {first.pid} on " in refusals[0]
+        assert "refusing to start a second driver for the same meter" in refusals[0]
+        # The first one says what happened, kept its broker link and still reads its meter.
+        log = first.log()
+        assert "another process tried to start with this module id" in log
+        assert "disconnected from the MQTT broker" not in log
+        heartbeat = first.health_path
+        assert heartbeat is not None
+        beat = heartbeat.stat().st_mtime
+        wait_until(lambda: heartbeat.stat().st_mtime > beat, timeout=10, what="a new beat")
+        assert check_health(heartbeat, max_age_s=5)[0]
+        assert first.process.poll() is None
+
+
+def test_instance_that_died_does_not_block_a_restart(
+    tmp_path: Path, mosquitto: Broker, config: Path
+) -> None:
+    with start_module(tmp_path / "first", config, mosquitto.port) as first:
+        first.wait_ready()
+        first.kill()
+    with start_module(tmp_path / "again", config, mosquitto.port) as again:
+        again.wait_ready()
+
+
+def _publish_presence(broker: Broker, guard: InstanceGuard, other: Instance) -> None:
+    bus = MqttBus(broker.settings, "test-presence", clean_session=True)
+    bus.connect(5)
+    bus.publish(guard.presence_topic, other.payload(), retain=True)
+    bus.close()
+
+
+def test_guard_refuses_a_second_claim(mosquitto: Broker) -> None:
+    first = InstanceGuard(mosquitto.settings, "pm")
+    first.claim()
+    second = InstanceGuard(mosquitto.settings, "pm", answer_wait_s=5)
+    try:
+        with pytest.raises(DuplicateInstance, match=f"instance {first.me.token}"):
+            second.claim()
+    finally:
+        first.close()
+    # Stopped cleanly: the module id is free again.
+    third = InstanceGuard(mosquitto.settings, "pm", answer_wait_s=5)
+    third.claim()
+    third.close()
+
+
+def test_stale_presence_of_a_vanished_host_is_taken_over_after_the_wait(
+    mosquitto: Broker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A host that crashed leaves 'online' until the broker's keepalive notices."""
+    guard = InstanceGuard(mosquitto.settings, "pm", answer_wait_s=0.5)
+    ghost = Instance("0badc0ffee00", 4242, "elsewhere", time.time() - 60)
+    _publish_presence(mosquitto, guard, ghost)
+    with caplog.at_level(logging.WARNING, logger="lem_dcbm.everest.presence"):
+        guard.claim()
+    guard.close()
+    assert "(instance 0badc0ffee00)) is gone; starting" in caplog.text
+
+
+def test_stale_presence_of_a_dead_process_on_this_host_is_taken_over_at_once(
+    mosquitto: Broker,
+) -> None:
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    guard = InstanceGuard(mosquitto.settings, "pm", answer_wait_s=30)
+    ghost = Instance("0badc0ffee01", gone.pid, socket.gethostname(), time.time() - 60)
+    _publish_presence(mosquitto, guard, ghost)
+    started = time.monotonic()
+    guard.claim()
+    guard.close()
+    assert time.monotonic() - started < 10  # never waited the 30 s for an answer
+
+
+def test_two_claims_at_once_the_younger_yields(
+    mosquitto: Broker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Both saw no presence; each then sees the other's: only the younger one stops."""
+    conflicts: list[str] = []
+    guard = InstanceGuard(mosquitto.settings, "pm", on_conflict=conflicts.append)
+    guard.claim()
+    try:
+        with caplog.at_level(logging.ERROR, logger="lem_dcbm.everest.presence"):
+            younger = Instance("ffffffffffff", 1, "elsewhere", guard.me.started + 1)
+            _publish_presence(mosquitto, guard, younger)
+            wait_until(
+                lambda: "this instance" in caplog.text, timeout=10, what="the guard to keep it"
+            )
+            assert "keeps the meter and the other stops" in caplog.text
+            assert not conflicts
+            older = Instance("000000000000", 1, "elsewhere", guard.me.started - 1)
+            _publish_presence(mosquitto, guard, older)
+            wait_until(lambda: conflicts, timeout=10, what="the guard to yield")
+    finally:
+        guard.close()
+    assert conflicts == [
+        f"module id pm runs twice: the other instance ({older.describe()}) "
+        "started first and keeps the meter; this one stops"
+    ]
