@@ -115,13 +115,34 @@ def run_demo(workdir: Path) -> bool:
             return False
 
 
+#: What the module answers a stop("") when the meter runs no transaction.
+NOTHING_RUNNING = "no transaction running"
+
+
+def boot_stop_summary(retval: Any) -> str:
+    """One line on the answer to EvseManager's boot-time ``stop_transaction("")``.
+
+    After a boot nothing runs, so UNEXPECTED_ERROR "no transaction running" is the
+    expected answer, not a failure.
+    """
+    raw = json.dumps(retval)
+    if isinstance(retval, dict) and retval.get("error") == NOTHING_RUNNING:
+        return (
+            "boot-time stop_transaction(''), as EvseManager sends at every start: nothing "
+            f"was running, the expected answer after a boot ({raw})"
+        )
+    if isinstance(retval, dict) and retval.get("status") == "OK":
+        return f"boot-time stop_transaction(''): a transaction left running was stopped ({raw})"
+    return f"boot-time stop_transaction(''): unexpected answer {raw}"
+
+
 def drive(consumer: EverestConsumer) -> bool:
     """Play EvseManager: boot-time stop, live values, one transaction, check the record."""
     watcher = Watcher(consumer)
     print(table.header(), flush=True)
     watcher.show_rows(3, 20)
     answer = consumer.call("stop_transaction", {"transaction_id": ""}, 15)
-    say(f"boot-time stop_transaction(''): {json.dumps(answer.retval)}")
+    say(boot_stop_summary(answer.retval))
     transaction_id = str(uuid.uuid4())
     request = transaction_request(transaction_id)
     started = consumer.call("start_transaction", {"value": request}, 15)

@@ -31,6 +31,8 @@ from typing import Any, cast
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from lem_dcbm.broker_tls import broker_ssl_context
@@ -130,16 +132,27 @@ class MqttBus:
         backoff: RetryPolicy | None = None,
         clean_session: bool = False,
         will: tuple[str, bytes] | None = None,
+        mqtt5: bool = False,
+        report_link: bool = True,
     ) -> None:
-        """``will`` is a (topic, payload) the broker publishes retained when the link dies."""
+        """``will`` is a (topic, payload) the broker publishes retained when the link dies.
+
+        ``report_link`` False logs losses and refusals at debug only: for a second
+        connection of a process whose main connection reports them already.
+
+        ``mqtt5`` speaks MQTT 5 (always a clean start) so that ``publish`` can give a
+        message an expiry; everything else stays MQTT 3.1.1, as EVerest speaks it.
+        """
         self._broker = broker
         self._keepalive_s = keepalive_s
         self._backoff = backoff or RECONNECT
+        self._mqtt5 = mqtt5
+        self._report_link = report_link
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
-            clean_session=clean_session,
-            protocol=MQTTProtocolVersion.MQTTv311,
+            clean_session=None if mqtt5 else clean_session,
+            protocol=MQTTProtocolVersion.MQTTv5 if mqtt5 else MQTTProtocolVersion.MQTTv311,
             transport="unix" if broker.socket_path else "tcp",
         )
         self._client.enable_logger(_PAHO_LOGGER)
@@ -236,16 +249,25 @@ class MqttBus:
         qos: int = 2,
         retain: bool = False,
         drop_when_offline: bool = False,
+        expiry_s: int | None = None,
     ) -> bool:
         """Publish; with ``drop_when_offline`` nothing is queued while disconnected.
 
         Without it a QoS > 0 message waits in paho's queue and goes out after the next
-        connect. Returns False when the message was dropped or refused.
+        connect. ``expiry_s`` (MQTT 5 only) makes the broker drop the message when it
+        could not be delivered within that many seconds. Returns False when the message
+        was dropped or refused.
         """
         if drop_when_offline and not self.connected:
             _LOGGER.debug("not connected to the broker; dropped a message for %s", topic)
             return False
-        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        properties: Properties | None = None
+        if expiry_s is not None:
+            if not self._mqtt5:
+                raise ValueError("a message expiry needs an MQTT 5 connection")
+            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            properties.MessageExpiryInterval = expiry_s
+        info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
         if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
             _LOGGER.warning("publishing to %s failed: %s", topic, mqtt.error_string(info.rc))
             return False
@@ -348,7 +370,7 @@ class MqttBus:
         self._subscribed.clear()
         # A refused CONNACK ends in a disconnect too; the refusal has been reported.
         if was_connected and not self._closing.is_set():
-            _LOGGER.warning(
+            (_LOGGER.warning if self._report_link else _LOGGER.debug)(
                 "disconnected from the MQTT broker (%s); reconnecting in %.1f s",
                 reason_code,
                 self._next_delay,
@@ -362,7 +384,7 @@ class MqttBus:
             self._note_refusal(self._tls_failure(error))
             return
         # Loud for the first attempts only: the broker may stay away for a long time.
-        log = _LOGGER.warning if self._attempt <= 2 else _LOGGER.debug
+        log = _LOGGER.warning if self._attempt <= 2 and self._report_link else _LOGGER.debug
         log(
             "cannot reach the MQTT broker at %s; retrying in %.1f s",
             self._broker.describe(),
@@ -388,7 +410,7 @@ class MqttBus:
         """Remember why; log it once per outage while running (``connect()`` raises it first)."""
         self._refusal = reason
         self._answered.set()
-        loud = self.connections > 0 and not self._refusal_logged
+        loud = self.connections > 0 and not self._refusal_logged and self._report_link
         self._refusal_logged = self._refusal_logged or loud
         (_LOGGER.error if loud else _LOGGER.debug)(
             "%s; retrying in %.1f s", reason, self._next_delay

@@ -149,6 +149,7 @@ class InstanceGuard:
             f"lemdcbm-p-{self.me.token}",
             clean_session=True,
             will=(self.presence_topic, offline),
+            report_link=False,  # the module's own connection reports the broker's state
         )
         self._bus.subscribe(self.presence_topic, self._on_presence)
         self._bus.subscribe(self.ask_topic, self._on_ask)

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import queue
 import sys
-import threading
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 from lem_dcbm.cli_common import add_broker_arguments, broker_from_args
 from lem_dcbm.errors import ConfigError
+from lem_dcbm.health import positive_seconds
 from lem_dcbm.tools import table
 from lem_dcbm.tools.consumer import ConsumerError, EverestConsumer, result_json
 
@@ -20,11 +21,22 @@ EXIT_USAGE = 2
 EXIT_NO_ANSWER = 3
 
 
+#: The module id every example uses (``active_modules: powermeter_1:``).
+DEFAULT_MODULE_ID = "powermeter_1"
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--module-id", default="powermeter", help="the module's id")
+    parser.add_argument(
+        "--module-id", default=DEFAULT_MODULE_ID, help="the module's id under active_modules"
+    )
     add_broker_arguments(parser)
     parser.add_argument(
-        "--timeout", type=float, default=10.0, help="seconds to wait for the module's answer"
+        "--timeout",
+        type=positive_seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="how long to wait for the module: for the answer to a call (the call then "
+        "expires in the broker), for each value of watch",
     )
 
 
@@ -44,7 +56,13 @@ def configure_call(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--transaction-id",
         default=None,
-        help='the transaction\'s id (default: a new UUID for a start, "" for a stop)',
+        help="the transaction's id (default: a new UUID for a start; a stop needs one, or --any)",
+    )
+    parser.add_argument(
+        "--any",
+        action="store_true",
+        help="stop_transaction without --transaction-id: stop whatever transaction runs "
+        "(sends the empty id, as EvseManager does at boot); off by default",
     )
     parser.add_argument("--evse-id", default="DE*LEM*E0001", help="evse_id of a start")
     parser.add_argument(
@@ -89,7 +107,7 @@ def _call(consumer: EverestConsumer, args: argparse.Namespace) -> int:
     elif args.cmd == "start_transaction":
         arguments = start_arguments(args)
     else:
-        arguments = {"transaction_id": args.transaction_id or ""}
+        arguments = {"transaction_id": args.transaction_id or ""}  # "" only with --any
     result = consumer.call(args.cmd, arguments, args.timeout)
     print(result_json(result))
     ok = not result.error_type and isinstance(result.retval, dict)
@@ -97,25 +115,37 @@ def _call(consumer: EverestConsumer, args: argparse.Namespace) -> int:
 
 
 def _watch(consumer: EverestConsumer, args: argparse.Namespace) -> int:
-    done = threading.Event()
+    values: queue.SimpleQueue[Any] = queue.SimpleQueue()
     rows = 0
     print(table.header(), flush=True)
-
-    def show(value: Any) -> None:
-        nonlocal rows
-        print(table.row(value), flush=True)
-        rows += 1
-        if args.count and rows >= args.count:
-            done.set()
-
-    consumer.on_var("powermeter", show)
+    consumer.on_var("powermeter", values.put)
     try:
-        if not done.wait(args.timeout if args.count else None):
-            print(f"lem-dcbm watch: {rows} rows within {args.timeout:.0f} s", file=sys.stderr)
-            return EXIT_NO_ANSWER
+        while not args.count or rows < args.count:
+            try:
+                value = values.get(timeout=args.timeout)
+            except queue.Empty:
+                print(_no_values(consumer, args, rows), file=sys.stderr)
+                return EXIT_NO_ANSWER
+            print(table.row(value), flush=True)
+            rows += 1
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def _no_values(consumer: EverestConsumer, args: argparse.Namespace, rows: int) -> str:
+    """Why watch stops: which module id and topic stayed silent, for how long."""
+    topic = consumer.topics.var("powermeter")
+    if rows:
+        return (
+            f"lem-dcbm watch: module {args.module_id} published nothing for "
+            f"{args.timeout:g} s after {rows} values (watched {topic})"
+        )
+    return (
+        f"lem-dcbm watch: no value from module {args.module_id} within {args.timeout:g} s "
+        f"(watched {topic}); is the module running, its meter answering, and are the module "
+        "id and --prefix right?"
+    )
 
 
 def watch_command(args: argparse.Namespace) -> int:
@@ -125,6 +155,15 @@ def watch_command(args: argparse.Namespace) -> int:
 
 def call_command(args: argparse.Namespace) -> int:
     """``lem-dcbm call``: exit 0 on an OK result, 1 on a failed command, 3 on no answer."""
+    stop_any = args.cmd == "stop_transaction" and not args.transaction_id
+    if stop_any and args.args is None and not args.any:
+        # An empty id stops whatever runs: never by omission.
+        print(
+            "lem-dcbm call: stop_transaction needs --transaction-id ID, or --any to stop "
+            "whatever transaction runs",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     return _with_consumer(args, _call)
 
 
@@ -136,7 +175,8 @@ def _with_consumer(
     except ConfigError as err:
         print(f"lem-dcbm {args.command}: {err}", file=sys.stderr)
         return EXIT_USAGE
-    consumer = EverestConsumer(broker, args.module_id)
+    # A call expires in the broker when this command stops waiting for it.
+    consumer = EverestConsumer(broker, args.module_id, expiring_calls=args.command == "call")
     try:
         consumer.connect()
         return action(consumer, args)

@@ -17,7 +17,7 @@ from typing import Any
 
 from lem_dcbm.config import BrokerSettings
 from lem_dcbm.errors import LemDcbmError
-from lem_dcbm.everest.bus import BrokerUnavailable, Message, MqttBus
+from lem_dcbm.everest.bus import BrokerRefused, BrokerUnavailable, Message, MqttBus
 from lem_dcbm.everest.envelope import (
     CommandResult,
     EnvelopeError,
@@ -35,22 +35,58 @@ class ConsumerError(LemDcbmError):
 
 
 class EverestConsumer:
-    """Plays a consumer module (clean session) against one powermeter implementation."""
+    """Plays a consumer module (clean session) against one powermeter implementation.
 
-    def __init__(self, broker: BrokerSettings, module_id: str, *, origin: str = "lem_dcbm_cli"):
+    With ``expiring_calls`` each call is published over MQTT 5 with a message expiry of
+    its timeout: a module that is away when the caller gives up never gets the call
+    later from its persistent session. A broker without MQTT 5 gets plain calls, with a
+    warning.
+    """
+
+    def __init__(
+        self,
+        broker: BrokerSettings,
+        module_id: str,
+        *,
+        origin: str = "lem_dcbm_cli",
+        expiring_calls: bool = False,
+    ):
         self.topics = Topics(broker.prefix, module_id)
         self.origin = origin
-        self._bus = MqttBus(broker, f"{origin}-{uuid.uuid4().hex[:8]}", clean_session=True)
+        self._broker = broker
+        self._expiring = expiring_calls
         self._results: dict[str, queue.SimpleQueue[CommandResult]] = {}
         self._lock = threading.Lock()
+        self._bus = self._new_bus()
+
+    def _new_bus(self) -> MqttBus:
+        bus = MqttBus(
+            self._broker,
+            f"{self.origin}-{uuid.uuid4().hex[:8]}",
+            clean_session=True,
+            mqtt5=self._expiring,
+        )
         # Subscribed before connecting: connect() returns once the broker confirmed it,
         # so no answer can arrive before someone listens for it.
-        self._bus.subscribe(self.topics.cmd_response("+", origin), self._on_result)
+        bus.subscribe(self.topics.cmd_response("+", self.origin), self._on_result)
+        return bus
 
     def connect(self, timeout_s: float = 5.0) -> None:
         """Connect to the broker; raise ``ConsumerError`` when it does not answer."""
         try:
             self._bus.connect(timeout_s)
+        except BrokerRefused as err:
+            # Only a broker that does not speak MQTT 5 gets a second, plain attempt.
+            if not self._expiring or "protocol version" not in str(err).lower():
+                raise ConsumerError(str(err)) from err
+            _LOGGER.warning(
+                "the broker refused MQTT 5 (%s): calls cannot expire, so a call that times "
+                "out may still reach the module later",
+                err,
+            )
+            self._expiring = False
+            self._bus = self._new_bus()
+            self.connect(timeout_s)
         except BrokerUnavailable as err:
             raise ConsumerError(str(err)) from err
 
@@ -78,13 +114,25 @@ class EverestConsumer:
         inbox: queue.SimpleQueue[CommandResult] = queue.SimpleQueue()
         with self._lock:
             self._results[call_id] = inbox
-        self._bus.publish(self.topics.cmd(command), cmd_payload(call_id, args, self.origin))
+        # Whole seconds, never beyond the wait: the call is gone before the caller gives up.
+        expiry_s = max(1, int(timeout_s)) if self._expiring else None
+        self._bus.publish(
+            self.topics.cmd(command),
+            cmd_payload(call_id, args, self.origin),
+            expiry_s=expiry_s,
+        )
         try:
             return inbox.get(timeout=timeout_s)
         except queue.Empty:
+            fate = (
+                f"; the call expired in the broker after {expiry_s} s, so the module will not "
+                "run it later (unless it received it in time)"
+                if expiry_s is not None
+                else "; the broker keeps the call for the module, which may still run it later"
+            )
             raise ConsumerError(
                 f"no answer to {command} from module {self.topics.module_id} "
-                f"within {timeout_s:.0f} s"
+                f"within {timeout_s:g} s on {self.topics.cmd(command)}{fate}"
             ) from None
         finally:
             with self._lock:

@@ -201,8 +201,7 @@ def test_watch_and_call_against_a_running_module(
                 "stop_transaction",
                 "--module-id",
                 MODULE_ID,
-                "--transaction-id",
-                "",
+                "--any",
                 *broker,
             ]
         )

@@ -54,7 +54,7 @@ def test_every_option_has_help_that_names_its_default() -> None:
         (["run", "--config", "c.yaml"], run_command),
         (["simulate", "--port", "0"], simulator_cli.simulate_command),
         (["watch", "--count", "2"], tools_cli.watch_command),
-        (["call", "stop_transaction", "--transaction-id", ""], tools_cli.call_command),
+        (["call", "stop_transaction", "--any"], tools_cli.call_command),
         (["health", "--max-age", "3"], health.health_command),
     ],
 )
@@ -69,7 +69,7 @@ def test_options_keep_their_names_and_defaults() -> None:
     simulate = build_parser().parse_args(["simulate"])
 
     assert (call.module_id, call.timeout, call.evse_id, call.id_data) == (
-        "powermeter",
+        "powermeter_1",
         10.0,
         "DE*LEM*E0001",
         "04AB",
@@ -110,3 +110,20 @@ def test_standalone_simulator_parser_has_the_same_options() -> None:
 
 def test_health_runs_through_the_one_parser() -> None:
     assert main(["health", "--file", "/nonexistent/heartbeat"]) == 1
+
+
+def test_stop_without_an_id_is_refused_before_anything_is_sent(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Port 1: nothing listens; the refusal must come before any connection attempt.
+    argv = ["call", "stop_transaction", "--broker-host", "127.0.0.1", "--broker-port", "1"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "stop_transaction needs --transaction-id ID, or --any" in err
+
+
+def test_tool_timeout_must_be_positive(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["watch", "--timeout", "-1"])
+    assert exit_info.value.code == 2
+    assert "--timeout" in capsys.readouterr().err
