@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from lem_dcbm.config import BrokerSettings
 from lem_dcbm.everest import envelope, validation
 from lem_dcbm.everest.bus import BrokerUnavailable, MqttBus, stable_client_id
-from lem_dcbm.everest.commands import CommandDispatcher
+from lem_dcbm.everest.commands import STALE_CALL_S, CommandDispatcher
 from lem_dcbm.everest.envelope import Generation
 from lem_dcbm.everest.manager import DEFAULT_MODULE_NAME, ManagerLink
 from lem_dcbm.everest.raised_errors import ErrorReporter
@@ -59,15 +59,20 @@ class EverestAdapter:
         client_id: str | None = None,
         module_name: str = DEFAULT_MODULE_NAME,
         backoff: RetryPolicy | None = None,
+        stale_call_s: float = STALE_CALL_S,
     ) -> None:
+        """``stale_call_s``: calls the broker kept longer than this are refused, not run."""
         self.topics = Topics(broker.prefix, module_id, impl_id)
         self._external_prefix = broker.external_prefix
         self._bus = MqttBus(
             broker,
             client_id or stable_client_id(self.topics.prefix, module_id),
             backoff=backoff,
+            marker_topic=f"{self.topics.prefix}lem_dcbm/{module_id}/session-marker",
         )
-        self._commands = CommandDispatcher(self.topics, self._publish_queued)
+        self._commands = CommandDispatcher(
+            self.topics, self._publish_queued, stale_after_s=stale_call_s
+        )
         self._commands.register(
             "start_transaction", lambda args: handlers.start_transaction(args["value"])
         )

@@ -10,14 +10,17 @@ Threads and their duties:
 
 The session is persistent (MQTT 3.1.1, no clean session, a stable client id) and every
 subscription is QoS 2, so calls published while the module was cut off are delivered
-after it reconnects. Subscriptions are renewed on every connect anyway, since a
-restarted broker may have forgotten the session.
+after it reconnects; each such message says how long it can have waited
+(``Message.queued_up_to_s``), so that a call kept too long is refused, not run late.
+Subscriptions are renewed on every connect anyway, since a restarted broker may have
+forgotten the session.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import queue
 import socket
 import ssl
@@ -27,7 +30,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
@@ -85,6 +88,9 @@ def stable_client_id(prefix: str, module_id: str) -> str:
     return f"lemdcbm-{digest[: MAX_CLIENT_ID - len('lemdcbm-')]}"
 
 
+#: How long after a connect the echo of the session marker is awaited at most.
+BACKLOG_MARKER_WAIT_S = 5.0
+
 #: Reconnect delays: doubling from 0.5 s, jittered. The maximum is small on purpose: the
 #: broker is local, and a command waiting in the session should be answered within seconds
 #: of the link coming back.
@@ -100,6 +106,10 @@ class Message:
     retain: bool = False
     #: ``time.monotonic()`` when paho handed the message over, before any queueing.
     received_at: float = 0.0
+    #: Set for a message the broker kept for this session while the link was down: the
+    #: longest it can have waited, in seconds (``inf`` when unknown: kept from before
+    #: this process connected). None for a message delivered live.
+    queued_up_to_s: float | None = None
 
 
 Handler = Callable[[Message], None]
@@ -134,6 +144,7 @@ class MqttBus:
         will: tuple[str, bytes] | None = None,
         mqtt5: bool = False,
         report_link: bool = True,
+        marker_topic: str | None = None,
     ) -> None:
         """``will`` is a (topic, payload) the broker publishes retained when the link dies.
 
@@ -142,12 +153,26 @@ class MqttBus:
 
         ``mqtt5`` speaks MQTT 5 (always a clean start) so that ``publish`` can give a
         message an expiry; everything else stays MQTT 3.1.1, as EVerest speaks it.
+
+        ``marker_topic`` (a topic only this client uses) lets the bus tell the messages the
+        broker kept for a persistent session apart from live ones: after a connect that
+        finds the session present it publishes a marker there, and everything delivered
+        before the marker comes back was kept (``Message.queued_up_to_s``).
         """
         self._broker = broker
         self._keepalive_s = keepalive_s
         self._backoff = backoff or RECONNECT
         self._mqtt5 = mqtt5
         self._report_link = report_link
+        self._marker_topic = marker_topic
+        #: ``time.monotonic()`` when the link was last lost; None before the first connect.
+        self._lost_at: float | None = None
+        #: While the kept messages come in: how long they can have waited, and until when
+        #: (monotonic) at the latest the marker is awaited.
+        self._backlog: tuple[float, float] | None = None
+        #: Clear from a connect that found the session until the marker came back.
+        self._drained = threading.Event()
+        self._drained.set()
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
@@ -233,13 +258,18 @@ class MqttBus:
             self._connected.is_set()
             and self._subscribed.wait(max(0.0, deadline - time.monotonic()))
         ):
-            self.close(timeout_s=1.0)
-            if self._refusal is not None:
-                raise BrokerRefused(self._refusal)
-            raise BrokerUnavailable(
-                f"no connection to the MQTT broker at {self._broker.describe()} "
-                f"within {timeout_s:g} s"
-            )
+            self._fail_connect(timeout_s)
+        # What the broker kept comes first: a call made once this returns is a live one.
+        self._drained.wait(max(0.0, deadline - time.monotonic()))
+
+    def _fail_connect(self, timeout_s: float) -> NoReturn:
+        """Close and raise why the first connection did not come about."""
+        self.close(timeout_s=1.0)
+        if self._refusal is not None:
+            raise BrokerRefused(self._refusal)
+        raise BrokerUnavailable(
+            f"no connection to the MQTT broker at {self._broker.describe()} within {timeout_s:g} s"
+        )
 
     def publish(
         self,
@@ -346,16 +376,30 @@ class MqttBus:
         self._answered.set()
         with self._lock:
             topics = list(self._subscriptions)
+        if self._marker_topic is not None:
+            topics.append(self._marker_topic)
         if topics:
             _, self._subscribe_mid = client.subscribe([(topic, 2) for topic in topics])
         else:
             self._subscribed.set()
+        if self._marker_topic is not None and flags.session_present:
+            self._await_backlog(client, self._marker_topic)
         _LOGGER.info(
             "connected to the MQTT broker at %s (session present: %s)",
             self._broker.describe(),
             flags.session_present,
         )
         self._inbox.put(("connected", None))
+
+    def _await_backlog(self, client: mqtt.Client, marker_topic: str) -> None:
+        """Mark what the broker kept for the session, up to the marker published now."""
+        now = time.monotonic()
+        waited = math.inf if self._lost_at is None else now - self._lost_at
+        self._backlog = (waited, now + BACKLOG_MARKER_WAIT_S)
+        self._drained.clear()
+        # The broker delivers one session's messages in order: all that it kept came in
+        # before this marker, whose echo ends the backlog.
+        client.publish(marker_topic, b"", qos=2)
 
     def _on_disconnect(
         self,
@@ -366,6 +410,8 @@ class MqttBus:
         properties: Any,
     ) -> None:
         was_connected = self._connected.is_set()
+        if was_connected:
+            self._lost_at = time.monotonic()
         self._connected.clear()
         self._subscribed.clear()
         # A refused CONNACK ends in a disconnect too; the refusal has been reported.
@@ -431,7 +477,20 @@ class MqttBus:
             self._subscribed.set()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        received = Message(message.topic, bytes(message.payload), message.retain, time.monotonic())
+        now = time.monotonic()
+        if message.topic == self._marker_topic:
+            self._backlog = None
+            self._drained.set()
+            return
+        queued: float | None = None
+        if self._backlog is not None:
+            queued, until = self._backlog
+            if now > until:
+                # The marker never came back (a broker ACL?): count nothing as kept.
+                _LOGGER.warning("the session marker on %s never came back", self._marker_topic)
+                self._backlog, queued = None, None
+                self._drained.set()
+        received = Message(message.topic, bytes(message.payload), message.retain, now, queued)
         self._inbox.put(("message", received))
 
     def _work(self) -> None:

@@ -28,6 +28,10 @@ MAX_PAYLOAD_BYTES = 64 * 1024
 #: Refused requests up to this size are still read, only to address the refusal.
 MAX_ROUTABLE_BYTES = 4 * 1024 * 1024
 _EXCERPT_BYTES = 120
+#: A call the broker kept for the module's session longer than this (while the module was
+#: disconnected or not running) is refused with ``CmdTimeout`` instead of run late: its
+#: caller has given up on it (lem-dcbm call after --timeout, EvseManager after its own).
+STALE_CALL_S = 20.0
 
 CommandHandler = Callable[[dict[str, Any]], Any]
 Publish = Callable[[str, bytes], object]
@@ -64,8 +68,10 @@ class CommandDispatcher:
         publish: Publish,
         *,
         max_payload_bytes: int = MAX_PAYLOAD_BYTES,
+        stale_after_s: float = STALE_CALL_S,
     ) -> None:
         self._topics = topics
+        self._stale_after_s = stale_after_s
         self._publish = publish
         self._max_payload_bytes = max_payload_bytes
         self._handlers: dict[str, CommandHandler] = {}
@@ -112,7 +118,10 @@ class CommandDispatcher:
                 "ignored a retained message on %s: commands are never retained", message.topic
             )
             return
-        if self._stopping.is_set():
+        queued = message.queued_up_to_s
+        if queued is not None and queued > self._stale_after_s:
+            self._refuse_stale(message, queued)
+        elif self._stopping.is_set():
             self._refuse_for_shutdown(message)
         elif self._queue.qsize() >= MAX_WAITING:
             # A flood must not queue up work for hours: the caller hears at once.
@@ -224,6 +233,20 @@ class CommandDispatcher:
 
     def _refuse_for_shutdown(self, message: Message) -> None:
         self._turn_away(message, "Shutdown", "the module is shutting down")
+
+    def _refuse_stale(self, message: Message, queued_s: float) -> None:
+        """Answer a call the broker kept too long with ``CmdTimeout``; never run it."""
+        how_long = (
+            "since before this module started"
+            if queued_s == float("inf")
+            else f"for up to {queued_s:.0f} s"
+        )
+        reason = (
+            f"not run: the broker kept this call {how_long} while the module was away "
+            f"(limit {self._stale_after_s:g} s); its caller has given up on it, call again"
+        )
+        _LOGGER.warning("refused a call on %s: %s", message.topic, reason)
+        self._turn_away(message, "CmdTimeout", reason)
 
     def _turn_away(self, message: Message, error_type: str, reason: str) -> None:
         """Answer a call without running it (when it names where to answer)."""

@@ -459,9 +459,13 @@ def test_reconnect_after_broker_restart(mosquitto: Broker, handlers: DummyHandle
         adapter.close(2)
 
 
-def test_calls_sent_while_the_module_is_away_are_answered_when_it_returns(
+def test_calls_sent_while_the_module_was_not_running_are_refused_when_it_returns(
     mosquitto: Broker, peer: EverestPeer, handlers: DummyHandlers
 ) -> None:
+    """How long such a call waited is unknown: it is answered, never run late.
+
+    (Calls kept across a short cut of a running module are still run: test_stale_calls.)
+    """
     first = EverestAdapter(broker_of(mosquitto), MODULE_ID, handlers, backoff=FAST)
     first.connect(5)
     first.close(2)
@@ -470,8 +474,12 @@ def test_calls_sent_while_the_module_is_away_are_answered_when_it_returns(
     second = EverestAdapter(broker_of(mosquitto), MODULE_ID, handlers, backoff=FAST)
     second.connect(5)
     try:
-        assert peer.result(call_id)["retval"] == STOP_OK
-        assert handlers.calls == [("stop", "while-away")]
+        result = peer.result(call_id)
+        assert result["error"]["__everest__error_type"] == "CmdTimeout", result
+        assert "since before this module started" in result["error"]["__everest__error_msg"]
+        assert handlers.calls == []
+        # A call made now runs.
+        assert peer.call("stop_transaction", {"transaction_id": "now"})["retval"] == STOP_OK
     finally:
         second.close(2)
 
