@@ -51,7 +51,12 @@ from lem_dcbm.everest import results
 from lem_dcbm.everest.adapter import EverestAdapter
 from lem_dcbm.everest.bus import BrokerRefused, BrokerUnavailable
 from lem_dcbm.everest.error_policy import PolicedOutputs
-from lem_dcbm.everest.presence import DuplicateInstance, InstanceGuard
+from lem_dcbm.everest.presence import (
+    DuplicateInstance,
+    InstanceGuard,
+    TakeoverWatch,
+    takeover_message,
+)
 from lem_dcbm.journal import TransactionJournal
 from lem_dcbm.meter.client import MeterClient
 from lem_dcbm.records.late_record import KeptRecord
@@ -367,6 +372,16 @@ class Service:
         self._duplicate = message
         self.stop_event.set()
 
+    def _watch_takeovers(self, adapter: EverestAdapter) -> None:
+        """Name the cause when another client keeps taking the module's MQTT client id."""
+        watch = TakeoverWatch()
+
+        def lost() -> None:
+            if watch.lost(self._guard is not None and self._guard.connected):
+                _LOGGER.error("%s", takeover_message(self.module_id, adapter.client_id))
+
+        adapter.on_link_lost(lost)
+
     def _claim(self) -> None:
         """Take the module id before its MQTT client id connects (which would evict another)."""
         if self._guard is None:
@@ -407,6 +422,7 @@ class Service:
                 continue
             if waited:
                 _LOGGER.info("MQTT broker %s reachable again", self._broker.describe())
+            self._watch_takeovers(adapter)
             return adapter
         return None
 

@@ -64,9 +64,10 @@ class EverestAdapter:
         """``stale_call_s``: calls the broker kept longer than this are refused, not run."""
         self.topics = Topics(broker.prefix, module_id, impl_id)
         self._external_prefix = broker.external_prefix
+        self._client_id = client_id or stable_client_id(self.topics.prefix, module_id)
         self._bus = MqttBus(
             broker,
-            client_id or stable_client_id(self.topics.prefix, module_id),
+            self._client_id,
             backoff=backoff,
             marker_topic=f"{self.topics.prefix}lem_dcbm/{module_id}/session-marker",
         )
@@ -130,6 +131,15 @@ class EverestAdapter:
     def wait_global_ready(self, stop: threading.Event) -> bool:
         """Wait for the manager's ``GlobalReady``; False if stopped or shut down first."""
         return self._manager.wait_global_ready(stop)
+
+    def on_link_lost(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` (quick, on the network thread) when the broker link is lost."""
+        self._bus.on_lost(callback)
+
+    @property
+    def client_id(self) -> str:
+        """The MQTT client id of the module's connection."""
+        return self._client_id
 
     def on_connected(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` after every (re)connect, on the bus's dispatch thread."""

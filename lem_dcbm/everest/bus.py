@@ -199,6 +199,7 @@ class MqttBus:
         self._lock = threading.Lock()
         self._subscriptions: dict[str, Handler] = {}
         self._connected_callbacks: list[Callable[[], None]] = []
+        self._lost_callbacks: list[Callable[[], None]] = []
         self._inbox: queue.SimpleQueue[tuple[str, Message | None] | None] = queue.SimpleQueue()
         self._pending: deque[mqtt.MQTTMessageInfo] = deque()
         self._connected = threading.Event()
@@ -236,6 +237,14 @@ class MqttBus:
         """Run ``callback`` on the dispatch worker after every successful (re)connect."""
         with self._lock:
             self._connected_callbacks.append(callback)
+
+    def on_lost(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` on paho's network thread when an established link is lost.
+
+        It must be quick: paho reconnects only after it returns.
+        """
+        with self._lock:
+            self._lost_callbacks.append(callback)
 
     def connect(self, timeout_s: float = 10.0) -> None:
         """Start the threads and wait for the first connection; raise ``BrokerUnavailable``."""
@@ -416,6 +425,10 @@ class MqttBus:
         self._subscribed.clear()
         # A refused CONNACK ends in a disconnect too; the refusal has been reported.
         if was_connected and not self._closing.is_set():
+            with self._lock:
+                lost_callbacks = list(self._lost_callbacks)
+            for callback in lost_callbacks:
+                callback()
             (_LOGGER.warning if self._report_link else _LOGGER.debug)(
                 "disconnected from the MQTT broker (%s); reconnecting in %.1f s",
                 reason_code,

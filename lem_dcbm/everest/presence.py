@@ -115,6 +115,48 @@ def duplicate_message(module_id: str, other: Instance) -> str:
     )
 
 
+#: Losses of the module's link within this many seconds, while the presence link stayed
+#: up, that point at another client with the module's MQTT client id.
+TAKEOVER_WINDOW_S = 60.0
+TAKEOVER_LOSSES = 3
+
+
+class TakeoverWatch:
+    """Recognises a fight over one MQTT client id: repeated losses while the broker is fine.
+
+    A client that does not announce itself (an older lem-dcbm, another program) with the
+    module's client id makes the broker close the module's link at each of its connects;
+    the presence connection, with a client id of its own, stays up meanwhile.
+    """
+
+    def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._monotonic = monotonic
+        self._losses: list[float] = []
+        self._told = False
+
+    def lost(self, other_link_up: bool) -> bool:
+        """Note a loss of the module's link; True once, when it looks like a takeover fight."""
+        now = self._monotonic()
+        if not other_link_up:
+            self._losses.clear()  # the broker itself went away: no fight
+            return False
+        self._losses = [t for t in self._losses if now - t <= TAKEOVER_WINDOW_S] + [now]
+        if len(self._losses) < TAKEOVER_LOSSES or self._told:
+            return False
+        self._told = True
+        return True
+
+
+def takeover_message(module_id: str, client_id: str, losses: int = TAKEOVER_LOSSES) -> str:
+    """The error line for a fight over the module's MQTT client id."""
+    return (
+        f"module id {module_id}: the broker closed this module's connection {losses} times "
+        f"within {TAKEOVER_WINDOW_S:g} s while its other connection stayed up: another client "
+        f"uses the same MQTT client id {client_id} (a second process with module id "
+        f"{module_id} that does not announce itself, such as an older lem-dcbm); stop it"
+    )
+
+
 class InstanceGuard:
     """Claims a module id on the broker, refuses a second claim, and watches for one."""
 
@@ -179,6 +221,11 @@ class InstanceGuard:
             kind, instance, _ = self._early.get_nowait()
             if kind == "presence":
                 self._judge(instance)
+
+    @property
+    def connected(self) -> bool:
+        """True while the presence connection is up."""
+        return self._bus.connected
 
     def close(self) -> None:
         """Mark this instance offline (unless it lost the module id) and disconnect."""

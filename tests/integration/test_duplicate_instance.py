@@ -14,9 +14,11 @@ import sys
 import time
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from lem_dcbm.everest.bus import MqttBus
+from lem_dcbm.everest.bus import MqttBus, stable_client_id
 from lem_dcbm.everest.presence import DuplicateInstance, Instance, InstanceGuard
 from lem_dcbm.harness import (
     MODULE_ID,
@@ -147,3 +149,34 @@ def test_two_claims_at_once_the_younger_yields(
         f"module id pm runs twice: the other instance ({older.describe()}) "
         "started first and keeps the meter; this one stops"
     ]
+
+
+def test_a_client_that_does_not_announce_itself_is_named_as_the_cause(
+    tmp_path: Path, mosquitto: Broker, config: Path
+) -> None:
+    """An older lem-dcbm (no presence) with the same module id: a fight, now with a name."""
+    client_id = stable_client_id("everest/", MODULE_ID)
+    with start_module(tmp_path / "first", config, mosquitto.port) as module:
+        module.wait_ready()
+        intruder = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            clean_session=False,
+            protocol=MQTTProtocolVersion.MQTTv311,
+        )
+        intruder.reconnect_delay_set(0.2, 0.5)
+        intruder.connect_async(mosquitto.host, mosquitto.port)
+        intruder.loop_start()
+        try:
+            wait_until(
+                lambda: "another client uses the same MQTT client id" in module.log(),
+                30,
+                what="the module to name the fight",
+            )
+        finally:
+            intruder.disconnect()
+            intruder.loop_stop()
+        named = [line for line in module.log().splitlines() if "another client uses" in line]
+        assert len(named) == 1
+        assert f"module id {MODULE_ID}" in named[0]
+        assert client_id in named[0]
