@@ -31,7 +31,12 @@ MODULE_NAMES = ("LemDCBM400600", "LemDCBM400600Py", "lem-dcbm", "lem_dcbm")
 _JSON_TYPES = {"string": "string", "integer": "integer", "number": "number", "boolean": "boolean"}
 _SCHEMA_KEYWORDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "enum")
 _TIMEZONE = re.compile(r"^([+-])(\d{2}):(\d{2})$")
-_PORT_KEYS = ("port", "ntp_server_1_port", "ntp_server_2_port")
+# An NTP port counts only when its server is in use (the server set, and for the second
+# one the first set too): EVerest's own configs write port 0 beside an empty server.
+_NTP_SERVERS = (
+    ("ntp_server_1_ip_addr", "ntp_server_1_port"),
+    ("ntp_server_2_ip_addr", "ntp_server_2_port"),
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -236,6 +241,11 @@ def is_host(text: str) -> bool:
     return True
 
 
+def _check_port(key: str, value: int) -> None:
+    if not 1 <= value <= 65535:
+        raise ConfigError(key, f"must be a port number from 1 to 65535, got {value}")
+
+
 def _check_semantics(values: dict[str, Any]) -> None:
     address = str(values["ip_address"]).strip()
     if not is_host(address):
@@ -248,13 +258,16 @@ def _check_semantics(values: dict[str, Any]) -> None:
         # JSON Schema takes NaN and infinities for numbers; no setting means them.
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(key, f"must be a finite number, got {value}")
-    for key in _PORT_KEYS:
-        if not 1 <= values[key] <= 65535:
-            raise ConfigError(key, f"must be a port number from 1 to 65535, got {values[key]}")
-    for key in ("ntp_server_1_ip_addr", "ntp_server_2_ip_addr"):
+    _check_port("port", values["port"])
+    ntp_in_use = bool(values["ntp_server_1_ip_addr"])
+    for address_key, port_key in _NTP_SERVERS:
+        if not (ntp_in_use and values[address_key]):
+            continue
         # The meter resolves the name itself, as with EVerest's C++ module.
-        if values[key] and not is_host(values[key]):
-            raise ConfigError(key, f"not an IP address or host name: {values[key]!r}")
+        address = values[address_key]
+        if not is_host(address):
+            raise ConfigError(address_key, f"not an IP address or host name: {address!r}")
+        _check_port(port_key, values[port_key])
     _check_timezone(values["meter_timezone"])
     _check_dst(values["meter_dst"])
     if values["meter_tls_certificate"].strip():

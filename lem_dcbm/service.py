@@ -107,6 +107,16 @@ SHUTDOWN_COMMAND_WAIT_CAP_S = 45.0
 SHUTDOWN_FLUSH_S = 5.0
 
 
+def ntp_servers(config: ModuleConfig) -> tuple[NtpServer, ...]:
+    """The NTP servers the meter is given: none while the first is empty (as the C++ module)."""
+    if not config.ntp_server_1_ip_addr:
+        return ()
+    first = NtpServer(config.ntp_server_1_ip_addr, config.ntp_server_1_port)
+    if not config.ntp_server_2_ip_addr:
+        return (first,)
+    return (first, NtpServer(config.ntp_server_2_ip_addr, config.ntp_server_2_port))
+
+
 def command_bound_s(config: ModuleConfig) -> float:
     """How long one command may still need at the meter: what shutdown waits for it.
 
@@ -218,17 +228,12 @@ def build_meter_stack(
 
     client = connect()
     measurements = connect()
-    servers: tuple[NtpServer, ...] = ()
-    if config.ntp_server_1_ip_addr:
-        servers = (NtpServer(config.ntp_server_1_ip_addr, config.ntp_server_1_port),)
-        if config.ntp_server_2_ip_addr:
-            servers += (NtpServer(config.ntp_server_2_ip_addr, config.ntp_server_2_port),)
     timesync = TimeSync(
         client,
         clock,
         timezone=config.meter_timezone,
         dst=json.loads(config.meter_dst),
-        ntp_servers=servers,
+        ntp_servers=ntp_servers(config),
     )
     settings = ControllerSettings(
         start=StartSettings(

@@ -129,6 +129,8 @@ def test_all_values_set() -> None:
     assert config.meter_tls_certificate.startswith("-----BEGIN CERTIFICATE-----")
 
 
+NTP_BOTH = {"ntp_server_1_ip_addr": "10.0.0.2", "ntp_server_2_ip_addr": "10.0.0.3"}
+
 BAD = [
     ({}, "ip_address", "missing"),
     ({"ip_address": ""}, "ip_address", "not an IP address"),
@@ -142,7 +144,8 @@ BAD = [
     ({"port": 8.5}, "port", "expected integer"),
     ({"port": 0}, "port", "1 to 65535"),
     ({"port": 70000}, "port", "1 to 65535"),
-    ({"ntp_server_2_port": -1}, "ntp_server_2_port", "1 to 65535"),
+    ({**NTP_BOTH, "ntp_server_2_port": -1}, "ntp_server_2_port", "1 to 65535"),
+    ({**NTP_BOTH, "ntp_server_1_port": 0}, "ntp_server_1_port", "1 to 65535"),
     ({"command_timeout_ms": 999}, "command_timeout_ms", ">= 1000"),
     ({"command_timeout_ms": 20001}, "command_timeout_ms", "<= 20000"),
     ({"IT": 18}, "IT", "<= 17"),
