@@ -20,6 +20,8 @@ from unittest import mock
 import urllib3
 from urllib3.response import HTTPResponse
 
+from lem_dcbm.meter import probe
+
 
 @dataclass
 class Answer:
@@ -102,5 +104,10 @@ def mocked_pool() -> Iterator[PoolMock]:
     def urlopen(_self: Any, method: str, url: str, body: Any = None, **kwargs: Any) -> Any:
         return pool._urlopen(method, url, body, **kwargs)
 
-    with mock.patch.object(urllib3.HTTPConnectionPool, "urlopen", urlopen):
+    # No meter stands behind a mocked pool: the probes after a failure find nothing there.
+    with (
+        mock.patch.object(urllib3.HTTPConnectionPool, "urlopen", urlopen),
+        mock.patch.object(probe, "presented_certificate", return_value=None),
+        mock.patch.object(probe, "speaks_plain_http", return_value=False),
+    ):
         yield pool
