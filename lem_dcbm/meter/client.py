@@ -236,15 +236,17 @@ class MeterClient:
 
     def settings(self) -> dict[str, Any]:
         """``GET /v1/settings``: the settings object as the meter sends it."""
-        status, text, data = self._get_json("GET", endpoints.SETTINGS, endpoints.OK)
+        return self._get_object(endpoints.SETTINGS)
+
+    def logbook(self) -> dict[str, Any]:
+        """``GET /v1/logbook``: the meter's event log, as sent (its shape is not documented)."""
+        return self._get_object(endpoints.LOGBOOK)
+
+    def _get_object(self, path: str) -> dict[str, Any]:
+        status, text, data = self._get_json("GET", path, endpoints.OK)
         if not isinstance(data, dict):
             raise MeterBodyError(
-                "GET",
-                endpoints.SETTINGS,
-                "expected a JSON object",
-                text,
-                status,
-                base_url=self.base_url,
+                "GET", path, "expected a JSON object", text, status, base_url=self.base_url
             )
         return data
 
