@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -158,6 +159,10 @@ def _run(action: Action, args: argparse.Namespace) -> int:
         print(f"lem-dcbm meter: {err}", file=sys.stderr)
         return EXIT_METER
     except KeyboardInterrupt:
+        return EXIT_OK
+    except BrokenPipeError:
+        # The reader went away (``| head``): stop quietly, as other command line tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
 
 

@@ -263,7 +263,7 @@ TRANSACTION_COLUMNS = (
 
 def render_transactions(rows: Sequence[Mapping[str, Any]]) -> str:
     """Stored transactions, newest first, as a table."""
-    lines = [" ".join(name.ljust(width) for name, width in TRANSACTION_COLUMNS)]
+    lines = [" ".join(name.ljust(width) for name, width in TRANSACTION_COLUMNS).rstrip()]
     for row in rows:
         cells = (
             _text(row.get("index")),
@@ -274,9 +274,9 @@ def render_transactions(rows: Sequence[Mapping[str, Any]]) -> str:
             _text(row.get("identification")),
             "ok" if row["signature_ok"] else "FAILED",
         )
-        lines.append(
-            " ".join(c.ljust(w) for c, (_, w) in zip(cells, TRANSACTION_COLUMNS, strict=True))
-        )
+        widths = [width for _, width in TRANSACTION_COLUMNS]
+        padded = (cell.ljust(width) for cell, width in zip(cells, widths, strict=True))
+        lines.append(" ".join(padded).rstrip())
     if not rows:
         lines.append("(no stored transactions)")
     return "\n".join(lines)
