@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
+import ssl
 import sys
 import time
 from collections.abc import Callable
@@ -28,8 +30,15 @@ from lem_dcbm.cli_common import Subcommands, add_command
 from lem_dcbm.clock import SystemClock
 from lem_dcbm.config import ModuleConfig, is_host
 from lem_dcbm.core.timesync import TimeSync
-from lem_dcbm.errors import ConfigError, LemDcbmError, MeterConnectionError, MeterStatusError
+from lem_dcbm.errors import (
+    ConfigError,
+    LemDcbmError,
+    MeterConnectionError,
+    MeterStatusError,
+    MeterTlsError,
+)
 from lem_dcbm.meter.client import MeterClient
+from lem_dcbm.meter.probe import ProbeTarget, presented_certificate
 from lem_dcbm.meter.tls import certificate_der, normalize_pem, sha256_fingerprint
 from lem_dcbm.tools import meter_report
 
@@ -71,7 +80,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "fetch the meter's TLS certificate, repair its PEM, show fingerprint, key and validity",
         cert_command,
     )
-    cert.add_argument("--out", type=Path, help="write the repaired PEM to this file (default: not)")
+    cert.add_argument(
+        "--out", type=Path, help="write the repaired PEM to this file (default: print only)"
+    )
+    cert.add_argument(
+        "--from-handshake",
+        action="store_true",
+        help="read the certificate the meter presents over TLS, for a meter whose TLS is on "
+        "and whose certificate is unknown (check its fingerprint against a trusted record)",
+    )
     tls = _action(
         sub,
         "tls",
@@ -150,6 +167,10 @@ def _action(sub: Subcommands, name: str, help: str, action: Action) -> argparse.
 
 def _run(action: Action, args: argparse.Namespace) -> int:
     """Run ``action``; meter failures and bad options become one line and an exit code."""
+    # The transport's "gave up after 2 attempts" would repeat the error printed below.
+    retry_log = logging.getLogger("lem_dcbm.retry")
+    quiet = logging.Filter("nothing")  # passes no record of lem_dcbm.retry
+    retry_log.addFilter(quiet)
     try:
         return action(args)
     except UsageError as err:
@@ -164,6 +185,8 @@ def _run(action: Action, args: argparse.Namespace) -> int:
         # The reader went away (``| head``): stop quietly, as other command line tools do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
+    finally:
+        retry_log.removeFilter(quiet)
 
 
 # -- connecting -----------------------------------------------------------------------------
@@ -266,23 +289,51 @@ def live_command(args: argparse.Namespace) -> int:
 def cert_command(args: argparse.Namespace) -> int:
     """``meter cert``: fetch, repair, describe, optionally write the certificate."""
     pinned = _pinned_pem(args)
-    client = _connect(args, pinned)
+    pem = _presented_pem(args) if args.from_handshake else ""
+    # With the presented one pinned, the meter must serve that same one at /v1/certificate.
+    client = _connect(args, pinned or pem)
     try:
-        pem = client.certificate()
+        served = client.certificate()
     finally:
         client.close()
-    report = meter_report.certificate_report(pem, local_now=_utc_now(), pinned_pem=pinned)
+    if pem and certificate_der(served) != certificate_der(pem):
+        print(
+            f"lem-dcbm meter: the meter presents SHA-256 {_fingerprint(pem)} but serves "
+            f"SHA-256 {_fingerprint(served)} at /v1/certificate",
+            file=sys.stderr,
+        )
+        return EXIT_METER
+    report = meter_report.certificate_report(served, local_now=_utc_now(), pinned_pem=pinned)
+    report["from_handshake"] = bool(pem)
     if args.out is not None:
         try:
-            write_atomic(args.out, pem.encode("ascii"))
+            write_atomic(args.out, served.encode("ascii"))
         except OSError as exc:
             raise UsageError(f"--out: cannot write {args.out}: {exc}") from exc
         report["written_to"] = str(args.out)
     text = meter_report.render_certificate(report)
+    if pem:
+        text += "\nread from the TLS handshake: compare the fingerprint with a trusted record"
     if args.out is not None:
         text += f"\nwritten to {args.out}"
     _print(args, report, text)
     return EXIT_OK
+
+
+def _presented_pem(args: argparse.Namespace) -> str:
+    """The certificate the meter presents in a TLS handshake, unverified, as PEM."""
+    plain = _connect(args, "")  # checks the options as for any connection
+    plain.close()
+    der = presented_certificate(ProbeTarget(args.host.strip("[]"), args.port, args.timeout))
+    if der is None:
+        raise MeterTlsError(
+            "TLS handshake with",
+            "",
+            "no handshake: the meter does not speak HTTPS on this port (its TLS is off: "
+            "run without --from-handshake)",
+            base_url=plain.base_url.replace("http://", "https://", 1),
+        )
+    return ssl.DER_cert_to_PEM_cert(der)
 
 
 def tls_command(args: argparse.Namespace) -> int:

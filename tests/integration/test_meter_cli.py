@@ -20,7 +20,9 @@ from lem_dcbm.meter.client import MeterClient
 from lem_dcbm.meter.tls import certificate_der, normalize_pem, sha256_fingerprint
 from tests.support.certs import look_alike
 from tests.support.cli_in_process import CliResult, run_cli
-from tests.support.simulator_inprocess import InProcessSimulator, start_in_process
+from tests.support.simulator_inprocess import InProcessSimulator, meter_server, start_in_process
+
+__all__ = ["meter_server"]  # the fixture, imported to be used here
 
 
 @dataclass
@@ -205,6 +207,38 @@ def test_cert_repairs_the_pem_and_describes_it(
     assert "key                       RSA 1024 bit" in table
 
 
+def test_cert_from_the_handshake_of_a_tls_meter_without_a_known_certificate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sim = start_in_process(tmp_path / "meter", tls=True)
+    try:
+        where = ["--host", sim.host, "--port", str(sim.port)]
+        out = tmp_path / "presented.pem"
+
+        report = meter_json(capsys, "cert", *where, "--from-handshake", "--out", str(out))
+
+        assert report["from_handshake"] is True
+        assert report["sha256"] == fingerprint(sim.cert_pem)
+        assert out.read_text() == normalize_pem(sim.cert_pem)
+        # The certificate read is good for pinning: the meter answers over it.
+        assert meter_json(capsys, "status", *where, "--cert", str(out))["meter_id"]
+    finally:
+        sim.stop()
+
+
+def test_cert_from_the_handshake_of_a_plain_meter_says_its_tls_is_off(
+    meter_server: InProcessSimulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    where = ["--host", meter_server.host, "--port", str(meter_server.port)]
+    result = meter_cli(capsys, "cert", *where, "--from-handshake")
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"lem-dcbm meter: TLS handshake with https://127.0.0.1:{meter_server.port}: no "
+        "handshake: the meter does not speak HTTPS on this port (its TLS is off: run without "
+        "--from-handshake)\n"
+    )
+
+
 # -- TLS switch -----------------------------------------------------------------------------
 
 
@@ -225,6 +259,7 @@ def test_tls_on_then_off_round_trip(tmp_path: Path, capsys: pytest.CaptureFixtur
         refused = meter_cli(capsys, "status", *plain.options)
         assert refused.returncode == 1
         assert "the meter seems to speak HTTPS on this port" in refused.stderr
+        assert refused.stderr.count("\n") == 1  # one line: no retry log repeating it
         assert meter_json(capsys, "status", *pinned.options)["url"].startswith("https://")
 
         switched_off = meter_json(capsys, "tls", "off", *pinned.options)
