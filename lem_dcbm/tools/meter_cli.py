@@ -71,9 +71,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     live = _action(sub, "live", "live values as a table, one row per reading", live_command)
     live.add_argument("--once", action="store_true", help="one row, then exit")
     live.add_argument(
-        "--count", type=int, default=0, help="stop after this many rows (0: until Ctrl-C)"
+        "--count", type=int, default=0, metavar="N", help="stop after N rows (0: until Ctrl-C)"
     )
-    live.add_argument("--interval", type=float, default=1.0, help="seconds between readings")
+    live.add_argument(
+        "--interval", type=float, default=1.0, metavar="S", help="seconds between readings"
+    )
     cert = _action(
         sub,
         "cert",
@@ -81,7 +83,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         cert_command,
     )
     cert.add_argument(
-        "--out", type=Path, help="write the repaired PEM to this file (default: print only)"
+        "--out", type=Path, metavar="FILE", help="write the repaired PEM here (default: print only)"
     )
     cert.add_argument(
         "--from-handshake",
@@ -145,7 +147,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def _action(sub: Subcommands, name: str, help: str, action: Action) -> argparse.ArgumentParser:
     parser = add_command(sub, name, help=help, handler=lambda args: _run(action, args))
     group = parser.add_argument_group("meter")
-    group.add_argument("--host", required=True, help="the meter's IP address or host name")
+    group.add_argument(
+        "--host", required=True, help="the meter's IP address or host name (required)"
+    )
     group.add_argument(
         "--port",
         type=int,
@@ -155,11 +159,16 @@ def _action(sub: Subcommands, name: str, help: str, action: Action) -> argparse.
     group.add_argument(
         "--cert",
         type=Path,
+        metavar="PEM",
         help="the meter's certificate (PEM) to pin; given, the meter is asked over HTTPS "
         "(default: none, plain HTTP)",
     )
     group.add_argument(
-        "--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds to wait for an answer"
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT_S,
+        metavar="S",
+        help="seconds to wait for an answer",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser
