@@ -68,7 +68,8 @@ def fingerprint(pem: str) -> str:
     return sha256_fingerprint(certificate_der(pem))
 
 
-def run_transaction(meter: Meter, transaction_id: str) -> None:
+def start_transaction(meter: Meter, transaction_id: str, *, stop: bool) -> None:
+    """Start a transaction at the meter (and stop it again if ``stop``)."""
     client = meter.client()
     try:
         client.start_transaction(
@@ -81,7 +82,8 @@ def run_transaction(meter: Meter, transaction_id: str) -> None:
                 "userData": "",
             }
         )
-        client.stop_transaction(transaction_id)
+        if stop:
+            client.stop_transaction(transaction_id)
     finally:
         client.close()
 
@@ -301,8 +303,8 @@ def test_transactions_and_ocmf_show_verified_records(
     meter: Meter, capsys: pytest.CaptureFixture[str]
 ) -> None:
     first, second = uuid.uuid4().hex[:12], uuid.uuid4().hex[:12]
-    run_transaction(meter, first)
-    run_transaction(meter, second)
+    start_transaction(meter, first, stop=True)
+    start_transaction(meter, second, stop=True)
 
     rows = meter_json(capsys, "transactions", "5", *meter.options)
     assert [row["identification"] for row in rows] == [f"card-{second}", f"card-{first}"]
@@ -332,3 +334,20 @@ def test_unknown_transaction_is_one_line_naming_the_url(
     assert result.stderr == f"lem-dcbm meter: GET {url}: " + result.stderr.split(": ", 2)[2]
     assert "404" in result.stderr
     assert result.stderr.count("\n") == 1
+
+
+def test_settings_writes_during_a_transaction_are_refused_in_one_line(
+    meter: Meter, capsys: pytest.CaptureFixture[str]
+) -> None:
+    start_transaction(meter, "running", stop=False)
+    meter.sim.device.set_clock_offset(-60)
+
+    sync = meter_cli(capsys, "sync-time", *meter.options)
+    assert sync.returncode == 1
+    assert sync.stderr == (
+        "lem-dcbm meter: the meter refused the UTC time (result 0; a transaction may be running)\n"
+    )
+    switch = meter_cli(capsys, "tls", "off" if meter.tls else "on", *meter.options)
+    assert switch.returncode == 1
+    assert "the meter refused to switch TLS" in switch.stderr
+    assert meter.sim.device.tls_active is meter.tls
