@@ -353,6 +353,7 @@ def tls_command(args: argparse.Namespace) -> int:
         raise UsageError("--cert: required for 'tls off' (the meter speaks HTTPS until then)")
     already = False
     accepted = True
+    switching = False
     client = _connect(args, "" if want_tls else pinned)
     try:
         if want_tls:
@@ -364,12 +365,15 @@ def tls_command(args: argparse.Namespace) -> int:
                     f"{_fingerprint(served)}); TLS left off"
                 )
             pinned = pinned or served
+        else:
+            client.status()  # answers over the pinned certificate before anything changes
+        switching = True
         accepted = client.put_settings({"http": {"tls_on": want_tls}}).accepted
     except MeterConnectionError:
-        # Perhaps it is switched already: the check below says so, or the error stands.
+        # Switched before, or the switch's answer was lost: the new way answers then.
         if not _answers(args, pinned if want_tls else ""):
             raise
-        already = True
+        already = not switching
     finally:
         client.close()
     if not accepted:
