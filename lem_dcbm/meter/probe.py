@@ -62,11 +62,12 @@ def presented_certificate(target: ProbeTarget) -> bytes | None:
 
 
 def speaks_plain_http(target: ProbeTarget) -> bool:
-    """True when ``target`` answers a plain ``HEAD /`` with an HTTP status line."""
-    request = f"HEAD / HTTP/1.1\r\nHost: {target.host}\r\nConnection: close\r\n\r\n"
+    """True when ``target`` answers a plain ``OPTIONS *`` with an HTTP status line."""
+    # About the server, not a resource: every HTTP/1.1 server answers it (200, 405 or 501)
+    # and no meter endpoint is touched.
+    request = f"OPTIONS * HTTP/1.1\r\nHost: {target.host}\r\nConnection: close\r\n\r\n"
     try:
         with target.open() as raw:
-            # Not a meter path: the meter (and the simulator's counters) ignore it.
             raw.sendall(request.encode())
             return raw.recv(5) == b"HTTP/"
     except OSError:

@@ -214,6 +214,8 @@ class HttpTransport:
         self._port = parts.port or (443 if self._https else 80)
         self._socket_options = options
         self._pool = self._new_pool()
+        #: Whether the last failed attempt was on a connection opened for it.
+        self._failed_fresh = False
 
     def _new_pool(self) -> urllib3.HTTPConnectionPool:
         if self._https:
@@ -265,12 +267,12 @@ class HttpTransport:
         )
         try:
             return policy.run(
-                lambda: self._send(method, path, json_body, params, timeout),
+                lambda: self._attempt(method, path, json_body, params, timeout),
                 what=f"{method} {path} on a kept-alive connection",
                 before_retry=self._drop_pooled,
             )
         except MeterConnectionError as err:
-            hint = self._diagnose(err, timeout)
+            hint = self._diagnose(err, timeout) if self._failed_fresh else ""
             if not hint:
                 raise
             # Same class (the hierarchy callers catch), same cause, a message that helps.
@@ -278,14 +280,32 @@ class HttpTransport:
                 err.method, err.endpoint, f"{err.detail}; {hint}", base_url=self.base_url
             ) from err.__cause__
 
+    def _attempt(
+        self,
+        method: str,
+        path: str,
+        json_body: Any,
+        params: Mapping[str, str] | None,
+        timeout_s: float,
+    ) -> tuple[int, str]:
+        """``_send``, noting whether a failure happened on a connection opened for it."""
+        opened = self._pool.num_connections
+        try:
+            return self._send(method, path, json_body, params, timeout_s)
+        except MeterConnectionError:
+            # A kept-alive connection that worked before cannot have the wrong scheme.
+            self._failed_fresh = self._pool.num_connections > opened
+            raise
+
     def _diagnose(self, err: MeterConnectionError, timeout_s: float) -> str:
-        """What a failed connection says about a scheme or certificate mix-up, or ""."""
+        """What a failed fresh connection says about a scheme or certificate mix-up, or ""."""
         chain = _chain(err.__cause__) if err.__cause__ is not None else []
         if not chain or any(isinstance(cause, _NOT_A_MIX_UP) for cause in chain):
             return ""
         where = probe.ProbeTarget(self._host, self._port, timeout_s, self._socket_options)
         if not self._https:
-            if probe.presented_certificate(where) is None:
+            # Asked first: an HTTP server answers at once, and waits on a TLS hello.
+            if probe.speaks_plain_http(where) or probe.presented_certificate(where) is None:
                 return ""
             return (
                 "the meter seems to speak HTTPS on this port (its TLS is on): "

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from lem_dcbm.errors import MeterConnectionError, MeterTlsError
-from lem_dcbm.harness import free_port
+from lem_dcbm.harness import Simulator, free_port
 from lem_dcbm.meter.client import MeterClient
 from tests.support.certs import look_alike
 from tests.support.simulator_inprocess import InProcessSimulator, meter_server, start_in_process
@@ -100,3 +100,11 @@ def test_right_certificate_and_scheme_work_without_a_hint(tls_meter: InProcessSi
         assert client.status().meter_id
     finally:
         client.close()
+
+
+def test_a_plain_meter_resetting_connections_gets_no_scheme_hint(simulator: Simulator) -> None:
+    simulator.set_faults(reset_connection=True, paths=["/v1/status"])
+    message = str(_status_error(MeterClient.connect(simulator.host, simulator.port)))
+    assert message.startswith(f"GET {simulator.base_url}/v1/status: connection failed")
+    assert "HTTPS" not in message
+    assert "certificate" not in message

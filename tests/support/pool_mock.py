@@ -20,8 +20,6 @@ from unittest import mock
 import urllib3
 from urllib3.response import HTTPResponse
 
-from lem_dcbm.meter import probe
-
 
 @dataclass
 class Answer:
@@ -104,10 +102,5 @@ def mocked_pool() -> Iterator[PoolMock]:
     def urlopen(_self: Any, method: str, url: str, body: Any = None, **kwargs: Any) -> Any:
         return pool._urlopen(method, url, body, **kwargs)
 
-    # No meter stands behind a mocked pool: the probes after a failure find nothing there.
-    with (
-        mock.patch.object(urllib3.HTTPConnectionPool, "urlopen", urlopen),
-        mock.patch.object(probe, "presented_certificate", return_value=None),
-        mock.patch.object(probe, "speaks_plain_http", return_value=False),
-    ):
+    with mock.patch.object(urllib3.HTTPConnectionPool, "urlopen", urlopen):
         yield pool
