@@ -30,7 +30,7 @@ import re
 import socket
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 from urllib.parse import urlencode, urlsplit
 
@@ -267,7 +267,7 @@ class HttpTransport:
         )
         try:
             return policy.run(
-                lambda: self._attempt(method, path, json_body, params, timeout),
+                lambda: self._attempt(lambda: self._send(method, path, json_body, params, timeout)),
                 what=f"{method} {path} on a kept-alive connection",
                 before_retry=self._drop_pooled,
             )
@@ -280,18 +280,11 @@ class HttpTransport:
                 err.method, err.endpoint, f"{err.detail}; {hint}", base_url=self.base_url
             ) from err.__cause__
 
-    def _attempt(
-        self,
-        method: str,
-        path: str,
-        json_body: Any,
-        params: Mapping[str, str] | None,
-        timeout_s: float,
-    ) -> tuple[int, str]:
-        """``_send``, noting whether a failure happened on a connection opened for it."""
+    def _attempt(self, send: Callable[[], tuple[int, str]]) -> tuple[int, str]:
+        """``send()``, noting whether a failure happened on a connection opened for it."""
         opened = self._pool.num_connections
         try:
-            return self._send(method, path, json_body, params, timeout_s)
+            return send()
         except MeterConnectionError:
             # A kept-alive connection that worked before cannot have the wrong scheme.
             self._failed_fresh = self._pool.num_connections > opened
