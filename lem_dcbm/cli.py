@@ -54,6 +54,11 @@ COMMANDS = (
         "list, export or resend the signed records in the module's journal",
         "lem_dcbm.tools.records:configure",
     ),
+    Command(
+        "meter",
+        "commission a meter over its REST API: status, live values, certificate, TLS, clock",
+        "lem_dcbm.tools.meter_cli:configure",
+    ),
 )
 
 

@@ -47,13 +47,23 @@ class ControllerError(LemDcbmError):
 
 
 class MeterError(LemDcbmError):
-    """A request to the meter failed; the message names method and endpoint."""
+    """A request to the meter failed; the message names the method and the full URL.
 
-    def __init__(self, method: str, endpoint: str, detail: str) -> None:
-        super().__init__(f"{method} {endpoint}: {detail}")
+    ``base_url`` (``scheme://host:port``) makes the URL: with several meters, or a meter
+    that speaks another scheme than configured, the path alone says too little.
+    """
+
+    def __init__(self, method: str, endpoint: str, detail: str, *, base_url: str = "") -> None:
         self.method = method
         self.endpoint = endpoint
         self.detail = detail
+        self.base_url = base_url
+        super().__init__(f"{method} {self.url}: {detail}")
+
+    @property
+    def url(self) -> str:
+        """``scheme://host:port/path``, or the path alone when the address is unknown."""
+        return f"{self.base_url}{self.endpoint}"
 
 
 class MeterConnectionError(MeterError):
@@ -67,11 +77,16 @@ class MeterTlsError(MeterConnectionError):
 class MeterStatusError(MeterError):
     """The meter answered with an HTTP status the API does not promise for this call."""
 
-    def __init__(self, method: str, endpoint: str, status: int, body: str | bytes) -> None:
+    def __init__(
+        self, method: str, endpoint: str, status: int, body: str | bytes, *, base_url: str = ""
+    ) -> None:
         self.status = status
         self.body_excerpt = excerpt(body)
         super().__init__(
-            method, endpoint, f"unexpected HTTP status {status}, body: '{self.body_excerpt}'"
+            method,
+            endpoint,
+            f"unexpected HTTP status {status}, body: '{self.body_excerpt}'",
+            base_url=base_url,
         )
 
 
@@ -79,7 +94,14 @@ class MeterBodyError(MeterError):
     """The meter answered with a body that could not be understood."""
 
     def __init__(
-        self, method: str, endpoint: str, reason: str, body: str | bytes, status: int = 200
+        self,
+        method: str,
+        endpoint: str,
+        reason: str,
+        body: str | bytes,
+        status: int = 200,
+        *,
+        base_url: str = "",
     ) -> None:
         self.status = status
         self.reason = reason
@@ -88,4 +110,5 @@ class MeterBodyError(MeterError):
             method,
             endpoint,
             f"unexpected body (HTTP {status}): {reason}; body: '{self.body_excerpt}'",
+            base_url=base_url,
         )

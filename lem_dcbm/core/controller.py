@@ -474,6 +474,7 @@ class MeterController:
                             err.endpoint,
                             f"{err.detail}; the meter now runs transaction "
                             f"{running.transaction_id} instead",
+                            base_url=err.base_url,
                         ) from err
                 if not lost or attempt >= (self._policy.attempts or attempt):
                     raise

@@ -63,6 +63,8 @@ class MeterClient:
 
     def __init__(self, transport: Transport, api_version: str = "v1") -> None:
         self._transport = transport
+        #: ``scheme://host:port`` for error messages; transports without an address give "".
+        self.base_url: str = str(getattr(transport, "base_url", ""))
         self._api_version = ""
         self.api_version = api_version
 
@@ -116,7 +118,7 @@ class MeterClient:
             method, path, json_body=json_body, timeout_s=timeout_s
         )
         if status != expected:
-            raise MeterStatusError(method, path, status, text)
+            raise MeterStatusError(method, path, status, text, base_url=self.base_url)
         return status, text
 
     def _get_json(
@@ -131,7 +133,9 @@ class MeterClient:
         try:
             return status, text, json.loads(text)
         except ValueError as exc:
-            raise MeterBodyError(method, path, f"not JSON ({exc})", text, status) from exc
+            raise MeterBodyError(
+                method, path, f"not JSON ({exc})", text, status, base_url=self.base_url
+            ) from exc
 
     def _parse(
         self,
@@ -146,7 +150,9 @@ class MeterClient:
         try:
             return parser(data)
         except (ShapeError, TypeError) as exc:
-            raise MeterBodyError(method, path, str(exc), text, status) from exc
+            raise MeterBodyError(
+                method, path, str(exc), text, status, base_url=self.base_url
+            ) from exc
 
     # -- endpoints --------------------------------------------------------------------
 
@@ -170,7 +176,7 @@ class MeterClient:
             return True
         if status == endpoints.NOT_FOUND:
             return False
-        raise MeterStatusError("GET", path, status, text)
+        raise MeterStatusError("GET", path, status, text, base_url=self.base_url)
 
     def legal(self) -> LegalState:
         """``GET /v1|v2/legal``: the current or last transaction."""
@@ -188,6 +194,7 @@ class MeterClient:
                 "the meter reports the new transaction as not running",
                 json.dumps(dict(state.raw)),
                 endpoints.CREATED,
+                base_url=self.base_url,
             )
         return state
 
@@ -218,15 +225,29 @@ class MeterClient:
         record = _unwrap_ocmf(text)
         if record is None:
             raise MeterBodyError(
-                "GET", path, f"not an OCMF record ('{OCMF_PREFIX}...')", text, status
+                "GET",
+                path,
+                f"not an OCMF record ('{OCMF_PREFIX}...')",
+                text,
+                status,
+                base_url=self.base_url,
             )
         return record
 
     def settings(self) -> dict[str, Any]:
         """``GET /v1/settings``: the settings object as the meter sends it."""
-        status, text, data = self._get_json("GET", endpoints.SETTINGS, endpoints.OK)
+        return self._get_object(endpoints.SETTINGS)
+
+    def logbook(self) -> dict[str, Any]:
+        """``GET /v1/logbook``: the meter's event log, as sent (its shape is not documented)."""
+        return self._get_object(endpoints.LOGBOOK)
+
+    def _get_object(self, path: str) -> dict[str, Any]:
+        status, text, data = self._get_json("GET", path, endpoints.OK)
         if not isinstance(data, dict):
-            raise MeterBodyError("GET", endpoints.SETTINGS, "expected a JSON object", text, status)
+            raise MeterBodyError(
+                "GET", path, "expected a JSON object", text, status, base_url=self.base_url
+            )
         return data
 
     def put_settings(self, patch: Mapping[str, Any]) -> SettingsResult:
@@ -245,12 +266,19 @@ class MeterClient:
         pem = data.get("certificate") if isinstance(data, Mapping) else data
         if not isinstance(pem, str):
             raise MeterBodyError(
-                "GET", endpoints.CERTIFICATE, "field 'certificate' is missing", text, status
+                "GET",
+                endpoints.CERTIFICATE,
+                "field 'certificate' is missing",
+                text,
+                status,
+                base_url=self.base_url,
             )
         try:
             return normalize_pem(pem)
         except ConfigError as exc:
-            raise MeterBodyError("GET", endpoints.CERTIFICATE, exc.problem, text, status) from exc
+            raise MeterBodyError(
+                "GET", endpoints.CERTIFICATE, exc.problem, text, status, base_url=self.base_url
+            ) from exc
 
     def close(self) -> None:
         """Close the transport's connections."""

@@ -30,7 +30,7 @@ import re
 import socket
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 from urllib.parse import urlencode, urlsplit
 
@@ -52,7 +52,8 @@ from lem_dcbm.errors import (
     MeterError,
     MeterTlsError,
 )
-from lem_dcbm.meter.tls import pinned_ssl_context
+from lem_dcbm.meter import probe
+from lem_dcbm.meter.tls import certificate_der, pinned_ssl_context, sha256_fingerprint
 from lem_dcbm.retry import RetryPolicy
 
 _LOGGER = logging.getLogger(__name__)
@@ -74,6 +75,14 @@ _DISCONNECTS: tuple[type[BaseException], ...] = (
     ConnectionAbortedError,
     BrokenPipeError,
     ssl.SSLEOFError,
+)
+# Failures that no scheme or certificate mix-up causes: nothing to probe for.
+_NOT_A_MIX_UP: tuple[type[BaseException], ...] = (
+    NewConnectionError,
+    ConnectTimeoutError,
+    ReadTimeoutError,
+    TimeoutError,
+    ConnectionRefusedError,
 )
 # Failures to establish a connection at all: a fresh one will not do better.
 _CONNECT_FAILURES: tuple[type[BaseException], ...] = (
@@ -199,11 +208,14 @@ class HttpTransport:
         options = interface_socket_options(interface)
         context = pinned_ssl_context(tls_certificate_pem) if tls_certificate_pem else None
         self._ssl_context = context
+        self._pinned_der = certificate_der(tls_certificate_pem) if tls_certificate_pem else b""
         self._host = parts.hostname
         self._https = parts.scheme == "https"
         self._port = parts.port or (443 if self._https else 80)
         self._socket_options = options
         self._pool = self._new_pool()
+        #: Whether the last failed attempt was on a connection opened for it.
+        self._failed_fresh = False
 
     def _new_pool(self) -> urllib3.HTTPConnectionPool:
         if self._https:
@@ -253,11 +265,60 @@ class HttpTransport:
             retryable=_dropped,
             idempotent=method in IDEMPOTENT_METHODS,
         )
-        return policy.run(
-            lambda: self._send(method, path, json_body, params, timeout),
-            what=f"{method} {path} on a kept-alive connection",
-            before_retry=self._drop_pooled,
-        )
+        try:
+            return policy.run(
+                lambda: self._attempt(lambda: self._send(method, path, json_body, params, timeout)),
+                what=f"{method} {path} on a kept-alive connection",
+                before_retry=self._drop_pooled,
+            )
+        except MeterConnectionError as err:
+            hint = self._diagnose(err, timeout) if self._failed_fresh else ""
+            if not hint:
+                raise
+            # Same class (the hierarchy callers catch), same cause, a message that helps.
+            raise type(err)(
+                err.method, err.endpoint, f"{err.detail}; {hint}", base_url=self.base_url
+            ) from err.__cause__
+
+    def _attempt(self, send: Callable[[], tuple[int, str]]) -> tuple[int, str]:
+        """``send()``, noting whether a failure happened on a connection opened for it."""
+        opened = self._pool.num_connections
+        try:
+            return send()
+        except MeterConnectionError:
+            # A kept-alive connection that worked before cannot have the wrong scheme.
+            self._failed_fresh = self._pool.num_connections > opened
+            raise
+
+    def _diagnose(self, err: MeterConnectionError, timeout_s: float) -> str:
+        """What a failed fresh connection says about a scheme or certificate mix-up, or ""."""
+        chain = _chain(err.__cause__) if err.__cause__ is not None else []
+        if not chain or any(isinstance(cause, _NOT_A_MIX_UP) for cause in chain):
+            return ""
+        where = probe.ProbeTarget(self._host, self._port, timeout_s, self._socket_options)
+        if not self._https:
+            # Asked first: an HTTP server answers at once, and waits on a TLS hello.
+            if probe.speaks_plain_http(where) or probe.presented_certificate(where) is None:
+                return ""
+            return (
+                "the meter seems to speak HTTPS on this port (its TLS is on): "
+                "give its certificate (meter_tls_certificate) to use https://"
+            )
+        if any(isinstance(cause, ssl.SSLCertVerificationError) for cause in chain):
+            presented = probe.presented_certificate(where)
+            if presented is None or presented == self._pinned_der:
+                return ""
+            return (
+                "the meter presents a certificate that differs from the configured one "
+                f"(configured SHA-256 {sha256_fingerprint(self._pinned_der)}, "
+                f"presented SHA-256 {sha256_fingerprint(presented)})"
+            )
+        if probe.speaks_plain_http(where):
+            return (
+                "the meter answers plain HTTP on this port (its TLS is off): "
+                "switch its TLS on, or configure no certificate to use http://"
+            )
+        return ""
 
     def _drop_pooled(self, _error: BaseException) -> None:
         """Idle pooled connections may be as stale as the one that failed: start afresh."""
@@ -297,18 +358,29 @@ class HttpTransport:
             else:
                 response.release_conn()
         except SSLError as exc:
-            raise MeterTlsError(method, path, f"TLS handshake failed: {_reason(exc)}") from exc
+            raise MeterTlsError(
+                method, path, f"TLS handshake failed: {_reason(exc)}", base_url=self.base_url
+            ) from exc
         except NewConnectionError as exc:
             # Checked first: urllib3 derives it from ConnectTimeoutError for old callers.
-            raise MeterConnectionError(method, path, f"connection failed: {_reason(exc)}") from exc
+            raise MeterConnectionError(
+                method, path, f"connection failed: {_reason(exc)}", base_url=self.base_url
+            ) from exc
         except (ConnectTimeoutError, ReadTimeoutError, TimeoutError) as exc:
             raise MeterConnectionError(
-                method, path, f"no answer within {timeout_s:g} s: {_reason(exc)}"
+                method,
+                path,
+                f"no answer within {timeout_s:g} s: {_reason(exc)}",
+                base_url=self.base_url,
             ) from exc
         except (ProtocolError, OSError) as exc:
-            raise MeterConnectionError(method, path, f"connection failed: {_reason(exc)}") from exc
+            raise MeterConnectionError(
+                method, path, f"connection failed: {_reason(exc)}", base_url=self.base_url
+            ) from exc
         except HTTPError as exc:
-            raise MeterError(method, path, f"request failed: {_reason(exc)}") from exc
+            raise MeterError(
+                method, path, f"request failed: {_reason(exc)}", base_url=self.base_url
+            ) from exc
         if too_large:
             raise MeterBodyError(
                 method,
@@ -316,6 +388,7 @@ class HttpTransport:
                 f"the answer is larger than {MAX_ANSWER_BYTES} bytes (not read further)",
                 data[:200],
                 response.status,
+                base_url=self.base_url,
             )
         text = _decode(data, response.headers.get("Content-Type", ""))
         _LOGGER.debug(
