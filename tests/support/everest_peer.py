@@ -115,6 +115,7 @@ class EverestPeer:
         self.config_requests: list[dict[str, Any]] = []
         #: Configuration messages the simulated manager would have died on.
         self.foreign_messages: list[Received] = []
+        self._published_types: set[str] = set()
         self._bus = MqttBus(
             replace(broker or BrokerSettings(), host=host, port=port, prefix=self.prefix),
             f"peer-{uuid.uuid4().hex[:12]}",
@@ -278,9 +279,20 @@ class EverestPeer:
             payload = dumps({"msg_type": CONFIG_RESPONSE_TYPES[generation], "data": settings})
             self._publish(f"{self.prefix}settings", payload, retain=True)
 
+    def publish_types(self, types: Mapping[str, Mapping[str, Any]]) -> None:
+        """Publish type files ``{name: {TypeName: schema}}`` retained, as the 2026 manager does."""
+        generation = self.manager_generation or "2026"
+        for name, body in types.items():
+            payload = dumps({"msg_type": CONFIG_RESPONSE_TYPES[generation], "data": body})
+            self._publish(f"{self.prefix}type_definitions/{name}", payload, retain=True)
+            self._published_types.add(name)
+
     def clear_retained(self) -> None:
-        """Clear the retained settings, as the manager does before global ready."""
+        """Clear the retained settings (and types), as the manager does before global ready."""
         self._publish(f"{self.prefix}settings", b"", retain=True)
+        for name in sorted(self._published_types):
+            self._publish(f"{self.prefix}type_definitions/{name}", b"", retain=True)
+        self._published_types.clear()
 
     def _answer_config_request(self, received: Received) -> None:
         generation = self.manager_generation

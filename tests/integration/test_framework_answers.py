@@ -1,0 +1,59 @@
+"""Under a manager that publishes its types, the module answers in those types."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lem_dcbm.harness import Broker, Simulator, simulator_config, start_module
+from lem_dcbm.harness.transaction import transaction_request
+from tests.integration import test_module_modes
+from tests.integration.test_module_modes import manager_env
+from tests.support.everest_peer import EverestPeer, parameters_from_values
+from tests.unit.test_framework_types import release_types, release_validator
+
+pytestmark = pytest.mark.integration
+
+#: The fake manager and consumer of the manager-mode tests.
+peer = test_module_modes.peer
+
+
+def test_a_2026_02_manager_gets_its_start_answer_without_signed_meter_value(
+    tmp_path: Path, simulator: Simulator, mosquitto: Broker, peer: EverestPeer
+) -> None:
+    peer.act_as_manager("2026", parameters_from_values(simulator_config(simulator)))
+    peer.publish_types(release_types("2026.02.1"))
+    module = start_module(
+        tmp_path, None, mosquitto.port, env=manager_env(mosquitto), entry="module.py"
+    )
+    try:
+        peer.wait_for(lambda: peer.module_ready, 20, "ModuleReady")
+        peer.clear_retained()  # as the manager does before global ready
+        peer.send_global_ready()
+        peer.wait_for_var("powermeter", 1, timeout=10)
+        request = transaction_request("tx-framework-types")
+        started = peer.call("start_transaction", {"value": request}, timeout=15)
+        assert "error" not in started, started
+        retval = started["retval"]
+        assert retval["status"] == "OK", retval
+        # signed_start_value is on: the begin record is read, but 2026.02.1 has no place
+        # for it, and with validate_schema its manager would refuse the whole answer.
+        assert "signed_meter_value" not in retval
+        assert (
+            list(release_validator("2026.02.1", "TransactionStartResponse").iter_errors(retval))
+            == []
+        )
+        stopped = peer.call("stop_transaction", {"transaction_id": request["transaction_id"]}, 15)
+        stop = stopped["retval"]
+        assert stop["status"] == "OK", stop
+        assert stop["signed_meter_value"]["signed_meter_data"].startswith("OCMF|")
+        assert (
+            list(release_validator("2026.02.1", "TransactionStopResponse").iter_errors(stop)) == []
+        )
+        assert "answers without /signed_meter_value" in module.log()
+        peer.send_shutdown()
+        assert module.process.wait(10) == 0, module.log()
+    finally:
+        if module.process.poll() is None:
+            module.kill()
