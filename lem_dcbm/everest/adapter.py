@@ -17,6 +17,7 @@ from lem_dcbm.config import BrokerSettings
 from lem_dcbm.everest import envelope
 from lem_dcbm.everest.bus import BrokerUnavailable, Message, MqttBus, stable_client_id
 from lem_dcbm.everest.commands import CommandDispatcher
+from lem_dcbm.everest.config_changes import ChangeHandler, ConfigChanges
 from lem_dcbm.everest.envelope import Generation
 from lem_dcbm.everest.framework_types import FrameworkTypes
 from lem_dcbm.everest.manager import DEFAULT_MODULE_NAME, ManagerLink
@@ -89,6 +90,10 @@ class EverestAdapter:
         )
         #: Set when the manager asks every module to shut down.
         self.shutdown_requested: threading.Event = self._manager.shutdown_requested
+        self._config_changes = ConfigChanges(
+            self.topics, self._publish_queued, lambda: self._manager.generation
+        )
+        self._bus.subscribe(self.topics.config_set_request, self._config_changes.on_request)
         self._invalid_var_logged: set[str] = set()
 
     @property
@@ -132,6 +137,10 @@ class EverestAdapter:
     def wait_global_ready(self, stop: threading.Event) -> bool:
         """Wait for the manager's ``GlobalReady``; False if stopped or shut down first."""
         return self._manager.wait_global_ready(stop)
+
+    def serve_config_changes(self, handler: ChangeHandler) -> None:
+        """Answer the manager's runtime configuration changes (2026 framework) with ``handler``."""
+        self._config_changes.serve(handler)
 
     def on_connected(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` after every (re)connect, on the bus's dispatch thread."""
