@@ -336,6 +336,20 @@ class EverestPeer:
         payload = dumps({"msg_type": CONFIG_RESPONSE_TYPES[generation], "data": data})
         self._bus.publish(f"{self.prefix}modules/{origin}/response", payload)
 
+    def set_config(self, name: str, value: str, timeout: float = 10.0) -> dict[str, Any]:
+        """Forward a runtime change as the 2026 manager does; return the module's answer data."""
+        topic = f"{self.module_base}/config/set_response"
+        before = len(self.on_topic(topic))
+        identifier = {"configuration_parameter_name": name, "module_id": self.module_id}
+        request = {"identifier": identifier, "value": value}
+        payload = dumps({"msg_type": "ConfigurationRequest", "data": request})
+        self._publish(f"{self.module_base}/config/set_request", payload)
+        self.wait_for(lambda: len(self.on_topic(topic)) > before, timeout, f"{name} answer")
+        answer: dict[str, Any] = self.on_topic(topic)[before].json()
+        assert answer["msg_type"] == "ConfigurationResponse", answer
+        data: dict[str, Any] = answer["data"]
+        return data
+
     @property
     def metadata(self) -> list[dict[str, Any]]:
         """Every metadata envelope the module published."""
