@@ -218,9 +218,7 @@ class CommandDispatcher:
         for path in dropped:
             if f"{name}{path}" not in self._dropped_logged:
                 self._dropped_logged.add(f"{name}{path}")
-                _LOGGER.info(
-                    "%s answers without %s: %s has no such property", name, path, schema.source
-                )
+                _LOGGER.info("%s answers without %s (not allowed by %s)", name, path, schema.source)
         return shaped
 
     def _refuse(self, name: str, message: Message, exc: envelope.CommandParseError) -> None:
