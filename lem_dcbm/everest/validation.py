@@ -200,7 +200,17 @@ def own_schema() -> InterfaceSchema:
 
 def _drop_forbidden(schema: Any, value: Any, where: str) -> tuple[Any, list[str]]:
     """``value`` without the properties an (inlined) object schema forbids, at any depth."""
-    if not isinstance(value, dict) or not isinstance(schema, dict):
+    if not isinstance(schema, dict):
+        return value, []
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        items: list[Any] = []
+        dropped_in_items: list[str] = []
+        for index, item in enumerate(value):
+            kept_item, below = _drop_forbidden(schema["items"], item, f"{where}/{index}")
+            items.append(kept_item)
+            dropped_in_items += below
+        return (items if dropped_in_items else value), dropped_in_items
+    if not isinstance(value, dict):
         return value, []
     properties = schema.get("properties")
     properties = properties if isinstance(properties, dict) else {}

@@ -157,3 +157,61 @@ def test_the_types_a_2026_manager_published_are_used_for_answers() -> None:
     shaped, dropped = types.schema().shape_result("start_transaction", answer)
     assert dropped == ["/signed_meter_value"]
     assert "signed_meter_value" not in shaped
+
+
+def test_forbidden_properties_go_at_any_depth_and_in_lists() -> None:
+    schema = schema_from_types(release_types("main"), "EVerest main")
+    measure = LiveMeasure(400.0, 10.0, 4.0, 30.0, 28.0, 12.5, 0.25, "2026-11-22T10:00:00+01:00")
+    value = to_powermeter(measure, "12024072805", NOW)
+    extra = {
+        **value,
+        "energy_Wh_import": {**value["energy_Wh_import"], "phase": 1},
+        "temperatures": [{"temperature": 30.0, "location": "H", "colour": "red"}],
+        "vendor": "x",
+    }
+    shaped, dropped = schema.shape_var("powermeter", extra)
+    assert sorted(dropped) == ["/energy_Wh_import/phase", "/temperatures/0/colour", "/vendor"]
+    assert shaped["temperatures"] == [{"temperature": 30.0, "location": "H"}]
+    assert schema.check_var("powermeter", shaped) is None
+    # Nothing to drop: the very same object goes out.
+    assert schema.shape_var("powermeter", value) == (value, [])
+
+
+def test_the_command_dispatcher_answers_in_the_types_in_use() -> None:
+    from lem_dcbm.everest.bus import Message
+    from lem_dcbm.everest.commands import CommandDispatcher
+    from lem_dcbm.everest.topics import Topics
+
+    topics = Topics("everest/", "powermeter_1")
+    sent: list[dict[str, Any]] = []
+    types = FrameworkTypes()
+    dispatcher = CommandDispatcher(
+        topics, lambda topic, payload: sent.append(json.loads(payload)), schema=types.schema
+    )
+    answer = results.start_response(
+        StartResult(min_stop_time=NOW, max_stop_time=NOW, begin_record=RECORD)
+    )
+    dispatcher.register("start_transaction", lambda args: answer)
+    call = {
+        "msg_type": "Cmd",
+        "data": {
+            "id": "1",
+            "origin": "evse_manager",
+            "args": {"value": {"evse_id": "E1", "transaction_id": "tx-1",
+                               "identification_status": "ASSIGNED",
+                               "identification_flags": [], "identification_type": "ISO14443"}},
+        },
+    }  # fmt: skip
+    message = Message(topics.cmd("start_transaction"), json.dumps(call).encode())
+    dispatcher.execute(message)
+    assert "signed_meter_value" in sent[-1]["data"]["data"]["retval"]
+    older = release_types("2026.02.1")
+    for name, body in older.items():
+        types.receive(
+            name, json.dumps({"msg_type": "ConfigurationResponse", "data": body}).encode()
+        )
+    dispatcher.execute(message)
+    result = sent[-1]["data"]["data"]
+    assert "error" not in result
+    assert "signed_meter_value" not in result["retval"]
+    assert result["retval"]["status"] == "OK"

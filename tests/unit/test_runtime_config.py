@@ -212,3 +212,19 @@ def test_the_running_config_is_what_start_up_builds() -> None:
     config: ModuleConfig = Rig(meter_dst=json.dumps({"activated": True})).config
     assert clock_settings(config).dst == {"activated": True}
     assert controller_settings(config).measurement_timeout_s == 2.0
+
+
+def test_the_docs_table_names_every_key_once_and_the_runtime_ones_as_such() -> None:
+    from pathlib import Path
+
+    doc = Path(__file__).resolve().parents[2] / "docs" / "runtime-config.md"
+    named: dict[str, bool] = {}
+    for line in doc.read_text().splitlines():
+        cells = [cell.strip() for cell in line.split("|")[1:-1]]
+        if len(cells) != 3 or not cells[0].startswith("`"):
+            continue
+        for key in cells[0].replace("`", "").split(", "):
+            assert key not in named, key
+            named[key] = cells[1] == "yes"
+    assert set(named) == set(load_manifest()["config"])
+    assert {key for key, runtime in named.items() if runtime} == runtime_keys()
