@@ -228,3 +228,29 @@ def test_the_docs_table_names_every_key_once_and_the_runtime_ones_as_such() -> N
             named[key] = cells[1] == "yes"
     assert set(named) == set(load_manifest()["config"])
     assert {key for key, runtime in named.items() if runtime} == runtime_keys()
+
+
+def test_a_change_never_waits_for_a_command_in_progress() -> None:
+    import threading
+
+    rig = Rig()
+    rig.controller.initialize()
+    holding, release = threading.Event(), threading.Event()
+
+    def command_at_the_meter() -> None:
+        with rig.controller._lock:  # as a stop waiting for its record holds it
+            holding.set()
+            release.wait(10)
+
+    worker = threading.Thread(target=command_at_the_meter)
+    worker.start()
+    try:
+        assert holding.wait(5)
+        assert rig.runtime.change("tariff_id", "4") == ChangeAnswer("Accepted")
+        assert rig.runtime.change("meter_timezone", "+03:00") == ChangeAnswer("Accepted")
+    finally:
+        release.set()
+        worker.join(5)
+    rig.start("tx-1")
+    assert rig.meter.bodies["tx-1"]["tariffId"] == 4
+    assert {"time": {"tz": "+03:00"}} in rig.meter.settings_writes  # synced before the start
