@@ -15,7 +15,7 @@ import math
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -297,6 +297,34 @@ def _check_dst(text: str) -> None:
         raise ConfigError("meter_dst", "must be a JSON object")
 
 
+# --- changes at run time (2026 framework) ------------------------------------------
+
+
+def runtime_keys(manifest: Mapping[str, Any] | None = None) -> frozenset[str]:
+    """The keys declared ``mutability: ReadWrite``: changed while running, without a restart."""
+    manifest = manifest if manifest is not None else _packaged_manifest()
+    return frozenset(
+        key for key, entry in manifest["config"].items() if entry.get("mutability") == "ReadWrite"
+    )
+
+
+def config_with_change(
+    config: ModuleConfig, key: str, value: Any, manifest: Mapping[str, Any] | None = None
+) -> ModuleConfig:
+    """``config`` with ``key`` set to ``value``, validated exactly as at start-up.
+
+    ``value`` is the manager's text of the new value (``"3"``, ``"true"``); raises
+    ``ConfigError(key, problem)`` for an unknown key or a value start-up would refuse.
+    """
+    manifest = manifest if manifest is not None else _packaged_manifest()
+    entry = manifest["config"].get(key)
+    if entry is None:
+        raise ConfigError(key, "unknown key (not declared in manifest.yaml)")
+    values = asdict(config)
+    values[key] = _from_text(key, value, entry["type"])
+    return config_from_mapping(values, manifest)
+
+
 # --- sources: EVerest config file, manager parameters ------------------------------
 
 
@@ -434,7 +462,11 @@ def _from_text(key: str, value: Any, datatype: object) -> Any:
         if datatype in ("number", "decimal"):
             return float(value)
         if datatype in ("boolean", "bool"):
-            return value.strip().lower() in ("true", "1")
+            # The manager itself reads only true and false (any case); 1 and 0 are kept.
+            word = value.strip().lower()
+            if word not in ("true", "1", "false", "0"):
+                raise ValueError(word)
+            return word in ("true", "1")
     except ValueError as exc:
         raise ConfigError(key, f"cannot read {value!r} as {datatype}") from exc
     return value

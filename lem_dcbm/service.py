@@ -25,7 +25,6 @@ journal has a lock of its own because other readers (``lem-dcbm records``) share
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -38,14 +37,13 @@ from typing import Any
 
 from lem_dcbm.clock import Clock, SystemClock, rfc3339
 from lem_dcbm.config import BrokerSettings, ModuleConfig
-from lem_dcbm.core.controller import ControllerSettings, MeterController
+from lem_dcbm.core.controller import MeterController
 from lem_dcbm.core.health_monitor import HealthMonitor
 from lem_dcbm.core.ports import Alerts, EverestOutputs, LateRecords
 from lem_dcbm.core.ready_loop import LoopTiming, ReadyLoop
 from lem_dcbm.core.record_book import RecordBook
-from lem_dcbm.core.temperature_monitor import TemperatureLimits, TemperatureMonitor
-from lem_dcbm.core.timesync import NtpServer, TimeSync
-from lem_dcbm.core.transaction_request import StartSettings
+from lem_dcbm.core.temperature_monitor import TemperatureMonitor
+from lem_dcbm.core.timesync import TimeSync
 from lem_dcbm.errors import ConfigError
 from lem_dcbm.everest import results
 from lem_dcbm.everest.adapter import EverestAdapter
@@ -55,6 +53,13 @@ from lem_dcbm.journal import TransactionJournal
 from lem_dcbm.meter.client import MeterClient
 from lem_dcbm.records.late_record import KeptRecord
 from lem_dcbm.retry import RetryPolicy
+from lem_dcbm.runtime_config import (
+    RunningParts,
+    RuntimeConfig,
+    clock_settings,
+    controller_settings,
+    temperature_limits,
+)
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -105,16 +110,6 @@ class MeterStack:
 SHUTDOWN_COMMAND_WAIT_CAP_S = 45.0
 #: How long shutdown gives the broker to take the last answers.
 SHUTDOWN_FLUSH_S = 5.0
-
-
-def ntp_servers(config: ModuleConfig) -> tuple[NtpServer, ...]:
-    """The NTP servers the meter is given: none while the first is empty (as the C++ module)."""
-    if not config.ntp_server_1_ip_addr:
-        return ()
-    first = NtpServer(config.ntp_server_1_ip_addr, config.ntp_server_1_port)
-    if not config.ntp_server_2_ip_addr:
-        return (first,)
-    return (first, NtpServer(config.ntp_server_2_ip_addr, config.ntp_server_2_port))
 
 
 def command_bound_s(config: ModuleConfig) -> float:
@@ -228,32 +223,15 @@ def build_meter_stack(
 
     client = connect()
     measurements = connect()
+    clock_values = clock_settings(config)
     timesync = TimeSync(
         client,
         clock,
-        timezone=config.meter_timezone,
-        dst=json.loads(config.meter_dst),
-        ntp_servers=ntp_servers(config),
+        timezone=clock_values.timezone,
+        dst=clock_values.dst,
+        ntp_servers=clock_values.ntp_servers,
     )
-    settings = ControllerSettings(
-        start=StartSettings(
-            tariff_id=config.tariff_id,
-            cable_id=config.cable_id,
-            sc=config.SC,
-            uv=config.UV,
-            ud=config.UD,
-        ),
-        api_version=config.api_version,
-        identification_type=config.IT,
-        transaction_retries=config.resilience_transaction_request_retries,
-        transaction_retry_delay_s=config.resilience_transaction_request_retry_delay / 1000.0,
-        signed_start_value=config.signed_start_value,
-        # Never longer than the command timeout, and short enough that an unreachable
-        # meter is reported as a CommunicationFault within about 2 s.
-        measurement_timeout_s=min(config.command_timeout_ms / 1000.0, 2.0),
-        stop_record_wait_s=config.stop_record_wait_ms / 1000.0,
-        record_identity_checks="report" if config.record_identity_checks == "report" else "enforce",
-    )
+    settings = controller_settings(config)
     controller = MeterController(
         client,
         settings,
@@ -274,12 +252,7 @@ def build_monitors(
     clock: Clock,
 ) -> tuple[TemperatureMonitor, HealthMonitor]:
     """The temperature and health monitors the ready loop feeds every cycle."""
-    limits = TemperatureLimits(
-        warning_level_c=config.temperature_warning_level_C,
-        error_level_c=config.temperature_error_level_C,
-        hysteresis_k=config.temperature_hysteresis_K,
-        min_time_s=config.temperature_min_time_as_valid_ms / 1000.0,
-    )
+    limits = temperature_limits(config)
     poll_s = config.status_poll_interval_ms / 1000.0
     return (
         TemperatureMonitor(limits, outputs, clock),
@@ -406,6 +379,8 @@ class Service:
         )
         adapter.on_connected(loop.republish_public_key)
         self._handlers.controller = stack.controller
+        parts = RunningParts(stack.controller, (stack.client, stack.measurements), temperature)
+        adapter.serve_config_changes(RuntimeConfig(config, parts).change)
         threading.Thread(
             target=self._forward_shutdown, args=(adapter,), name="shutdown-watch", daemon=True
         ).start()

@@ -44,7 +44,7 @@ from lem_dcbm.core.record_collector import (
     expectation_from,
 )
 from lem_dcbm.core.results import SignedRecord, StartResult, StopResult
-from lem_dcbm.core.timesync import TimeSync
+from lem_dcbm.core.timesync import ClockSettings, TimeSync
 from lem_dcbm.core.transaction_request import RequestRejected, StartSettings, build_start_body
 from lem_dcbm.errors import ControllerError, LemDcbmError, MeterError, MeterStatusError
 from lem_dcbm.meter.models import LegalState, MeterStatus
@@ -138,6 +138,8 @@ class MeterController:
         self._running_id: str | None = None
         #: Why ``GET /legal`` is not asked (once it answered 404/405), None while it is.
         self._legal_missing: str | None = None
+        #: Clock settings changed at run time, handed to the time sync under the lock.
+        self._new_clock: ClockSettings | None = None
         self._records = RecordCollector(
             meter,
             clock,
@@ -156,6 +158,24 @@ class MeterController:
     def public_key_ocmf(self) -> str:
         """The key that verifies this meter's OCMF records ("" before init)."""
         return self._info.public_key_ocmf if self._info else ""
+
+    # -- configuration changed at run time ---------------------------------------------------
+
+    def reconfigure(self, settings: ControllerSettings, clock: ClockSettings) -> None:
+        """Use ``settings`` from the next command on, ``clock`` from the next clock sync.
+
+        Never waits for a command in progress. A running transaction keeps what it started
+        with: its start request is sent, and the clock is written only while none runs.
+        """
+        self._settings = settings
+        self._policy = settings.request_policy
+        self._new_clock = clock
+
+    def _take_new_clock(self) -> None:
+        """Hand clock settings changed at run time to the time sync (under the lock)."""
+        clock, self._new_clock = self._new_clock, None
+        if clock is not None:
+            self._timesync.reconfigure(clock)
 
     # -- init ------------------------------------------------------------------------------
 
@@ -183,6 +203,7 @@ class MeterController:
             )
             self._reconcile(self._running_id)
             self._optional("check the OCMF identification type", self._ensure_identification_type)
+            self._take_new_clock()
             self._timesync.restart_window()
             self._optional("synchronise the meter clock", self._timesync.sync)
             _LOGGER.info(
@@ -276,6 +297,7 @@ class MeterController:
         if self._info is None or not self._lock.acquire(blocking=False):
             return
         try:
+            self._take_new_clock()
             for transaction_id in self._book.due(self._clock.monotonic()):
                 self._fetch_pending_record(transaction_id)
             if self._running_id is None:  # the meter refuses time writes during a transaction
@@ -289,6 +311,8 @@ class MeterController:
         if self._info is None:
             return None
         planned = [self._book.next_attempt]
+        if self._new_clock is not None:
+            planned.append(self._clock.monotonic())
         if self._running_id is None:
             planned.append(self._timesync.next_due)
         return min((due for due in planned if due is not None), default=None)
@@ -434,6 +458,7 @@ class MeterController:
         return self._start_answer(transaction_id, confirm=True)
 
     def _sync_before_start(self, status: MeterStatus) -> None:
+        self._take_new_clock()
         try:
             self._timesync.sync()
         except LemDcbmError as err:

@@ -17,6 +17,7 @@ from typing import Any
 from lem_dcbm.everest import envelope, validation
 from lem_dcbm.everest.bus import Message
 from lem_dcbm.everest.topics import Topics
+from lem_dcbm.everest.validation import InterfaceSchema, own_schema
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -31,6 +32,8 @@ _EXCERPT_BYTES = 120
 
 CommandHandler = Callable[[dict[str, Any]], Any]
 Publish = Callable[[str, bytes], object]
+#: The interface schema answers are shaped and checked by (it may change at start-up).
+SchemaSource = Callable[[], InterfaceSchema]
 
 
 def _not_unicode(value: Any, where: str = "") -> str | None:
@@ -64,9 +67,12 @@ class CommandDispatcher:
         publish: Publish,
         *,
         max_payload_bytes: int = MAX_PAYLOAD_BYTES,
+        schema: SchemaSource = own_schema,
     ) -> None:
         self._topics = topics
         self._publish = publish
+        self._schema = schema
+        self._dropped_logged: set[str] = set()
         self._max_payload_bytes = max_payload_bytes
         self._handlers: dict[str, CommandHandler] = {}
         self._queue: queue.SimpleQueue[Message | None] = queue.SimpleQueue()
@@ -188,7 +194,8 @@ class CommandDispatcher:
             message = f"{type(exc).__name__}: {exc}"
             self._answer_error(name, request.call_id, request.origin, "HandlerException", message)
             return
-        problem = validation.check_result(name, retval)
+        retval = self._shaped(name, retval)
+        problem = self._schema().check_result(name, retval)
         if problem is not None:
             # A bug on this side: the caller still gets the value, flagged as invalid.
             _LOGGER.error("the result of %s does not match the interface: %s", name, problem)
@@ -203,6 +210,16 @@ class CommandDispatcher:
         else:
             payload = envelope.result_payload(request.call_id, self._topics.module_id, retval)
         self._publish(self._topics.cmd_response(name, request.origin), payload)
+
+    def _shaped(self, name: str, retval: Any) -> Any:
+        """``retval`` without the properties the schema in use forbids (logged once each)."""
+        schema = self._schema()
+        shaped, dropped = schema.shape_result(name, retval)
+        for path in dropped:
+            if f"{name}{path}" not in self._dropped_logged:
+                self._dropped_logged.add(f"{name}{path}")
+                _LOGGER.info("%s answers without %s (not allowed by %s)", name, path, schema.source)
+        return shaped
 
     def _refuse(self, name: str, message: Message, exc: envelope.CommandParseError) -> None:
         if exc.call_id is None or exc.origin is None:

@@ -67,6 +67,8 @@ class MeterClient:
         self.base_url: str = str(getattr(transport, "base_url", ""))
         self._api_version = ""
         self.api_version = api_version
+        #: The request timeout when it was changed after connecting; None: the transport's.
+        self._timeout_s: float | None = None
 
     @classmethod
     def connect(
@@ -104,6 +106,12 @@ class MeterClient:
             raise ValueError(f"api_version must be one of {endpoints.API_VERSIONS}, got {value!r}")
         self._api_version = value
 
+    def set_timeout(self, timeout_s: float) -> None:
+        """Give every later request ``timeout_s`` (the command timeout changed at run time)."""
+        if timeout_s <= 0:
+            raise ValueError(f"timeout_s must be positive, got {timeout_s}")
+        self._timeout_s = timeout_s
+
     # -- plumbing ---------------------------------------------------------------------
 
     def _call(
@@ -114,6 +122,8 @@ class MeterClient:
         json_body: Any = None,
         timeout_s: float | None = None,
     ) -> tuple[int, str]:
+        if timeout_s is None:
+            timeout_s = self._timeout_s
         status, text = self._transport.request(
             method, path, json_body=json_body, timeout_s=timeout_s
         )
@@ -171,7 +181,7 @@ class MeterClient:
     def supports_v2(self) -> bool:
         """Ask the meter whether it offers ``/v2`` (200 yes, 404 no)."""
         path = endpoints.livemeasure("v2")
-        status, text = self._transport.request("GET", path)
+        status, text = self._transport.request("GET", path, timeout_s=self._timeout_s)
         if status == endpoints.OK:
             return True
         if status == endpoints.NOT_FOUND:

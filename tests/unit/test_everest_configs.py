@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from lem_dcbm.config import config_from_mapping, load_everest_config_file
-from lem_dcbm.service import ntp_servers
+from lem_dcbm.runtime_config import ntp_servers
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "everest-configs"
 
