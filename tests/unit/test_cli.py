@@ -153,3 +153,24 @@ def test_run_with_a_missing_config_file_names_the_option(
         f"lem-dcbm: configuration error: option '--config': cannot read "
         f"{tmp_path / 'nope.yaml'}: No such file or directory\n"
     )
+
+
+def test_run_takes_log_level_and_format() -> None:
+    args = build_parser().parse_args(
+        ["run", "--config", "c.yaml", "--log-level", "debug", "--log-format", "JSON"]
+    )
+
+    assert (args.log_level, args.log_format) == ("DEBUG", "json")
+
+
+def test_run_with_a_bad_log_variable_exits_2_naming_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("LEM_DCBM_LOG_LEVEL", "chatty")
+
+    assert main(["run", "--config", "c.yaml"]) == 2
+
+    assert capsys.readouterr().err == (
+        "lem-dcbm: configuration error: environment variable 'LEM_DCBM_LOG_LEVEL': "
+        "must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL; got 'chatty'\n"
+    )
