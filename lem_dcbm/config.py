@@ -23,11 +23,13 @@ from typing import Any
 import yaml
 from jsonschema import Draft7Validator
 
+from lem_dcbm import MODULE_NAME
 from lem_dcbm.broker_tls import broker_ssl_context, read_password_file
 from lem_dcbm.errors import ConfigError
 
-#: Names the module is known by in an EVerest config's ``module:`` entry.
-MODULE_NAMES = ("LemDCBM400600", "LemDCBM400600Py", "lem-dcbm", "lem_dcbm")
+#: Names the module is known by in an EVerest config's ``module:`` entry: its own first,
+#: then the C++ module's, so that a config written for that one runs standalone unchanged.
+MODULE_NAMES = (MODULE_NAME, "LemDCBM400600", "lem-dcbm", "lem_dcbm")
 _JSON_TYPES = {"string": "string", "integer": "integer", "number": "number", "boolean": "boolean"}
 _SCHEMA_KEYWORDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "enum")
 _TIMEZONE = re.compile(r"^([+-])(\d{2}):(\d{2})$")
