@@ -64,6 +64,12 @@ def configure_run(parser: argparse.ArgumentParser) -> None:
         "--module-id",
         help="module id under active_modules (default: the only lem-dcbm module in the file)",
     )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="check the config, broker settings and installation, say where the journal "
+        "goes, and exit (0, or 2 on a bad config) without connecting to anything",
+    )
     add_broker_arguments(parser)
     add_log_arguments(parser)
     parser.set_defaults(handler=run_command)
@@ -114,8 +120,23 @@ def run_command(args: argparse.Namespace) -> int:
     except ConfigError as err:
         print(f"lem-dcbm: configuration error: {err}", file=sys.stderr)
         return EXIT_CONFIG
+    if args.check:
+        return _check(module_id, config.journal_dir, broker)
     configure_logging(module_id, level, log_format)
     return _serve(module_id, broker, os.environ, lambda service: service.run_standalone(config))
+
+
+def _check(module_id: str, journal_dir: str, broker: BrokerSettings) -> int:
+    """``run --check``: the config is valid; import what serving needs, say where things go."""
+    from lem_dcbm.health import health_file_path
+    from lem_dcbm.service import journal_directory
+
+    print(
+        f"lem-dcbm: config of {module_id} is valid; broker {broker.describe()}, prefix "
+        f"{broker.prefix}; journal {journal_directory(journal_dir, module_id)}; "
+        f"heartbeat {health_file_path()}"
+    )
+    return 0
 
 
 def run_under_manager(module_id: str, environ: Mapping[str, str]) -> int:
