@@ -85,3 +85,16 @@ def test_constraints_pin_each_dependency_inside_its_range() -> None:
             pinned[re.sub(r"[-_.]+", "-", name).lower()] = version
     for name, spec in declared().items():
         assert Requirement(spec).specifier.contains(pinned[name]), (spec, pinned.get(name))
+
+
+def test_every_install_command_in_the_docs_takes_the_constraints() -> None:
+    unpinned = []
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        # Shell lines continued with a backslash are one command.
+        text = path.read_text(encoding="utf-8").replace("\\\n", " ")
+        for line in text.splitlines():
+            for command in re.findall(r"pip install[^`#\n]*", line):
+                if "--constraint" not in command and " -c " not in command:
+                    unpinned.append(f"{path.name}: {command.strip()}")
+
+    assert unpinned == []
