@@ -63,6 +63,7 @@ def test_journal_in_the_state_directory_and_the_instance_is_the_module_id() -> N
     unit = settings(UNIT.read_text())
 
     assert unit["StateDirectory"] == ["lem-dcbm"]
+    assert (unit["DynamicUser"], unit["User"]) == (["yes"], ["lem-dcbm"])
     assert "LEM_DCBM_STATE_DIR=%S/lem-dcbm" in unit["Environment"]
     assert unit["ExecStart"] == [
         f"{INSTALLED} run --config /etc/lem-dcbm/config.yaml --module-id %i"
