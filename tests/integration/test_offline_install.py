@@ -1,7 +1,8 @@
 """The offline route: a wheelhouse built here installs into a fresh venv with no index.
 
 That venv holds lem-dcbm and its declared runtime dependencies only, so importing every
-module of the package there also shows that it imports nothing else.
+module of the package there also shows that it imports nothing else; the module installed
+there then serves the simulated meter until SIGTERM.
 """
 
 from __future__ import annotations
@@ -14,6 +15,15 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from lem_dcbm.harness import (
+    Broker,
+    ModuleProcess,
+    Simulator,
+    simulator_config,
+    write_config,
+)
+from lem_dcbm.harness.processes import spawn
 
 pytestmark = pytest.mark.integration
 
@@ -62,7 +72,9 @@ def pins(constraints: Path) -> dict[str, str]:
     return found
 
 
-def test_wheelhouse_installs_offline_and_every_module_imports(tmp_path: Path) -> None:
+def test_wheelhouse_installs_offline_and_every_module_imports(
+    tmp_path: Path, mosquitto: Broker, simulator: Simulator
+) -> None:
     house, venv, elsewhere = tmp_path / "wheelhouse", tmp_path / "venv", tmp_path / "cwd"
     elsewhere.mkdir()
     run(ROOT / "scripts" / "wheelhouse", house, env={**os.environ, "PYTHON": sys.executable})
@@ -123,3 +135,28 @@ def test_wheelhouse_installs_offline_and_every_module_imports(tmp_path: Path) ->
         cwd=elsewhere,
     )
     assert checked.startswith("lem-dcbm: config of powermeter_1 is valid; broker localhost:1883")
+
+    # And it runs: the offline install serves a meter until SIGTERM, then exits 0.
+    config = write_config(tmp_path / "module" / "config.yaml", simulator_config(simulator))
+    heartbeat = tmp_path / "module" / "heartbeat"
+    argv = [
+        str(bin_dir / "lem-dcbm"),
+        "run",
+        "--config",
+        str(config),
+        "--broker-host",
+        mosquitto.host,
+        "--broker-port",
+        str(mosquitto.port),
+    ]
+    env = {
+        **offline,
+        "LEM_DCBM_HEALTH_FILE": str(heartbeat),
+        "LEM_DCBM_STATE_DIR": str(tmp_path / "state"),
+    }
+    log = tmp_path / "module" / "module.log"
+    module = ModuleProcess(spawn(argv, log, env=env, cwd=elsewhere), log, argv, 0.0, heartbeat)
+    try:
+        module.wait_ready()
+    finally:
+        assert module.terminate() == 0, module.log()
