@@ -23,11 +23,13 @@ from typing import Any
 import yaml
 from jsonschema import Draft7Validator
 
+from lem_dcbm import MODULE_NAME
 from lem_dcbm.broker_tls import broker_ssl_context, read_password_file
 from lem_dcbm.errors import ConfigError
 
-#: Names the module is known by in an EVerest config's ``module:`` entry.
-MODULE_NAMES = ("LemDCBM400600", "LemDCBM400600Py", "lem-dcbm", "lem_dcbm")
+#: Names the module is known by in an EVerest config's ``module:`` entry: its own first,
+#: then the C++ module's, so that a config written for that one runs standalone unchanged.
+MODULE_NAMES = (MODULE_NAME, "LemDCBM400600", "lem-dcbm", "lem_dcbm")
 _JSON_TYPES = {"string": "string", "integer": "integer", "number": "number", "boolean": "boolean"}
 _SCHEMA_KEYWORDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "enum")
 _TIMEZONE = re.compile(r"^([+-])(\d{2}):(\d{2})$")
@@ -392,28 +394,53 @@ def load_everest_config_file(path: Path, module_id: str | None) -> tuple[str, Mo
     except OSError as exc:
         raise ConfigError("--config", f"cannot read {path}: {exc.strerror or exc}") from exc
     except yaml.YAMLError as exc:
-        raise ConfigError("--config", f"{path} is not valid YAML: {exc}") from exc
+        raise ConfigError(str(path), _yaml_problem(exc), kind="config file") from exc
     modules = document.get("active_modules") if isinstance(document, dict) else None
     if not isinstance(modules, dict) or not modules:
         raise ConfigError("active_modules", f"{path} has no 'active_modules' mapping")
+    ours = [
+        str(mid)
+        for mid, entry in modules.items()
+        if isinstance(entry, dict) and _is_our_module(entry.get("module"))
+    ]
     if module_id is None:
-        ours = [
-            mid
-            for mid, entry in modules.items()
-            if isinstance(entry, dict) and _is_our_module(entry.get("module"))
-        ]
         if len(ours) != 1:
-            found = ", ".join(str(mid) for mid in ours) or "none"
             raise ConfigError(
                 "active_modules",
-                f"expected exactly one module '{MODULE_NAMES[0]}' in {path}, found {found}; "
-                "name one with --module-id",
+                f"expected exactly one module '{MODULE_NAMES[0]}' in {path}, "
+                f"found {_listing(ours)}; name one with --module-id",
             )
-        module_id = str(ours[0])
+        module_id = ours[0]
     entry = modules.get(module_id)
     if not isinstance(entry, dict):
-        raise ConfigError("active_modules", f"no module '{module_id}' in {path}")
-    return module_id, config_from_mapping(_entry_values(entry, module_id))
+        raise ConfigError(
+            "--module-id",
+            f"no module '{module_id}' in {path}; this module's ids there: {_listing(ours)}",
+        )
+    try:
+        return module_id, config_from_mapping(_entry_values(entry, module_id))
+    except ConfigError as err:
+        if module_id in ours:
+            raise
+        # A folder of another name may hold this module, so an entry of another kind is
+        # refused only when its config is not ours: then that, not a key, is the problem.
+        raise ConfigError(
+            "--module-id",
+            f"'{module_id}' in {path} is a module of kind {entry.get('module')!r}, not "
+            f"lem-dcbm; this module's ids there: {_listing(ours)}",
+        ) from err
+
+
+def _listing(module_ids: list[str]) -> str:
+    return ", ".join(module_ids) or "none"
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line for a YAML error: where (1-based line and column) and what."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem", None) or getattr(exc, "context", None) or str(exc)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"not valid YAML{where}: {' '.join(str(problem).split())}"
 
 
 def _entry_values(entry: Mapping[str, Any], module_id: str) -> dict[str, Any]:

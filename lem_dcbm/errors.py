@@ -31,12 +31,25 @@ class LemDcbmError(Exception):
 
 
 class ConfigError(LemDcbmError):
-    """A configuration value is missing or invalid; ``key`` names it."""
+    """A configuration value is missing or invalid; ``key`` names it.
 
-    def __init__(self, key: str, problem: str) -> None:
-        super().__init__(f"config key '{key}': {problem}")
+    The message says what ``key`` is: a command-line option (``--config``), an
+    environment variable (``EV_MQTT_*``, ``LEM_DCBM_*``), a config file, or a config key.
+    """
+
+    def __init__(self, key: str, problem: str, *, kind: str | None = None) -> None:
+        super().__init__(f"{kind or _kind_of(key)} '{key}': {problem}")
         self.key = key
         self.problem = problem
+
+
+def _kind_of(key: str) -> str:
+    if key.startswith("-"):
+        return "option"
+    # Config keys such as IT or SC are upper case too: only these prefixes name variables.
+    if key.startswith(("EV_", "LEM_DCBM_")):
+        return "environment variable"
+    return "config key"
 
 
 class ControllerError(LemDcbmError):

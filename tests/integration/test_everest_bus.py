@@ -361,7 +361,7 @@ def test_manager_handshake(
             {
                 "msg_type": response_type,
                 "data": {
-                    "module": "LemDCBM400600",
+                    "module": peer.module_name,  # the name the manager gave
                     "provides": {"main": {"interface": "powermeter"}},
                 },
             }

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
+from lem_dcbm import MODULE_NAME
 from lem_dcbm.config import BrokerSettings
 from lem_dcbm.everest.bus import Message, MqttBus
 
@@ -94,7 +95,7 @@ class EverestPeer:
         impl_id: str = "main",
         prefix: str = "everest/",
         peer_id: str = "evse_manager",
-        module_name: str = "LemDCBM400600",
+        module_name: str = MODULE_NAME,
         broker: BrokerSettings | None = None,
     ) -> None:
         """``broker`` gives credentials and TLS; its host, port and prefix are replaced."""
