@@ -11,6 +11,12 @@ urllib3 is used directly (``requests`` on top of it would add a session layer pe
 and about 3.7 MB of imports for nothing the meter needs: no cookies, no redirects, no
 proxies, no CA bundles).
 
+Every request ends within its timeout, however the meter answers: urllib3's timeouts
+are per socket operation, so a meter (or a middlebox) that dribbles an answer a byte
+at a time, each byte within the timeout, would hold a request for ever. A deadline
+(``_Deadline``) shuts the request's socket down when the whole exchange, connect and TLS
+handshake included, takes longer than the timeout.
+
 urllib3's own retries are off, so nothing is ever re-sent behind the caller's back,
 with one exception: a GET or PUT that fails because the server closed a connection
 (reset, disconnect, broken pipe) before answering is sent once more on a fresh
@@ -23,12 +29,14 @@ harmless, so the caller's retry policy decides.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import logging
 import re
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any, Protocol
@@ -84,13 +92,75 @@ _CONNECT_FAILURES: tuple[type[BaseException], ...] = (
 )
 
 
+class _DeadlinePassed(TimeoutError):
+    """The whole exchange took longer than the timeout; its socket was shut down."""
+
+
 def _dropped(error: BaseException) -> bool:
     cause = error.__cause__
     return (
         isinstance(error, MeterConnectionError)
         and isinstance(cause, Exception)
+        and not isinstance(cause, _DeadlinePassed)  # a slow meter, not a stale connection
         and is_stale_connection(cause)
     )
+
+
+class _Deadline:
+    """Shuts down the socket of a request still going on ``seconds`` after it began."""
+
+    def __init__(self, seconds: float) -> None:
+        self._lock = threading.Lock()
+        self._connection: object = None
+        self._ended = False
+        self.passed = False
+        self._timer = threading.Timer(seconds, self._pass)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def watch(self, connection: object) -> None:
+        """The connection the request uses (it may not be connected yet)."""
+        with self._lock:
+            self._connection = connection
+            if self.passed:
+                self._cut()
+
+    def end(self) -> bool:
+        """The exchange is over; True when the deadline passed before it was."""
+        with self._lock:
+            self._ended = True
+        self._timer.cancel()
+        return self.passed
+
+    def _pass(self) -> None:
+        with self._lock:
+            if self._ended:
+                return
+            self.passed = True
+            self._cut()
+
+    def _cut(self) -> None:
+        sock = getattr(self._connection, "sock", None)
+        if sock is not None:
+            # Wakes the thread blocked on the socket; the connection is not reused.
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+class _WatchedPool(urllib3.HTTPConnectionPool):
+    """A pool that shows the current request's deadline the connection it takes."""
+
+    deadline: _Deadline | None = None
+
+    def _get_conn(self, timeout: float | None = None) -> Any:  # noqa: ANN401 - as urllib3
+        connection = super()._get_conn(timeout)
+        if self.deadline is not None:
+            self.deadline.watch(connection)
+        return connection
+
+
+class _WatchedHttpsPool(_WatchedPool, urllib3.HTTPSConnectionPool):
+    """``_WatchedPool`` for HTTPS."""
 
 
 class Transport(Protocol):
@@ -174,6 +244,28 @@ def _decode(body: bytes, content_type: str) -> str:
         return body.decode("utf-8", errors="replace")
 
 
+def _translate(method: str, path: str, timeout_s: float, exc: Exception) -> Exception:
+    """The package's error for what urllib3 (or the socket below it) raised."""
+    if isinstance(exc, _DeadlinePassed):
+        return MeterConnectionError(
+            method, path, f"no answer within {timeout_s:g} s: not complete by then"
+        )
+    if isinstance(exc, SSLError):
+        return MeterTlsError(method, path, f"TLS handshake failed: {_reason(exc)}")
+    if isinstance(exc, NewConnectionError):
+        # Checked first: urllib3 derives it from ConnectTimeoutError for old callers.
+        return MeterConnectionError(method, path, f"connection failed: {_reason(exc)}")
+    if isinstance(exc, (ConnectTimeoutError, ReadTimeoutError, TimeoutError)):
+        return MeterConnectionError(
+            method, path, f"no answer within {timeout_s:g} s: {_reason(exc)}"
+        )
+    if isinstance(exc, (ProtocolError, OSError, http.client.HTTPException)):
+        return MeterConnectionError(method, path, f"connection failed: {_reason(exc)}")
+    if isinstance(exc, HTTPError):
+        return MeterError(method, path, f"request failed: {_reason(exc)}")
+    return MeterError(method, path, f"unreadable answer: {_reason(exc)}")
+
+
 class HttpTransport:
     """Requests to one meter at ``base_url`` with a per-request timeout.
 
@@ -205,10 +297,10 @@ class HttpTransport:
         self._socket_options = options
         self._pool = self._new_pool()
 
-    def _new_pool(self) -> urllib3.HTTPConnectionPool:
+    def _new_pool(self) -> _WatchedPool:
         if self._https:
             # Trust is the one pinned certificate in the context: no CA files, no hostname.
-            return urllib3.HTTPSConnectionPool(
+            return _WatchedHttpsPool(
                 self._host,
                 self._port,
                 maxsize=POOL_SIZE,
@@ -218,7 +310,7 @@ class HttpTransport:
                 assert_hostname=False,
                 socket_options=self._socket_options,
             )
-        return urllib3.HTTPConnectionPool(
+        return _WatchedPool(
             self._host,
             self._port,
             maxsize=POOL_SIZE,
@@ -279,8 +371,11 @@ class HttpTransport:
         if json_body is not None:
             body = json.dumps(json_body).encode("utf-8")
             headers["Content-Type"] = "application/json"
+        deadline = _Deadline(timeout_s)
+        pool = self._pool
+        pool.deadline = deadline
         try:
-            response = self._pool.urlopen(
+            response = pool.urlopen(
                 method,
                 url,
                 body=body,
@@ -292,23 +387,21 @@ class HttpTransport:
             )
             data = response.read(MAX_ANSWER_BYTES + 1)
             too_large = len(data) > MAX_ANSWER_BYTES
+            if deadline.end():
+                response.close()
+                raise _DeadlinePassed(f"the answer took longer than {timeout_s:g} s")
             if too_large:
                 response.close()  # the rest is never read: this connection is not reused
             else:
                 response.release_conn()
-        except SSLError as exc:
-            raise MeterTlsError(method, path, f"TLS handshake failed: {_reason(exc)}") from exc
-        except NewConnectionError as exc:
-            # Checked first: urllib3 derives it from ConnectTimeoutError for old callers.
-            raise MeterConnectionError(method, path, f"connection failed: {_reason(exc)}") from exc
-        except (ConnectTimeoutError, ReadTimeoutError, TimeoutError) as exc:
-            raise MeterConnectionError(
-                method, path, f"no answer within {timeout_s:g} s: {_reason(exc)}"
-            ) from exc
-        except (ProtocolError, OSError) as exc:
-            raise MeterConnectionError(method, path, f"connection failed: {_reason(exc)}") from exc
-        except HTTPError as exc:
-            raise MeterError(method, path, f"request failed: {_reason(exc)}") from exc
+        except Exception as exc:
+            if deadline.end() and not isinstance(exc, _DeadlinePassed):
+                raise MeterConnectionError(
+                    method, path, f"no answer within {timeout_s:g} s: not complete by then"
+                ) from _DeadlinePassed(f"cut at {timeout_s:g} s: {_reason(exc)}")
+            raise _translate(method, path, timeout_s, exc) from exc
+        finally:
+            pool.deadline = None
         if too_large:
             raise MeterBodyError(
                 method,

@@ -1,0 +1,270 @@
+"""Hostile meter answers over real sockets, fuzzed with a fixed seed.
+
+The real client (urllib3, one keep-alive connection) talks to ``HostileMeter``, which
+answers each request with the simulated meter's own answer or with what a broken meter
+or network sends: any status and body, a body shorter than its ``Content-Length``, an
+answer dribbled out slower than any timeout allows, a reset, unparsable headers.
+
+Invariants:
+
+- nothing but a ``MeterError`` leaves the client, and the controller's commands and the
+  ready loop raise nothing at all;
+- every request ends within its bound (twice the timeout: one re-send on a fresh
+  connection is allowed), however slowly the answer drips;
+- an answer that is not a complete, well-formed HTTP answer never becomes a result;
+- ``CommunicationFault`` is raised exactly while the last reading failed, and clear after
+  a good one;
+- a stop never hands out a record other than its own transaction's, whatever
+  ``/ocmf`` answers.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from lem_dcbm.clock import ManualClock
+from lem_dcbm.core.controller import ControllerSettings, MeterController
+from lem_dcbm.core.ready_loop import COMMUNICATION_FAULT, LoopTiming, ReadyLoop
+from lem_dcbm.core.record_book import RecordBook
+from lem_dcbm.core.timesync import TimeSync
+from lem_dcbm.core.transaction_request import StartSettings
+from lem_dcbm.errors import MeterError
+from lem_dcbm.meter.client import MeterClient
+from lem_dcbm.meter.transport import HttpTransport
+from lem_dcbm.simulator.device import MeterConfig, SimulatedMeter
+from lem_dcbm.simulator.ocmf_signer import OcmfSigner, tamper_record
+from tests.support.fake_outputs import RecordingOutputs
+from tests.support.hostile_meter import GARBAGE_HEADS, Act, HostileMeter
+from tests.support.record_rig import request
+
+#: The client's timeout: short, so that slow drips cost little test time.
+TIMEOUT_S = 0.25
+#: The longest one client call may take: one re-send on a fresh connection, and slack
+#: for a loaded machine.
+BOUND_S = 2 * TIMEOUT_S + 0.75
+SIGNER = OcmfSigner.generate()
+START = datetime(2026, 11, 22, 10, 0, tzinfo=timezone.utc)
+
+
+def sockets(examples: int) -> settings:
+    """A fixed seed, a bounded count, no shrinking (each example costs real time)."""
+    return settings(
+        max_examples=examples,
+        derandomize=True,
+        deadline=None,
+        database=None,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    )
+
+
+BODIES = (
+    st.binary(max_size=120)
+    | st.just(b"OCMF|{}|{}")
+    | st.just(b'{"status": {"value": 17, "bits": {')
+    | st.just(b"{}")
+    | st.just(b"null")
+)
+ACTS = st.one_of(
+    st.just(Act()),
+    st.builds(
+        Act,
+        kind=st.just("answer"),
+        status=st.sampled_from([200, 201, 204, 404, 500, 503]) | st.integers(100, 599),
+        body=BODIES,
+    ),
+    st.builds(Act, kind=st.just("truncate"), extra=st.integers(1, 5000)),
+    st.builds(Act, kind=st.just("drip"), gap_s=st.sampled_from([0.05, 0.1])),
+    st.builds(Act, kind=st.just("reset"), before_reset=st.sampled_from([0, 5, 40])),
+    st.builds(Act, kind=st.just("garbage"), extra=st.integers(0, len(GARBAGE_HEADS) - 1)),
+)
+
+
+class Meter:
+    """A simulated meter behind a hostile socket, on a manual clock."""
+
+    def __init__(self) -> None:
+        self.clock = ManualClock(START)
+        self.device = SimulatedMeter(self.clock, SIGNER, MeterConfig(min_transaction_seconds=0))
+        self.server = HostileMeter(self.device)
+
+    def client(self) -> MeterClient:
+        return MeterClient(HttpTransport(self.server.base_url, timeout_s=TIMEOUT_S))
+
+    def controller(
+        self, client: MeterClient, measurements: MeterClient | None = None, **settings: Any
+    ) -> MeterController:
+        """A controller on this meter's clock, without a journal."""
+        return MeterController(
+            client,
+            ControllerSettings(
+                start=StartSettings(tariff_id=0, cable_id=1),
+                measurement_timeout_s=TIMEOUT_S,
+                api_version="v1",
+                **settings,
+            ),
+            self.clock,
+            TimeSync(client, self.clock, timezone="+01:00", dst={"activated": False}),
+            records=RecordBook(),
+            measurements=measurements,
+        )
+
+
+@pytest.fixture(scope="module")
+def meter() -> Iterator[Meter]:
+    meter = Meter()
+    yield meter
+    meter.server.close()
+
+
+def timed(call: Callable[[], Any]) -> tuple[Any, float]:
+    """The call's result (or the MeterError it raised) and how long it took."""
+    started = time.monotonic()
+    try:
+        outcome = call()
+    except MeterError as err:
+        outcome = err
+    return outcome, time.monotonic() - started
+
+
+# -- the client --------------------------------------------------------------------------
+
+#: (method, path, call, expected status): calls the meter always answers when well.
+#: (``/ocmf`` and the transaction endpoints: the stop's test below.)
+CALLS: list[tuple[str, str, Callable[[MeterClient], Any], int]] = [
+    ("GET", "/v1/status", MeterClient.status, 200),
+    ("GET", "/v1/livemeasure", MeterClient.livemeasure, 200),
+    ("GET", "/v1/legal", MeterClient.legal, 200),
+    ("GET", "/v1/settings", MeterClient.settings, 200),
+    ("PUT", "/v1/settings", lambda c: c.put_settings({"time": {"tz": "+01:00"}}), 200),
+]
+
+
+@sockets(60)
+@given(endpoint=st.sampled_from(CALLS), act=ACTS)
+def test_every_answer_parses_or_is_a_meter_error_within_the_bound(
+    meter: Meter, endpoint: tuple[str, str, Callable[[MeterClient], Any], int], act: Act
+) -> None:
+    method, path, call, expected = endpoint
+    client = meter.client()
+    try:
+        meter.server.plan(method, path, [act, act])  # the re-send gets the same
+        outcome, took = timed(lambda: call(client))
+    finally:
+        meter.server.clear()
+        client.close()
+    assert took <= BOUND_S, f"{act.kind} took {took:.2f} s"
+    if act.kind == "meter":
+        assert not isinstance(outcome, MeterError), outcome
+    elif not act.well_formed or act.status != expected:
+        # No result from an answer that is incomplete, unreadable or not the promised one.
+        assert isinstance(outcome, MeterError), (act, outcome)
+
+
+# -- CommunicationFault follows reachability -----------------------------------------------
+
+
+@sockets(25)
+@given(acts=st.lists(ACTS, min_size=1, max_size=6))
+def test_communication_fault_is_raised_exactly_while_readings_fail(
+    meter: Meter, acts: list[Act]
+) -> None:
+    commands, measurements = meter.client(), meter.client()
+    controller = meter.controller(commands, measurements=measurements)
+    outputs = RecordingOutputs()
+    # One good cycle first, then one cycle per act, then two good ones.
+    cycles = [Act(), *acts, Act(), Act()]
+    seen: list[bool] = []
+
+    def raised() -> bool:
+        state = False
+        for kind, payload in outputs.events:
+            if payload == (COMMUNICATION_FAULT, ""):
+                state = kind == "raise"
+        return state
+
+    stop = threading.Event()
+
+    def after_cycle() -> None:
+        seen.append(raised())
+        if len(seen) == len(cycles):
+            stop.set()
+        else:  # a re-send gets the same; what a cycle left unused is dropped
+            meter.server.clear()
+            meter.server.plan("GET", "/v1/livemeasure", [cycles[len(seen)]] * 2)
+
+    loop = ReadyLoop(
+        controller, outputs, meter.clock, LoopTiming(interval_s=1.0), on_cycle=after_cycle
+    )
+    try:
+        started = time.monotonic()
+        loop.run(stop)  # raises nothing, whatever the meter answers
+        took = time.monotonic() - started
+    finally:
+        meter.server.clear()
+        commands.close()
+        measurements.close()
+    assert took <= 1.0 + len(cycles) * BOUND_S
+    for number, (act, fault) in enumerate(zip(cycles, seen, strict=True)):
+        if act.kind == "meter":
+            assert not fault, f"cycle {number}: a good reading left CommunicationFault raised"
+        elif not act.well_formed or act.status != 200:
+            assert fault, f"cycle {number}: {act.kind} left CommunicationFault clear"
+    assert seen[-1] is False
+
+
+# -- a stop hands out its own record or none -----------------------------------------------
+
+
+@sockets(20)
+@given(data=st.data())
+def test_a_stop_never_bills_a_record_of_another_transaction(
+    meter: Meter, data: st.DataObject
+) -> None:
+    client = meter.client()
+    controller = meter.controller(client, stop_record_wait_s=3.0, transaction_retries=2)
+    try:
+        controller.initialize()
+        number = len(meter.device.state()["transactions"])
+        foreign_id = f"fuzz-{number}-a"
+        own_id = f"fuzz-{number}-b"
+        assert controller.start_transaction(request(foreign_id)).ok
+        meter.clock.advance(30)
+        assert controller.stop_transaction(foreign_id).ok
+        foreign = meter.device.ocmf(foreign_id)
+        started = controller.start_transaction(request(own_id))
+        meter.clock.advance(30)
+        own_ocmf = data.draw(
+            st.lists(
+                ACTS
+                | st.builds(Act, kind=st.just("answer"), body=st.just(foreign.encode()))
+                | st.builds(
+                    Act, kind=st.just("answer"), body=st.just(tamper_record(foreign).encode())
+                ),
+                max_size=4,
+            )
+        )
+        meter.server.plan("GET", "/v1/ocmf", own_ocmf)
+        meter.server.plan("PUT", "/v1/legal", data.draw(st.lists(ACTS, max_size=2)))
+        meter.server.plan("GET", "/v1/legal", data.draw(st.lists(ACTS, max_size=2)))
+        stopped = controller.stop_transaction(own_id)  # raises nothing
+    finally:
+        meter.server.clear()
+        client.close()
+    if started.begin_record is not None:
+        assert started.begin_record.ocmf != foreign
+    if stopped.ok:
+        assert stopped.record is not None
+        assert stopped.record.ocmf == meter.device.ocmf(own_id)
+        assert stopped.record.ocmf != foreign
+    # Whatever happened, the meter runs nothing afterwards that a later start trips on.
+    if meter.device.state()["running_transaction"] is not None:
+        controller.stop_transaction("")
