@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
 
@@ -36,20 +36,23 @@ from lem_dcbm.core.ready_loop import COMMUNICATION_FAULT, LoopTiming, ReadyLoop
 from lem_dcbm.core.record_book import RecordBook
 from lem_dcbm.core.timesync import TimeSync
 from lem_dcbm.core.transaction_request import StartSettings
-from lem_dcbm.errors import MeterError
+from lem_dcbm.errors import MeterConnectionError
 from lem_dcbm.meter.client import MeterClient
-from lem_dcbm.meter.transport import HttpTransport
 from lem_dcbm.simulator.device import MeterConfig, SimulatedMeter
 from lem_dcbm.simulator.ocmf_signer import OcmfSigner, tamper_record
 from tests.support.fake_outputs import RecordingOutputs
-from tests.support.hostile_meter import GARBAGE_HEADS, Act, HostileMeter
+from tests.support.fuzz import (
+    WIRE_ACTS,
+    WIRE_BOUND_S,
+    WIRE_CALLS,
+    WIRE_TIMEOUT_S,
+    WireCall,
+    wire_call_problem,
+    wire_client,
+)
+from tests.support.hostile_meter import Act, HostileMeter
 from tests.support.record_rig import request
 
-#: The client's timeout: short, so that slow drips cost little test time.
-TIMEOUT_S = 0.25
-#: The longest one client call may take: one re-send on a fresh connection, and slack
-#: for a loaded machine.
-BOUND_S = 2 * TIMEOUT_S + 0.75
 SIGNER = OcmfSigner.generate()
 START = datetime(2026, 11, 22, 10, 0, tzinfo=timezone.utc)
 
@@ -66,28 +69,6 @@ def sockets(examples: int) -> settings:
     )
 
 
-BODIES = (
-    st.binary(max_size=120)
-    | st.just(b"OCMF|{}|{}")
-    | st.just(b'{"status": {"value": 17, "bits": {')
-    | st.just(b"{}")
-    | st.just(b"null")
-)
-ACTS = st.one_of(
-    st.just(Act()),
-    st.builds(
-        Act,
-        kind=st.just("answer"),
-        status=st.sampled_from([200, 201, 204, 404, 500, 503]) | st.integers(100, 599),
-        body=BODIES,
-    ),
-    st.builds(Act, kind=st.just("truncate"), extra=st.integers(1, 5000)),
-    st.builds(Act, kind=st.just("drip"), gap_s=st.sampled_from([0.05, 0.1])),
-    st.builds(Act, kind=st.just("reset"), before_reset=st.sampled_from([0, 5, 40])),
-    st.builds(Act, kind=st.just("garbage"), extra=st.integers(0, len(GARBAGE_HEADS) - 1)),
-)
-
-
 class Meter:
     """A simulated meter behind a hostile socket, on a manual clock."""
 
@@ -97,7 +78,7 @@ class Meter:
         self.server = HostileMeter(self.device)
 
     def client(self) -> MeterClient:
-        return MeterClient(HttpTransport(self.server.base_url, timeout_s=TIMEOUT_S))
+        return wire_client(self.server)
 
     def controller(
         self, client: MeterClient, measurements: MeterClient | None = None, **settings: Any
@@ -107,7 +88,7 @@ class Meter:
             client,
             ControllerSettings(
                 start=StartSettings(tariff_id=0, cable_id=1),
-                measurement_timeout_s=TIMEOUT_S,
+                measurement_timeout_s=WIRE_TIMEOUT_S,
                 api_version="v1",
                 **settings,
             ),
@@ -125,55 +106,51 @@ def meter() -> Iterator[Meter]:
     meter.server.close()
 
 
-def timed(call: Callable[[], Any]) -> tuple[Any, float]:
-    """The call's result (or the MeterError it raised) and how long it took."""
-    started = time.monotonic()
-    try:
-        outcome = call()
-    except MeterError as err:
-        outcome = err
-    return outcome, time.monotonic() - started
-
-
 # -- the client --------------------------------------------------------------------------
-
-#: (method, path, call, expected status): calls the meter always answers when well.
-#: (``/ocmf`` and the transaction endpoints: the stop's test below.)
-CALLS: list[tuple[str, str, Callable[[MeterClient], Any], int]] = [
-    ("GET", "/v1/status", MeterClient.status, 200),
-    ("GET", "/v1/livemeasure", MeterClient.livemeasure, 200),
-    ("GET", "/v1/legal", MeterClient.legal, 200),
-    ("GET", "/v1/settings", MeterClient.settings, 200),
-    ("PUT", "/v1/settings", lambda c: c.put_settings({"time": {"tz": "+01:00"}}), 200),
-]
 
 
 @sockets(60)
-@given(endpoint=st.sampled_from(CALLS), act=ACTS)
+@given(endpoint=st.sampled_from(WIRE_CALLS), act=WIRE_ACTS)
 def test_every_answer_parses_or_is_a_meter_error_within_the_bound(
-    meter: Meter, endpoint: tuple[str, str, Callable[[MeterClient], Any], int], act: Act
+    meter: Meter, endpoint: WireCall, act: Act
 ) -> None:
-    method, path, call, expected = endpoint
+    assert wire_call_problem(meter.server, endpoint, act) is None
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "call"),
+    [
+        ("GET", "/v1/status", MeterClient.status),
+        ("POST", "/v1/legal", lambda c: c.start_transaction({"transactionId": "drip"})),
+    ],
+)
+def test_an_answer_dribbled_within_each_timeout_is_cut_at_the_deadline(
+    meter: Meter, method: str, path: str, call: Any
+) -> None:
+    # Four bytes every 0.1 s: each read is within the 0.25 s timeout, the answer takes
+    # seconds. The request ends at its deadline and is not sent again.
     client = meter.client()
+    meter.server.plan(method, path, [Act(kind="drip", gap_s=0.1)] * 2)
+    served = len(meter.server.served)
+    started = time.monotonic()
     try:
-        meter.server.plan(method, path, [act, act])  # the re-send gets the same
-        outcome, took = timed(lambda: call(client))
+        with pytest.raises(MeterConnectionError, match=r"no answer within 0.25 s"):
+            call(client)
+        took = time.monotonic() - started
+        assert meter.server.served[served:] == [(method, path, "drip")]
+        meter.server.clear()
+        assert client.status().meter_id  # the next request gets a fresh connection
     finally:
         meter.server.clear()
         client.close()
-    assert took <= BOUND_S, f"{act.kind} took {took:.2f} s"
-    if act.kind == "meter":
-        assert not isinstance(outcome, MeterError), outcome
-    elif not act.well_formed or act.status != expected:
-        # No result from an answer that is incomplete, unreadable or not the promised one.
-        assert isinstance(outcome, MeterError), (act, outcome)
+    assert took < WIRE_TIMEOUT_S + 0.5
 
 
 # -- CommunicationFault follows reachability -----------------------------------------------
 
 
 @sockets(25)
-@given(acts=st.lists(ACTS, min_size=1, max_size=6))
+@given(acts=st.lists(WIRE_ACTS, min_size=1, max_size=6))
 def test_communication_fault_is_raised_exactly_while_readings_fail(
     meter: Meter, acts: list[Act]
 ) -> None:
@@ -212,7 +189,7 @@ def test_communication_fault_is_raised_exactly_while_readings_fail(
         meter.server.clear()
         commands.close()
         measurements.close()
-    assert took <= 1.0 + len(cycles) * BOUND_S
+    assert took <= 1.0 + len(cycles) * WIRE_BOUND_S
     for number, (act, fault) in enumerate(zip(cycles, seen, strict=True)):
         if act.kind == "meter":
             assert not fault, f"cycle {number}: a good reading left CommunicationFault raised"
@@ -244,7 +221,7 @@ def test_a_stop_never_bills_a_record_of_another_transaction(
         meter.clock.advance(30)
         own_ocmf = data.draw(
             st.lists(
-                ACTS
+                WIRE_ACTS
                 | st.builds(Act, kind=st.just("answer"), body=st.just(foreign.encode()))
                 | st.builds(
                     Act, kind=st.just("answer"), body=st.just(tamper_record(foreign).encode())
@@ -253,8 +230,8 @@ def test_a_stop_never_bills_a_record_of_another_transaction(
             )
         )
         meter.server.plan("GET", "/v1/ocmf", own_ocmf)
-        meter.server.plan("PUT", "/v1/legal", data.draw(st.lists(ACTS, max_size=2)))
-        meter.server.plan("GET", "/v1/legal", data.draw(st.lists(ACTS, max_size=2)))
+        meter.server.plan("PUT", "/v1/legal", data.draw(st.lists(WIRE_ACTS, max_size=2)))
+        meter.server.plan("GET", "/v1/legal", data.draw(st.lists(WIRE_ACTS, max_size=2)))
         stopped = controller.stop_transaction(own_id)  # raises nothing
     finally:
         meter.server.clear()
