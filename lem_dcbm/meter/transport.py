@@ -14,7 +14,7 @@ proxies, no CA bundles).
 Every request ends within its timeout, however the meter answers: urllib3's timeouts
 are per socket operation, so a meter (or a middlebox) that dribbles an answer a byte
 at a time, each byte within the timeout, would hold a request for ever. A deadline
-(``_Deadline``) shuts the request's socket down when the whole exchange, connect and TLS
+(``_Watchdog``) shuts the request's socket down when the whole exchange, connect and TLS
 handshake included, takes longer than the timeout.
 
 urllib3's own retries are off, so nothing is ever re-sent behind the caller's back,
@@ -33,6 +33,7 @@ import contextlib
 import http.client
 import json
 import logging
+import math
 import re
 import socket
 import ssl
@@ -107,44 +108,85 @@ def _dropped(error: BaseException) -> bool:
 
 
 class _Deadline:
-    """Shuts down the socket of a request still going on ``seconds`` after it began."""
+    """When one request must be over, and the connection whose socket to cut then."""
 
-    def __init__(self, seconds: float) -> None:
-        self._lock = threading.Lock()
-        self._connection: object = None
-        self._ended = False
+    def __init__(self, at: float) -> None:
+        self.at = at
+        self.connection: object = None
         self.passed = False
-        self._timer = threading.Timer(seconds, self._pass)
-        self._timer.daemon = True
-        self._timer.start()
 
-    def watch(self, connection: object) -> None:
+
+class _Watchdog:
+    """One thread for the process that shuts down the sockets of requests past deadline.
+
+    A thread per request would cost more CPU than the request itself; this one sleeps
+    until the earliest deadline and is woken early only by a request whose deadline is
+    earlier still (mostly the first after a quiet spell).
+    """
+
+    #: While the connection has no socket yet (still connecting), how often to look again.
+    RECHECK_S = 0.05
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._active: set[_Deadline] = set()
+        self._thread: threading.Thread | None = None
+        #: When the thread looks next on its own (infinity while it waits for work).
+        self._wake_at = math.inf
+
+    def arm(self, seconds: float) -> _Deadline:
+        """Watch a request that must be over in ``seconds``."""
+        deadline = _Deadline(time.monotonic() + seconds)
+        with self._cond:
+            self._active.add(deadline)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="meter-deadlines", daemon=True
+                )
+                self._thread.start()
+            if deadline.at < self._wake_at:
+                self._wake_at = deadline.at
+                self._cond.notify()
+        return deadline
+
+    def watch(self, deadline: _Deadline, connection: object) -> None:
         """The connection the request uses (it may not be connected yet)."""
-        with self._lock:
-            self._connection = connection
-            if self.passed:
-                self._cut()
+        with self._cond:
+            deadline.connection = connection
 
-    def end(self) -> bool:
-        """The exchange is over; True when the deadline passed before it was."""
-        with self._lock:
-            self._ended = True
-        self._timer.cancel()
-        return self.passed
+    def end(self, deadline: _Deadline) -> bool:
+        """The request is over; True when its deadline passed before it was."""
+        with self._cond:
+            self._active.discard(deadline)
+            return deadline.passed
 
-    def _pass(self) -> None:
-        with self._lock:
-            if self._ended:
-                return
-            self.passed = True
-            self._cut()
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                if not self._active:
+                    self._wake_at = math.inf
+                    self._cond.wait()
+                    continue
+                now = time.monotonic()
+                due = min(deadline.at for deadline in self._active)
+                if due > now:
+                    self._wake_at = due
+                    self._cond.wait(due - now)
+                    continue
+                for deadline in [d for d in self._active if d.at <= now]:
+                    deadline.passed = True
+                    sock = getattr(deadline.connection, "sock", None)
+                    if sock is None:
+                        # Connecting (bounded by the connect timeout): cut once it has a socket.
+                        deadline.at = now + self.RECHECK_S
+                        continue
+                    self._active.discard(deadline)
+                    # Wakes the thread blocked on the socket; the connection is not reused.
+                    with contextlib.suppress(OSError):
+                        sock.shutdown(socket.SHUT_RDWR)
 
-    def _cut(self) -> None:
-        sock = getattr(self._connection, "sock", None)
-        if sock is not None:
-            # Wakes the thread blocked on the socket; the connection is not reused.
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+
+_WATCHDOG = _Watchdog()
 
 
 class _WatchedPool(urllib3.HTTPConnectionPool):
@@ -155,7 +197,7 @@ class _WatchedPool(urllib3.HTTPConnectionPool):
     def _get_conn(self, timeout: float | None = None) -> Any:  # noqa: ANN401 - as urllib3
         connection = super()._get_conn(timeout)
         if self.deadline is not None:
-            self.deadline.watch(connection)
+            _WATCHDOG.watch(self.deadline, connection)
         return connection
 
 
@@ -371,7 +413,7 @@ class HttpTransport:
         if json_body is not None:
             body = json.dumps(json_body).encode("utf-8")
             headers["Content-Type"] = "application/json"
-        deadline = _Deadline(timeout_s)
+        deadline = _WATCHDOG.arm(timeout_s)
         pool = self._pool
         pool.deadline = deadline
         try:
@@ -387,7 +429,7 @@ class HttpTransport:
             )
             data = response.read(MAX_ANSWER_BYTES + 1)
             too_large = len(data) > MAX_ANSWER_BYTES
-            if deadline.end():
+            if _WATCHDOG.end(deadline):
                 response.close()
                 raise _DeadlinePassed(f"the answer took longer than {timeout_s:g} s")
             if too_large:
@@ -395,7 +437,7 @@ class HttpTransport:
             else:
                 response.release_conn()
         except Exception as exc:
-            if deadline.end() and not isinstance(exc, _DeadlinePassed):
+            if _WATCHDOG.end(deadline) and not isinstance(exc, _DeadlinePassed):
                 raise MeterConnectionError(
                     method, path, f"no answer within {timeout_s:g} s: not complete by then"
                 ) from _DeadlinePassed(f"cut at {timeout_s:g} s: {_reason(exc)}")
