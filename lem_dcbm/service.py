@@ -13,7 +13,8 @@ Threads, and what each one owns:
   controller's lock, over the command client; the lock is held across the meter
   requests of a command on purpose (the meter runs one transaction request at a time).
 - ``housekeeping``: clock sync and missing records, over the command client, only when
-  the controller's lock is free (``acquire(blocking=False)``): commands go first.
+  the controller's lock is free (``acquire(blocking=False)``) and no command waits for it;
+  it stops between steps when one does: a command waits for one step at most.
 - paho's network thread and the bus's dispatch thread: MQTT only; the dispatch thread
   parses and validates each call and answers a refused one at once, so it never waits
   behind a command at the meter; valid calls go to the worker's queue. It never calls

@@ -1,13 +1,16 @@
-"""Which commands wait behind a slow one: refusals never do, meter commands stay in order.
+"""What waits behind slow work: refusals never do, meter commands stay in order, and a
+command waits for at most the one background step in progress.
 
-The real controller drives the simulated meter behind a transport whose ``POST /legal``
-is held by a gate, so a start is "at the meter" for as long as the test says. The test
-thread plays the bus's dispatch thread (``submit``), the dispatcher's worker is real.
+The real controller drives the simulated meter behind a transport whose requests are
+held by a gate, so a start (or a record fetch) is "at the meter" for as long as the test
+says. The test thread plays the bus's dispatch thread (``submit``); the dispatcher's
+worker is real.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -99,3 +102,35 @@ def test_a_stop_sent_during_its_start_is_carried_out_after_it(lanes: Any) -> Non
     assert stop["status"] == "OK", stop
     assert stop["signed_meter_value"]["signed_meter_data"] == rig.record_at_meter("tx-1")
     assert rig.device.state()["running_transaction"] is None
+
+
+def test_a_command_waits_for_one_background_step_not_for_all_of_them(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    for transaction_id in ("tx-1", "tx-2"):  # two records left to fetch in the background
+        assert rig.controller.start_transaction(request(transaction_id)).ok
+        rig.charge()
+        lost = rig.transport.add(Rule("GET", "/v1/ocmf", "reset"))
+        assert not rig.controller.stop_transaction(transaction_id).ok
+        rig.transport.rules.remove(lost)
+    assert rig.controller.pending_records == ["tx-1", "tx-2"]
+    rig.clock.advance(600)
+    gate = rig.transport.add(Rule("GET", "/v1/ocmf", "gate", count=1))
+    background = threading.Thread(target=rig.controller.housekeeping)
+    background.start()
+    assert gate.entered.wait(5), "the first record fetch never reached the meter"
+    answers: list[Any] = []
+    command = threading.Thread(
+        target=lambda: answers.append(rig.controller.start_transaction(request("tx-3")))
+    )
+    command.start()
+    wait_until(lambda: rig.controller.commands_waiting == 1, 5, what="the start to wait")
+    calls_before = len(rig.transport.calls)
+    gate.release.set()
+    command.join(10)
+    background.join(10)
+    assert answers[0].ok, answers
+    after = rig.transport.calls[calls_before:]
+    # The start came right after the fetch in progress, before tx-2's record was asked for.
+    start_at = after.index(("POST", "/v1/legal"))
+    assert not any(path.startswith("/v1/ocmf?transactionId=tx-2") for _, path in after[:start_at])
+    assert rig.controller.pending_records == ["tx-2"]
