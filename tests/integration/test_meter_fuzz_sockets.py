@@ -13,13 +13,14 @@ Invariants:
   connection is allowed), however slowly the answer drips;
 - an answer that is not a complete, well-formed HTTP answer never becomes a result;
 - ``CommunicationFault`` is raised exactly while the last reading failed, and clear after
-  a good one;
+  a good one; a status answer that is unusable changes no health error;
 - a stop never hands out a record other than its own transaction's, whatever
   ``/ocmf`` answers.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -32,6 +33,7 @@ from hypothesis import strategies as st
 
 from lem_dcbm.clock import ManualClock
 from lem_dcbm.core.controller import ControllerSettings, MeterController
+from lem_dcbm.core.health_monitor import HealthMonitor
 from lem_dcbm.core.ready_loop import COMMUNICATION_FAULT, LoopTiming, ReadyLoop
 from lem_dcbm.core.record_book import RecordBook
 from lem_dcbm.core.timesync import TimeSync
@@ -149,17 +151,31 @@ def test_an_answer_dribbled_within_each_timeout_is_cut_at_the_deadline(
 # -- CommunicationFault follows reachability -----------------------------------------------
 
 
+class Unexpected(logging.Handler):
+    """Keeps the log records that carry a traceback: something the loop did not expect."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info:
+            self.records.append(record)
+
+
 @sockets(25)
-@given(acts=st.lists(WIRE_ACTS, min_size=1, max_size=6))
+@given(acts=st.lists(st.tuples(WIRE_ACTS, WIRE_ACTS), min_size=1, max_size=6))
 def test_communication_fault_is_raised_exactly_while_readings_fail(
-    meter: Meter, acts: list[Act]
+    meter: Meter, acts: list[tuple[Act, Act]]
 ) -> None:
     commands, measurements = meter.client(), meter.client()
     controller = meter.controller(commands, measurements=measurements)
     outputs = RecordingOutputs()
-    # One good cycle first, then one cycle per act, then two good ones.
-    cycles = [Act(), *acts, Act(), Act()]
+    health = HealthMonitor(measurements, outputs, meter.clock, poll_interval_s=1.0)
+    # (reading, status) per cycle: one good cycle first, then the acts, then two good ones.
+    cycles = [(Act(), Act()), *acts, (Act(), Act()), (Act(), Act())]
     seen: list[bool] = []
+    events_after: list[int] = []
 
     def raised() -> bool:
         state = False
@@ -172,29 +188,48 @@ def test_communication_fault_is_raised_exactly_while_readings_fail(
 
     def after_cycle() -> None:
         seen.append(raised())
+        events_after.append(len(outputs.events))
         if len(seen) == len(cycles):
             stop.set()
-        else:  # a re-send gets the same; what a cycle left unused is dropped
-            meter.server.clear()
-            meter.server.plan("GET", "/v1/livemeasure", [cycles[len(seen)]] * 2)
+            return
+        # A re-send gets the same; what a cycle left unused is dropped.
+        meter.server.clear()
+        reading, status = cycles[len(seen)]
+        meter.server.plan("GET", "/v1/livemeasure", [reading] * 2)
+        meter.server.plan("GET", "/v1/status", [status] * 2)
 
     loop = ReadyLoop(
-        controller, outputs, meter.clock, LoopTiming(interval_s=1.0), on_cycle=after_cycle
+        controller,
+        outputs,
+        meter.clock,
+        LoopTiming(interval_s=1.0),
+        on_cycle=after_cycle,
+        health=health,
     )
+    unexpected = Unexpected()
+    logging.getLogger("lem_dcbm").addHandler(unexpected)
     try:
         started = time.monotonic()
-        loop.run(stop)  # raises nothing, whatever the meter answers
+        loop.run(stop)
         took = time.monotonic() - started
     finally:
+        logging.getLogger("lem_dcbm").removeHandler(unexpected)
         meter.server.clear()
         commands.close()
         measurements.close()
-    assert took <= 1.0 + len(cycles) * WIRE_BOUND_S
-    for number, (act, fault) in enumerate(zip(cycles, seen, strict=True)):
-        if act.kind == "meter":
+    assert unexpected.records == [], [r.getMessage() for r in unexpected.records]
+    assert took <= 1.0 + 2 * len(cycles) * WIRE_BOUND_S
+    for number, ((reading, status), fault) in enumerate(zip(cycles, seen, strict=True)):
+        if reading.kind == "meter":
             assert not fault, f"cycle {number}: a good reading left CommunicationFault raised"
-        elif not act.well_formed or act.status != 200:
-            assert fault, f"cycle {number}: {act.kind} left CommunicationFault clear"
+        elif not reading.well_formed or reading.status != 200:
+            assert fault, f"cycle {number}: {reading.kind} left CommunicationFault clear"
+        if number and (not status.well_formed or status.status != 200):
+            # An unusable status answer changes no health error.
+            emitted = outputs.events[events_after[number - 1] : events_after[number]]
+            changed = [e for e in emitted if e[0] in ("raise", "clear")]
+            changed = [e for e in changed if e[1][0] != COMMUNICATION_FAULT]
+            assert changed == [], f"cycle {number}: {status.kind} status answer changed {changed}"
     assert seen[-1] is False
 
 
