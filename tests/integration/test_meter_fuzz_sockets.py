@@ -236,6 +236,13 @@ def test_communication_fault_is_raised_exactly_while_readings_fail(
 # -- a stop hands out its own record or none -----------------------------------------------
 
 
+def acts_with_records(*records: str) -> st.SearchStrategy[list[Act]]:
+    """Up to four acts, some of which serve one of ``records`` (whole or tampered)."""
+    served = [Act(kind="answer", body=r.encode()) for r in records]
+    served += [Act(kind="answer", body=tamper_record(r).encode()) for r in records]
+    return st.lists(WIRE_ACTS | st.sampled_from(served), max_size=4)
+
+
 @sockets(20)
 @given(data=st.data())
 def test_a_stop_never_bills_a_record_of_another_transaction(
@@ -243,40 +250,44 @@ def test_a_stop_never_bills_a_record_of_another_transaction(
 ) -> None:
     client = meter.client()
     controller = meter.controller(client, stop_record_wait_s=3.0, transaction_retries=2)
+    unexpected = Unexpected()
+    logging.getLogger("lem_dcbm").addHandler(unexpected)
     try:
         controller.initialize()
         number = len(meter.device.state()["transactions"])
-        foreign_id = f"fuzz-{number}-a"
-        own_id = f"fuzz-{number}-b"
+        foreign_id, own_id = f"fuzz-{number}-a", f"fuzz-{number}-b"
         assert controller.start_transaction(request(foreign_id)).ok
         meter.clock.advance(30)
         assert controller.stop_transaction(foreign_id).ok
         foreign = meter.device.ocmf(foreign_id)
+        # The start of our own transaction, answered badly...
+        meter.server.plan("POST", "/v1/legal", data.draw(st.lists(WIRE_ACTS, max_size=2)))
+        meter.server.plan("GET", "/v1/status", data.draw(st.lists(WIRE_ACTS, max_size=2)))
+        meter.server.plan("GET", "/v1/ocmf", data.draw(acts_with_records(foreign)))
         started = controller.start_transaction(request(own_id))
+        meter.server.clear()
+        running = meter.device.state()["running_transaction"]
+        begin = meter.device.ocmf(own_id) if running == own_id else None
         meter.clock.advance(30)
-        own_ocmf = data.draw(
-            st.lists(
-                WIRE_ACTS
-                | st.builds(Act, kind=st.just("answer"), body=st.just(foreign.encode()))
-                | st.builds(
-                    Act, kind=st.just("answer"), body=st.just(tamper_record(foreign).encode())
-                ),
-                max_size=4,
-            )
-        )
-        meter.server.plan("GET", "/v1/ocmf", own_ocmf)
+        # ...and its stop.
+        meter.server.plan("GET", "/v1/ocmf", data.draw(acts_with_records(foreign)))
         meter.server.plan("PUT", "/v1/legal", data.draw(st.lists(WIRE_ACTS, max_size=2)))
         meter.server.plan("GET", "/v1/legal", data.draw(st.lists(WIRE_ACTS, max_size=2)))
-        stopped = controller.stop_transaction(own_id)  # raises nothing
+        stopped = controller.stop_transaction(own_id)
+        meter.server.clear()
+        own = meter.device.ocmf(own_id) if running == own_id else None
+        if meter.device.state()["running_transaction"] is not None:
+            controller.stop_transaction("")  # the next example starts from a quiet meter
     finally:
+        logging.getLogger("lem_dcbm").removeHandler(unexpected)
         meter.server.clear()
         client.close()
+    assert unexpected.records == [], [r.getMessage() for r in unexpected.records]
+    if started.ok:
+        assert running == own_id, "a start answered OK that the meter does not run"
     if started.begin_record is not None:
-        assert started.begin_record.ocmf != foreign
+        assert started.begin_record.ocmf == begin
     if stopped.ok:
         assert stopped.record is not None
-        assert stopped.record.ocmf == meter.device.ocmf(own_id)
+        assert stopped.record.ocmf == own
         assert stopped.record.ocmf != foreign
-    # Whatever happened, the meter runs nothing afterwards that a later start trips on.
-    if meter.device.state()["running_transaction"] is not None:
-        controller.stop_transaction("")
