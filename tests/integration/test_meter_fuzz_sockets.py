@@ -111,7 +111,7 @@ def meter() -> Iterator[Meter]:
 # -- the client --------------------------------------------------------------------------
 
 
-@sockets(60)
+@sockets(50)
 @given(endpoint=st.sampled_from(WIRE_CALLS), act=WIRE_ACTS)
 def test_every_answer_parses_or_is_a_meter_error_within_the_bound(
     meter: Meter, endpoint: WireCall, act: Act
@@ -129,14 +129,14 @@ def test_every_answer_parses_or_is_a_meter_error_within_the_bound(
 def test_an_answer_dribbled_within_each_timeout_is_cut_at_the_deadline(
     meter: Meter, method: str, path: str, call: Any
 ) -> None:
-    # Four bytes every 0.1 s: each read is within the 0.25 s timeout, the answer takes
+    # Four bytes every 0.1 s: each read is within the 0.5 s timeout, the answer takes
     # seconds. The request ends at its deadline and is not sent again.
     client = meter.client()
     meter.server.plan(method, path, [Act(kind="drip", gap_s=0.1)] * 2)
     served = len(meter.server.served)
     started = time.monotonic()
     try:
-        with pytest.raises(MeterConnectionError, match=r"no answer within 0.25 s"):
+        with pytest.raises(MeterConnectionError, match=r"no answer within 0.5 s"):
             call(client)
         took = time.monotonic() - started
         assert meter.server.served[served:] == [(method, path, "drip")]
@@ -145,7 +145,7 @@ def test_an_answer_dribbled_within_each_timeout_is_cut_at_the_deadline(
     finally:
         meter.server.clear()
         client.close()
-    assert took < WIRE_TIMEOUT_S + 0.5
+    assert took < WIRE_BOUND_S  # the whole answer would take seconds
 
 
 # -- CommunicationFault follows reachability -----------------------------------------------
@@ -163,7 +163,7 @@ class Unexpected(logging.Handler):
             self.records.append(record)
 
 
-@sockets(25)
+@sockets(20)
 @given(acts=st.lists(st.tuples(WIRE_ACTS, WIRE_ACTS), min_size=1, max_size=6))
 def test_communication_fault_is_raised_exactly_while_readings_fail(
     meter: Meter, acts: list[tuple[Act, Act]]
@@ -243,7 +243,7 @@ def acts_with_records(*records: str) -> st.SearchStrategy[list[Act]]:
     return st.lists(WIRE_ACTS | st.sampled_from(served), max_size=4)
 
 
-@sockets(20)
+@sockets(16)
 @given(data=st.data())
 def test_a_stop_never_bills_a_record_of_another_transaction(
     meter: Meter, data: st.DataObject

@@ -191,7 +191,7 @@ def every_client_call(client: MeterClient) -> list[Any]:
 # -- meter answers on the wire (HostileMeter) ----------------------------------------------
 
 #: The client's timeout against ``HostileMeter``: short, so that slow drips cost little.
-WIRE_TIMEOUT_S = 0.25
+WIRE_TIMEOUT_S = 0.5
 #: The longest one client call may take: one re-send on a fresh connection, plus slack
 #: for a loaded machine.
 WIRE_BOUND_S = 2 * WIRE_TIMEOUT_S + 0.75
