@@ -10,7 +10,7 @@ test extras (hypothesis).
 ``--wire-answers N`` also sends N meter answers over real sockets (``HostileMeter``, as in
 ``tests/integration/test_meter_fuzz_sockets.py``): truncations, slow drips, resets and
 unparsable heads besides random statuses and bodies, counting crashes, calls that took
-longer than their bound and results built from an invalid answer. About 30 ms an answer
+longer than their bound and results built from an invalid answer. About 35 ms an answer
 on average (a drip costs its timeout), so it is off by default.
 """
 
