@@ -190,7 +190,11 @@ _WATCHDOG = _Watchdog()
 
 
 class _WatchedPool(urllib3.HTTPConnectionPool):
-    """A pool that shows the current request's deadline the connection it takes."""
+    """A pool that shows the current request's deadline the connection it takes.
+
+    ``_get_conn`` is urllib3's own (unpublished) hook, stable since 1.x; should it change,
+    the deadline tests (tests/integration/test_meter_fuzz_sockets.py) fail.
+    """
 
     deadline: _Deadline | None = None
 
