@@ -13,9 +13,13 @@ Threads, and what each one owns:
   controller's lock, over the command client; the lock is held across the meter
   requests of a command on purpose (the meter runs one transaction request at a time).
 - ``housekeeping``: clock sync and missing records, over the command client, only when
-  the controller's lock is free (``acquire(blocking=False)``): commands go first.
-- paho's network thread and the bus's dispatch thread: MQTT only; they hand commands to
-  the worker's queue and never call the meter.
+  the controller's lock is free (``acquire(blocking=False)``) and no command waits for it;
+  it stops between steps when one does: a command waits for one step at most.
+- paho's network thread and the bus's dispatch thread: MQTT only; the dispatch thread
+  parses and validates each call and answers a refused one at once, so it never waits
+  behind a command at the meter; valid calls go to the worker's queue. It never calls
+  the meter. Start and stop stay one queue, in order: both act on the one meter's
+  transaction, and a stop must not overtake its start (docs/concurrency.md).
 - the main thread waits for the stop event; ``shutdown-watch`` turns the manager's
   shutdown message into it.
 

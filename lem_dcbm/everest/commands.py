@@ -1,9 +1,13 @@
 """Command dispatch: parse a call, validate it, run its handler, answer the caller.
 
-Calls run one at a time on one worker thread, in arrival order: the meter handles one
-transaction request at a time, and the network thread must never wait for it. Every
-request is answered on ``{request topic}/response/{origin}`` when it names an id and an
-origin; a request that does not is logged and dropped. No input ends the worker.
+Two lanes. A call is parsed and validated where it arrives (the bus's dispatch thread):
+one that is refused (unparsable, too large, against the schema) is answered at once and
+never waits behind a command at the meter. Valid calls run one at a time on one worker
+thread, in arrival order: both commands act on the one meter's transaction state, and a
+stop must never overtake the start it ends (docs/concurrency.md). The network thread
+never waits for the meter. Every request is answered on
+``{request topic}/response/{origin}`` when it names an id and an origin; a request that
+does not is logged and dropped. No input ends the worker.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from lem_dcbm.everest import envelope, validation
@@ -34,6 +39,15 @@ CommandHandler = Callable[[dict[str, Any]], Any]
 Publish = Callable[[str, bytes], object]
 #: The interface schema answers are shaped and checked by (it may change at start-up).
 SchemaSource = Callable[[], InterfaceSchema]
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """A parsed, validated call waiting for its handler."""
+
+    name: str
+    handler: CommandHandler
+    request: envelope.CommandRequest
 
 
 def _not_unicode(value: Any, where: str = "") -> str | None:
@@ -75,7 +89,7 @@ class CommandDispatcher:
         self._dropped_logged: set[str] = set()
         self._max_payload_bytes = max_payload_bytes
         self._handlers: dict[str, CommandHandler] = {}
-        self._queue: queue.SimpleQueue[Message | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
         self._stopping = threading.Event()
         self._busy = threading.Event()
         self._worker: threading.Thread | None = None
@@ -107,8 +121,9 @@ class CommandDispatcher:
             self._worker.start()
 
     def submit(self, message: Message) -> None:
-        """Queue a request for the worker (called on the bus's dispatch thread).
+        """Screen a request and queue it for the worker (called on the bus's dispatch thread).
 
+        A refused request is answered here at once, whatever the worker is busy with.
         A retained message is never a call: EVerest publishes commands unretained, and a
         retained one would run again at every (re)connect (a retained ``stop("")`` would
         end whatever session runs). It is logged and dropped unanswered.
@@ -120,15 +135,19 @@ class CommandDispatcher:
             return
         if self._stopping.is_set():
             self._refuse_for_shutdown(message)
-        elif self._queue.qsize() >= MAX_WAITING:
+            return
+        call = self._screen(message)
+        if call is None:
+            return
+        if self._queue.qsize() >= MAX_WAITING:
             # A flood must not queue up work for hours: the caller hears at once.
-            self._turn_away(
-                message,
+            self._answer_call_error(
+                call,
                 "HandlerException",
                 f"{MAX_WAITING} commands are already waiting; try again later",
             )
         else:
-            self._queue.put(message)
+            self._queue.put(call)
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Finish the call in progress; answer the queued ones with ``Shutdown``."""
@@ -142,12 +161,21 @@ class CommandDispatcher:
     # --- the pipeline ----------------------------------------------------------------
 
     def execute(self, message: Message) -> None:
-        """Handle one request completely: parse, validate, run, validate, answer."""
+        """Handle one request completely, on this thread: screen, run, validate, answer."""
+        call = self._screen(message)
+        if call is not None:
+            self._run(call)
+
+    def _screen(self, message: Message) -> _Call | None:
+        """Parse and validate a request; answer (or drop) it and return None when refused.
+
+        No meter round trip: this is what a call may be refused for without waiting.
+        """
         name = self._topics.command_name(message.topic)
         handler = self._handlers.get(name or "")
         if name is None or handler is None:
             _LOGGER.warning("ignored a message on %s: no such command", message.topic)
-            return
+            return None
         size = len(message.payload)
         if size > MAX_ROUTABLE_BYTES:
             _LOGGER.warning(
@@ -156,18 +184,25 @@ class CommandDispatcher:
                 size,
                 self._max_payload_bytes,
             )
-            return
+            return None
         try:
             request = envelope.parse_command(message.payload)
         except envelope.CommandParseError as exc:
             if size > self._max_payload_bytes:
                 exc = self._too_large(exc.call_id, exc.origin, size)
             self._refuse(name, message, exc)
-            return
+            return None
         if size > self._max_payload_bytes:
             self._refuse(name, message, self._too_large(request.call_id, request.origin, size))
-            return
-        self._run(name, handler, request)
+            return None
+        problem = validation.check_arguments(name, request.args) or _not_unicode(request.args)
+        if problem is not None:
+            _LOGGER.warning("refused %s from %s: %s", name, request.origin, problem)
+            self._answer_error(
+                name, request.call_id, request.origin, "SchemaValidationError", problem
+            )
+            return None
+        return _Call(name, handler, request)
 
     def _too_large(
         self, call_id: str | None, origin: str | None, size: int
@@ -179,16 +214,10 @@ class CommandDispatcher:
             origin,
         )
 
-    def _run(self, name: str, handler: CommandHandler, request: envelope.CommandRequest) -> None:
-        problem = validation.check_arguments(name, request.args) or _not_unicode(request.args)
-        if problem is not None:
-            _LOGGER.warning("refused %s from %s: %s", name, request.origin, problem)
-            self._answer_error(
-                name, request.call_id, request.origin, "SchemaValidationError", problem
-            )
-            return
+    def _run(self, call: _Call) -> None:
+        name, request = call.name, call.request
         try:
-            retval = handler(request.args)
+            retval = call.handler(request.args)
         except Exception as exc:
             _LOGGER.exception("the %s handler failed for a call from %s", name, request.origin)
             message = f"{type(exc).__name__}: {exc}"
@@ -239,6 +268,9 @@ class CommandDispatcher:
         payload = envelope.error_result_payload(call_id, self._topics.module_id, error_type, text)
         self._publish(self._topics.cmd_response(name, origin), payload)
 
+    def _answer_call_error(self, call: _Call, error_type: str, text: str) -> None:
+        self._answer_error(call.name, call.request.call_id, call.request.origin, error_type, text)
+
     def _refuse_for_shutdown(self, message: Message) -> None:
         self._turn_away(message, "Shutdown", "the module is shutting down")
 
@@ -253,16 +285,16 @@ class CommandDispatcher:
 
     def _work(self) -> None:
         while True:
-            message = self._queue.get()
-            if message is None:
+            call = self._queue.get()
+            if call is None:
                 return
             try:
                 if self._stopping.is_set():
-                    self._refuse_for_shutdown(message)
+                    self._answer_call_error(call, "Shutdown", "the module is shutting down")
                 else:
                     self._busy.set()
-                    self.execute(message)
+                    self._run(call)
             except Exception:
-                _LOGGER.exception("handling a request on %s failed", message.topic)
+                _LOGGER.exception("handling a %s request failed", call.name)
             finally:
                 self._busy.clear()
