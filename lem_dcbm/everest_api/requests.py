@@ -1,0 +1,188 @@
+"""The bridge's requests (``e2m/start_transaction``, ``e2m/stop_transaction``), answered once.
+
+Requests run one at a time on a worker thread, in arrival order, as in the module
+protocol (:mod:`lem_dcbm.everest.commands`). Each is answered on its ``headers.replyTo``
+topic with a ``StartTransactionReply`` or ``StopTransactionReply``; a bad payload gets
+``UNEXPECTED_ERROR`` with the reason. A request without a usable ``replyTo`` is still
+carried out when it is valid (the API says so) and is otherwise dropped; both are logged,
+the drops once (then at debug level), so a flood cannot fill the log. No input ends the
+worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from lem_dcbm.everest import results
+from lem_dcbm.everest.adapter import PowermeterHandlers
+from lem_dcbm.everest.bus import Message
+from lem_dcbm.everest.commands import MAX_PAYLOAD_BYTES, MAX_ROUTABLE_BYTES, MAX_WAITING
+from lem_dcbm.everest_api import codecs
+from lem_dcbm.everest_api.topics import REQUESTS, ApiTopics
+
+_LOGGER = logging.getLogger(__name__)
+_EXCERPT_BYTES = 120
+
+Publish = Callable[[str, bytes], object]
+
+
+class RequestWorker:
+    """Carries out the bridge's requests and publishes each reply once."""
+
+    def __init__(
+        self,
+        topics: ApiTopics,
+        handlers: PowermeterHandlers,
+        publish: Publish,
+        *,
+        refusal: Callable[[], str | None] = lambda: None,
+    ) -> None:
+        self._topics = topics
+        self._handlers = handlers
+        self._publish = publish
+        self._refusal = refusal
+        self._queue: queue.SimpleQueue[Message | None] = queue.SimpleQueue()
+        self._stopping = threading.Event()
+        self._busy = threading.Event()
+        self._worker: threading.Thread | None = None
+        self._quiet: set[str] = set()
+
+    def topics(self) -> list[str]:
+        """The request topics to subscribe to."""
+        return [self._topics.e2m(name) for name in REQUESTS]
+
+    @property
+    def running(self) -> bool:
+        """True while a request is being carried out."""
+        return self._busy.is_set()
+
+    @property
+    def waiting(self) -> int:
+        """Requests received and not yet started."""
+        return self._queue.qsize()
+
+    def start(self) -> None:
+        """Start the worker thread."""
+        if self._worker is None:
+            self._worker = threading.Thread(target=self._work, name="api-requests", daemon=True)
+            self._worker.start()
+
+    def submit(self, message: Message) -> None:
+        """Queue a request (on the bus's dispatch thread); refuse it when it cannot wait."""
+        if message.retain:
+            self._log_once("retained", "ignored a retained message on %s", message.topic)
+        elif self._stopping.is_set():
+            self._turn_away(message, "the module is shutting down")
+        elif self._queue.qsize() >= MAX_WAITING:
+            self._turn_away(message, f"{MAX_WAITING} requests are already waiting; try later")
+        else:
+            self._queue.put(message)
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Finish the request in progress; answer the queued ones as refused."""
+        self._stopping.set()
+        self._queue.put(None)
+        if self._worker is not None and self._worker is not threading.current_thread():
+            self._worker.join(timeout_s)
+            if self._worker.is_alive():
+                _LOGGER.warning("a request was still running after %.1f s at shutdown", timeout_s)
+
+    # --- the pipeline ----------------------------------------------------------------
+
+    def execute(self, message: Message) -> None:
+        """Handle one request completely: decode, validate, run, reply."""
+        name = self._topics.e2m_name(message.topic)
+        if name not in REQUESTS:
+            _LOGGER.warning("ignored a message on %s: no such request", message.topic)
+            return
+        size = len(message.payload)
+        if size > MAX_ROUTABLE_BYTES:
+            self._log_once(name, "dropped a %s request of %d bytes unread", name, size)
+            return
+        try:
+            request = codecs.parse_request(message.payload)
+            if size > MAX_PAYLOAD_BYTES:
+                raise codecs.RequestError(
+                    f"payload of {size} bytes exceeds the limit of {MAX_PAYLOAD_BYTES} bytes",
+                    request.reply_to,
+                )
+            reply = self._run(name, request)
+        except codecs.RequestError as exc:
+            self._refuse(name, message, exc)
+            return
+        if request.reply_to is None:
+            _LOGGER.warning(
+                "carried out %s without a replyTo topic: no reply sent (%s)",
+                name,
+                reply.get("error") or reply["status"],
+            )
+            return
+        self._publish(request.reply_to, codecs.encode(reply))
+
+    def _run(self, name: str, request: codecs.ApiRequest) -> dict[str, Any]:
+        try:
+            if name == "start_transaction":
+                value = codecs.start_request(request.payload)
+                refused = self._refusal()
+                if refused is not None:
+                    _LOGGER.warning("refused start_transaction: %s", refused)
+                    return results.failed(f"start refused: {refused}")
+                return self._handlers.start_transaction(value)
+            transaction_id = codecs.stop_transaction_id(request.payload)
+            return self._handlers.stop_transaction(transaction_id)
+        except codecs.RequestError as exc:
+            raise codecs.RequestError(exc.reason, request.reply_to) from None
+        except Exception as exc:
+            _LOGGER.exception("the %s handler failed", name)
+            return results.failed(f"{type(exc).__name__}: {exc}")
+
+    def _refuse(self, name: str, message: Message, exc: codecs.RequestError) -> None:
+        if exc.reply_to is None:
+            excerpt = message.payload[:_EXCERPT_BYTES]
+            self._log_once(
+                name,
+                "dropped a %s request with no usable replyTo (%s): %r",
+                name,
+                exc.reason,
+                excerpt,
+            )
+            return
+        _LOGGER.warning("refused %s: %s", name, exc.reason)
+        self._publish(exc.reply_to, codecs.encode(results.failed(exc.reason)))
+
+    def _turn_away(self, message: Message, reason: str) -> None:
+        """Answer a request without running it (when it names where to answer)."""
+        try:
+            request = codecs.parse_request(message.payload)
+        except codecs.RequestError as exc:
+            request = codecs.ApiRequest(exc.reply_to, None)
+        if request.reply_to is not None:
+            self._publish(request.reply_to, codecs.encode(results.failed(reason)))
+
+    def _log_once(self, key: str, text: str, *args: object) -> None:
+        """Warn the first time per ``key``; later ones go to debug (a flood must not fill logs)."""
+        if key in self._quiet:
+            _LOGGER.debug(text, *args)
+            return
+        self._quiet.add(key)
+        _LOGGER.warning("%s (further ones are logged at debug level)", text % args)
+
+    def _work(self) -> None:
+        while True:
+            message = self._queue.get()
+            if message is None:
+                return
+            try:
+                if self._stopping.is_set():
+                    self._turn_away(message, "the module is shutting down")
+                else:
+                    self._busy.set()
+                    self.execute(message)
+            except Exception:
+                _LOGGER.exception("handling a request on %s failed", message.topic)
+            finally:
+                self._busy.clear()
