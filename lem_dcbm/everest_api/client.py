@@ -83,14 +83,24 @@ class ApiClient:
 
         threading.Thread(target=beat, name="api-heartbeat", daemon=True).start()
 
+    def send(self, name: str, payload: Any, *, token: str | None = None) -> str:
+        """Send request ``name`` without waiting; return its reply topic."""
+        reply_to = self.topics.reply(token or str(uuid.uuid4()))
+        body = {"headers": {"replyTo": reply_to}, "payload": payload}
+        self.publish_raw(self.topics.e2m(name), json.dumps(body).encode())
+        return reply_to
+
+    def publish_raw(self, topic: str, payload: bytes) -> None:
+        """Publish any bytes with QoS 2 (a hostile or broken bridge, in tests)."""
+        self._bus.publish(topic, payload)
+
     def request(self, name: str, payload: Any, timeout_s: float = 10.0) -> Any:
         """Send request ``name`` with ``payload``; return the decoded reply."""
         token = str(uuid.uuid4())
         inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
         with self._lock:
             self._replies[token] = inbox
-        body = {"headers": {"replyTo": self.topics.reply(token)}, "payload": payload}
-        self._bus.publish(self.topics.e2m(name), json.dumps(body).encode())
+        self.send(name, payload, token=token)
         try:
             return inbox.get(timeout=timeout_s)
         except queue.Empty:
