@@ -17,6 +17,10 @@ from lem_dcbm.everest import validation
 
 #: The longest topic MQTT allows, in bytes.
 MAX_TOPIC_BYTES = 65535
+#: Requests nested deeper are not decoded. The API's deepest request has 4 levels; the
+#: limit keeps decoding far from Python's recursion limit, so the outcome never depends
+#: on the thread's stack.
+MAX_DEPTH = 64
 #: The members of a ``StartTransactionRequest`` the module reads.
 START_FIELDS = (
     "evse_id",
@@ -63,6 +67,8 @@ def reply_topic(headers: Any) -> str | None:
 
 def parse_request(raw: bytes) -> ApiRequest:
     """Decode a request; raise ``RequestError`` (with the reply topic if known)."""
+    if nesting_depth(raw) > MAX_DEPTH:
+        raise RequestError(f"JSON nested deeper than {MAX_DEPTH} levels", None)
     try:
         document = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
@@ -73,6 +79,30 @@ def parse_request(raw: bytes) -> ApiRequest:
     if "payload" not in document:
         raise RequestError("the request has no payload", target)
     return ApiRequest(target, document["payload"])
+
+
+def nesting_depth(raw: bytes) -> int:
+    """The deepest nesting of arrays and objects in ``raw`` (strings skipped), cheaply."""
+    if raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH:
+        return 0  # too few brackets to go deeper than the limit
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):  # ] }
+            depth -= 1
+    return deepest
 
 
 def start_request(payload: Any) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from lem_dcbm.clock import Clock
 _LOGGER = logging.getLogger(__name__)
 
 #: Never call the heartbeat missing sooner than this after the last one.
-MIN_TIMEOUT_S = 3.0
+MIN_TIMEOUT_S = 1.5
 #: Missing after this many observed intervals without a beat.
 MISSED_INTERVALS = 3
 

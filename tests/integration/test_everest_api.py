@@ -8,6 +8,8 @@ module sends is checked against the AsyncAPI definition in ``../shared``.
 
 from __future__ import annotations
 
+import itertools
+import json
 import statistics
 import time
 import uuid
@@ -16,9 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
 
 from lem_dcbm.config import BrokerSettings
 from lem_dcbm.everest_api.client import ApiClient
+from lem_dcbm.everest_api.codecs import MAX_DEPTH
 from lem_dcbm.everest_api.topics import ApiTopics, status_topic
 from lem_dcbm.harness import (
     Broker,
@@ -31,7 +36,7 @@ from lem_dcbm.harness import (
 )
 from lem_dcbm.harness import transaction_request as request
 from lem_dcbm.ocmf import verify_ocmf
-from tests.support import asyncapi
+from tests.support import asyncapi, fuzz
 from tests.support.everest_peer import EverestPeer, Received
 from tests.support.tcp_proxy import TcpProxy
 
@@ -204,7 +209,7 @@ def test_request_sent_during_a_broker_cut_is_answered_after_reconnect(
             )
             transaction_id = str(uuid.uuid4())
             topic = bridge.send("start_transaction", request(transaction_id))
-            # The bridge's heartbeat cannot reach the module: missing after 3 s, logged once.
+            # The bridge's heartbeat (every 0.5 s) cannot reach the module: missing after 1.5 s.
             wait_until(
                 lambda: "heartbeat stopped" in module.log()[log_before:],
                 6,
@@ -232,3 +237,144 @@ def test_request_sent_during_a_broker_cut_is_answered_after_reconnect(
             assert_all_sent_messages_valid(peer, {topic: "start_transaction"})
         finally:
             assert module.terminate() == 0, module.log_tail(40)
+
+
+# --- fuzzing the e2m topics -------------------------------------------------------------
+
+FUZZ_EXAMPLES = 1000
+#: Requests published before waiting for their replies: fewer than the module's queue
+#: limit (32), so none is turned away for a full queue.
+FUZZ_BATCH = 25
+E2M_NAMES = ("start_transaction", "stop_transaction", "heartbeat")
+
+
+def depth(value: Any) -> int:
+    """How deep arrays and objects nest in ``value`` (iteratively: it may be very deep)."""
+    deepest = 0
+    stack = [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list):
+            level += 1
+            deepest = max(deepest, level)
+            stack.extend(
+                (child, level) for child in (item.values() if isinstance(item, dict) else item)
+            )
+    return deepest
+
+
+#: Small values keep generation fast (a thousand examples in a couple of seconds); the
+#: edge cases (deep nesting, a payload over the size limit, a lone surrogate) are drawn
+#: from constants.
+SMALL_TEXT = st.text(alphabet=st.characters(exclude_categories=()), max_size=12)
+SMALL_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | SMALL_TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(SMALL_TEXT, inner, max_size=3),
+    max_leaves=6,
+)
+EDGES = st.sampled_from([fuzz.DEEP.format(40), fuzz.DEEP.format(1200), "x" * 70_000, "\ud800"])
+VALUES = SMALL_JSON | EDGES
+
+
+@st.composite
+def start_payloads(draw: st.DrawFn) -> Any:
+    """A start request, valid or broken in one member."""
+    value: dict[str, Any] = request(draw(SMALL_TEXT))
+    key = draw(st.sampled_from([None, *value, "tariff_text", "identification_level"]))
+    if key is not None:
+        if draw(st.booleans()):
+            value.pop(key, None)
+        else:
+            value[key] = draw(VALUES)
+    return value
+
+
+PAYLOADS = st.one_of(
+    VALUES,
+    start_payloads(),
+    st.fixed_dictionaries({"transaction_id": VALUES}),
+    st.just({"transaction_id": "not-a-running-transaction"}),
+)
+
+
+@st.composite
+def e2m_messages(draw: st.DrawFn, tokens: Iterator[int]) -> tuple[str, bytes, str | None]:
+    """(name, payload, the reply topic of a well-formed request or None)."""
+    name = draw(st.sampled_from(E2M_NAMES))
+    kind = draw(st.integers(0, 9))
+    if kind == 0:
+        return name, draw(st.binary(max_size=100)), None
+    if kind == 1:
+        return name, fuzz._dumps(draw(VALUES)), None
+    body: dict[str, Any] = {}
+    reply_to: str | None = None
+    headers = draw(st.integers(0, 5))
+    if headers >= 2:
+        reply_to = TOPICS.reply(f"fuzz-{next(tokens)}")
+        body["headers"] = {"replyTo": reply_to}
+    elif headers == 1:
+        body["headers"] = draw(VALUES)
+    if draw(st.integers(0, 9)):
+        body["payload"] = draw(PAYLOADS)
+    payload = fuzz._dumps(body)
+    if depth(json.loads(payload)) > MAX_DEPTH:
+        reply_to = None  # the module does not decode JSON nested this deep
+    if name == "heartbeat":
+        reply_to = None  # a heartbeat is never answered
+    return name, payload, reply_to
+
+
+def test_fuzzed_e2m_payloads_never_crash_and_well_formed_requests_are_answered(
+    tmp_path: Path, simulator: Simulator, mosquitto: Broker, peer: EverestPeer, bridge: ApiClient
+) -> None:
+    asyncapi.require_definition()
+    module = run_api_module(tmp_path, simulator, mosquitto.port)
+    expected: dict[str, str] = {}
+    sent = 0
+    try:
+        peer.wait_for(lambda: m2e(peer, "public_key_ocmf"), 20, "the key")
+
+        def wait_for_replies() -> None:
+            def unanswered() -> list[str]:
+                return [topic for topic in expected if not peer.on_topic(topic)]
+
+            if peer.wait_for_optional(lambda: not unanswered(), 20) is None:
+                raise AssertionError(f"no reply on {unanswered()}\n{module.log_tail(30)}")
+
+        @settings(
+            max_examples=FUZZ_EXAMPLES,
+            derandomize=True,
+            database=None,
+            deadline=None,
+            # Every example goes to one module: no replay, no shrinking.
+            phases=[Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        )
+        @given(message=e2m_messages(itertools.count()))
+        def publish(message: tuple[str, bytes, str | None]) -> None:
+            nonlocal sent
+            name, payload, reply_to = message
+            bridge.publish_raw(TOPICS.e2m(name), payload)
+            sent += 1
+            if reply_to is not None:
+                expected[reply_to] = name
+            if sent % FUZZ_BATCH == 0:
+                wait_for_replies()
+
+        publish()
+        wait_for_replies()
+        assert sent >= FUZZ_EXAMPLES
+        assert len(expected) > FUZZ_EXAMPLES // 3, len(expected)
+        for topic in expected:
+            assert len(peer.on_topic(topic)) == 1, f"{topic} answered more than once"
+        assert module.process.poll() is None, module.log_tail(40)
+        # Still serving: values keep coming and a proper request is answered.
+        values = len(m2e(peer, "powermeter_values"))
+        peer.wait_for(lambda: len(m2e(peer, "powermeter_values")) > values, 5, "a value")
+        topic = bridge.send("stop_transaction", {"transaction_id": ""})
+        assert reply(peer, topic)["status"] in ("OK", "UNEXPECTED_ERROR")
+        expected[topic] = "stop_transaction"
+        assert_all_sent_messages_valid(peer, expected)
+        assert "Traceback" not in module.log(), module.log_tail(60)
+    finally:
+        assert module.terminate() == 0, module.log_tail(40)
