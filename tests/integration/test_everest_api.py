@@ -22,7 +22,6 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from lem_dcbm.config import BrokerSettings
-from lem_dcbm.everest_api.client import ApiClient
 from lem_dcbm.everest_api.codecs import MAX_DEPTH
 from lem_dcbm.everest_api.topics import ApiTopics, status_topic
 from lem_dcbm.harness import (
@@ -36,6 +35,7 @@ from lem_dcbm.harness import (
 )
 from lem_dcbm.harness import transaction_request as request
 from lem_dcbm.ocmf import verify_ocmf
+from lem_dcbm.tools.api_client import ApiClient
 from tests.support import asyncapi, fuzz
 from tests.support.everest_peer import EverestPeer, Received
 from tests.support.tcp_proxy import TcpProxy
