@@ -217,22 +217,23 @@ class ApiAdapter:
         for callback in list(self._resumed):
             callback()
 
+    def pulse_once(self) -> None:
+        """One beat of ``api-pulse``: check the heartbeat, send the check unless withheld."""
+        self._heartbeat.check()
+        blocked = self._board.refusal() is not None
+        if blocked != self._withheld:
+            self._withheld = blocked
+            _LOGGER.info(
+                "communication_check %s",
+                "withheld: EVerest will raise CommunicationFault" if blocked else "sent again",
+            )
+        if not blocked:
+            self._bus.publish(self.topics.m2e(COMMUNICATION_CHECK), b"true", drop_when_offline=True)
+
     def _beat(self) -> None:
-        topic = self.topics.m2e(COMMUNICATION_CHECK)
         while not self._pulse_stop.is_set():
             try:
-                self._heartbeat.check()
-                blocked = self._board.refusal() is not None
-                if blocked != self._withheld:
-                    self._withheld = blocked
-                    _LOGGER.info(
-                        "communication_check %s",
-                        "withheld: EVerest will raise CommunicationFault"
-                        if blocked
-                        else "sent again",
-                    )
-                if not blocked:
-                    self._bus.publish(topic, b"true", drop_when_offline=True)
+                self.pulse_once()
             except Exception:
                 _LOGGER.exception("the communication check failed")
             self._pulse_stop.wait(self._check_interval_s)

@@ -132,7 +132,7 @@ class ConditionBoard:
             return self._document()
 
     def _document(self) -> dict[str, Any]:
-        conditions = sorted(self._active.values(), key=lambda c: (c.since, c.error, c.sub_type))
+        conditions = list(self._active.values())  # in the order they were raised
         return {
             "version": STATUS_VERSION,
             "module_id": self._module_id,
