@@ -10,17 +10,19 @@ framework's codec does). Nothing here raises anything but :class:`RequestError`.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
-from lem_dcbm.everest import validation
+from lem_dcbm.everest import envelope, validation
 
 #: The longest topic MQTT allows, in bytes.
 MAX_TOPIC_BYTES = 65535
-#: Requests nested deeper are not decoded. The API's deepest request has 4 levels; the
-#: limit keeps decoding far from Python's recursion limit, so the outcome never depends
-#: on the thread's stack.
-MAX_DEPTH = 64
+#: Requests nested deeper are not decoded (the API's deepest has 4 levels): the limit of
+#: the module protocol, far from Python's recursion limit, so the outcome never depends on
+#: the thread's stack. Their ``replyTo`` is looked for in the text, to say so.
+MAX_DEPTH = envelope.MAX_JSON_DEPTH
+_SALVAGE_REPLY_TO = re.compile(r'"replyTo"\s*:\s*("(?:[^"\\]|\\.){1,1024}")')
 #: The members of a ``StartTransactionRequest`` the module reads.
 START_FIELDS = (
     "evse_id",
@@ -67,10 +69,13 @@ def reply_topic(headers: Any) -> str | None:
 
 def parse_request(raw: bytes) -> ApiRequest:
     """Decode a request; raise ``RequestError`` (with the reply topic if known)."""
-    if nesting_depth(raw) > MAX_DEPTH:
-        raise RequestError(f"JSON nested deeper than {MAX_DEPTH} levels", None)
     try:
-        document = json.loads(raw.decode("utf-8"))
+        text = raw.decode("utf-8")
+        if envelope.nesting_depth(text) > MAX_DEPTH:
+            raise RequestError(
+                f"JSON nested deeper than {MAX_DEPTH} levels", _salvaged_reply_to(text)
+            )
+        document = json.loads(text)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise RequestError(f"not JSON: {_short(exc)}", None) from None
     if not isinstance(document, dict):
@@ -81,28 +86,16 @@ def parse_request(raw: bytes) -> ApiRequest:
     return ApiRequest(target, document["payload"])
 
 
-def nesting_depth(raw: bytes) -> int:
-    """The deepest nesting of arrays and objects in ``raw`` (strings skipped), cheaply."""
-    if raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH:
-        return 0  # too few brackets to go deeper than the limit
-    depth = deepest = 0
-    in_string = escaped = False
-    for byte in raw:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif byte == 0x5C:  # backslash
-                escaped = True
-            elif byte == 0x22:  # quote
-                in_string = False
-        elif byte == 0x22:
-            in_string = True
-        elif byte in (0x5B, 0x7B):  # [ {
-            depth += 1
-            deepest = max(deepest, depth)
-        elif byte in (0x5D, 0x7D):  # ] }
-            depth -= 1
-    return deepest
+def _salvaged_reply_to(text: str) -> str | None:
+    """The ``replyTo`` of a request too deep to decode, found in its text."""
+    match = _SALVAGE_REPLY_TO.search(text)
+    if match is None:
+        return None
+    try:
+        topic = json.loads(match.group(1))
+    except ValueError:
+        return None
+    return reply_topic({"replyTo": topic})
 
 
 def start_request(payload: Any) -> dict[str, Any]:

@@ -76,7 +76,10 @@ def test_requests_are_decoded_or_refused_with_where_to_say_so() -> None:
         with pytest.raises(codecs.RequestError) as unroutable:
             codecs.parse_request(raw)
         assert unroutable.value.reply_to is None
-    assert codecs.nesting_depth(b'{"a": "[[[[' + b"[" * 80 + b'"}') == 1
+    deep = body([[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["x"]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]])
+    with pytest.raises(codecs.RequestError, match="nested deeper") as too_deep:
+        codecs.parse_request(deep)
+    assert too_deep.value.reply_to == REPLY  # found in the text, to say so
 
 
 def test_a_start_is_checked_like_the_interfaces_transaction_request() -> None:
