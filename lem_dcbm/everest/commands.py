@@ -9,13 +9,12 @@ origin; a request that does not is logged and dropped. No input ends the worker.
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 from collections.abc import Callable
 from typing import Any
 
 from lem_dcbm.everest import envelope, validation
 from lem_dcbm.everest.bus import Message
+from lem_dcbm.everest.serial_worker import SerialWorker
 from lem_dcbm.everest.topics import Topics
 
 _LOGGER = logging.getLogger(__name__)
@@ -69,10 +68,9 @@ class CommandDispatcher:
         self._publish = publish
         self._max_payload_bytes = max_payload_bytes
         self._handlers: dict[str, CommandHandler] = {}
-        self._queue: queue.SimpleQueue[Message | None] = queue.SimpleQueue()
-        self._stopping = threading.Event()
-        self._busy = threading.Event()
-        self._worker: threading.Thread | None = None
+        self._worker = SerialWorker(
+            "commands", self.execute, self._refuse_for_shutdown, what="command"
+        )
 
     def register(self, name: str, handler: CommandHandler) -> None:
         """Serve command ``name`` (declared by the interface) with ``handler(args)``."""
@@ -87,18 +85,16 @@ class CommandDispatcher:
     @property
     def running(self) -> bool:
         """True while the worker carries out a call."""
-        return self._busy.is_set()
+        return self._worker.running
 
     @property
     def waiting(self) -> int:
         """Calls received and not yet started."""
-        return self._queue.qsize()
+        return self._worker.waiting
 
     def start(self) -> None:
         """Start the worker thread."""
-        if self._worker is None:
-            self._worker = threading.Thread(target=self._work, name="commands", daemon=True)
-            self._worker.start()
+        self._worker.start()
 
     def submit(self, message: Message) -> None:
         """Queue a request for the worker (called on the bus's dispatch thread).
@@ -112,9 +108,9 @@ class CommandDispatcher:
                 "ignored a retained message on %s: commands are never retained", message.topic
             )
             return
-        if self._stopping.is_set():
+        if self._worker.stopping:
             self._refuse_for_shutdown(message)
-        elif self._queue.qsize() >= MAX_WAITING:
+        elif self._worker.waiting >= MAX_WAITING:
             # A flood must not queue up work for hours: the caller hears at once.
             self._turn_away(
                 message,
@@ -122,16 +118,11 @@ class CommandDispatcher:
                 f"{MAX_WAITING} commands are already waiting; try again later",
             )
         else:
-            self._queue.put(message)
+            self._worker.put(message)
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Finish the call in progress; answer the queued ones with ``Shutdown``."""
-        self._stopping.set()
-        self._queue.put(None)
-        if self._worker is not None and self._worker is not threading.current_thread():
-            self._worker.join(timeout_s)
-            if self._worker.is_alive():
-                _LOGGER.warning("a command was still running after %.1f s at shutdown", timeout_s)
+        self._worker.stop(timeout_s)
 
     # --- the pipeline ----------------------------------------------------------------
 
@@ -233,19 +224,3 @@ class CommandDispatcher:
         except envelope.CommandParseError:
             return
         self._answer_error(name, request.call_id, request.origin, error_type, reason)
-
-    def _work(self) -> None:
-        while True:
-            message = self._queue.get()
-            if message is None:
-                return
-            try:
-                if self._stopping.is_set():
-                    self._refuse_for_shutdown(message)
-                else:
-                    self._busy.set()
-                    self.execute(message)
-            except Exception:
-                _LOGGER.exception("handling a request on %s failed", message.topic)
-            finally:
-                self._busy.clear()

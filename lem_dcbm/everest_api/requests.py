@@ -12,8 +12,6 @@ worker.
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +19,7 @@ from lem_dcbm.everest import results
 from lem_dcbm.everest.adapter import PowermeterHandlers
 from lem_dcbm.everest.bus import Message
 from lem_dcbm.everest.commands import MAX_PAYLOAD_BYTES, MAX_ROUTABLE_BYTES, MAX_WAITING
+from lem_dcbm.everest.serial_worker import SerialWorker
 from lem_dcbm.everest_api import codecs
 from lem_dcbm.everest_api.topics import REQUESTS, ApiTopics
 
@@ -45,10 +44,9 @@ class RequestWorker:
         self._handlers = handlers
         self._publish = publish
         self._refusal = refusal
-        self._queue: queue.SimpleQueue[Message | None] = queue.SimpleQueue()
-        self._stopping = threading.Event()
-        self._busy = threading.Event()
-        self._worker: threading.Thread | None = None
+        self._worker = SerialWorker(
+            "api-requests", self.execute, self._refuse_for_shutdown, what="request"
+        )
         self._quiet: set[str] = set()
 
     def topics(self) -> list[str]:
@@ -58,38 +56,31 @@ class RequestWorker:
     @property
     def running(self) -> bool:
         """True while a request is being carried out."""
-        return self._busy.is_set()
+        return self._worker.running
 
     @property
     def waiting(self) -> int:
         """Requests received and not yet started."""
-        return self._queue.qsize()
+        return self._worker.waiting
 
     def start(self) -> None:
         """Start the worker thread."""
-        if self._worker is None:
-            self._worker = threading.Thread(target=self._work, name="api-requests", daemon=True)
-            self._worker.start()
+        self._worker.start()
 
     def submit(self, message: Message) -> None:
         """Queue a request (on the bus's dispatch thread); refuse it when it cannot wait."""
         if message.retain:
             self._log_once("retained", "ignored a retained message on %s", message.topic)
-        elif self._stopping.is_set():
-            self._turn_away(message, "the module is shutting down")
-        elif self._queue.qsize() >= MAX_WAITING:
+        elif self._worker.stopping:
+            self._refuse_for_shutdown(message)
+        elif self._worker.waiting >= MAX_WAITING:
             self._turn_away(message, f"{MAX_WAITING} requests are already waiting; try later")
         else:
-            self._queue.put(message)
+            self._worker.put(message)
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Finish the request in progress; answer the queued ones as refused."""
-        self._stopping.set()
-        self._queue.put(None)
-        if self._worker is not None and self._worker is not threading.current_thread():
-            self._worker.join(timeout_s)
-            if self._worker.is_alive():
-                _LOGGER.warning("a request was still running after %.1f s at shutdown", timeout_s)
+        self._worker.stop(timeout_s)
 
     # --- the pipeline ----------------------------------------------------------------
 
@@ -154,6 +145,9 @@ class RequestWorker:
         _LOGGER.warning("refused %s: %s", name, exc.reason)
         self._publish(exc.reply_to, codecs.encode(results.failed(exc.reason)))
 
+    def _refuse_for_shutdown(self, message: Message) -> None:
+        self._turn_away(message, "the module is shutting down")
+
     def _turn_away(self, message: Message, reason: str) -> None:
         """Answer a request without running it (when it names where to answer)."""
         try:
@@ -170,19 +164,3 @@ class RequestWorker:
             return
         self._quiet.add(key)
         _LOGGER.warning("%s (further ones are logged at debug level)", text % args)
-
-    def _work(self) -> None:
-        while True:
-            message = self._queue.get()
-            if message is None:
-                return
-            try:
-                if self._stopping.is_set():
-                    self._turn_away(message, "the module is shutting down")
-                else:
-                    self._busy.set()
-                    self.execute(message)
-            except Exception:
-                _LOGGER.exception("handling a request on %s failed", message.topic)
-            finally:
-                self._busy.clear()
