@@ -62,7 +62,7 @@ class ApiAdapter:
         backoff: RetryPolicy | None = None,
         check_interval_s: float = COMMUNICATION_CHECK_INTERVAL_S,
     ) -> None:
-        self.topics = ApiTopics(module_id)
+        self.topics = ApiTopics(module_id, broker.external_prefix)
         self._clock = clock or SystemClock()
         self._external_prefix = broker.external_prefix
         self._check_interval_s = check_interval_s

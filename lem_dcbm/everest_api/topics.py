@@ -1,6 +1,7 @@
 """The topics of the powermeter API, as the framework's ``Topics`` builder makes them.
 
-``everest_api/{version}/{api type}/{module id}/e2m/{name}`` carries EVerest to the module,
+``everest_api/{version}/{api type}/{module id}/e2m/{name}`` (after EVerest's external
+prefix) carries EVerest to the module,
 ``.../m2e/{name}`` the module to EVerest. Pure functions, no broker.
 """
 
@@ -25,14 +26,20 @@ COMMUNICATION_CHECK = "communication_check"
 
 @dataclass(frozen=True)
 class ApiTopics:
-    """Every topic of one ``powermeter_API`` bridge, named by its EVerest module id."""
+    """Every topic of one ``powermeter_API`` bridge, named by its EVerest module id.
+
+    The bridge talks on EVerest's external MQTT, whose topics carry EVerest's external
+    prefix (``mqtt_external_prefix``, ``EV_MQTT_EXTERNAL_PREFIX``; empty by default).
+    """
 
     module_id: str
+    external_prefix: str = ""
 
     @property
     def base(self) -> str:
-        """``everest_api/1/powermeter/{module_id}``."""
-        return f"{API_BASE}/{API_VERSION}/{API_TYPE}/{self.module_id}"
+        """``{external prefix}everest_api/1/powermeter/{module_id}``."""
+        prefix = self.external_prefix.rstrip("/") + "/" if self.external_prefix else ""
+        return f"{prefix}{API_BASE}/{API_VERSION}/{API_TYPE}/{self.module_id}"
 
     def e2m(self, name: str) -> str:
         """A topic EVerest publishes on (the module subscribes)."""

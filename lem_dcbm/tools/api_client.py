@@ -37,7 +37,7 @@ class ApiClient:
     """Plays the bridge (clean session) against one module in API mode."""
 
     def __init__(self, broker: BrokerSettings, module_id: str, *, origin: str = "lem_dcbm_cli"):
-        self.topics = ApiTopics(module_id)
+        self.topics = ApiTopics(module_id, broker.external_prefix)
         self.origin = origin
         self._bus = MqttBus(broker, f"{origin}-{uuid.uuid4().hex[:8]}", clean_session=True)
         self._replies: dict[str, queue.SimpleQueue[Any]] = {}

@@ -2,7 +2,7 @@
 
 The test plays the ``powermeter_API`` bridge the way the framework's request helper does
 (``{"headers": {"replyTo": ...}, "payload": ...}``, a fresh reply topic per request) and
-records everything on ``everest_api/#`` and under the external prefix. Every message the
+records everything under the external prefix (the API's topics among it). Every message the
 module sends is checked against the AsyncAPI definition in ``../shared``.
 """
 
@@ -42,15 +42,15 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
 #: The id of the powermeter_API module in EVerest's config (and of the module's entry).
 MODULE = "pm_api"
-TOPICS = ApiTopics(MODULE)
 EXTERNAL_PREFIX = "ext/"
+#: EVerest's external MQTT carries the API, under its external prefix.
+TOPICS = ApiTopics(MODULE, EXTERNAL_PREFIX)
 OCMF_PATHS = ["/v1/ocmf", "/v2/ocmf"]
 
 
 @pytest.fixture
 def peer(mosquitto: Broker) -> Iterator[EverestPeer]:
     with EverestPeer(mosquitto.host, mosquitto.port, module_id=MODULE) as started:
-        started.subscribe("everest_api/#")
         started.subscribe(f"{EXTERNAL_PREFIX}#")
         yield started
 
@@ -58,7 +58,10 @@ def peer(mosquitto: Broker) -> Iterator[EverestPeer]:
 @pytest.fixture
 def bridge(mosquitto: Broker) -> Iterator[ApiClient]:
     """The bridge's heartbeat, every 0.5 s, as long as the test runs."""
-    client = ApiClient(BrokerSettings(host=mosquitto.host, port=mosquitto.port), MODULE)
+    broker = BrokerSettings(
+        host=mosquitto.host, port=mosquitto.port, external_prefix=EXTERNAL_PREFIX
+    )
+    client = ApiClient(broker, MODULE)
     client.connect()
     client.start_heartbeat(0.5)
     try:
@@ -171,7 +174,6 @@ def test_values_transaction_record_and_schemas(
 
         # A bridge (or backend) that subscribes later gets the key and the status: retained.
         with EverestPeer(mosquitto.host, mosquitto.port, module_id=MODULE) as later:
-            later.subscribe("everest_api/#")
             later.subscribe(f"{EXTERNAL_PREFIX}#")
             status_at = status_topic(EXTERNAL_PREFIX, MODULE)
             [status] = later.wait_for(lambda: later.on_topic(status_at), 5, "the status")

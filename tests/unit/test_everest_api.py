@@ -51,6 +51,7 @@ def test_topics_follow_the_frameworks_builder() -> None:
     assert TOPICS.reply("u") == "everest_api/1/powermeter/pm/m2e/reply/u"
     assert TOPICS.e2m_name("everest_api/1/powermeter/pm/e2m/heartbeat") == "heartbeat"
     assert TOPICS.e2m_name("everest_api/1/powermeter/pm/e2m/a/b") is None
+    assert ApiTopics("pm", "ext").base == "ext/everest_api/1/powermeter/pm"
     assert status_topic("ext", "pm") == "ext/lem_dcbm/pm/status"
     assert status_topic("", "pm") == "lem_dcbm/pm/status"
 
