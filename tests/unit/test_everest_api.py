@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,8 +27,9 @@ from lem_dcbm.everest_api.heartbeat import HeartbeatWatch
 from lem_dcbm.everest_api.mode import api_mode
 from lem_dcbm.everest_api.requests import RequestWorker
 from lem_dcbm.everest_api.topics import ApiTopics, status_topic
-from lem_dcbm.harness import transaction_request
+from lem_dcbm.harness import transaction_request, write_config
 from tests.support import asyncapi
+from tests.support.cli_in_process import run_cli
 
 TOPICS = ApiTopics("pm")
 REPLY = TOPICS.reply("r1")
@@ -319,3 +321,14 @@ def test_the_environment_switches_api_mode(value: str, on: bool) -> None:
 def test_an_unclear_api_mode_variable_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="LEM_DCBM_EVEREST_API"):
         api_mode(False, {"LEM_DCBM_EVEREST_API": "maybe"})
+
+
+def test_run_with_an_unclear_api_mode_variable_exits_2_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = write_config(tmp_path / "config.yaml", {"ip_address": "127.0.0.1", "port": 80})
+    monkeypatch.setenv("LEM_DCBM_EVEREST_API", "maybe")
+    result = run_cli(["run", "--config", str(config), "--broker-port", "1"], capsys)
+    assert result.returncode == 2
+    [line] = result.stderr.splitlines()
+    assert "LEM_DCBM_EVEREST_API" in line
