@@ -54,7 +54,7 @@ from lem_dcbm.everest.error_policy import PolicedOutputs
 from lem_dcbm.everest_api.adapter import ApiAdapter
 from lem_dcbm.journal import TransactionJournal
 from lem_dcbm.meter.client import MeterClient
-from lem_dcbm.records.late_record import KeptRecord
+from lem_dcbm.records.late_record import KeptRecord, kept_record_from_entry
 from lem_dcbm.retry import RetryPolicy
 
 _LOGGER = logging.getLogger(__name__)
@@ -178,6 +178,11 @@ class LateRecordRoad:
     def where(self, transaction_id: str) -> str:
         """The topic that will carry the record of ``transaction_id``."""
         return f"the retained MQTT topic {self._adapter.late_record_topic(transaction_id)}"
+
+
+def _kept_record(journal: TransactionJournal, transaction_id: str) -> KeptRecord | None:
+    entry = journal.get(transaction_id)
+    return kept_record_from_entry(entry) if entry is not None else None
 
 
 def journal_directory(
@@ -432,6 +437,8 @@ class Service:
             health=health,
         )
         adapter.on_connected(loop.republish_public_key)
+        if isinstance(adapter, ApiAdapter):
+            adapter.records_from(lambda tid: _kept_record(journal, tid))
         self._handlers.controller = stack.controller
         threading.Thread(
             target=self._forward_shutdown, args=(adapter,), name="shutdown-watch", daemon=True

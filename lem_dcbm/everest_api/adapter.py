@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from lem_dcbm.clock import Clock, SystemClock
+from lem_dcbm.clock import Clock, SystemClock, rfc3339
 from lem_dcbm.config import BrokerSettings
 from lem_dcbm.everest import validation
 from lem_dcbm.everest.adapter import PowermeterHandlers
@@ -73,8 +73,13 @@ class ApiAdapter:
         self.status_topic = status_topic(broker.external_prefix, module_id)
         self._board = ConditionBoard(module_id, self._publish_status, self._clock)
         self._requests = RequestWorker(
-            self.topics, handlers, self._publish_reply, refusal=self._board.refusal
+            self.topics,
+            handlers,
+            self._publish_reply,
+            refusal=self._board.refusal,
+            unanswered_stop=self._record_without_reply,
         )
+        self._record_lookup: Callable[[str], KeptRecord | None] = lambda transaction_id: None
         for topic in self._requests.topics():
             self._bus.subscribe(topic, self._requests.submit)
         self._resumed: list[Callable[[], None]] = []
@@ -203,6 +208,22 @@ class ApiAdapter:
         if sent:
             _LOGGER.info("record of %s published on %s", record.transaction_id, topic)
         return sent
+
+    def records_from(self, lookup: Callable[[str], KeptRecord | None]) -> None:
+        """Where the record of a stop is found (the journal) when its reply had no topic."""
+        self._record_lookup = lookup
+
+    def _record_without_reply(self, transaction_id: str) -> None:
+        """A stop carried out without ``replyTo``: its record goes the late-record road."""
+        record = self._record_lookup(transaction_id) if transaction_id else None
+        if record is None:
+            _LOGGER.warning(
+                "the record of the stop of %r had no reply topic; it is in the journal "
+                "(lem-dcbm records)",
+                transaction_id,
+            )
+            return
+        self.publish_late_record(record, rfc3339(self._clock.utc_now()))
 
     # --- internals -----------------------------------------------------------------
 

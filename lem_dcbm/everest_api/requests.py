@@ -39,11 +39,14 @@ class RequestWorker:
         publish: Publish,
         *,
         refusal: Callable[[], str | None] = lambda: None,
+        unanswered_stop: Callable[[str], None] = lambda transaction_id: None,
     ) -> None:
         self._topics = topics
         self._handlers = handlers
         self._publish = publish
         self._refusal = refusal
+        #: Called with the id of a stop that got a record but had nowhere to send it.
+        self._unanswered_stop = unanswered_stop
         self._worker = SerialWorker(
             "api-requests", self.execute, self._refuse_for_shutdown, what="request"
         )
@@ -111,6 +114,8 @@ class RequestWorker:
                 name,
                 reply.get("error") or reply["status"],
             )
+            if name == "stop_transaction" and "signed_meter_value" in reply:
+                self._unanswered_stop(codecs.stop_transaction_id(request.payload))
             return
         self._publish(request.reply_to, codecs.encode(reply))
 

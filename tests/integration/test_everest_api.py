@@ -164,6 +164,17 @@ def test_values_transaction_record_tools_and_schemas(
             assert called.returncode == 0, called
             assert json.loads(called.stdout)["status"] == "OK"
 
+        # A stop without replyTo is carried out; its record goes the late-record road.
+        quiet_id = str(uuid.uuid4())
+        topic = bridge.send("start_transaction", request(quiet_id))
+        replies[topic] = "start_transaction"
+        assert reply(peer, topic)["status"] == "OK"
+        stop_body = {"payload": {"transaction_id": quiet_id}}
+        bridge.publish_raw(TOPICS.e2m("stop_transaction"), json.dumps(stop_body).encode())
+        quiet_topic = f"{EXTERNAL_PREFIX}lem_dcbm/{MODULE}/records/{quiet_id}"
+        [quiet] = peer.wait_for(lambda: peer.on_topic(quiet_topic), 10, "the unanswered record")
+        assert verify_ocmf(quiet.json()["signed_meter_value"]["signed_meter_data"], key)
+
         # The late-record road: a record that comes after the stop's answer.
         late_id = str(uuid.uuid4())
         topic = bridge.send("start_transaction", request(late_id))

@@ -268,6 +268,15 @@ def test_a_valid_request_without_reply_to_is_carried_out_and_a_bad_one_logged_on
     assert "At /payload" in sent[-1][1]["error"]
 
 
+def test_a_stop_without_reply_to_hands_its_record_on() -> None:
+    handlers = Handlers()
+    unanswered: list[str] = []
+    requests = RequestWorker(TOPICS, handlers, lambda t, p: None, unanswered_stop=unanswered.append)
+    requests.execute(message("stop_transaction", body({"transaction_id": "t7"}, reply_to=None)))
+    requests.execute(message("start_transaction", body(transaction_request("t8"), reply_to=None)))
+    assert unanswered == ["t7"]
+
+
 def test_retained_requests_are_ignored_and_queued_ones_refused_at_shutdown() -> None:
     requests, handlers, sent = worker()
     requests.submit(message("stop_transaction", body({"transaction_id": ""}), retain=True))
