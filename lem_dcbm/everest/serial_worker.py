@@ -26,7 +26,7 @@ class SerialWorker:
         self._name = name
         self._what = what
         self._execute = execute
-        self._turn_away = turn_away
+        self._refuse_queued = turn_away
         self._queue: queue.SimpleQueue[Message | None] = queue.SimpleQueue()
         self._stopping = threading.Event()
         self._busy = threading.Event()
@@ -75,7 +75,7 @@ class SerialWorker:
                 return
             try:
                 if self._stopping.is_set():
-                    self._turn_away(message)
+                    self._refuse_queued(message)
                 else:
                     self._busy.set()
                     self._execute(message)

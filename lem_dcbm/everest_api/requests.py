@@ -29,7 +29,7 @@ _EXCERPT_BYTES = 120
 Publish = Callable[[str, bytes], object]
 
 
-class RequestWorker:
+class RequestWorker(SerialWorker):
     """Carries out the bridge's requests and publishes each reply once."""
 
     def __init__(
@@ -47,43 +47,23 @@ class RequestWorker:
         self._refusal = refusal
         #: Called with the id of a stop that got a record but had nowhere to send it.
         self._unanswered_stop = unanswered_stop
-        self._worker = SerialWorker(
-            "api-requests", self.execute, self._refuse_for_shutdown, what="request"
-        )
+        super().__init__("api-requests", self.execute, self._refuse_for_shutdown, what="request")
         self._quiet: set[str] = set()
 
     def topics(self) -> list[str]:
         """The request topics to subscribe to."""
         return [self._topics.e2m(name) for name in REQUESTS]
 
-    @property
-    def running(self) -> bool:
-        """True while a request is being carried out."""
-        return self._worker.running
-
-    @property
-    def waiting(self) -> int:
-        """Requests received and not yet started."""
-        return self._worker.waiting
-
-    def start(self) -> None:
-        """Start the worker thread."""
-        self._worker.start()
-
     def submit(self, message: Message) -> None:
         """Queue a request (on the bus's dispatch thread); refuse it when it cannot wait."""
         if message.retain:
             self._log_once("retained", "ignored a retained message on %s", message.topic)
-        elif self._worker.stopping:
+        elif self.stopping:
             self._refuse_for_shutdown(message)
-        elif self._worker.waiting >= MAX_WAITING:
+        elif self.waiting >= MAX_WAITING:
             self._turn_away(message, f"{MAX_WAITING} requests are already waiting; try later")
         else:
-            self._worker.put(message)
-
-    def stop(self, timeout_s: float = 5.0) -> None:
-        """Finish the request in progress; answer the queued ones as refused."""
-        self._worker.stop(timeout_s)
+            self.put(message)
 
     # --- the pipeline ----------------------------------------------------------------
 
