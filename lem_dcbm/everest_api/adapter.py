@@ -96,6 +96,9 @@ class ApiAdapter:
         self._pulse_stop = threading.Event()
         self._pulse: threading.Thread | None = None
         self._withheld = False
+        #: The meter's key is known once the meter answered: no check before that, so
+        #: EVerest keeps its initial CommunicationFault until the meter is ready.
+        self._meter_ready = threading.Event()
         self._invalid_logged = False
 
     @property
@@ -178,6 +181,7 @@ class ApiAdapter:
 
     def publish_public_key_ocmf(self, key: str) -> bool:
         """Publish ``m2e/public_key_ocmf``, retained: a bridge that starts later gets it too."""
+        self._meter_ready.set()
         return self._bus.publish(
             self.topics.m2e(PUBLIC_KEY_OCMF), codecs.encode(key), qos=1, retain=True
         )
@@ -241,6 +245,8 @@ class ApiAdapter:
     def pulse_once(self) -> None:
         """One beat of ``api-pulse``: check the heartbeat, send the check unless withheld."""
         self._heartbeat.check()
+        if not self._meter_ready.is_set():
+            return
         blocked = self._board.refusal() is not None
         if blocked != self._withheld:
             self._withheld = blocked

@@ -310,6 +310,9 @@ def test_the_communication_check_is_withheld_while_billing_is_impossible() -> No
         return sum(1 for topic, payload in bus.published if topic == check and payload == b"true")
 
     adapter.pulse_once()
+    assert checks() == 0  # the meter has not answered yet
+    adapter.publish_public_key_ocmf("3059")
+    adapter.pulse_once()
     assert checks() == 1
     adapter.raise_error("CommunicationFault", "", "meter communication failed")
     adapter.pulse_once()
