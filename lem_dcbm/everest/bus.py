@@ -118,7 +118,8 @@ class MqttBus:
 
     The module keeps a persistent session (the default); a client that only watches or
     calls for a while, such as the tools, passes ``clean_session=True`` so the broker
-    keeps nothing of it after it leaves.
+    keeps nothing of it after it leaves. ``will`` (topic, payload) is published by the
+    broker, retained with QoS 1, when the connection ends without a clean disconnect.
     """
 
     def __init__(
@@ -129,6 +130,7 @@ class MqttBus:
         keepalive_s: int = 10,
         backoff: RetryPolicy | None = None,
         clean_session: bool = False,
+        will: tuple[str, bytes] | None = None,
     ) -> None:
         self._broker = broker
         self._keepalive_s = keepalive_s
@@ -141,6 +143,8 @@ class MqttBus:
             transport="unix" if broker.socket_path else "tcp",
         )
         self._client.enable_logger(_PAHO_LOGGER)
+        if will is not None:
+            self._client.will_set(will[0], will[1], qos=1, retain=True)
         if broker.username:
             self._client.username_pw_set(broker.username, broker.password)
         if broker.tls_ca_file:

@@ -66,12 +66,17 @@ class ApiAdapter:
         self._clock = clock or SystemClock()
         self._external_prefix = broker.external_prefix
         self._check_interval_s = check_interval_s
-        self._bus = MqttBus(
-            broker, client_id or stable_client_id(f"{API_BASE}/", module_id), backoff=backoff
-        )
         #: The module's own retained status: conditions EVerest cannot be told through the API.
         self.status_topic = status_topic(broker.external_prefix, module_id)
         self._board = ConditionBoard(module_id, self._publish_status, self._clock)
+        # The broker tells a module that dies (or loses its link for good) by its last will.
+        will = (self.status_topic, codecs.encode(self._board.offline_document()))
+        self._bus = MqttBus(
+            broker,
+            client_id or stable_client_id(f"{API_BASE}/", module_id),
+            backoff=backoff,
+            will=will,
+        )
         self._requests = RequestWorker(
             self.topics,
             handlers,
@@ -163,6 +168,8 @@ class ApiAdapter:
         self.shutdown_requested.set()
         self._pulse_stop.set()
         self._requests.stop(timeout_s)
+        if self._pulse is not None:  # it had said it was online
+            self._publish_status(self._board.offline_document())
         self._bus.close(timeout_s if flush_s is None else flush_s)
 
     # --- the core's outputs -------------------------------------------------------------

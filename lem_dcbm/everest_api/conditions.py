@@ -131,11 +131,24 @@ class ConditionBoard:
         with self._lock:
             return self._document()
 
+    def offline_document(self) -> dict[str, Any]:
+        """The status of a module that is gone (its last will, and its last word at exit)."""
+        return {
+            "version": STATUS_VERSION,
+            "module_id": self._module_id,
+            "online": False,
+            "billing_possible": False,
+            "everest_heartbeat": "unknown",
+            "conditions": [],
+            "updated_at": None,
+        }
+
     def _document(self) -> dict[str, Any]:
         conditions = list(self._active.values())  # in the order they were raised
         return {
             "version": STATUS_VERSION,
             "module_id": self._module_id,
+            "online": True,
             "billing_possible": not any(c.error in BILLING_FATAL for c in conditions),
             "everest_heartbeat": self._heartbeat,
             "conditions": [c.to_json() for c in conditions],

@@ -213,8 +213,12 @@ def test_values_transaction_record_tools_and_schemas(
         # Nothing on the module protocol in this mode.
         assert peer.on_topic_prefix(f"everest/modules/{MODULE}/") == []
         assert assert_all_sent_messages_valid(peer, replies) >= 10
-    finally:
+        # Its last word at a clean exit: offline, so no one reads an old status as current.
         assert module.terminate() == 0, module.log_tail(40)
+        status_at = status_topic(EXTERNAL_PREFIX, MODULE)
+        peer.wait_for(lambda: peer.on_topic(status_at)[-1].json()["online"] is False, 5)
+    finally:
+        module.stop()
 
 
 def test_request_sent_during_a_broker_cut_is_answered_after_reconnect(
@@ -385,5 +389,13 @@ def test_fuzzed_e2m_payloads_never_crash_and_well_formed_requests_are_answered(
         expected[topic] = "stop_transaction"
         assert_all_sent_messages_valid(peer, expected)
         assert "Traceback" not in module.log(), module.log_tail(60)
+        # Killed, the module says nothing more; the broker publishes its last will.
+        status_at = status_topic(EXTERNAL_PREFIX, MODULE)
+        assert peer.on_topic(status_at)[-1].json()["online"] is True
+        module.kill()
+        [*_, will] = peer.wait_for(
+            lambda: [m for m in peer.on_topic(status_at) if not m.json()["online"]], 10, "the will"
+        )
+        assert will.json()["billing_possible"] is False
     finally:
-        assert module.terminate() == 0, module.log_tail(40)
+        module.stop()

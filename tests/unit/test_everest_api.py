@@ -322,6 +322,10 @@ def test_the_communication_check_is_withheld_while_billing_is_impossible() -> No
     assert checks() == 2
     statuses = [json.loads(p) for t, p in bus.published if t == adapter.status_topic]
     assert [s["billing_possible"] for s in statuses] == [False, True]
+    assert all(s["online"] for s in statuses)
+    offline = adapter.board.offline_document()
+    assert offline["online"] is False
+    assert offline["billing_possible"] is False
 
 
 @pytest.mark.parametrize(("value", "on"), [("1", True), ("true", True), ("", False), ("0", False)])
