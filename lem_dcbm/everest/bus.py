@@ -113,6 +113,18 @@ def tcp_no_delay(client: mqtt.Client, userdata: Any, sock: Any) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+def _settled(info: mqtt.MQTTMessageInfo) -> bool:
+    """True when there is nothing left to wait for: published, or not trackable.
+
+    paho raises for a message published while disconnected (it still sends it after the
+    reconnect, but its info never completes); such a message cannot be waited for.
+    """
+    try:
+        return info.is_published()
+    except (ValueError, RuntimeError):
+        return True
+
+
 class MqttBus:
     """Publish and subscribe on one broker, surviving connection losses.
 
@@ -251,7 +263,7 @@ class MqttBus:
             return False
         if qos > 0:
             with self._lock:
-                while self._pending and self._pending[0].is_published():
+                while self._pending and _settled(self._pending[0]):
                     self._pending.popleft()
                 self._pending.append(info)
         return True

@@ -96,6 +96,8 @@ class ApiAdapter:
             on_resumed=self._run_resumed,
         )
         self._bus.subscribe(self.topics.e2m(HEARTBEAT), lambda m: self._heartbeat.beat(m.payload))
+        # A link lost for a while made the broker publish the will: online again.
+        self._bus.on_connected(self._republish_status)
         #: No manager in this mode: set only by ``close`` (the service waits on it).
         self.shutdown_requested = threading.Event()
         self._pulse_stop = threading.Event()
@@ -244,6 +246,10 @@ class ApiAdapter:
 
     def _publish_status(self, document: dict[str, Any]) -> object:
         return self._bus.publish(self.status_topic, codecs.encode(document), qos=1, retain=True)
+
+    def _republish_status(self) -> None:
+        if self._pulse is not None and not self._pulse_stop.is_set():
+            self._publish_status(self._board.document())
 
     def _run_resumed(self) -> None:
         for callback in list(self._resumed):

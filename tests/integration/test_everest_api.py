@@ -258,6 +258,10 @@ def test_request_sent_during_a_broker_cut_is_answered_after_reconnect(
                 what="the heartbeat's return to be logged",
             )
             assert simulator.state()["running_transaction"] == transaction_id
+            # The broker published the will when the link broke; the module is back online.
+            status_at = status_topic(EXTERNAL_PREFIX, MODULE)
+            assert False in [m.json()["online"] for m in peer.on_topic(status_at)]
+            peer.wait_for(lambda: peer.on_topic(status_at)[-1].json()["online"], 5, "online")
             log = module.log()[log_before:]
             assert log.count("heartbeat stopped") == 1
             assert log.count("heartbeat is back") == 1
