@@ -2,10 +2,11 @@
 
 The bridge sends an increasing id every ``cfg_heartbeat_interval_ms`` (1 s by default,
 none when it is 0). The watch learns the interval from the beats themselves and calls
-the heartbeat missing after three intervals (at least ``MIN_TIMEOUT_S``) without one, so it
-needs no configuration of its own. A heartbeat that comes back, or ids that start again
-from a lower value (EVerest restarted), mean a new bridge that may not know the public
-key yet: ``on_resumed`` runs then.
+the heartbeat missing after three intervals (at least ``MIN_TIMEOUT_S``; the bridge's
+default of 1 s until two beats were seen) without one, so it needs no configuration of
+its own. A heartbeat that comes back, or ids that start again from a lower value
+(EVerest restarted), mean a new bridge that may not know the public key yet:
+``on_resumed`` runs then.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ _LOGGER = logging.getLogger(__name__)
 
 #: Never call the heartbeat missing sooner than this after the last one.
 MIN_TIMEOUT_S = 1.5
+#: The interval assumed until two beats have been seen: the bridge's default
+#: ``cfg_heartbeat_interval_ms``.
+DEFAULT_INTERVAL_S = 1.0
 #: Missing after this many observed intervals without a beat.
 MISSED_INTERVALS = 3
 
@@ -56,7 +60,7 @@ class HeartbeatWatch:
     @property
     def timeout_s(self) -> float:
         """How long without a beat counts as missing."""
-        interval = self._interval_s or 0.0
+        interval = self._interval_s or DEFAULT_INTERVAL_S
         return max(MIN_TIMEOUT_S, MISSED_INTERVALS * interval)
 
     def beat(self, payload: bytes) -> None:
