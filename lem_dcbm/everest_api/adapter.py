@@ -69,7 +69,7 @@ class ApiAdapter:
         #: The module's own retained status: conditions EVerest cannot be told through the API.
         self.status_topic = status_topic(broker.external_prefix, module_id)
         self._board = ConditionBoard(module_id, self._publish_status, self._clock)
-        # The broker tells a module that dies (or loses its link for good) by its last will.
+        # The broker tells of a module that dies or loses its link: its last will.
         will = (self.status_topic, codecs.encode(self._board.offline_document()))
         self._bus = MqttBus(
             broker,
