@@ -16,13 +16,18 @@ would raise on a board of its own and:
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any
 
 from lem_dcbm.clock import Clock, rfc3339
+
+#: File name of the JSON Schema of the status message, in this package.
+SCHEMA_FILE = "status.schema.json"
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -154,3 +159,10 @@ class ConditionBoard:
             "conditions": [c.to_json() for c in conditions],
             "updated_at": rfc3339(self._clock.utc_now()),
         }
+
+
+def status_schema() -> dict[str, Any]:
+    """The JSON Schema of the status message, as shipped in the package."""
+    text = resources.files(__package__).joinpath(SCHEMA_FILE).read_text(encoding="utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema

@@ -17,11 +17,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from lem_dcbm.config import BrokerSettings
+from lem_dcbm.everest_api.conditions import status_schema
 from lem_dcbm.everest_api.topics import ApiTopics, status_topic
 from lem_dcbm.harness import (
     Broker,
@@ -205,6 +207,8 @@ def test_values_transaction_record_tools_and_schemas(
             status_at = status_topic(EXTERNAL_PREFIX, MODULE)
             [status] = later.wait_for(lambda: later.on_topic(status_at), 5, "the status")
             [kept_key] = later.wait_for(lambda: later.on_topic(key_message.topic), 5, "the key")
+        for message in peer.on_topic(status_at):
+            jsonschema.validate(message.json(), status_schema())
         assert status.retain
         assert kept_key.retain
         assert kept_key.json() == key

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from jsonschema import Draft202012Validator
 
 from lem_dcbm.clock import ManualClock
 from lem_dcbm.config import BrokerSettings
@@ -19,10 +20,10 @@ from lem_dcbm.core.results import SignedRecord, StartResult, StopResult
 from lem_dcbm.errors import ConfigError
 from lem_dcbm.everest import results
 from lem_dcbm.everest.bus import Message, MqttBus
-from lem_dcbm.everest.validation import interface_document
+from lem_dcbm.everest.validation import FORMAT_CHECKER, interface_document
 from lem_dcbm.everest_api import codecs
 from lem_dcbm.everest_api.adapter import ApiAdapter
-from lem_dcbm.everest_api.conditions import ConditionBoard
+from lem_dcbm.everest_api.conditions import ConditionBoard, status_schema
 from lem_dcbm.everest_api.heartbeat import HeartbeatWatch
 from lem_dcbm.everest_api.mode import api_mode
 from lem_dcbm.everest_api.requests import RequestWorker
@@ -164,6 +165,18 @@ def test_conditions_are_published_and_only_billing_fatal_ones_refuse_starts() ->
     board.clear_error("VendorError", "tamperingIsDetected")
     assert len(published) == 3
     assert board.refusal() is None
+
+
+def test_status_messages_fit_their_shipped_schema() -> None:
+    published: list[dict[str, Any]] = []
+    board = ConditionBoard("pm", published.append, ManualClock())
+    board.raise_error("CommunicationFault", "", "meter communication failed")
+    board.raise_error("VendorWarning", "OcmfCheckFailed", "record of another meter", "Low")
+    board.set_heartbeat("missing")
+    validator = Draft202012Validator(status_schema(), format_checker=FORMAT_CHECKER)
+    for document in [*published, board.document(), board.offline_document()]:
+        assert list(validator.iter_errors(document)) == [], document
+    assert list(validator.iter_errors({**board.document(), "online": "yes"}))
 
 
 # --- the heartbeat ------------------------------------------------------------------
