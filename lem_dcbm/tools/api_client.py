@@ -18,14 +18,14 @@ from collections.abc import Callable
 from typing import Any
 
 from lem_dcbm.config import BrokerSettings
-from lem_dcbm.everest.bus import BrokerUnavailable, Message, MqttBus
+from lem_dcbm.everest.bus import Message, MqttBus
 from lem_dcbm.everest.envelope import CommandResult
 from lem_dcbm.everest_api.topics import (
     HEARTBEAT,
     POWERMETER_VALUES,
     ApiTopics,
 )
-from lem_dcbm.tools.consumer import ConsumerError
+from lem_dcbm.tools.consumer import ConsumerError, connect_bus
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -48,10 +48,7 @@ class ApiClient:
 
     def connect(self, timeout_s: float = 5.0) -> None:
         """Connect to the broker; raise ``ConsumerError`` when it does not answer."""
-        try:
-            self._bus.connect(timeout_s)
-        except BrokerUnavailable as err:
-            raise ConsumerError(str(err)) from err
+        connect_bus(self._bus, timeout_s)
 
     def close(self) -> None:
         """Stop the heartbeat, disconnect."""
