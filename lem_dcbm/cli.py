@@ -67,7 +67,14 @@ def configure_run(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, type=Path, help="EVerest config file (YAML)")
     parser.add_argument(
         "--module-id",
-        help="module id under active_modules (default: the only lem-dcbm module in the file)",
+        help="module id under active_modules (default: the only lem-dcbm module in the file); "
+        "with --everest-api also the id of EVerest's powermeter_API module",
+    )
+    parser.add_argument(
+        "--everest-api",
+        action="store_true",
+        help="serve EVerest's external powermeter API (everest_api/1/powermeter/ID) instead "
+        "of the module protocol; also $LEM_DCBM_EVEREST_API=1 (docs/everest-api.md)",
     )
     parser.add_argument(
         "--check",
@@ -116,19 +123,27 @@ def build_parser() -> argparse.ArgumentParser:
 def run_command(args: argparse.Namespace) -> int:
     """``lem-dcbm run``: load the config (exit 2 on a bad one), then serve until stopped."""
     from lem_dcbm.config import load_everest_config_file
+    from lem_dcbm.everest_api.mode import api_mode
     from lem_dcbm.logsetup import configure_logging, log_options
 
     try:
         level, log_format = log_options(args.log_level, args.log_format)
         module_id, config = load_everest_config_file(args.config, args.module_id)
         broker = broker_from_args(args)
+        everest_api = api_mode(args.everest_api, os.environ)
     except ConfigError as err:
         print(f"lem-dcbm: configuration error: {err}", file=sys.stderr)
         return EXIT_CONFIG
     if args.check:
         return _check(module_id, config.journal_dir, broker)
     configure_logging(module_id, level, log_format)
-    return _serve(module_id, broker, os.environ, lambda service: service.run_standalone(config))
+    return _serve(
+        module_id,
+        broker,
+        os.environ,
+        lambda service: service.run_standalone(config),
+        everest_api=everest_api,
+    )
 
 
 def _check(module_id: str, journal_dir: str, broker: BrokerSettings) -> int:
@@ -173,6 +188,8 @@ def _serve(
     broker: BrokerSettings,
     environ: Mapping[str, str],
     run: Callable[[Service], int],
+    *,
+    everest_api: bool = False,
 ) -> int:
     """Run a service with heartbeat and signal handling; a config error exits with 2."""
     from lem_dcbm.everest.manager import ManagerError
@@ -181,7 +198,12 @@ def _serve(
 
     heartbeat = health_file_path(environ)
     # Healthy means publishing live values: no beat while the meter does not answer.
-    service = Service(module_id, broker, on_meter_answer=lambda: touch_health(heartbeat))
+    service = Service(
+        module_id,
+        broker,
+        on_meter_answer=lambda: touch_health(heartbeat),
+        everest_api=everest_api,
+    )
     service.install_signal_handlers()
     try:
         return run(service)

@@ -37,7 +37,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol, TypeAlias
 
 from lem_dcbm.clock import Clock, SystemClock, rfc3339
 from lem_dcbm.config import BrokerSettings, ModuleConfig
@@ -53,9 +53,10 @@ from lem_dcbm.everest import results
 from lem_dcbm.everest.adapter import EverestAdapter
 from lem_dcbm.everest.bus import BrokerRefused, BrokerUnavailable
 from lem_dcbm.everest.error_policy import PolicedOutputs
+from lem_dcbm.everest_api.adapter import ApiAdapter
 from lem_dcbm.journal import TransactionJournal
 from lem_dcbm.meter.client import MeterClient
-from lem_dcbm.records.late_record import KeptRecord
+from lem_dcbm.records.late_record import KeptRecord, kept_record_from_entry
 from lem_dcbm.retry import RetryPolicy
 from lem_dcbm.runtime_config import (
     RunningParts,
@@ -156,10 +157,26 @@ class VendorWarnings:
         self._outputs.clear_error(VENDOR_WARNING, sub_type)
 
 
+class RecordTopics(Protocol):
+    """Where an adapter publishes late records (both adapters do it the same way)."""
+
+    def publish_late_record(self, record: KeptRecord, published_at: str) -> bool:
+        """Publish ``record`` retained."""
+        ...
+
+    def late_record_topic(self, transaction_id: str) -> str:
+        """The retained topic of ``transaction_id``'s record."""
+        ...
+
+
+#: The bus side: EVerest's module protocol, or its external powermeter API.
+Adapter: TypeAlias = EverestAdapter | ApiAdapter
+
+
 class LateRecordRoad:
     """The controller's late records, published retained on the adapter's record topic."""
 
-    def __init__(self, adapter: EverestAdapter, clock: Clock) -> None:
+    def __init__(self, adapter: RecordTopics, clock: Clock) -> None:
         self._adapter = adapter
         self._clock = clock
 
@@ -170,6 +187,11 @@ class LateRecordRoad:
     def where(self, transaction_id: str) -> str:
         """The topic that will carry the record of ``transaction_id``."""
         return f"the retained MQTT topic {self._adapter.late_record_topic(transaction_id)}"
+
+
+def _kept_record(journal: TransactionJournal, transaction_id: str) -> KeptRecord | None:
+    entry = journal.get(transaction_id)
+    return kept_record_from_entry(entry) if entry is not None else None
 
 
 def journal_directory(
@@ -275,8 +297,12 @@ class Service:
         clock: Clock | None = None,
         on_cycle: Callable[[], None] | None = None,
         on_meter_answer: Callable[[], None] | None = None,
+        everest_api: bool = False,
     ) -> None:
         self.module_id = module_id
+        #: Serve EVerest's external powermeter API (a ``powermeter_API`` bridge named
+        #: ``module_id``) instead of the module protocol.
+        self.everest_api = everest_api
         self.stop_event = threading.Event()
         self._clock = clock or SystemClock()
         self._on_cycle = on_cycle
@@ -303,9 +329,12 @@ class Service:
 
     def run_with_manager(self, load: Callable[[list[dict[str, Any]]], ModuleConfig]) -> int:
         """Run under the EVerest manager: config over MQTT, ready handshake, shutdown."""
+        if self.everest_api:
+            raise ConfigError("--everest-api", "the API mode runs from a config file: lem-dcbm run")
         adapter = self._connect("powermeter")
         if adapter is None:
             return 0
+        assert isinstance(adapter, EverestAdapter)
         try:
             config = load(adapter.fetch_manager_config())
         except Exception:
@@ -314,14 +343,19 @@ class Service:
         adapter.set_error_namespace(config.error_namespace)
         return self._serve(adapter, config, wait_global_ready=True)
 
-    def _connect(self, error_namespace: str) -> EverestAdapter | None:
+    def _new_adapter(self, error_namespace: str) -> Adapter:
+        if self.everest_api:
+            return ApiAdapter(self._broker, self.module_id, self._handlers, clock=self._clock)
+        return EverestAdapter(
+            self._broker, self.module_id, self._handlers, error_namespace=error_namespace
+        )
+
+    def _connect(self, error_namespace: str) -> Adapter | None:
         """Connect to the broker, retrying until it answers or the service is stopped."""
         waited = refused = 0
         reported = ""
         while not self.stop_event.is_set():
-            adapter = EverestAdapter(
-                self._broker, self.module_id, self._handlers, error_namespace=error_namespace
-            )
+            adapter = self._new_adapter(error_namespace)
             try:
                 adapter.connect(timeout_s=BROKER_CONNECT_TIMEOUT_S)
             except BrokerUnavailable as err:
@@ -344,9 +378,7 @@ class Service:
             return adapter
         return None
 
-    def _serve(
-        self, adapter: EverestAdapter, config: ModuleConfig, *, wait_global_ready: bool
-    ) -> int:
+    def _serve(self, adapter: Adapter, config: ModuleConfig, *, wait_global_ready: bool) -> int:
         directory = journal_directory(config.journal_dir, self.module_id)
         try:
             journal = TransactionJournal(
@@ -358,7 +390,12 @@ class Service:
             adapter.close()
             raise
         _LOGGER.info("transaction journal in %s", directory)
-        outputs = PolicedOutputs(adapter, config.error_profile)
+        # The API has no error path: its adapter keeps and reports every condition itself.
+        outputs: EverestOutputs = (
+            adapter
+            if isinstance(adapter, ApiAdapter)
+            else PolicedOutputs(adapter, config.error_profile)
+        )
         stack = build_meter_stack(
             config,
             self._clock,
@@ -383,8 +420,13 @@ class Service:
         )
         adapter.on_connected(loop.republish_public_key)
         self._handlers.controller = stack.controller
-        parts = RunningParts(stack.controller, (stack.client, stack.measurements), temperature)
-        adapter.serve_config_changes(RuntimeConfig(config, parts).change)
+        if isinstance(adapter, ApiAdapter):
+            adapter.records_from(lambda tid: _kept_record(journal, tid))
+        else:
+            # Runtime changes come from the manager's config service, which only the
+            # module protocol reaches; the external API has no such request.
+            parts = RunningParts(stack.controller, (stack.client, stack.measurements), temperature)
+            adapter.serve_config_changes(RuntimeConfig(config, parts).change)
         threading.Thread(
             target=self._forward_shutdown, args=(adapter,), name="shutdown-watch", daemon=True
         ).start()
@@ -405,7 +447,7 @@ class Service:
         self.stop_event.wait()
         return self._shutdown(adapter, stack, loop_thread, command_bound_s(config))
 
-    def _forward_shutdown(self, adapter: EverestAdapter) -> None:
+    def _forward_shutdown(self, adapter: Adapter) -> None:
         """Turn the manager's shutdown message into the service's stop.
 
         Waits without a timeout (no wake-ups at 1 Hz idle); ``_shutdown`` releases it.
@@ -417,7 +459,7 @@ class Service:
 
     def _shutdown(
         self,
-        adapter: EverestAdapter,
+        adapter: Adapter,
         stack: MeterStack,
         loop_thread: threading.Thread | None,
         command_wait_s: float,

@@ -13,14 +13,13 @@ does not is logged and dropped. No input ends the worker.
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from lem_dcbm.everest import envelope, validation
 from lem_dcbm.everest.bus import Message
+from lem_dcbm.everest.serial_worker import SerialWorker
 from lem_dcbm.everest.topics import Topics
 from lem_dcbm.everest.validation import InterfaceSchema, own_schema
 
@@ -89,10 +88,9 @@ class CommandDispatcher:
         self._dropped_logged: set[str] = set()
         self._max_payload_bytes = max_payload_bytes
         self._handlers: dict[str, CommandHandler] = {}
-        self._queue: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
-        self._stopping = threading.Event()
-        self._busy = threading.Event()
-        self._worker: threading.Thread | None = None
+        self._worker: SerialWorker[_Call] = SerialWorker(
+            "commands", self._run, self._refuse_queued_for_shutdown, what="command"
+        )
 
     def register(self, name: str, handler: CommandHandler) -> None:
         """Serve command ``name`` (declared by the interface) with ``handler(args)``."""
@@ -107,18 +105,16 @@ class CommandDispatcher:
     @property
     def running(self) -> bool:
         """True while the worker carries out a call."""
-        return self._busy.is_set()
+        return self._worker.running
 
     @property
     def waiting(self) -> int:
         """Calls received and not yet started."""
-        return self._queue.qsize()
+        return self._worker.waiting
 
     def start(self) -> None:
         """Start the worker thread."""
-        if self._worker is None:
-            self._worker = threading.Thread(target=self._work, name="commands", daemon=True)
-            self._worker.start()
+        self._worker.start()
 
     def submit(self, message: Message) -> None:
         """Screen a request and queue it for the worker (called on the bus's dispatch thread).
@@ -133,13 +129,13 @@ class CommandDispatcher:
                 "ignored a retained message on %s: commands are never retained", message.topic
             )
             return
-        if self._stopping.is_set():
+        if self._worker.stopping:
             self._refuse_for_shutdown(message)
             return
         call = self._screen(message)
         if call is None:
             return
-        if self._queue.qsize() >= MAX_WAITING:
+        if self._worker.waiting >= MAX_WAITING:
             # A flood must not queue up work for hours: the caller hears at once.
             self._answer_call_error(
                 call,
@@ -147,16 +143,11 @@ class CommandDispatcher:
                 f"{MAX_WAITING} commands are already waiting; try again later",
             )
         else:
-            self._queue.put(call)
+            self._worker.put(call)
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Finish the call in progress; answer the queued ones with ``Shutdown``."""
-        self._stopping.set()
-        self._queue.put(None)
-        if self._worker is not None and self._worker is not threading.current_thread():
-            self._worker.join(timeout_s)
-            if self._worker.is_alive():
-                _LOGGER.warning("a command was still running after %.1f s at shutdown", timeout_s)
+        self._worker.stop(timeout_s)
 
     # --- the pipeline ----------------------------------------------------------------
 
@@ -283,18 +274,5 @@ class CommandDispatcher:
             return
         self._answer_error(name, request.call_id, request.origin, error_type, reason)
 
-    def _work(self) -> None:
-        while True:
-            call = self._queue.get()
-            if call is None:
-                return
-            try:
-                if self._stopping.is_set():
-                    self._answer_call_error(call, "Shutdown", "the module is shutting down")
-                else:
-                    self._busy.set()
-                    self._run(call)
-            except Exception:
-                _LOGGER.exception("handling a %s request failed", call.name)
-            finally:
-                self._busy.clear()
+    def _refuse_queued_for_shutdown(self, call: _Call) -> None:
+        self._answer_call_error(call, "Shutdown", "the module is shutting down")

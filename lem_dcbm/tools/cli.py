@@ -8,12 +8,16 @@ import sys
 import threading
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeAlias
 
 from lem_dcbm.cli_common import add_broker_arguments, broker_from_args
 from lem_dcbm.errors import ConfigError
 from lem_dcbm.tools import table
+from lem_dcbm.tools.api_client import ApiClient
 from lem_dcbm.tools.consumer import ConsumerError, EverestConsumer, result_json
+
+#: The module protocol's consumer, or the API's bridge stand-in: same calls.
+Consumer: TypeAlias = EverestConsumer | ApiClient
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -22,6 +26,12 @@ EXIT_NO_ANSWER = 3
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--module-id", default="powermeter", help="the module's id")
+    parser.add_argument(
+        "--everest-api",
+        action="store_true",
+        help="the module serves EVerest's powermeter API: play its powermeter_API bridge "
+        "(--module-id names the bridge)",
+    )
     add_broker_arguments(parser)
     parser.add_argument(
         "--timeout", type=float, default=10.0, help="seconds to wait for the module's answer"
@@ -79,7 +89,7 @@ def start_arguments(args: argparse.Namespace) -> dict[str, Any]:
     return {"value": value}
 
 
-def _call(consumer: EverestConsumer, args: argparse.Namespace) -> int:
+def _call(consumer: Consumer, args: argparse.Namespace) -> int:
     if args.args is not None:
         try:
             arguments = json.loads(args.args)
@@ -96,7 +106,7 @@ def _call(consumer: EverestConsumer, args: argparse.Namespace) -> int:
     return 0 if ok and result.retval.get("status") == "OK" else EXIT_ERROR
 
 
-def _watch(consumer: EverestConsumer, args: argparse.Namespace) -> int:
+def _watch(consumer: Consumer, args: argparse.Namespace) -> int:
     done = threading.Event()
     rows = 0
     print(table.header(), flush=True)
@@ -129,14 +139,18 @@ def call_command(args: argparse.Namespace) -> int:
 
 
 def _with_consumer(
-    args: argparse.Namespace, action: Callable[[EverestConsumer, argparse.Namespace], int]
+    args: argparse.Namespace, action: Callable[[Consumer, argparse.Namespace], int]
 ) -> int:
     try:
         broker = broker_from_args(args)
     except ConfigError as err:
         print(f"lem-dcbm {args.command}: {err}", file=sys.stderr)
         return EXIT_USAGE
-    consumer = EverestConsumer(broker, args.module_id)
+    consumer: Consumer = (
+        ApiClient(broker, args.module_id)
+        if args.everest_api
+        else EverestConsumer(broker, args.module_id)
+    )
     try:
         consumer.connect()
         return action(consumer, args)

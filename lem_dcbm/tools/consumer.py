@@ -34,6 +34,14 @@ class ConsumerError(LemDcbmError):
     """The broker is unreachable or the module did not answer in time."""
 
 
+def connect_bus(bus: MqttBus, timeout_s: float) -> None:
+    """Connect a tool's bus; raise ``ConsumerError`` when the broker does not answer."""
+    try:
+        bus.connect(timeout_s)
+    except BrokerUnavailable as err:
+        raise ConsumerError(str(err)) from err
+
+
 class EverestConsumer:
     """Plays a consumer module (clean session) against one powermeter implementation."""
 
@@ -49,10 +57,7 @@ class EverestConsumer:
 
     def connect(self, timeout_s: float = 5.0) -> None:
         """Connect to the broker; raise ``ConsumerError`` when it does not answer."""
-        try:
-            self._bus.connect(timeout_s)
-        except BrokerUnavailable as err:
-            raise ConsumerError(str(err)) from err
+        connect_bus(self._bus, timeout_s)
 
     def close(self) -> None:
         """Disconnect."""
