@@ -76,5 +76,7 @@ USER 10001:10001
 HEALTHCHECK --interval=5s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-m", "lem_dcbm.health", "--max-age", "10"]
 
+# -e LEM_DCBM_EVEREST_API=1 serves EVerest's external powermeter API instead of the module
+# protocol (docs/everest-api.md).
 ENTRYPOINT ["lem-dcbm", "run"]
 CMD ["--config", "/config/config.yaml"]

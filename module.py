@@ -15,7 +15,38 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
+#: Import name -> distribution of each runtime dependency (pyproject.toml ``dependencies``).
+DEPENDENCIES = {
+    "paho": "paho-mqtt",
+    "urllib3": "urllib3",
+    "yaml": "PyYAML",
+    "jsonschema": "jsonschema",
+    "cryptography": "cryptography",
+}
+#: Exit code when the module cannot start as installed (as for a bad configuration).
+EXIT_NOT_INSTALLED = 2
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the module; a missing dependency is one line saying how to install, exit 2."""
+    try:
+        return _run(argv)
+    except ModuleNotFoundError as exc:
+        package = DEPENDENCIES.get((exc.name or "").partition(".")[0])
+        if package is None:
+            raise
+        folder = Path(__file__).resolve().parent
+        print(
+            f"lem-dcbm: {sys.executable} has no {package} (import {exc.name!r}): install "
+            f"the module with its dependencies into {folder / '.venv'} (the manager uses "
+            "that venv when it exists), as docs/install.md says under 'Install into an "
+            "EVerest installation'",
+            file=sys.stderr,
+        )
+        return EXIT_NOT_INSTALLED
+
+
+def _run(argv: list[str] | None) -> int:
     """Choose manager mode or standalone mode and run."""
     args = sys.argv[1:] if argv is None else argv
     module_id = os.environ.get("EV_MODULE", "")

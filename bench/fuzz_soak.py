@@ -6,6 +6,12 @@ failure: crashes (anything raised out of the dispatcher or the client), routable
 without exactly one answer, answers that break the interface, retained commands executed,
 and the RSS of this process (the hypothesis engine included) before and after. Needs the
 test extras (hypothesis).
+
+``--wire-answers N`` also sends N meter answers over real sockets (``HostileMeter``, as in
+``tests/integration/test_meter_fuzz_sockets.py``): truncations, slow drips, resets and
+unparsable heads besides random statuses and bodies, counting crashes, calls that took
+longer than their bound and results built from an invalid answer. About 35 ms an answer
+on average (a drip costs its timeout), so it is off by default.
 """
 
 from __future__ import annotations
@@ -23,18 +29,28 @@ from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from lem_dcbm.clock import ManualClock  # noqa: E402
 from lem_dcbm.errors import MeterError  # noqa: E402
 from lem_dcbm.meter.client import MeterClient  # noqa: E402
+from lem_dcbm.simulator.device import MeterConfig, SimulatedMeter  # noqa: E402
+from lem_dcbm.simulator.ocmf_signer import OcmfSigner  # noqa: E402
 from tests.support.fuzz import (  # noqa: E402
     ANY_PAYLOADS,
     COMMANDS,
+    WIRE_ACTS,
+    WIRE_CALLS,
     CannedTransport,
     CommandTarget,
     check_answer,
     every_client_call,
     meter_answers,
     routable_calls,
+    wire_call_problem,
 )
+from tests.support.hostile_meter import Act, HostileMeter  # noqa: E402
+
+#: What the socket soak counts, besides the answers sent.
+WIRE_PROBLEMS = ("crash", "slow", "result from an invalid answer", "good answer refused")
 
 
 def rss_mb() -> float:
@@ -107,6 +123,19 @@ def run(args: argparse.Namespace) -> None:
     soak(third, st.tuples(st.sampled_from(COMMANDS), ANY_PAYLOADS), random_payload)
     soak(payloads - 2 * third, routable_calls(), retained)
     soak(answers, st.tuples(meter_answers(), st.sampled_from(["v1", "v2"])), meter)
+    if args.wire_answers:
+        server = HostileMeter(SimulatedMeter(ManualClock(), OcmfSigner.generate(), MeterConfig()))
+
+        def wire(item: tuple[Any, Act]) -> None:
+            found["meter answers over sockets"] += 1
+            problem = wire_call_problem(server, *item)
+            if problem is not None:
+                found[f"sockets: {problem[0]}"] += 1
+
+        try:
+            soak(args.wire_answers, st.tuples(st.sampled_from(WIRE_CALLS), WIRE_ACTS), wire)
+        finally:
+            server.close()
     after = rss_mb()
     rows = [
         ["command payloads", payloads],
@@ -118,6 +147,14 @@ def run(args: argparse.Namespace) -> None:
         ],
         ["answers breaking the interface", found["answers breaking the interface"]],
         ["retained commands executed", found["retained commands executed"]],
+        *(
+            [
+                ["meter answers over sockets", found["meter answers over sockets"]],
+                *[[f"sockets: {name}", found[f"sockets: {name}"]] for name in WIRE_PROBLEMS],
+            ]
+            if args.wire_answers
+            else []
+        ),
         ["RSS before, MB", round(before, 1)],
         ["RSS after, MB", round(after, 1)],
     ]
@@ -125,6 +162,7 @@ def run(args: argparse.Namespace) -> None:
     harness.write_results("fuzz_soak", {"quick": args.quick, "rows": rows}, args.out)
     bad = found["crashes"] + found["routable requests not answered exactly once"]
     bad += found["answers breaking the interface"] + found["retained commands executed"]
+    bad += sum(found[f"sockets: {name}"] for name in WIRE_PROBLEMS)
     if bad:
         raise harness.BenchError(f"{bad} invariant violations")
 
@@ -134,6 +172,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = harness.parser(__doc__ or "")
     parser.add_argument("--payloads", type=int, help="command payloads (default 100 000)")
     parser.add_argument("--answers", type=int, help="meter answers (default 20 000)")
+    parser.add_argument(
+        "--wire-answers",
+        type=int,
+        default=0,
+        help="meter answers over real sockets, hostile ones included (default 0: off)",
+    )
     args = parser.parse_args(argv)
     return harness.run_main(run, args)
 

@@ -54,6 +54,11 @@ COMMANDS = (
         "list, export or resend the signed records in the module's journal",
         "lem_dcbm.tools.records:configure",
     ),
+    Command(
+        "meter",
+        "commission a meter over its REST API: status, live values, certificate, TLS, clock",
+        "lem_dcbm.tools.meter_cli:configure",
+    ),
 )
 
 
@@ -62,10 +67,45 @@ def configure_run(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, type=Path, help="EVerest config file (YAML)")
     parser.add_argument(
         "--module-id",
-        help="module id under active_modules (default: the only lem-dcbm module in the file)",
+        help="module id under active_modules (default: the only lem-dcbm module in the file); "
+        "with --everest-api also the id of EVerest's powermeter_API module",
+    )
+    parser.add_argument(
+        "--everest-api",
+        action="store_true",
+        help="serve EVerest's external powermeter API (everest_api/1/powermeter/ID) instead "
+        "of the module protocol; also $LEM_DCBM_EVEREST_API=1 (docs/everest-api.md)",
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="check the config, broker settings and installation, say where the journal "
+        "goes, and exit (0, or 2 on a bad config) without connecting to anything",
     )
     add_broker_arguments(parser)
+    add_log_arguments(parser)
     parser.set_defaults(handler=run_command)
+
+
+def add_log_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--log-level`` and ``--log-format``, falling back to their ``LEM_DCBM_*`` variables."""
+    from lem_dcbm.logsetup import LOG_FORMATS, LOG_LEVELS
+
+    logs = parser.add_argument_group("logging")
+    logs.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        help="least severe level logged (default: $LEM_DCBM_LOG_LEVEL, else INFO)",
+    )
+    logs.add_argument(
+        "--log-format",
+        type=str.lower,
+        choices=LOG_FORMATS,
+        help="text: one line per event for people; json: one JSON object per line "
+        "(time, level, module_id, logger, message) for log shippers "
+        "(default: $LEM_DCBM_LOG_FORMAT, else text)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,24 +123,53 @@ def build_parser() -> argparse.ArgumentParser:
 def run_command(args: argparse.Namespace) -> int:
     """``lem-dcbm run``: load the config (exit 2 on a bad one), then serve until stopped."""
     from lem_dcbm.config import load_everest_config_file
-    from lem_dcbm.logsetup import configure_logging
+    from lem_dcbm.everest_api.mode import api_mode
+    from lem_dcbm.logsetup import configure_logging, log_options
 
     try:
+        level, log_format = log_options(args.log_level, args.log_format)
         module_id, config = load_everest_config_file(args.config, args.module_id)
         broker = broker_from_args(args)
+        everest_api = api_mode(args.everest_api, os.environ)
     except ConfigError as err:
         print(f"lem-dcbm: configuration error: {err}", file=sys.stderr)
         return EXIT_CONFIG
-    configure_logging(module_id)
-    return _serve(module_id, broker, os.environ, lambda service: service.run_standalone(config))
+    if args.check:
+        return _check(module_id, config.journal_dir, broker)
+    configure_logging(module_id, level, log_format)
+    return _serve(
+        module_id,
+        broker,
+        os.environ,
+        lambda service: service.run_standalone(config),
+        everest_api=everest_api,
+    )
+
+
+def _check(module_id: str, journal_dir: str, broker: BrokerSettings) -> int:
+    """``run --check``: the config is valid; import what serving needs, say where things go."""
+    from lem_dcbm.health import health_file_path
+    from lem_dcbm.service import journal_directory
+
+    print(
+        f"lem-dcbm: config of {module_id} is valid; broker {broker.describe()}, prefix "
+        f"{broker.prefix}; journal {journal_directory(journal_dir, module_id)}; "
+        f"heartbeat {health_file_path(module_id)}"
+    )
+    return 0
 
 
 def run_under_manager(module_id: str, environ: Mapping[str, str]) -> int:
     """Manager mode: broker from EV_MQTT_*, config from the manager, exit 0 on shutdown."""
     from lem_dcbm.config import config_from_manager_parameters
-    from lem_dcbm.logsetup import configure_logging
+    from lem_dcbm.logsetup import configure_logging, log_options
 
-    configure_logging(module_id)
+    try:
+        level, log_format = log_options(None, None, environ)
+    except ConfigError as err:
+        print(f"lem-dcbm: configuration error: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    configure_logging(module_id, level, log_format)
     try:
         broker = broker_settings(env=environ)
     except ConfigError as err:
@@ -119,6 +188,8 @@ def _serve(
     broker: BrokerSettings,
     environ: Mapping[str, str],
     run: Callable[[Service], int],
+    *,
+    everest_api: bool = False,
 ) -> int:
     """Run a service with heartbeat and signal handling; a config error exits with 2."""
     from lem_dcbm.everest.manager import ManagerError
@@ -135,7 +206,12 @@ def _serve(
     # Healthy means publishing live values: no beat while the meter does not answer, and
     # none left from an earlier run.
     register_health(heartbeat)
-    service = Service(module_id, broker, on_meter_answer=lambda: touch_health(heartbeat))
+    service = Service(
+        module_id,
+        broker,
+        on_meter_answer=lambda: touch_health(heartbeat),
+        everest_api=everest_api,
+    )
     service.install_signal_handlers()
     try:
         return run(service)

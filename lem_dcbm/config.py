@@ -15,7 +15,7 @@ import math
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -23,15 +23,22 @@ from typing import Any
 import yaml
 from jsonschema import Draft7Validator
 
+from lem_dcbm import MODULE_NAME
 from lem_dcbm.broker_tls import broker_ssl_context, read_password_file
 from lem_dcbm.errors import ConfigError
 
-#: Names the module is known by in an EVerest config's ``module:`` entry.
-MODULE_NAMES = ("LemDCBM400600", "LemDCBM400600Py", "lem-dcbm", "lem_dcbm")
+#: Names the module is known by in an EVerest config's ``module:`` entry: its own first,
+#: then the C++ module's, so that a config written for that one runs standalone unchanged.
+MODULE_NAMES = (MODULE_NAME, "LemDCBM400600", "lem-dcbm", "lem_dcbm")
 _JSON_TYPES = {"string": "string", "integer": "integer", "number": "number", "boolean": "boolean"}
 _SCHEMA_KEYWORDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "enum")
 _TIMEZONE = re.compile(r"^([+-])(\d{2}):(\d{2})$")
-_PORT_KEYS = ("port", "ntp_server_1_port", "ntp_server_2_port")
+# An NTP port counts only when its server is in use (the server set, and for the second
+# one the first set too): EVerest's own configs write port 0 beside an empty server.
+_NTP_SERVERS = (
+    ("ntp_server_1_ip_addr", "ntp_server_1_port"),
+    ("ntp_server_2_ip_addr", "ntp_server_2_port"),
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -236,6 +243,11 @@ def is_host(text: str) -> bool:
     return True
 
 
+def _check_port(key: str, value: int) -> None:
+    if not 1 <= value <= 65535:
+        raise ConfigError(key, f"must be a port number from 1 to 65535, got {value}")
+
+
 def _check_semantics(values: dict[str, Any]) -> None:
     address = str(values["ip_address"]).strip()
     if not is_host(address):
@@ -248,13 +260,16 @@ def _check_semantics(values: dict[str, Any]) -> None:
         # JSON Schema takes NaN and infinities for numbers; no setting means them.
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(key, f"must be a finite number, got {value}")
-    for key in _PORT_KEYS:
-        if not 1 <= values[key] <= 65535:
-            raise ConfigError(key, f"must be a port number from 1 to 65535, got {values[key]}")
-    for key in ("ntp_server_1_ip_addr", "ntp_server_2_ip_addr"):
+    _check_port("port", values["port"])
+    ntp_in_use = bool(values["ntp_server_1_ip_addr"])
+    for address_key, port_key in _NTP_SERVERS:
+        if not (ntp_in_use and values[address_key]):
+            continue
         # The meter resolves the name itself, as with EVerest's C++ module.
-        if values[key] and not is_host(values[key]):
-            raise ConfigError(key, f"not an IP address or host name: {values[key]!r}")
+        address = values[address_key]
+        if not is_host(address):
+            raise ConfigError(address_key, f"not an IP address or host name: {address!r}")
+        _check_port(port_key, values[port_key])
     _check_timezone(values["meter_timezone"])
     _check_dst(values["meter_dst"])
     if values["meter_tls_certificate"].strip():
@@ -282,6 +297,34 @@ def _check_dst(text: str) -> None:
         raise ConfigError("meter_dst", f"not valid JSON: {exc}") from exc
     if not isinstance(value, dict):
         raise ConfigError("meter_dst", "must be a JSON object")
+
+
+# --- changes at run time (2026 framework) ------------------------------------------
+
+
+def runtime_keys(manifest: Mapping[str, Any] | None = None) -> frozenset[str]:
+    """The keys declared ``mutability: ReadWrite``: changed while running, without a restart."""
+    manifest = manifest if manifest is not None else _packaged_manifest()
+    return frozenset(
+        key for key, entry in manifest["config"].items() if entry.get("mutability") == "ReadWrite"
+    )
+
+
+def config_with_change(
+    config: ModuleConfig, key: str, value: Any, manifest: Mapping[str, Any] | None = None
+) -> ModuleConfig:
+    """``config`` with ``key`` set to ``value``, validated exactly as at start-up.
+
+    ``value`` is the manager's text of the new value (``"3"``, ``"true"``); raises
+    ``ConfigError(key, problem)`` for an unknown key or a value start-up would refuse.
+    """
+    manifest = manifest if manifest is not None else _packaged_manifest()
+    entry = manifest["config"].get(key)
+    if entry is None:
+        raise ConfigError(key, "unknown key (not declared in manifest.yaml)")
+    values = asdict(config)
+    values[key] = _from_text(key, value, entry["type"])
+    return config_from_mapping(values, manifest)
 
 
 # --- sources: EVerest config file, manager parameters ------------------------------
@@ -351,28 +394,53 @@ def load_everest_config_file(path: Path, module_id: str | None) -> tuple[str, Mo
     except OSError as exc:
         raise ConfigError("--config", f"cannot read {path}: {exc.strerror or exc}") from exc
     except yaml.YAMLError as exc:
-        raise ConfigError("--config", f"{path} is not valid YAML: {exc}") from exc
+        raise ConfigError(str(path), _yaml_problem(exc), kind="config file") from exc
     modules = document.get("active_modules") if isinstance(document, dict) else None
     if not isinstance(modules, dict) or not modules:
         raise ConfigError("active_modules", f"{path} has no 'active_modules' mapping")
+    ours = [
+        str(mid)
+        for mid, entry in modules.items()
+        if isinstance(entry, dict) and _is_our_module(entry.get("module"))
+    ]
     if module_id is None:
-        ours = [
-            mid
-            for mid, entry in modules.items()
-            if isinstance(entry, dict) and _is_our_module(entry.get("module"))
-        ]
         if len(ours) != 1:
-            found = ", ".join(str(mid) for mid in ours) or "none"
             raise ConfigError(
                 "active_modules",
-                f"expected exactly one module '{MODULE_NAMES[0]}' in {path}, found {found}; "
-                "name one with --module-id",
+                f"expected exactly one module '{MODULE_NAMES[0]}' in {path}, "
+                f"found {_listing(ours)}; name one with --module-id",
             )
-        module_id = str(ours[0])
+        module_id = ours[0]
     entry = modules.get(module_id)
     if not isinstance(entry, dict):
-        raise ConfigError("active_modules", f"no module '{module_id}' in {path}")
-    return module_id, config_from_mapping(_entry_values(entry, module_id))
+        raise ConfigError(
+            "--module-id",
+            f"no module '{module_id}' in {path}; this module's ids there: {_listing(ours)}",
+        )
+    try:
+        return module_id, config_from_mapping(_entry_values(entry, module_id))
+    except ConfigError as err:
+        if module_id in ours:
+            raise
+        # A folder of another name may hold this module, so an entry of another kind is
+        # refused only when its config is not ours: then that, not a key, is the problem.
+        raise ConfigError(
+            "--module-id",
+            f"'{module_id}' in {path} is a module of kind {entry.get('module')!r}, not "
+            f"lem-dcbm; this module's ids there: {_listing(ours)}",
+        ) from err
+
+
+def _listing(module_ids: list[str]) -> str:
+    return ", ".join(module_ids) or "none"
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line for a YAML error: where (1-based line and column) and what."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem", None) or getattr(exc, "context", None) or str(exc)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"not valid YAML{where}: {' '.join(str(problem).split())}"
 
 
 def _entry_values(entry: Mapping[str, Any], module_id: str) -> dict[str, Any]:
@@ -421,7 +489,11 @@ def _from_text(key: str, value: Any, datatype: object) -> Any:
         if datatype in ("number", "decimal"):
             return float(value)
         if datatype in ("boolean", "bool"):
-            return value.strip().lower() in ("true", "1")
+            # The manager itself reads only true and false (any case); 1 and 0 are kept.
+            word = value.strip().lower()
+            if word not in ("true", "1", "false", "0"):
+                raise ValueError(word)
+            return word in ("true", "1")
     except ValueError as exc:
         raise ConfigError(key, f"cannot read {value!r} as {datatype}") from exc
     return value

@@ -3,7 +3,9 @@
 Starts an MQTT broker (mosquitto, or the pure-Python amqtt when mosquitto is missing),
 the meter simulator and the module as separate processes, shows live measurements,
 runs one transaction under load, prints the signed OCMF record and checks its
-signature. Everything it started is stopped at the end or on Ctrl-C.
+signature. Everything it started is stopped at the end or on Ctrl-C. With
+``--everest-api`` the module serves EVerest's powermeter API and the demo plays the
+``powermeter_API`` bridge instead (heartbeat included).
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from lem_dcbm.harness import (
 from lem_dcbm.harness.broker import BrokerKind
 from lem_dcbm.ocmf import parse_ocmf, verify_ocmf
 from lem_dcbm.tools import table
+from lem_dcbm.tools.api_client import ApiClient
+from lem_dcbm.tools.cli import Consumer
 from lem_dcbm.tools.consumer import EverestConsumer
 
 MIN_TRANSACTION_S = 5
@@ -59,7 +63,7 @@ def broker_kind() -> BrokerKind:
 class Watcher:
     """Collects powermeter values and the public key from the module."""
 
-    def __init__(self, consumer: EverestConsumer) -> None:
+    def __init__(self, consumer: Consumer) -> None:
         self.values: list[Any] = []
         self.public_key = ""
         self.changed = threading.Condition()
@@ -88,7 +92,7 @@ class Watcher:
             raise DemoError(f"fewer than {count} measurements within {timeout_s:.0f} s")
 
 
-def run_demo(workdir: Path) -> bool:
+def run_demo(workdir: Path, *, everest_api: bool = False) -> bool:
     """Run every step; True when the OCMF record's signature verifies."""
     with ProcessGroup(workdir) as group:
         try:
@@ -99,11 +103,19 @@ def run_demo(workdir: Path) -> bool:
             sim.set_load(power_kw=150.0, voltage_v=800.0)
             values = simulator_config(sim, resilience_initial_connection_retries=5)
             config = write_config(workdir / "config.yaml", values)
-            module = group.module("module", config, broker, log_level=None)
-            say(f"module {MODULE_ID} started (pid {module.pid})")
+            extra = ["--everest-api"] if everest_api else []
+            module = group.module("module", config, broker, log_level=None, extra_args=extra)
+            mode = "EVerest's powermeter API" if everest_api else "the EVerest module protocol"
+            say(f"module {MODULE_ID} started (pid {module.pid}), serving {mode}")
             module.wait_ready()
-            consumer = EverestConsumer(broker.settings, MODULE_ID)
-            consumer.connect()
+            consumer: Consumer
+            if everest_api:
+                consumer = ApiClient(broker.settings, MODULE_ID)
+                consumer.connect()
+                consumer.start_heartbeat()
+            else:
+                consumer = EverestConsumer(broker.settings, MODULE_ID)
+                consumer.connect()
             try:
                 return drive(consumer)
             finally:
@@ -136,7 +148,7 @@ def boot_stop_summary(retval: Any) -> str:
     return f"boot-time stop_transaction(''): unexpected answer {raw}"
 
 
-def drive(consumer: EverestConsumer) -> bool:
+def drive(consumer: Consumer) -> bool:
     """Play EvseManager: boot-time stop, live values, one transaction, check the record."""
     watcher = Watcher(consumer)
     print(table.header(), flush=True)
@@ -172,10 +184,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the demo; exit 0 when the transaction's record verifies."""
     parser = argparse.ArgumentParser(prog="lem-dcbm-demo", description=__doc__)
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument(
+        "--everest-api",
+        action="store_true",
+        help="run the module in API mode and play EVerest's powermeter_API bridge",
+    )
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="lem-dcbm-demo-"))
     try:
-        ok = run_demo(workdir)
+        ok = run_demo(workdir, everest_api=args.everest_api)
     except KeyboardInterrupt:
         say("interrupted; everything started was stopped")
         return 130

@@ -31,12 +31,25 @@ class LemDcbmError(Exception):
 
 
 class ConfigError(LemDcbmError):
-    """A configuration value is missing or invalid; ``key`` names it."""
+    """A configuration value is missing or invalid; ``key`` names it.
 
-    def __init__(self, key: str, problem: str) -> None:
-        super().__init__(f"config key '{key}': {problem}")
+    The message says what ``key`` is: a command-line option (``--config``), an
+    environment variable (``EV_MQTT_*``, ``LEM_DCBM_*``), a config file, or a config key.
+    """
+
+    def __init__(self, key: str, problem: str, *, kind: str | None = None) -> None:
+        super().__init__(f"{kind or _kind_of(key)} '{key}': {problem}")
         self.key = key
         self.problem = problem
+
+
+def _kind_of(key: str) -> str:
+    if key.startswith("-"):
+        return "option"
+    # Config keys such as IT or SC are upper case too: only these prefixes name variables.
+    if key.startswith(("EV_", "LEM_DCBM_")):
+        return "environment variable"
+    return "config key"
 
 
 class ControllerError(LemDcbmError):
@@ -47,13 +60,23 @@ class ControllerError(LemDcbmError):
 
 
 class MeterError(LemDcbmError):
-    """A request to the meter failed; the message names method and endpoint."""
+    """A request to the meter failed; the message names the method and the full URL.
 
-    def __init__(self, method: str, endpoint: str, detail: str) -> None:
-        super().__init__(f"{method} {endpoint}: {detail}")
+    ``base_url`` (``scheme://host:port``) makes the URL: with several meters, or a meter
+    that speaks another scheme than configured, the path alone says too little.
+    """
+
+    def __init__(self, method: str, endpoint: str, detail: str, *, base_url: str = "") -> None:
         self.method = method
         self.endpoint = endpoint
         self.detail = detail
+        self.base_url = base_url
+        super().__init__(f"{method} {self.url}: {detail}")
+
+    @property
+    def url(self) -> str:
+        """``scheme://host:port/path``, or the path alone when the address is unknown."""
+        return f"{self.base_url}{self.endpoint}"
 
 
 class MeterConnectionError(MeterError):
@@ -67,11 +90,16 @@ class MeterTlsError(MeterConnectionError):
 class MeterStatusError(MeterError):
     """The meter answered with an HTTP status the API does not promise for this call."""
 
-    def __init__(self, method: str, endpoint: str, status: int, body: str | bytes) -> None:
+    def __init__(
+        self, method: str, endpoint: str, status: int, body: str | bytes, *, base_url: str = ""
+    ) -> None:
         self.status = status
         self.body_excerpt = excerpt(body)
         super().__init__(
-            method, endpoint, f"unexpected HTTP status {status}, body: '{self.body_excerpt}'"
+            method,
+            endpoint,
+            f"unexpected HTTP status {status}, body: '{self.body_excerpt}'",
+            base_url=base_url,
         )
 
 
@@ -79,7 +107,14 @@ class MeterBodyError(MeterError):
     """The meter answered with a body that could not be understood."""
 
     def __init__(
-        self, method: str, endpoint: str, reason: str, body: str | bytes, status: int = 200
+        self,
+        method: str,
+        endpoint: str,
+        reason: str,
+        body: str | bytes,
+        status: int = 200,
+        *,
+        base_url: str = "",
     ) -> None:
         self.status = status
         self.reason = reason
@@ -88,4 +123,5 @@ class MeterBodyError(MeterError):
             method,
             endpoint,
             f"unexpected body (HTTP {status}): {reason}; body: '{self.body_excerpt}'",
+            base_url=base_url,
         )

@@ -1,10 +1,26 @@
-"""Log format: one line per event, each naming the module id."""
+"""Log format: one line per event, each naming the module id, with an ISO 8601 time.
+
+Two formats: ``text`` for people (``time level [module_id] logger: message``) and
+``json`` for log shippers (one JSON object per line). The level and the format come from
+``--log-level``/``--log-format``, else ``LEM_DCBM_LOG_LEVEL``/``LEM_DCBM_LOG_FORMAT``
+(what the EVerest manager's environment can set), else INFO and text.
+"""
 
 from __future__ import annotations
 
+import datetime
+import json
 import logging
 import os
 import sys
+from collections.abc import Mapping
+
+from lem_dcbm.errors import ConfigError
+
+#: The levels ``--log-level`` and ``LEM_DCBM_LOG_LEVEL`` take.
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+#: The formats ``--log-format`` and ``LEM_DCBM_LOG_FORMAT`` take.
+LOG_FORMATS = ("text", "json")
 
 
 class _ModuleIdFilter(logging.Filter):
@@ -17,16 +33,77 @@ class _ModuleIdFilter(logging.Filter):
         return True
 
 
-def configure_logging(module_id: str, level: str | None = None) -> None:
-    """Log to stderr as ``time level [module_id] logger: message``.
+def iso_time(record: logging.LogRecord) -> str:
+    """The record's time in ISO 8601 with milliseconds and this host's UTC offset."""
+    moment = datetime.datetime.fromtimestamp(record.created).astimezone()
+    return moment.isoformat(timespec="milliseconds")
+
+
+class TextFormatter(logging.Formatter):
+    """``2026-11-29T06:34:12.123+00:00 INFO [powermeter_1] lem_dcbm.service: message``."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s [%(module_id)s] %(name)s: %(message)s")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        """ISO 8601 with the UTC offset, whatever ``datefmt`` says."""
+        return iso_time(record)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, module_id, logger, message (and exception)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as a single-line JSON object (newlines in the message are escaped)."""
+        entry = {
+            "time": iso_time(record),
+            "level": record.levelname,
+            "module_id": getattr(record, "module_id", ""),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def log_options(
+    level: str | None, log_format: str | None, env: Mapping[str, str] | None = None
+) -> tuple[str, str]:
+    """The level and format from the options, else the environment, else INFO and text.
+
+    A value that is neither raises ``ConfigError`` naming the option or variable.
+    """
+    env = os.environ if env is None else env
+    chosen_level = _choose(level, "--log-level", "LEM_DCBM_LOG_LEVEL", env, LOG_LEVELS)
+    chosen_format = _choose(log_format, "--log-format", "LEM_DCBM_LOG_FORMAT", env, LOG_FORMATS)
+    return chosen_level or "INFO", chosen_format or "text"
+
+
+def _choose(
+    flag: str | None,
+    flag_name: str,
+    variable: str,
+    env: Mapping[str, str],
+    allowed: tuple[str, ...],
+) -> str | None:
+    key, value = (flag_name, flag) if flag else (variable, env.get(variable) or None)
+    if value is None:
+        return None
+    folded = value.upper() if allowed is LOG_LEVELS else value.lower()
+    if folded not in allowed:
+        raise ConfigError(key, f"must be one of {', '.join(allowed)}; got {value!r}")
+    return folded
+
+
+def configure_logging(module_id: str, level: str | None = None, log_format: str = "text") -> None:
+    """Log to stderr, each line naming ``module_id``, in ``log_format`` (text or json).
 
     The level comes from ``level``, else ``LEM_DCBM_LOG_LEVEL``, else INFO.
     """
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(_ModuleIdFilter(module_id))
-    handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)s [%(module_id)s] %(name)s: %(message)s")
-    )
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel((level or os.environ.get("LEM_DCBM_LOG_LEVEL") or "INFO").upper())

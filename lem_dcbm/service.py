@@ -13,9 +13,13 @@ Threads, and what each one owns:
   controller's lock, over the command client; the lock is held across the meter
   requests of a command on purpose (the meter runs one transaction request at a time).
 - ``housekeeping``: clock sync and missing records, over the command client, only when
-  the controller's lock is free (``acquire(blocking=False)``): commands go first.
-- paho's network thread and the bus's dispatch thread: MQTT only; they hand commands to
-  the worker's queue and never call the meter.
+  the controller's lock is free (``acquire(blocking=False)``) and no command waits for it;
+  it stops between steps when one does: a command waits for one step at most.
+- paho's network thread and the bus's dispatch thread: MQTT only; the dispatch thread
+  parses and validates each call and answers a refused one at once, so it never waits
+  behind a command at the meter; valid calls go to the worker's queue. It never calls
+  the meter. Start and stop stay one queue, in order: both act on the one meter's
+  transaction, and a stop must not overtake its start (docs/concurrency.md).
 - the main thread waits for the stop event; ``shutdown-watch`` turns the manager's
   shutdown message into it.
 
@@ -25,7 +29,6 @@ journal has a lock of its own because other readers (``lem-dcbm records``) share
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -34,18 +37,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol, TypeAlias
 
 from lem_dcbm.clock import Clock, SystemClock, rfc3339
 from lem_dcbm.config import BrokerSettings, ModuleConfig
-from lem_dcbm.core.controller import ControllerSettings, MeterController
+from lem_dcbm.core.controller import MeterController
 from lem_dcbm.core.health_monitor import HealthMonitor
 from lem_dcbm.core.ports import Alerts, EverestOutputs, LateRecords
 from lem_dcbm.core.ready_loop import LoopTiming, ReadyLoop
 from lem_dcbm.core.record_book import RecordBook
-from lem_dcbm.core.temperature_monitor import TemperatureLimits, TemperatureMonitor
-from lem_dcbm.core.timesync import NtpServer, TimeSync
-from lem_dcbm.core.transaction_request import StartSettings
+from lem_dcbm.core.temperature_monitor import TemperatureMonitor
+from lem_dcbm.core.timesync import TimeSync
 from lem_dcbm.errors import ConfigError
 from lem_dcbm.everest import results
 from lem_dcbm.everest.adapter import EverestAdapter
@@ -57,10 +59,18 @@ from lem_dcbm.everest.presence import (
     TakeoverWatch,
     takeover_message,
 )
+from lem_dcbm.everest_api.adapter import ApiAdapter
 from lem_dcbm.journal import TransactionJournal
 from lem_dcbm.meter.client import MeterClient
-from lem_dcbm.records.late_record import KeptRecord
+from lem_dcbm.records.late_record import KeptRecord, kept_record_from_entry
 from lem_dcbm.retry import RetryPolicy
+from lem_dcbm.runtime_config import (
+    RunningParts,
+    RuntimeConfig,
+    clock_settings,
+    controller_settings,
+    temperature_limits,
+)
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -153,10 +163,26 @@ class VendorWarnings:
         self._outputs.clear_error(VENDOR_WARNING, sub_type)
 
 
+class RecordTopics(Protocol):
+    """Where an adapter publishes late records (both adapters do it the same way)."""
+
+    def publish_late_record(self, record: KeptRecord, published_at: str) -> bool:
+        """Publish ``record`` retained."""
+        ...
+
+    def late_record_topic(self, transaction_id: str) -> str:
+        """The retained topic of ``transaction_id``'s record."""
+        ...
+
+
+#: The bus side: EVerest's module protocol, or its external powermeter API.
+Adapter: TypeAlias = EverestAdapter | ApiAdapter
+
+
 class LateRecordRoad:
     """The controller's late records, published retained on the adapter's record topic."""
 
-    def __init__(self, adapter: EverestAdapter, clock: Clock) -> None:
+    def __init__(self, adapter: RecordTopics, clock: Clock) -> None:
         self._adapter = adapter
         self._clock = clock
 
@@ -167,6 +193,11 @@ class LateRecordRoad:
     def where(self, transaction_id: str) -> str:
         """The topic that will carry the record of ``transaction_id``."""
         return f"the retained MQTT topic {self._adapter.late_record_topic(transaction_id)}"
+
+
+def _kept_record(journal: TransactionJournal, transaction_id: str) -> KeptRecord | None:
+    entry = journal.get(transaction_id)
+    return kept_record_from_entry(entry) if entry is not None else None
 
 
 def journal_directory(
@@ -224,37 +255,15 @@ def build_meter_stack(
 
     client = connect()
     measurements = connect()
-    servers: tuple[NtpServer, ...] = ()
-    if config.ntp_server_1_ip_addr:
-        servers = (NtpServer(config.ntp_server_1_ip_addr, config.ntp_server_1_port),)
-        if config.ntp_server_2_ip_addr:
-            servers += (NtpServer(config.ntp_server_2_ip_addr, config.ntp_server_2_port),)
+    clock_values = clock_settings(config)
     timesync = TimeSync(
         client,
         clock,
-        timezone=config.meter_timezone,
-        dst=json.loads(config.meter_dst),
-        ntp_servers=servers,
+        timezone=clock_values.timezone,
+        dst=clock_values.dst,
+        ntp_servers=clock_values.ntp_servers,
     )
-    settings = ControllerSettings(
-        start=StartSettings(
-            tariff_id=config.tariff_id,
-            cable_id=config.cable_id,
-            sc=config.SC,
-            uv=config.UV,
-            ud=config.UD,
-        ),
-        api_version=config.api_version,
-        identification_type=config.IT,
-        transaction_retries=config.resilience_transaction_request_retries,
-        transaction_retry_delay_s=config.resilience_transaction_request_retry_delay / 1000.0,
-        signed_start_value=config.signed_start_value,
-        # Never longer than the command timeout, and short enough that an unreachable
-        # meter is reported as a CommunicationFault within about 2 s.
-        measurement_timeout_s=min(config.command_timeout_ms / 1000.0, 2.0),
-        stop_record_wait_s=config.stop_record_wait_ms / 1000.0,
-        record_identity_checks="report" if config.record_identity_checks == "report" else "enforce",
-    )
+    settings = controller_settings(config)
     controller = MeterController(
         client,
         settings,
@@ -275,12 +284,7 @@ def build_monitors(
     clock: Clock,
 ) -> tuple[TemperatureMonitor, HealthMonitor]:
     """The temperature and health monitors the ready loop feeds every cycle."""
-    limits = TemperatureLimits(
-        warning_level_c=config.temperature_warning_level_C,
-        error_level_c=config.temperature_error_level_C,
-        hysteresis_k=config.temperature_hysteresis_K,
-        min_time_s=config.temperature_min_time_as_valid_ms / 1000.0,
-    )
+    limits = temperature_limits(config)
     poll_s = config.status_poll_interval_ms / 1000.0
     return (
         TemperatureMonitor(limits, outputs, clock),
@@ -299,8 +303,12 @@ class Service:
         clock: Clock | None = None,
         on_cycle: Callable[[], None] | None = None,
         on_meter_answer: Callable[[], None] | None = None,
+        everest_api: bool = False,
     ) -> None:
         self.module_id = module_id
+        #: Serve EVerest's external powermeter API (a ``powermeter_API`` bridge named
+        #: ``module_id``) instead of the module protocol.
+        self.everest_api = everest_api
         self.stop_event = threading.Event()
         self._clock = clock or SystemClock()
         self._on_cycle = on_cycle
@@ -341,11 +349,14 @@ class Service:
 
         Raises ``DuplicateInstance`` when another instance runs with this module id.
         """
+        if self.everest_api:
+            raise ConfigError("--everest-api", "the API mode runs from a config file: lem-dcbm run")
 
         def run() -> int:
             adapter = self._connect("powermeter")
             if adapter is None:
                 return 0
+            assert isinstance(adapter, EverestAdapter)
             try:
                 config = load(adapter.fetch_manager_config())
             except Exception:
@@ -372,13 +383,16 @@ class Service:
         self._duplicate = message
         self.stop_event.set()
 
-    def _watch_takeovers(self, adapter: EverestAdapter) -> None:
+    def _watch_takeovers(self, adapter: Adapter) -> None:
         """Name the cause when another client keeps taking the module's MQTT client id."""
+        if not isinstance(adapter, EverestAdapter):
+            return
         watch = TakeoverWatch()
+        client_id = adapter.client_id
 
         def lost() -> None:
             if watch.lost(self._guard is not None and self._guard.connected):
-                _LOGGER.error("%s", takeover_message(self.module_id, adapter.client_id))
+                _LOGGER.error("%s", takeover_message(self.module_id, client_id))
 
         adapter.on_link_lost(lost)
 
@@ -391,7 +405,14 @@ class Service:
             guard.claim(BROKER_CONNECT_TIMEOUT_S)
             self._guard = guard
 
-    def _connect(self, error_namespace: str) -> EverestAdapter | None:
+    def _new_adapter(self, error_namespace: str) -> Adapter:
+        if self.everest_api:
+            return ApiAdapter(self._broker, self.module_id, self._handlers, clock=self._clock)
+        return EverestAdapter(
+            self._broker, self.module_id, self._handlers, error_namespace=error_namespace
+        )
+
+    def _connect(self, error_namespace: str) -> Adapter | None:
         """Claim the module id, then connect, retrying until the broker answers or a stop.
 
         Raises ``DuplicateInstance`` when another instance holds the module id.
@@ -401,9 +422,7 @@ class Service:
         while not self.stop_event.is_set():
             try:
                 self._claim()
-                adapter = EverestAdapter(
-                    self._broker, self.module_id, self._handlers, error_namespace=error_namespace
-                )
+                adapter = self._new_adapter(error_namespace)
                 adapter.connect(timeout_s=BROKER_CONNECT_TIMEOUT_S)
             except BrokerUnavailable as err:
                 if isinstance(err, BrokerRefused):
@@ -426,9 +445,7 @@ class Service:
             return adapter
         return None
 
-    def _serve(
-        self, adapter: EverestAdapter, config: ModuleConfig, *, wait_global_ready: bool
-    ) -> int:
+    def _serve(self, adapter: Adapter, config: ModuleConfig, *, wait_global_ready: bool) -> int:
         directory = journal_directory(config.journal_dir, self.module_id)
         try:
             journal = TransactionJournal(
@@ -440,7 +457,12 @@ class Service:
             adapter.close()
             raise
         _LOGGER.info("transaction journal in %s", directory)
-        outputs = PolicedOutputs(adapter, config.error_profile)
+        # The API has no error path: its adapter keeps and reports every condition itself.
+        outputs: EverestOutputs = (
+            adapter
+            if isinstance(adapter, ApiAdapter)
+            else PolicedOutputs(adapter, config.error_profile)
+        )
         stack = build_meter_stack(
             config,
             self._clock,
@@ -465,6 +487,13 @@ class Service:
         )
         adapter.on_connected(loop.republish_public_key)
         self._handlers.controller = stack.controller
+        if isinstance(adapter, ApiAdapter):
+            adapter.records_from(lambda tid: _kept_record(journal, tid))
+        else:
+            # Runtime changes come from the manager's config service, which only the
+            # module protocol reaches; the external API has no such request.
+            parts = RunningParts(stack.controller, (stack.client, stack.measurements), temperature)
+            adapter.serve_config_changes(RuntimeConfig(config, parts).change)
         threading.Thread(
             target=self._forward_shutdown, args=(adapter,), name="shutdown-watch", daemon=True
         ).start()
@@ -485,7 +514,7 @@ class Service:
         self.stop_event.wait()
         return self._shutdown(adapter, stack, loop_thread, command_bound_s(config))
 
-    def _forward_shutdown(self, adapter: EverestAdapter) -> None:
+    def _forward_shutdown(self, adapter: Adapter) -> None:
         """Turn the manager's shutdown message into the service's stop.
 
         Waits without a timeout (no wake-ups at 1 Hz idle); ``_shutdown`` releases it.
@@ -497,7 +526,7 @@ class Service:
 
     def _shutdown(
         self,
-        adapter: EverestAdapter,
+        adapter: Adapter,
         stack: MeterStack,
         loop_thread: threading.Thread | None,
         command_wait_s: float,

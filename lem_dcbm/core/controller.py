@@ -18,8 +18,10 @@ with the bits that block.
 
 Threads: commands run on the adapter's command thread, background work (clock sync,
 missing records) on the housekeeping thread; both take ``_lock`` (background work only
-when it is free), so the command client is used by one thread at a time. Measurements
-use their own client (``measurements``) and never wait for either.
+when it is free), so the command client is used by one thread at a time. A command
+waits for at most the one background step in progress: background work stops between
+steps as soon as a command waits (``_command_lock``). Measurements use their own client
+(``measurements``) and never wait for either.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -44,7 +47,7 @@ from lem_dcbm.core.record_collector import (
     expectation_from,
 )
 from lem_dcbm.core.results import SignedRecord, StartResult, StopResult
-from lem_dcbm.core.timesync import TimeSync
+from lem_dcbm.core.timesync import ClockSettings, TimeSync
 from lem_dcbm.core.transaction_request import RequestRejected, StartSettings, build_start_body
 from lem_dcbm.errors import ControllerError, LemDcbmError, MeterError, MeterStatusError
 from lem_dcbm.meter.models import LegalState, MeterStatus
@@ -134,10 +137,15 @@ class MeterController:
         self._sleep = sleep or clock.sleep
         self._policy = settings.request_policy
         self._lock = threading.RLock()
+        #: Commands waiting for ``_lock``: background work gives way to them between steps.
+        self._commands_waiting = 0
+        self._waiting_lock = threading.Lock()
         self._info: MeterInfo | None = None
         self._running_id: str | None = None
         #: Why ``GET /legal`` is not asked (once it answered 404/405), None while it is.
         self._legal_missing: str | None = None
+        #: Clock settings changed at run time, handed to the time sync under the lock.
+        self._new_clock: ClockSettings | None = None
         self._records = RecordCollector(
             meter,
             clock,
@@ -156,6 +164,24 @@ class MeterController:
     def public_key_ocmf(self) -> str:
         """The key that verifies this meter's OCMF records ("" before init)."""
         return self._info.public_key_ocmf if self._info else ""
+
+    # -- configuration changed at run time ---------------------------------------------------
+
+    def reconfigure(self, settings: ControllerSettings, clock: ClockSettings) -> None:
+        """Use ``settings`` from the next command on, ``clock`` from the next clock sync.
+
+        Never waits for a command in progress. A running transaction keeps what it started
+        with: its start request is sent, and the clock is written only while none runs.
+        """
+        self._settings = settings
+        self._policy = settings.request_policy
+        self._new_clock = clock
+
+    def _take_new_clock(self) -> None:
+        """Hand clock settings changed at run time to the time sync (under the lock)."""
+        clock, self._new_clock = self._new_clock, None
+        if clock is not None:
+            self._timesync.reconfigure(clock)
 
     # -- init ------------------------------------------------------------------------------
 
@@ -183,6 +209,7 @@ class MeterController:
             )
             self._reconcile(self._running_id)
             self._optional("check the OCMF identification type", self._ensure_identification_type)
+            self._take_new_clock()
             self._timesync.restart_window()
             self._optional("synchronise the meter clock", self._timesync.sync)
             _LOGGER.info(
@@ -270,18 +297,43 @@ class MeterController:
     def housekeeping(self, deadline: float | None = None) -> None:
         """Background work: missing records, then the clock sync when due.
 
-        Skipped while a command holds the controller: the command goes first, and this
-        runs again on the next call. ``deadline`` (monotonic) bounds the clock writes.
+        Skipped while a command holds or waits for the controller, and stopped between
+        steps as soon as one waits: the command goes first, and the rest runs at the next
+        call. ``deadline`` (monotonic) bounds the clock writes.
         """
-        if self._info is None or not self._lock.acquire(blocking=False):
+        if self._info is None or self._commands_waiting or not self._lock.acquire(blocking=False):
             return
         try:
+            self._take_new_clock()
             for transaction_id in self._book.due(self._clock.monotonic()):
+                if self._commands_waiting:
+                    return  # the rest at the next call, after the command
                 self._fetch_pending_record(transaction_id)
-            if self._running_id is None:  # the meter refuses time writes during a transaction
+            # The meter refuses time writes during a transaction.
+            if self._running_id is None and not self._commands_waiting:
                 self._timesync.sync_if_due(deadline)
         finally:
             self._lock.release()
+
+    @contextmanager
+    def _command_lock(self) -> Iterator[None]:
+        """``_lock`` for a command; background work sees it waiting and gives way."""
+        with self._waiting_lock:
+            self._commands_waiting += 1
+        try:
+            self._lock.acquire()
+        finally:
+            with self._waiting_lock:
+                self._commands_waiting -= 1
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+    @property
+    def commands_waiting(self) -> int:
+        """Commands waiting for the controller (for background work in progress)."""
+        return self._commands_waiting
 
     @property
     def next_background_work(self) -> float | None:
@@ -289,6 +341,8 @@ class MeterController:
         if self._info is None:
             return None
         planned = [self._book.next_attempt]
+        if self._new_clock is not None:
+            planned.append(self._clock.monotonic())
         if self._running_id is None:
             planned.append(self._timesync.next_due)
         return min((due for due in planned if due is not None), default=None)
@@ -358,7 +412,7 @@ class MeterController:
     def start_transaction(self, request: dict[str, Any]) -> StartResult:
         """Start a signed transaction (``request`` is EVerest's ``TransactionReq``)."""
         transaction_id = str(request.get("transaction_id", ""))
-        with self._lock:
+        with self._command_lock():
             try:
                 return self._start(request, transaction_id)
             except Exception as err:  # noqa: BLE001 - a command must answer, never crash
@@ -434,6 +488,7 @@ class MeterController:
         return self._start_answer(transaction_id, confirm=True)
 
     def _sync_before_start(self, status: MeterStatus) -> None:
+        self._take_new_clock()
         try:
             self._timesync.sync()
         except LemDcbmError as err:
@@ -474,6 +529,7 @@ class MeterController:
                             err.endpoint,
                             f"{err.detail}; the meter now runs transaction "
                             f"{running.transaction_id} instead",
+                            base_url=err.base_url,
                         ) from err
                 if not lost or attempt >= (self._policy.attempts or attempt):
                     raise
@@ -542,7 +598,7 @@ class MeterController:
 
     def stop_transaction(self, transaction_id: str) -> StopResult:
         """Stop a transaction and hand out its signed record."""
-        with self._lock:
+        with self._command_lock():
             try:
                 return self._stop(transaction_id)
             except Exception as err:  # noqa: BLE001 - a command must answer, never crash

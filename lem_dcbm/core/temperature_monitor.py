@@ -74,6 +74,13 @@ class TemperatureMonitor:
             _Level("VendorError", TEMPERATURE_ERROR, self.limits.error_level_c, "High"),
         )
 
+    def set_limits(self, limits: TemperatureLimits) -> None:
+        """Judge the next readings by ``limits``; a raised level clears by the new hysteresis."""
+        self.limits = limits.checked()
+        warning, error = self._levels
+        warning.level_c = self.limits.warning_level_c
+        error.level_c = self.limits.error_level_c
+
     def active(self, sub_type: str) -> bool:
         """True while the warning or error named ``sub_type`` is raised."""
         return any(level.active for level in self._levels if level.sub_type == sub_type)

@@ -38,6 +38,15 @@ class NtpServer:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class ClockSettings:
+    """What a sync writes besides the time: NTP servers, timezone and DST rules."""
+
+    timezone: str
+    dst: dict[str, Any]
+    ntp_servers: tuple[NtpServer, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class TimeSyncTiming:
     """Durations that tests shrink; the defaults are the meter's."""
 
@@ -91,6 +100,29 @@ class TimeSync:
         self._failures = 0
         #: The longest settings write seen, to judge whether another fits before a deadline.
         self._slowest_write_s = 0.0
+
+    @property
+    def settings(self) -> ClockSettings:
+        """The NTP servers, timezone and DST rules in use."""
+        return ClockSettings(timezone=self._timezone, dst=self._dst, ntp_servers=self._ntp_servers)
+
+    def reconfigure(self, settings: ClockSettings) -> None:
+        """Use ``settings`` from now on and make a sync due at once.
+
+        The controller syncs only while no transaction runs (the meter refuses time writes
+        during one), so a running transaction keeps the settings it started with.
+        """
+        if settings == self.settings:
+            return
+        self._timezone = settings.timezone
+        self._dst = settings.dst
+        self._ntp_servers = settings.ntp_servers
+        self._ntp_settled = False
+        self._plan = None
+        self._refused.clear()  # a new value deserves a new try
+        self._failures = 0
+        self._next_due = self._clock.monotonic()
+        _LOGGER.info("clock settings changed; written to the meter at the next sync")
 
     @property
     def next_due(self) -> float | None:

@@ -14,10 +14,12 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from lem_dcbm.config import BrokerSettings
-from lem_dcbm.everest import envelope, validation
-from lem_dcbm.everest.bus import BrokerUnavailable, MqttBus, stable_client_id
+from lem_dcbm.everest import envelope
+from lem_dcbm.everest.bus import BrokerUnavailable, Message, MqttBus, stable_client_id
 from lem_dcbm.everest.commands import STALE_CALL_S, CommandDispatcher
+from lem_dcbm.everest.config_changes import ChangeHandler, ConfigChanges
 from lem_dcbm.everest.envelope import Generation
+from lem_dcbm.everest.framework_types import FrameworkTypes
 from lem_dcbm.everest.manager import DEFAULT_MODULE_NAME, ManagerLink
 from lem_dcbm.everest.raised_errors import ErrorReporter
 from lem_dcbm.everest.topics import Topics
@@ -71,8 +73,15 @@ class EverestAdapter:
             backoff=backoff,
             marker_topic=f"{self.topics.prefix}lem_dcbm/{module_id}/session-marker",
         )
+        #: The powermeter types of the running framework, once its manager published them.
+        self.framework_types = FrameworkTypes()
+        for topic, name in self.framework_types.topics(self.topics.prefix).items():
+            self._bus.subscribe(topic, self._types_receiver(name))
         self._commands = CommandDispatcher(
-            self.topics, self._publish_queued, stale_after_s=stale_call_s
+            self.topics,
+            self._publish_queued,
+            schema=self.framework_types.schema,
+            stale_after_s=stale_call_s,
         )
         self._commands.register(
             "start_transaction", lambda args: handlers.start_transaction(args["value"])
@@ -88,6 +97,10 @@ class EverestAdapter:
         )
         #: Set when the manager asks every module to shut down.
         self.shutdown_requested: threading.Event = self._manager.shutdown_requested
+        self._config_changes = ConfigChanges(
+            self.topics, self._publish_queued, lambda: self._manager.generation
+        )
+        self._bus.subscribe(self.topics.config_set_request, self._config_changes.on_request)
         self._invalid_var_logged: set[str] = set()
 
     @property
@@ -141,6 +154,10 @@ class EverestAdapter:
         """The MQTT client id of the module's connection."""
         return self._client_id
 
+    def serve_config_changes(self, handler: ChangeHandler) -> None:
+        """Answer the manager's runtime configuration changes (2026 framework) with ``handler``."""
+        self._config_changes.serve(handler)
+
     def on_connected(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` after every (re)connect, on the bus's dispatch thread."""
         self._bus.on_connected(callback)
@@ -170,7 +187,12 @@ class EverestAdapter:
         return self._publish_var("public_key_ocmf", key)
 
     def _publish_var(self, name: str, value: Any) -> bool:
-        problem = validation.check_var(name, value)
+        schema = self.framework_types.schema()
+        value, dropped = schema.shape_var(name, value)
+        if dropped and f"{name}:dropped" not in self._invalid_var_logged:
+            self._invalid_var_logged.add(f"{name}:dropped")
+            _LOGGER.info("publishing %s without %s: %s forbids it", name, dropped, schema.source)
+        problem = schema.check_var(name, value)
         if problem is not None:
             # Once per variable: a mapping bug would otherwise flood the log every second.
             if name not in self._invalid_var_logged:
@@ -212,6 +234,9 @@ class EverestAdapter:
     def set_error_namespace(self, namespace: str) -> None:
         """Raise errors as ``powermeter/...`` or ``generic/...`` from now on."""
         self._errors.set_namespace(namespace)
+
+    def _types_receiver(self, name: str) -> Callable[[Message], None]:
+        return lambda message: self.framework_types.receive(name, message.payload)
 
     def _publish_queued(self, topic: str, payload: bytes) -> bool:
         return self._bus.publish(topic, payload)

@@ -125,12 +125,25 @@ def tcp_no_delay(client: mqtt.Client, userdata: Any, sock: Any) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+def _settled(info: mqtt.MQTTMessageInfo) -> bool:
+    """True when there is nothing left to wait for: published, or not trackable.
+
+    paho raises for a message published while disconnected (it still sends it after the
+    reconnect, but its info never completes); such a message cannot be waited for.
+    """
+    try:
+        return info.is_published()
+    except (ValueError, RuntimeError):
+        return True
+
+
 class MqttBus:
     """Publish and subscribe on one broker, surviving connection losses.
 
     The module keeps a persistent session (the default); a client that only watches or
     calls for a while, such as the tools, passes ``clean_session=True`` so the broker
-    keeps nothing of it after it leaves.
+    keeps nothing of it after it leaves. ``will`` (topic, payload) is published by the
+    broker, retained with QoS 1, when the connection ends without a clean disconnect.
     """
 
     def __init__(
@@ -146,7 +159,7 @@ class MqttBus:
         report_link: bool = True,
         marker_topic: str | None = None,
     ) -> None:
-        """``will`` is a (topic, payload) the broker publishes retained when the link dies.
+        """A bus for ``client_id``; it connects only in ``connect``.
 
         ``report_link`` False logs losses and refusals at debug only: for a second
         connection of a process whose main connection reports them already.
@@ -182,7 +195,7 @@ class MqttBus:
         )
         self._client.enable_logger(_PAHO_LOGGER)
         if will is not None:
-            self._client.will_set(will[0], will[1], qos=2, retain=True)
+            self._client.will_set(will[0], will[1], qos=1, retain=True)
         if broker.username:
             self._client.username_pw_set(broker.username, broker.password)
         if broker.tls_ca_file:
@@ -312,7 +325,7 @@ class MqttBus:
             return False
         if qos > 0:
             with self._lock:
-                while self._pending and self._pending[0].is_published():
+                while self._pending and _settled(self._pending[0]):
                     self._pending.popleft()
                 self._pending.append(info)
         return True

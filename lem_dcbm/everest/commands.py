@@ -1,22 +1,27 @@
 """Command dispatch: parse a call, validate it, run its handler, answer the caller.
 
-Calls run one at a time on one worker thread, in arrival order: the meter handles one
-transaction request at a time, and the network thread must never wait for it. Every
-request is answered on ``{request topic}/response/{origin}`` when it names an id and an
-origin; a request that does not is logged and dropped. No input ends the worker.
+Two lanes. A call is parsed and validated where it arrives (the bus's dispatch thread):
+one that is refused (unparsable, too large, against the schema) is answered at once and
+never waits behind a command at the meter. Valid calls run one at a time on one worker
+thread, in arrival order: both commands act on the one meter's transaction state, and a
+stop must never overtake the start it ends (docs/concurrency.md). The network thread
+never waits for the meter. Every request is answered on
+``{request topic}/response/{origin}`` when it names an id and an origin; a request that
+does not is logged and dropped. No input ends the worker.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from lem_dcbm.everest import envelope, validation
 from lem_dcbm.everest.bus import Message
+from lem_dcbm.everest.serial_worker import SerialWorker
 from lem_dcbm.everest.topics import Topics
+from lem_dcbm.everest.validation import InterfaceSchema, own_schema
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -35,6 +40,17 @@ STALE_CALL_S = 20.0
 
 CommandHandler = Callable[[dict[str, Any]], Any]
 Publish = Callable[[str, bytes], object]
+#: The interface schema answers are shaped and checked by (it may change at start-up).
+SchemaSource = Callable[[], InterfaceSchema]
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """A parsed, validated call waiting for its handler."""
+
+    name: str
+    handler: CommandHandler
+    request: envelope.CommandRequest
 
 
 def _not_unicode(value: Any, where: str = "") -> str | None:
@@ -68,17 +84,19 @@ class CommandDispatcher:
         publish: Publish,
         *,
         max_payload_bytes: int = MAX_PAYLOAD_BYTES,
+        schema: SchemaSource = own_schema,
         stale_after_s: float = STALE_CALL_S,
     ) -> None:
         self._topics = topics
         self._stale_after_s = stale_after_s
         self._publish = publish
+        self._schema = schema
+        self._dropped_logged: set[str] = set()
         self._max_payload_bytes = max_payload_bytes
         self._handlers: dict[str, CommandHandler] = {}
-        self._queue: queue.SimpleQueue[Message | None] = queue.SimpleQueue()
-        self._stopping = threading.Event()
-        self._busy = threading.Event()
-        self._worker: threading.Thread | None = None
+        self._worker: SerialWorker[_Call] = SerialWorker(
+            "commands", self._run, self._refuse_queued_for_shutdown, what="command"
+        )
 
     def register(self, name: str, handler: CommandHandler) -> None:
         """Serve command ``name`` (declared by the interface) with ``handler(args)``."""
@@ -93,22 +111,21 @@ class CommandDispatcher:
     @property
     def running(self) -> bool:
         """True while the worker carries out a call."""
-        return self._busy.is_set()
+        return self._worker.running
 
     @property
     def waiting(self) -> int:
         """Calls received and not yet started."""
-        return self._queue.qsize()
+        return self._worker.waiting
 
     def start(self) -> None:
         """Start the worker thread."""
-        if self._worker is None:
-            self._worker = threading.Thread(target=self._work, name="commands", daemon=True)
-            self._worker.start()
+        self._worker.start()
 
     def submit(self, message: Message) -> None:
-        """Queue a request for the worker (called on the bus's dispatch thread).
+        """Screen a request and queue it for the worker (called on the bus's dispatch thread).
 
+        A refused request is answered here at once, whatever the worker is busy with.
         A retained message is never a call: EVerest publishes commands unretained, and a
         retained one would run again at every (re)connect (a retained ``stop("")`` would
         end whatever session runs). It is logged and dropped unanswered.
@@ -121,36 +138,45 @@ class CommandDispatcher:
         queued = message.queued_up_to_s
         if queued is not None and queued > self._stale_after_s:
             self._refuse_stale(message, queued)
-        elif self._stopping.is_set():
+            return
+        if self._worker.stopping:
             self._refuse_for_shutdown(message)
-        elif self._queue.qsize() >= MAX_WAITING:
+            return
+        call = self._screen(message)
+        if call is None:
+            return
+        if self._worker.waiting >= MAX_WAITING:
             # A flood must not queue up work for hours: the caller hears at once.
-            self._turn_away(
-                message,
+            self._answer_call_error(
+                call,
                 "HandlerException",
                 f"{MAX_WAITING} commands are already waiting; try again later",
             )
         else:
-            self._queue.put(message)
+            self._worker.put(call)
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Finish the call in progress; answer the queued ones with ``Shutdown``."""
-        self._stopping.set()
-        self._queue.put(None)
-        if self._worker is not None and self._worker is not threading.current_thread():
-            self._worker.join(timeout_s)
-            if self._worker.is_alive():
-                _LOGGER.warning("a command was still running after %.1f s at shutdown", timeout_s)
+        self._worker.stop(timeout_s)
 
     # --- the pipeline ----------------------------------------------------------------
 
     def execute(self, message: Message) -> None:
-        """Handle one request completely: parse, validate, run, validate, answer."""
+        """Handle one request completely, on this thread: screen, run, validate, answer."""
+        call = self._screen(message)
+        if call is not None:
+            self._run(call)
+
+    def _screen(self, message: Message) -> _Call | None:
+        """Parse and validate a request; answer (or drop) it and return None when refused.
+
+        No meter round trip: this is what a call may be refused for without waiting.
+        """
         name = self._topics.command_name(message.topic)
         handler = self._handlers.get(name or "")
         if name is None or handler is None:
             _LOGGER.warning("ignored a message on %s: no such command", message.topic)
-            return
+            return None
         size = len(message.payload)
         if size > MAX_ROUTABLE_BYTES:
             _LOGGER.warning(
@@ -159,18 +185,25 @@ class CommandDispatcher:
                 size,
                 self._max_payload_bytes,
             )
-            return
+            return None
         try:
             request = envelope.parse_command(message.payload)
         except envelope.CommandParseError as exc:
             if size > self._max_payload_bytes:
                 exc = self._too_large(exc.call_id, exc.origin, size)
             self._refuse(name, message, exc)
-            return
+            return None
         if size > self._max_payload_bytes:
             self._refuse(name, message, self._too_large(request.call_id, request.origin, size))
-            return
-        self._run(name, handler, request)
+            return None
+        problem = validation.check_arguments(name, request.args) or _not_unicode(request.args)
+        if problem is not None:
+            _LOGGER.warning("refused %s from %s: %s", name, request.origin, problem)
+            self._answer_error(
+                name, request.call_id, request.origin, "SchemaValidationError", problem
+            )
+            return None
+        return _Call(name, handler, request)
 
     def _too_large(
         self, call_id: str | None, origin: str | None, size: int
@@ -182,22 +215,17 @@ class CommandDispatcher:
             origin,
         )
 
-    def _run(self, name: str, handler: CommandHandler, request: envelope.CommandRequest) -> None:
-        problem = validation.check_arguments(name, request.args) or _not_unicode(request.args)
-        if problem is not None:
-            _LOGGER.warning("refused %s from %s: %s", name, request.origin, problem)
-            self._answer_error(
-                name, request.call_id, request.origin, "SchemaValidationError", problem
-            )
-            return
+    def _run(self, call: _Call) -> None:
+        name, request = call.name, call.request
         try:
-            retval = handler(request.args)
+            retval = call.handler(request.args)
         except Exception as exc:
             _LOGGER.exception("the %s handler failed for a call from %s", name, request.origin)
             message = f"{type(exc).__name__}: {exc}"
             self._answer_error(name, request.call_id, request.origin, "HandlerException", message)
             return
-        problem = validation.check_result(name, retval)
+        retval = self._shaped(name, retval)
+        problem = self._schema().check_result(name, retval)
         if problem is not None:
             # A bug on this side: the caller still gets the value, flagged as invalid.
             _LOGGER.error("the result of %s does not match the interface: %s", name, problem)
@@ -212,6 +240,16 @@ class CommandDispatcher:
         else:
             payload = envelope.result_payload(request.call_id, self._topics.module_id, retval)
         self._publish(self._topics.cmd_response(name, request.origin), payload)
+
+    def _shaped(self, name: str, retval: Any) -> Any:
+        """``retval`` without the properties the schema in use forbids (logged once each)."""
+        schema = self._schema()
+        shaped, dropped = schema.shape_result(name, retval)
+        for path in dropped:
+            if f"{name}{path}" not in self._dropped_logged:
+                self._dropped_logged.add(f"{name}{path}")
+                _LOGGER.info("%s answers without %s (not allowed by %s)", name, path, schema.source)
+        return shaped
 
     def _refuse(self, name: str, message: Message, exc: envelope.CommandParseError) -> None:
         if exc.call_id is None or exc.origin is None:
@@ -230,6 +268,9 @@ class CommandDispatcher:
     ) -> None:
         payload = envelope.error_result_payload(call_id, self._topics.module_id, error_type, text)
         self._publish(self._topics.cmd_response(name, origin), payload)
+
+    def _answer_call_error(self, call: _Call, error_type: str, text: str) -> None:
+        self._answer_error(call.name, call.request.call_id, call.request.origin, error_type, text)
 
     def _refuse_for_shutdown(self, message: Message) -> None:
         self._turn_away(message, "Shutdown", "the module is shutting down")
@@ -257,18 +298,5 @@ class CommandDispatcher:
             return
         self._answer_error(name, request.call_id, request.origin, error_type, reason)
 
-    def _work(self) -> None:
-        while True:
-            message = self._queue.get()
-            if message is None:
-                return
-            try:
-                if self._stopping.is_set():
-                    self._refuse_for_shutdown(message)
-                else:
-                    self._busy.set()
-                    self.execute(message)
-            except Exception:
-                _LOGGER.exception("handling a request on %s failed", message.topic)
-            finally:
-                self._busy.clear()
+    def _refuse_queued_for_shutdown(self, call: _Call) -> None:
+        self._answer_call_error(call, "Shutdown", "the module is shutting down")

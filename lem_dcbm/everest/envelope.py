@@ -292,7 +292,9 @@ def _loads_or_none(text: str) -> Any:
 
 #: Deepest nesting of arrays and objects parsed; a valid call is nested 5 levels at most.
 MAX_JSON_DEPTH = 32
-_JSON_STRING = r'"(?:[^"\\]|\\.){1,256}"'
+# Bounded so that a hostile text cannot make the search slow: about 4 000 characters of
+# string literal, far above an id of 60 astral characters (720 characters as escapes).
+_JSON_STRING = r'"(?:[^"\\]|\\.){1,4096}"'
 _SALVAGE_ID = re.compile(r'"id"\s*:\s*(' + _JSON_STRING + ")")
 _SALVAGE_ORIGIN = re.compile(r'"origin"\s*:\s*(' + _JSON_STRING + ")")
 

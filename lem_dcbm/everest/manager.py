@@ -16,6 +16,7 @@ import logging
 import threading
 import time
 
+from lem_dcbm import MODULE_NAME
 from lem_dcbm.errors import LemDcbmError
 from lem_dcbm.everest import envelope
 from lem_dcbm.everest.bus import Message, MqttBus
@@ -25,7 +26,7 @@ from lem_dcbm.everest.topics import Topics
 _LOGGER = logging.getLogger(__name__)
 
 #: The module's name as the manager knows it when it does not say otherwise.
-DEFAULT_MODULE_NAME = "LemDCBM400600"
+DEFAULT_MODULE_NAME = MODULE_NAME
 #: How long to wait for the retained settings that tell the framework generation.
 SETTINGS_WAIT_S = 1.5
 #: The request is repeated this often while no answer comes (the 2026 framework retries too).

@@ -58,6 +58,16 @@ class Topics:
         return f"{self.module_base}/response"
 
     @property
+    def config_set_request(self) -> str:
+        """Where the manager (2026 framework) forwards a runtime configuration change."""
+        return f"{self.module_base}/config/set_request"
+
+    @property
+    def config_set_response(self) -> str:
+        """Where the module answers a runtime configuration change."""
+        return f"{self.module_base}/config/set_response"
+
+    @property
     def metadata(self) -> str:
         """Where the module announces its name and implementations."""
         return f"{self.module_base}/metadata"

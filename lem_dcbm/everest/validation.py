@@ -1,8 +1,14 @@
 """Validation against the powermeter interface (``schemas/powermeter.json``).
 
-Validators are compiled once per command or variable on first use and then reused for
-every message. Problems are reported in the framework's style:
+An ``InterfaceSchema`` is the interface under one set of type definitions: the module's
+own (``own_schema()``), or those the running EVerest manager published
+(``framework_types``). Validators are compiled once per command or variable on first
+use and then reused for every message. Problems are reported in the framework's style:
 ``At /value/evse_id of 5 - 5 is not of type 'string'``.
+
+``shape_result`` and ``shape_var`` drop what a schema forbids (a property where
+``additionalProperties`` is false), so an answer never carries a property the running
+framework refuses; the module-level functions check against the module's own schema.
 """
 
 from __future__ import annotations
@@ -10,6 +16,8 @@ from __future__ import annotations
 import functools
 import json
 import re
+import threading
+from collections.abc import Mapping
 from datetime import datetime
 from importlib import resources
 from typing import Any
@@ -42,7 +50,7 @@ def interface_document() -> dict[str, Any]:
     return document
 
 
-def _inline(node: Any, definitions: dict[str, Any]) -> Any:
+def _inline(node: Any, definitions: Mapping[str, Any]) -> Any:
     """``node`` with every ``#/definitions/...`` reference replaced by its definition.
 
     The powermeter types are not recursive, so the result is finite; a validator of an
@@ -61,64 +69,9 @@ def _inline(node: Any, definitions: dict[str, Any]) -> Any:
     return {key: _inline(value, definitions) for key, value in node.items()}
 
 
-def _compile(schema: dict[str, Any]) -> Draft7Validator:
-    inlined = _inline(schema, interface_document()["definitions"])
-    return Draft7Validator(inlined, format_checker=FORMAT_CHECKER)
-
-
 def command_names() -> tuple[str, ...]:
     """The commands the interface declares."""
     return tuple(interface_document()["cmds"])
-
-
-@functools.cache
-def arguments_validator(command: str) -> Draft7Validator:
-    """Validator of a command's whole ``args`` object (every argument required, no others)."""
-    arguments = interface_document()["cmds"][command]["arguments"]
-    return _compile(
-        {
-            "type": "object",
-            "properties": arguments,
-            "required": sorted(arguments),
-            "additionalProperties": False,
-        }
-    )
-
-
-@functools.cache
-def result_validator(command: str) -> Draft7Validator:
-    """Validator of a command's return value."""
-    return _compile(interface_document()["cmds"][command]["result"])
-
-
-@functools.cache
-def var_validator(name: str) -> Draft7Validator:
-    """Validator of a variable's value."""
-    return _compile(interface_document()["vars"][name])
-
-
-def _problem(validator: Draft7Validator, value: Any) -> str | None:
-    error = best_match(validator.iter_errors(value))
-    if error is None:
-        return None
-    pointer = "/" + "/".join(str(part) for part in error.absolute_path)
-    shown = json.dumps(error.instance, ensure_ascii=False, sort_keys=True)
-    if len(shown) > _INSTANCE_EXCERPT:
-        shown = shown[: _INSTANCE_EXCERPT - 3] + "..."
-    message = error.message
-    if len(message) > _MESSAGE_EXCERPT:
-        message = message[: _MESSAGE_EXCERPT - 3] + "..."
-    return f"At {pointer} of {shown} - {message}"
-
-
-def check_arguments(command: str, args: Any) -> str | None:
-    """The first problem of ``args`` for ``command``, or None when they are valid."""
-    return _problem(arguments_validator(command), args)
-
-
-def check_result(command: str, value: Any) -> str | None:
-    """The first problem of a return value of ``command``, or None."""
-    return _problem(result_validator(command), value)
 
 
 #: Schema keywords that judge a value itself, not only its structure and types. ``format``
@@ -144,7 +97,179 @@ _VALUE_KEYWORDS = frozenset(
 )
 #: Valid shapes remembered per variable (a publication has one shape, a few at most).
 _SHAPES_KEPT = 16
-_valid_shapes: dict[str, set[Any]] = {}
+
+
+class InterfaceSchema:
+    """The powermeter interface's commands and variables under one set of type definitions."""
+
+    def __init__(self, definitions: Mapping[str, Any], source: str) -> None:
+        #: The draft-7 definitions per type file (``powermeter``, ``units_signed``, ...).
+        self.definitions = definitions
+        #: Where the definitions come from, for log lines.
+        self.source = source
+        self._validators: dict[tuple[str, str], Draft7Validator] = {}
+        self._valid_shapes: dict[str, set[Any]] = {}
+        self._by_shape: dict[str, bool] = {}
+        self._lock = threading.Lock()
+
+    def _validator(self, kind: str, name: str) -> Draft7Validator:
+        key = (kind, name)
+        with self._lock:
+            found = self._validators.get(key)
+        if found is not None:
+            return found
+        interface = interface_document()
+        schema: dict[str, Any]
+        if kind == "arguments":
+            arguments = interface["cmds"][name]["arguments"]
+            schema = {
+                "type": "object",
+                "properties": arguments,
+                "required": sorted(arguments),
+                "additionalProperties": False,
+            }
+        elif kind == "result":
+            schema = interface["cmds"][name]["result"]
+        else:
+            schema = interface["vars"][name]
+        validator = Draft7Validator(
+            _inline(schema, self.definitions), format_checker=FORMAT_CHECKER
+        )
+        with self._lock:
+            return self._validators.setdefault(key, validator)
+
+    def arguments_validator(self, command: str) -> Draft7Validator:
+        """Validator of a command's whole ``args`` object (every argument required, no others)."""
+        return self._validator("arguments", command)
+
+    def result_validator(self, command: str) -> Draft7Validator:
+        """Validator of a command's return value."""
+        return self._validator("result", command)
+
+    def var_validator(self, name: str) -> Draft7Validator:
+        """Validator of a variable's value."""
+        return self._validator("var", name)
+
+    def check_arguments(self, command: str, args: Any) -> str | None:
+        """The first problem of ``args`` for ``command``, or None when they are valid."""
+        return _problem(self.arguments_validator(command), args)
+
+    def check_result(self, command: str, value: Any) -> str | None:
+        """The first problem of a return value of ``command``, or None."""
+        return _problem(self.result_validator(command), value)
+
+    def shape_result(self, command: str, value: Any) -> tuple[Any, list[str]]:
+        """``value`` without what the result schema forbids, and the paths dropped."""
+        return _drop_forbidden(self.result_validator(command).schema, value, "")
+
+    def shape_var(self, name: str, value: Any) -> tuple[Any, list[str]]:
+        """A variable's ``value`` without what its schema forbids, and the paths dropped."""
+        return _drop_forbidden(self.var_validator(name).schema, value, "")
+
+    def check_var(self, name: str, value: Any) -> str | None:
+        """The first problem of a value of variable ``name``, or None.
+
+        When the variable's schema judges only structure and types (the ``powermeter``
+        var), a shape once found valid is remembered: the 1 Hz publication is checked as
+        strictly, without running the validator every second. A bad value always gets
+        its own message.
+        """
+        validator = self.var_validator(name)
+        by_shape = self._by_shape.get(name)
+        if by_shape is None:
+            by_shape = self._by_shape.setdefault(name, not _uses_value_keywords(validator.schema))
+        if not by_shape:
+            return _problem(validator, value)
+        valid = self._valid_shapes.setdefault(name, set())
+        shape = _shape(value)
+        if shape in valid:
+            return None
+        problem = _problem(validator, value)
+        if problem is None:
+            if len(valid) >= _SHAPES_KEPT:
+                valid.clear()
+            valid.add(shape)
+        return problem
+
+
+@functools.cache
+def own_schema() -> InterfaceSchema:
+    """The interface under the module's own type definitions (``schemas/powermeter.json``)."""
+    return InterfaceSchema(interface_document()["definitions"], "the module's own schema")
+
+
+def _drop_forbidden(schema: Any, value: Any, where: str) -> tuple[Any, list[str]]:
+    """``value`` without the properties an (inlined) object schema forbids, at any depth."""
+    if not isinstance(schema, dict):
+        return value, []
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        items: list[Any] = []
+        dropped_in_items: list[str] = []
+        for index, item in enumerate(value):
+            kept_item, below = _drop_forbidden(schema["items"], item, f"{where}/{index}")
+            items.append(kept_item)
+            dropped_in_items += below
+        return (items if dropped_in_items else value), dropped_in_items
+    if not isinstance(value, dict):
+        return value, []
+    properties = schema.get("properties")
+    properties = properties if isinstance(properties, dict) else {}
+    closed = schema.get("additionalProperties") is False
+    kept: dict[str, Any] = {}
+    dropped: list[str] = []
+    for key, item in value.items():
+        if key in properties:
+            kept[key], below = _drop_forbidden(properties[key], item, f"{where}/{key}")
+            dropped += below
+        elif closed:
+            dropped.append(f"{where}/{key}")
+        else:
+            kept[key] = item
+    return (kept if dropped else value), dropped
+
+
+def _problem(validator: Draft7Validator, value: Any) -> str | None:
+    error = best_match(validator.iter_errors(value))
+    if error is None:
+        return None
+    pointer = "/" + "/".join(str(part) for part in error.absolute_path)
+    shown = json.dumps(error.instance, ensure_ascii=False, sort_keys=True)
+    if len(shown) > _INSTANCE_EXCERPT:
+        shown = shown[: _INSTANCE_EXCERPT - 3] + "..."
+    message = error.message
+    if len(message) > _MESSAGE_EXCERPT:
+        message = message[: _MESSAGE_EXCERPT - 3] + "..."
+    return f"At {pointer} of {shown} - {message}"
+
+
+def arguments_validator(command: str) -> Draft7Validator:
+    """Validator of a command's ``args`` under the module's own schema."""
+    return own_schema().arguments_validator(command)
+
+
+def result_validator(command: str) -> Draft7Validator:
+    """Validator of a command's return value under the module's own schema."""
+    return own_schema().result_validator(command)
+
+
+def var_validator(name: str) -> Draft7Validator:
+    """Validator of a variable's value under the module's own schema."""
+    return own_schema().var_validator(name)
+
+
+def check_arguments(command: str, args: Any) -> str | None:
+    """The first problem of ``args`` for ``command``, or None when they are valid."""
+    return own_schema().check_arguments(command, args)
+
+
+def check_result(command: str, value: Any) -> str | None:
+    """The first problem of a return value of ``command`` (own schema), or None."""
+    return own_schema().check_result(command, value)
+
+
+def check_var(name: str, value: Any) -> str | None:
+    """The first problem of a value of variable ``name`` (own schema), or None."""
+    return own_schema().check_var(name, value)
 
 
 def _uses_value_keywords(schema: Any) -> bool:
@@ -155,12 +280,6 @@ def _uses_value_keywords(schema: Any) -> bool:
     if isinstance(schema, list):
         return any(_uses_value_keywords(part) for part in schema)
     return False
-
-
-@functools.cache
-def _judged_by_shape(name: str) -> bool:
-    """True when a value of ``name`` is valid or not by its structure and types alone."""
-    return not _uses_value_keywords(var_validator(name).schema)
 
 
 def _shape(value: Any) -> Any:
@@ -183,24 +302,3 @@ def _is_date_time(value: str) -> bool:
         return _is_rfc3339(value)
     except ValueError:
         return False
-
-
-def check_var(name: str, value: Any) -> str | None:
-    """The first problem of a value of variable ``name``, or None.
-
-    When the variable's schema judges only structure and types (the ``powermeter`` var),
-    a shape once found valid is remembered: the 1 Hz publication is checked as strictly,
-    without running the validator every second. A bad value always gets its own message.
-    """
-    if not _judged_by_shape(name):
-        return _problem(var_validator(name), value)
-    valid = _valid_shapes.setdefault(name, set())
-    shape = _shape(value)
-    if shape in valid:
-        return None
-    problem = _problem(var_validator(name), value)
-    if problem is None:
-        if len(valid) >= _SHAPES_KEPT:
-            valid.clear()
-        valid.add(shape)
-    return problem

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import yaml
 
+from lem_dcbm import MODULE_NAME
 from lem_dcbm.harness.processes import STOP_TIMEOUT_S, log_tail, spawn, stop_processes
 from lem_dcbm.harness.simulator import Simulator
 from lem_dcbm.harness.waiting import HarnessError, wait_until
@@ -43,9 +44,9 @@ def simulator_config(sim: Simulator, **overrides: Any) -> dict[str, Any]:
 
 
 def write_config(path: Path, values: Mapping[str, Any], module_id: str = MODULE_ID) -> Path:
-    """Write an EVerest config file with one LemDCBM400600 module."""
+    """Write an EVerest config file with one lem-dcbm module."""
     document = {
-        "active_modules": {module_id: {"module": "LemDCBM400600", "config_module": dict(values)}}
+        "active_modules": {module_id: {"module": MODULE_NAME, "config_module": dict(values)}}
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(document, sort_keys=False))

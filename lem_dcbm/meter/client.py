@@ -63,8 +63,12 @@ class MeterClient:
 
     def __init__(self, transport: Transport, api_version: str = "v1") -> None:
         self._transport = transport
+        #: ``scheme://host:port`` for error messages; transports without an address give "".
+        self.base_url: str = str(getattr(transport, "base_url", ""))
         self._api_version = ""
         self.api_version = api_version
+        #: The request timeout when it was changed after connecting; None: the transport's.
+        self._timeout_s: float | None = None
 
     @classmethod
     def connect(
@@ -102,6 +106,12 @@ class MeterClient:
             raise ValueError(f"api_version must be one of {endpoints.API_VERSIONS}, got {value!r}")
         self._api_version = value
 
+    def set_timeout(self, timeout_s: float) -> None:
+        """Give every later request ``timeout_s`` (the command timeout changed at run time)."""
+        if timeout_s <= 0:
+            raise ValueError(f"timeout_s must be positive, got {timeout_s}")
+        self._timeout_s = timeout_s
+
     # -- plumbing ---------------------------------------------------------------------
 
     def _call(
@@ -112,11 +122,13 @@ class MeterClient:
         json_body: Any = None,
         timeout_s: float | None = None,
     ) -> tuple[int, str]:
+        if timeout_s is None:
+            timeout_s = self._timeout_s
         status, text = self._transport.request(
             method, path, json_body=json_body, timeout_s=timeout_s
         )
         if status != expected:
-            raise MeterStatusError(method, path, status, text)
+            raise MeterStatusError(method, path, status, text, base_url=self.base_url)
         return status, text
 
     def _get_json(
@@ -131,7 +143,9 @@ class MeterClient:
         try:
             return status, text, json.loads(text)
         except ValueError as exc:
-            raise MeterBodyError(method, path, f"not JSON ({exc})", text, status) from exc
+            raise MeterBodyError(
+                method, path, f"not JSON ({exc})", text, status, base_url=self.base_url
+            ) from exc
 
     def _parse(
         self,
@@ -146,7 +160,9 @@ class MeterClient:
         try:
             return parser(data)
         except (ShapeError, TypeError) as exc:
-            raise MeterBodyError(method, path, str(exc), text, status) from exc
+            raise MeterBodyError(
+                method, path, str(exc), text, status, base_url=self.base_url
+            ) from exc
 
     # -- endpoints --------------------------------------------------------------------
 
@@ -165,12 +181,12 @@ class MeterClient:
     def supports_v2(self) -> bool:
         """Ask the meter whether it offers ``/v2`` (200 yes, 404 no)."""
         path = endpoints.livemeasure("v2")
-        status, text = self._transport.request("GET", path)
+        status, text = self._transport.request("GET", path, timeout_s=self._timeout_s)
         if status == endpoints.OK:
             return True
         if status == endpoints.NOT_FOUND:
             return False
-        raise MeterStatusError("GET", path, status, text)
+        raise MeterStatusError("GET", path, status, text, base_url=self.base_url)
 
     def legal(self) -> LegalState:
         """``GET /v1|v2/legal``: the current or last transaction."""
@@ -188,6 +204,7 @@ class MeterClient:
                 "the meter reports the new transaction as not running",
                 json.dumps(dict(state.raw)),
                 endpoints.CREATED,
+                base_url=self.base_url,
             )
         return state
 
@@ -218,15 +235,29 @@ class MeterClient:
         record = _unwrap_ocmf(text)
         if record is None:
             raise MeterBodyError(
-                "GET", path, f"not an OCMF record ('{OCMF_PREFIX}...')", text, status
+                "GET",
+                path,
+                f"not an OCMF record ('{OCMF_PREFIX}...')",
+                text,
+                status,
+                base_url=self.base_url,
             )
         return record
 
     def settings(self) -> dict[str, Any]:
         """``GET /v1/settings``: the settings object as the meter sends it."""
-        status, text, data = self._get_json("GET", endpoints.SETTINGS, endpoints.OK)
+        return self._get_object(endpoints.SETTINGS)
+
+    def logbook(self) -> dict[str, Any]:
+        """``GET /v1/logbook``: the meter's event log, as sent (its shape is not documented)."""
+        return self._get_object(endpoints.LOGBOOK)
+
+    def _get_object(self, path: str) -> dict[str, Any]:
+        status, text, data = self._get_json("GET", path, endpoints.OK)
         if not isinstance(data, dict):
-            raise MeterBodyError("GET", endpoints.SETTINGS, "expected a JSON object", text, status)
+            raise MeterBodyError(
+                "GET", path, "expected a JSON object", text, status, base_url=self.base_url
+            )
         return data
 
     def put_settings(self, patch: Mapping[str, Any]) -> SettingsResult:
@@ -245,12 +276,19 @@ class MeterClient:
         pem = data.get("certificate") if isinstance(data, Mapping) else data
         if not isinstance(pem, str):
             raise MeterBodyError(
-                "GET", endpoints.CERTIFICATE, "field 'certificate' is missing", text, status
+                "GET",
+                endpoints.CERTIFICATE,
+                "field 'certificate' is missing",
+                text,
+                status,
+                base_url=self.base_url,
             )
         try:
             return normalize_pem(pem)
         except ConfigError as exc:
-            raise MeterBodyError("GET", endpoints.CERTIFICATE, exc.problem, text, status) from exc
+            raise MeterBodyError(
+                "GET", endpoints.CERTIFICATE, exc.problem, text, status, base_url=self.base_url
+            ) from exc
 
     def close(self) -> None:
         """Close the transport's connections."""

@@ -9,6 +9,7 @@ API_VERSIONS: tuple[str, ...] = ("v1", "v2")
 STATUS = "/v1/status"
 SETTINGS = "/v1/settings"
 CERTIFICATE = "/v1/certificate"
+LOGBOOK = "/v1/logbook"
 
 #: Expected answers.
 OK = 200

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import re
 import ssl
 import textwrap
@@ -70,3 +71,13 @@ def pinned_ssl_context(pem: str) -> ssl.SSLContext:
     context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
     context.load_verify_locations(cadata=normalize_pem(pem))
     return context
+
+
+def certificate_der(pem: str) -> bytes:
+    """The DER bytes of the one certificate in ``pem`` (any form ``normalize_pem`` takes)."""
+    return ssl.PEM_cert_to_DER_cert(normalize_pem(pem))
+
+
+def sha256_fingerprint(der: bytes) -> str:
+    """The certificate's SHA-256 fingerprint as ``AB:CD:...``, as openssl and browsers show it."""
+    return ":".join(f"{byte:02X}" for byte in hashlib.sha256(der).digest())

@@ -11,6 +11,12 @@ urllib3 is used directly (``requests`` on top of it would add a session layer pe
 and about 3.7 MB of imports for nothing the meter needs: no cookies, no redirects, no
 proxies, no CA bundles).
 
+Every request ends within its timeout, however the meter answers: urllib3's timeouts
+are per socket operation, so a meter (or a middlebox) that dribbles an answer a byte
+at a time, each byte within the timeout, would hold a request for ever. A deadline
+(``_Watchdog``) shuts the request's socket down when the whole exchange, connect and TLS
+handshake included, takes longer than the timeout.
+
 urllib3's own retries are off, so nothing is ever re-sent behind the caller's back,
 with one exception: a GET or PUT that fails because the server closed a connection
 (reset, disconnect, broken pipe) before answering is sent once more on a fresh
@@ -23,14 +29,17 @@ harmless, so the caller's retry policy decides.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import logging
+import math
 import re
 import socket
 import ssl
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 from urllib.parse import urlencode, urlsplit
 
@@ -52,7 +61,8 @@ from lem_dcbm.errors import (
     MeterError,
     MeterTlsError,
 )
-from lem_dcbm.meter.tls import pinned_ssl_context
+from lem_dcbm.meter import probe
+from lem_dcbm.meter.tls import certificate_der, pinned_ssl_context, sha256_fingerprint
 from lem_dcbm.retry import RetryPolicy
 
 _LOGGER = logging.getLogger(__name__)
@@ -75,6 +85,14 @@ _DISCONNECTS: tuple[type[BaseException], ...] = (
     BrokenPipeError,
     ssl.SSLEOFError,
 )
+# Failures that no scheme or certificate mix-up causes: nothing to probe for.
+_NOT_A_MIX_UP: tuple[type[BaseException], ...] = (
+    NewConnectionError,
+    ConnectTimeoutError,
+    ReadTimeoutError,
+    TimeoutError,
+    ConnectionRefusedError,
+)
 # Failures to establish a connection at all: a fresh one will not do better.
 _CONNECT_FAILURES: tuple[type[BaseException], ...] = (
     NewConnectionError,
@@ -84,13 +102,120 @@ _CONNECT_FAILURES: tuple[type[BaseException], ...] = (
 )
 
 
+class _DeadlinePassed(TimeoutError):
+    """The whole exchange took longer than the timeout; its socket was shut down."""
+
+
 def _dropped(error: BaseException) -> bool:
     cause = error.__cause__
     return (
         isinstance(error, MeterConnectionError)
         and isinstance(cause, Exception)
+        and not isinstance(cause, _DeadlinePassed)  # a slow meter, not a stale connection
         and is_stale_connection(cause)
     )
+
+
+class _Deadline:
+    """When one request must be over, and the connection whose socket to cut then."""
+
+    def __init__(self, at: float) -> None:
+        self.at = at
+        self.connection: object = None
+        self.passed = False
+
+
+class _Watchdog:
+    """One thread for the process that shuts down the sockets of requests past deadline.
+
+    A thread per request would cost more CPU than the request itself; this one sleeps
+    until the earliest deadline and is woken early only by a request whose deadline is
+    earlier still (mostly the first after a quiet spell).
+    """
+
+    #: While the connection has no socket yet (still connecting), how often to look again.
+    RECHECK_S = 0.05
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._active: set[_Deadline] = set()
+        self._thread: threading.Thread | None = None
+        #: When the thread looks next on its own (infinity while it waits for work).
+        self._wake_at = math.inf
+
+    def arm(self, seconds: float) -> _Deadline:
+        """Watch a request that must be over in ``seconds``."""
+        deadline = _Deadline(time.monotonic() + seconds)
+        with self._cond:
+            self._active.add(deadline)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="meter-deadlines", daemon=True
+                )
+                self._thread.start()
+            if deadline.at < self._wake_at:
+                self._wake_at = deadline.at
+                self._cond.notify()
+        return deadline
+
+    def watch(self, deadline: _Deadline, connection: object) -> None:
+        """The connection the request uses (it may not be connected yet)."""
+        with self._cond:
+            deadline.connection = connection
+
+    def end(self, deadline: _Deadline) -> bool:
+        """The request is over; True when its deadline passed before it was."""
+        with self._cond:
+            self._active.discard(deadline)
+            return deadline.passed
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                if not self._active:
+                    self._wake_at = math.inf
+                    self._cond.wait()
+                    continue
+                now = time.monotonic()
+                due = min(deadline.at for deadline in self._active)
+                if due > now:
+                    self._wake_at = due
+                    self._cond.wait(due - now)
+                    continue
+                for deadline in [d for d in self._active if d.at <= now]:
+                    deadline.passed = True
+                    sock = getattr(deadline.connection, "sock", None)
+                    if sock is None:
+                        # Connecting (bounded by the connect timeout): cut once it has a socket.
+                        deadline.at = now + self.RECHECK_S
+                        continue
+                    self._active.discard(deadline)
+                    # Wakes the thread blocked on the socket; the connection is not reused.
+                    with contextlib.suppress(OSError):
+                        sock.shutdown(socket.SHUT_RDWR)
+
+
+_WATCHDOG = _Watchdog()
+
+
+class _WatchedPool(urllib3.HTTPConnectionPool):
+    """A pool that shows the current request's deadline the connection it takes.
+
+    ``_get_conn`` is urllib3's own (unpublished) hook, stable since 1.x; should it change,
+    the deadline tests (tests/integration/test_meter_fuzz_sockets.py) fail.
+    """
+
+    deadline: _Deadline | None = None
+
+    def _get_conn(self, timeout: float | None = None) -> Any:  # noqa: ANN401 - as urllib3
+        connection = super()._get_conn(timeout)
+        if self.deadline is not None:
+            _WATCHDOG.watch(self.deadline, connection)
+        return connection
+
+
+class _WatchedHttpsPool(_WatchedPool, urllib3.HTTPSConnectionPool):
+    """``_WatchedPool`` for HTTPS."""
 
 
 class Transport(Protocol):
@@ -174,6 +299,31 @@ def _decode(body: bytes, content_type: str) -> str:
         return body.decode("utf-8", errors="replace")
 
 
+def _translate(
+    method: str, path: str, timeout_s: float, exc: Exception, base_url: str
+) -> Exception:
+    """The package's error for what urllib3 (or the socket below it) raised."""
+    if isinstance(exc, _DeadlinePassed):
+        detail = f"no answer within {timeout_s:g} s: not complete by then"
+        return MeterConnectionError(method, path, detail, base_url=base_url)
+    if isinstance(exc, SSLError):
+        detail = f"TLS handshake failed: {_reason(exc)}"
+        return MeterTlsError(method, path, detail, base_url=base_url)
+    if isinstance(exc, NewConnectionError):
+        # Checked first: urllib3 derives it from ConnectTimeoutError for old callers.
+        detail = f"connection failed: {_reason(exc)}"
+        return MeterConnectionError(method, path, detail, base_url=base_url)
+    if isinstance(exc, (ConnectTimeoutError, ReadTimeoutError, TimeoutError)):
+        detail = f"no answer within {timeout_s:g} s: {_reason(exc)}"
+        return MeterConnectionError(method, path, detail, base_url=base_url)
+    if isinstance(exc, (ProtocolError, OSError, http.client.HTTPException)):
+        detail = f"connection failed: {_reason(exc)}"
+        return MeterConnectionError(method, path, detail, base_url=base_url)
+    if isinstance(exc, HTTPError):
+        return MeterError(method, path, f"request failed: {_reason(exc)}", base_url=base_url)
+    return MeterError(method, path, f"unreadable answer: {_reason(exc)}", base_url=base_url)
+
+
 class HttpTransport:
     """Requests to one meter at ``base_url`` with a per-request timeout.
 
@@ -199,16 +349,19 @@ class HttpTransport:
         options = interface_socket_options(interface)
         context = pinned_ssl_context(tls_certificate_pem) if tls_certificate_pem else None
         self._ssl_context = context
+        self._pinned_der = certificate_der(tls_certificate_pem) if tls_certificate_pem else b""
         self._host = parts.hostname
         self._https = parts.scheme == "https"
         self._port = parts.port or (443 if self._https else 80)
         self._socket_options = options
         self._pool = self._new_pool()
+        #: Whether the last failed attempt was on a connection opened for it.
+        self._failed_fresh = False
 
-    def _new_pool(self) -> urllib3.HTTPConnectionPool:
+    def _new_pool(self) -> _WatchedPool:
         if self._https:
             # Trust is the one pinned certificate in the context: no CA files, no hostname.
-            return urllib3.HTTPSConnectionPool(
+            return _WatchedHttpsPool(
                 self._host,
                 self._port,
                 maxsize=POOL_SIZE,
@@ -218,7 +371,7 @@ class HttpTransport:
                 assert_hostname=False,
                 socket_options=self._socket_options,
             )
-        return urllib3.HTTPConnectionPool(
+        return _WatchedPool(
             self._host,
             self._port,
             maxsize=POOL_SIZE,
@@ -253,11 +406,60 @@ class HttpTransport:
             retryable=_dropped,
             idempotent=method in IDEMPOTENT_METHODS,
         )
-        return policy.run(
-            lambda: self._send(method, path, json_body, params, timeout),
-            what=f"{method} {path} on a kept-alive connection",
-            before_retry=self._drop_pooled,
-        )
+        try:
+            return policy.run(
+                lambda: self._attempt(lambda: self._send(method, path, json_body, params, timeout)),
+                what=f"{method} {path} on a kept-alive connection",
+                before_retry=self._drop_pooled,
+            )
+        except MeterConnectionError as err:
+            hint = self._diagnose(err, timeout) if self._failed_fresh else ""
+            if not hint:
+                raise
+            # Same class (the hierarchy callers catch), same cause, a message that helps.
+            raise type(err)(
+                err.method, err.endpoint, f"{err.detail}; {hint}", base_url=self.base_url
+            ) from err.__cause__
+
+    def _attempt(self, send: Callable[[], tuple[int, str]]) -> tuple[int, str]:
+        """``send()``, noting whether a failure happened on a connection opened for it."""
+        opened = self._pool.num_connections
+        try:
+            return send()
+        except MeterConnectionError:
+            # A kept-alive connection that worked before cannot have the wrong scheme.
+            self._failed_fresh = self._pool.num_connections > opened
+            raise
+
+    def _diagnose(self, err: MeterConnectionError, timeout_s: float) -> str:
+        """What a failed fresh connection says about a scheme or certificate mix-up, or ""."""
+        chain = _chain(err.__cause__) if err.__cause__ is not None else []
+        if not chain or any(isinstance(cause, _NOT_A_MIX_UP) for cause in chain):
+            return ""
+        where = probe.ProbeTarget(self._host, self._port, timeout_s, self._socket_options)
+        if not self._https:
+            # Asked first: an HTTP server answers at once, and waits on a TLS hello.
+            if probe.speaks_plain_http(where) or probe.presented_certificate(where) is None:
+                return ""
+            return (
+                "the meter seems to speak HTTPS on this port (its TLS is on): "
+                "give its certificate (meter_tls_certificate) to use https://"
+            )
+        if any(isinstance(cause, ssl.SSLCertVerificationError) for cause in chain):
+            presented = probe.presented_certificate(where)
+            if presented is None or presented == self._pinned_der:
+                return ""
+            return (
+                "the meter presents a certificate that differs from the configured one "
+                f"(configured SHA-256 {sha256_fingerprint(self._pinned_der)}, "
+                f"presented SHA-256 {sha256_fingerprint(presented)})"
+            )
+        if probe.speaks_plain_http(where):
+            return (
+                "the meter answers plain HTTP on this port (its TLS is off): "
+                "switch its TLS on, or configure no certificate to use http://"
+            )
+        return ""
 
     def _drop_pooled(self, _error: BaseException) -> None:
         """Idle pooled connections may be as stale as the one that failed: start afresh."""
@@ -279,8 +481,11 @@ class HttpTransport:
         if json_body is not None:
             body = json.dumps(json_body).encode("utf-8")
             headers["Content-Type"] = "application/json"
+        deadline = _WATCHDOG.arm(timeout_s)
+        pool = self._pool
+        pool.deadline = deadline
         try:
-            response = self._pool.urlopen(
+            response = pool.urlopen(
                 method,
                 url,
                 body=body,
@@ -292,23 +497,24 @@ class HttpTransport:
             )
             data = response.read(MAX_ANSWER_BYTES + 1)
             too_large = len(data) > MAX_ANSWER_BYTES
+            if _WATCHDOG.end(deadline):
+                response.close()
+                raise _DeadlinePassed(f"the answer took longer than {timeout_s:g} s")
             if too_large:
                 response.close()  # the rest is never read: this connection is not reused
             else:
                 response.release_conn()
-        except SSLError as exc:
-            raise MeterTlsError(method, path, f"TLS handshake failed: {_reason(exc)}") from exc
-        except NewConnectionError as exc:
-            # Checked first: urllib3 derives it from ConnectTimeoutError for old callers.
-            raise MeterConnectionError(method, path, f"connection failed: {_reason(exc)}") from exc
-        except (ConnectTimeoutError, ReadTimeoutError, TimeoutError) as exc:
-            raise MeterConnectionError(
-                method, path, f"no answer within {timeout_s:g} s: {_reason(exc)}"
-            ) from exc
-        except (ProtocolError, OSError) as exc:
-            raise MeterConnectionError(method, path, f"connection failed: {_reason(exc)}") from exc
-        except HTTPError as exc:
-            raise MeterError(method, path, f"request failed: {_reason(exc)}") from exc
+        except Exception as exc:
+            if _WATCHDOG.end(deadline) and not isinstance(exc, _DeadlinePassed):
+                raise MeterConnectionError(
+                    method,
+                    path,
+                    f"no answer within {timeout_s:g} s: not complete by then",
+                    base_url=self.base_url,
+                ) from _DeadlinePassed(f"cut at {timeout_s:g} s: {_reason(exc)}")
+            raise _translate(method, path, timeout_s, exc, self.base_url) from exc
+        finally:
+            pool.deadline = None
         if too_large:
             raise MeterBodyError(
                 method,
@@ -316,6 +522,7 @@ class HttpTransport:
                 f"the answer is larger than {MAX_ANSWER_BYTES} bytes (not read further)",
                 data[:200],
                 response.status,
+                base_url=self.base_url,
             )
         text = _decode(data, response.headers.get("Content-Type", ""))
         _LOGGER.debug(

@@ -28,6 +28,10 @@ class Faults:
     malformed_body: bool = False
     #: Close the connection without any answer.
     reset_connection: bool = False
+    #: Send the answer's body a few bytes at a time, this many milliseconds apart.
+    drip_ms: int = 0
+    #: Promise more body than is sent (``Content-Length``), then close the connection.
+    truncate_body: bool = False
     #: Change one digit of an energy value in served OCMF records, after signing.
     tamper_ocmf: bool = False
     #: Let the meter carry the request out before the answer is replaced or dropped.
@@ -85,20 +89,24 @@ def parse_faults(body: Any) -> Faults:
     for key in body:
         if key not in known:
             raise FieldError(key, f"unknown fault {key}")
-    latency = body.get("latency_ms", 0)
-    if not _is_int(latency) or latency < 0:
-        raise FieldError("latency_ms", "latency_ms must be a non-negative integer")
+    for name in ("latency_ms", "drip_ms"):
+        value = body.get(name, 0)
+        if not _is_int(value) or value < 0:
+            raise FieldError(name, f"{name} must be a non-negative integer")
     status = body.get("http_status")
     if status is not None and not (_is_int(status) and 100 <= status <= 599):
         raise FieldError("http_status", "http_status must be an HTTP status or null")
-    for flag in ("malformed_body", "reset_connection", "tamper_ocmf", "after_processing"):
+    flags = ("malformed_body", "reset_connection", "tamper_ocmf", "after_processing")
+    for flag in (*flags, "truncate_body"):
         if not isinstance(body.get(flag, False), bool):
             raise FieldError(flag, f"{flag} must be a boolean")
     ocmf_of = body.get("ocmf_of")
     if ocmf_of is not None and not (isinstance(ocmf_of, str) and ocmf_of):
         raise FieldError("ocmf_of", "ocmf_of must be a transaction id or null")
     return Faults(
-        latency_ms=latency,
+        latency_ms=body.get("latency_ms", 0),
+        drip_ms=body.get("drip_ms", 0),
+        truncate_body=body.get("truncate_body", False),
         http_status=status,
         malformed_body=body.get("malformed_body", False),
         reset_connection=body.get("reset_connection", False),

@@ -34,6 +34,10 @@ from lem_dcbm.simulator.routes import JSON, json_body, meter_response, ocmf_of_r
 _LOGGER = logging.getLogger(__name__)
 
 HANDSHAKE_TIMEOUT_S = 10.0
+#: ``drip_ms``: bytes of the body sent between two pauses.
+DRIP_BYTES = 4
+#: ``truncate_body``: bytes promised in ``Content-Length`` and never sent.
+TRUNCATED_BYTES = 100
 _OCMF_INDEX = re.compile(r"^/v[12]/ocmf/(-?\d+)$")
 
 
@@ -211,18 +215,36 @@ class MeterRequestHandler(BaseHTTPRequestHandler):
             self._send_json(exc.status, {"error": exc.message, "field": "body"})
             return None
 
-    def _send(self, status: int, payload: bytes, content_type: str, head: bool = False) -> None:
+    def _send(
+        self,
+        status: int,
+        payload: bytes,
+        content_type: str,
+        head: bool = False,
+        faults: Faults | None = None,
+    ) -> None:
         if isinstance(self.connection, ssl.SSLSocket) != self.server.device.tls_active:
             # The meter switched scheme: this connection finishes its request and closes.
             self.close_connection = True
+        truncate = faults is not None and faults.truncate_body
+        if truncate:
+            self.close_connection = True  # the promised rest never comes
         self.send_response(status)
         self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("Content-Length", str(len(payload) + (TRUNCATED_BYTES if truncate else 0)))
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()
-        if not head:
+        if head:
+            return
+        drip_s = faults.drip_ms / 1000.0 if faults is not None else 0.0
+        if not drip_s:
             self.wfile.write(payload)
+            return
+        for start in range(0, len(payload), DRIP_BYTES):
+            self.wfile.write(payload[start : start + DRIP_BYTES])
+            self.wfile.flush()
+            self.server.clock.sleep(drip_s)
 
     def _send_json(self, status: int, body: Any, head: bool = False) -> None:
         self._send(status, json.dumps(body).encode("utf-8"), JSON, head)
@@ -263,7 +285,7 @@ class MeterRequestHandler(BaseHTTPRequestHandler):
         else:
             if faults is not None and faults.tamper_ocmf and payload.startswith(b"OCMF|"):
                 payload = tamper_record(payload.decode("utf-8")).encode("utf-8")
-            self._send(status, payload, content_type, head=method == "HEAD")
+            self._send(status, payload, content_type, head=method == "HEAD", faults=faults)
         if device.tls_active != tls_before:
             self._switched_scheme(device.tls_active)
 

@@ -8,13 +8,17 @@ import queue
 import sys
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeAlias
 
 from lem_dcbm.cli_common import add_broker_arguments, broker_from_args
 from lem_dcbm.errors import ConfigError
 from lem_dcbm.health import positive_seconds
 from lem_dcbm.tools import table
+from lem_dcbm.tools.api_client import VAR_TOPICS, ApiClient
 from lem_dcbm.tools.consumer import ConsumerError, EverestConsumer, result_json
+
+#: The module protocol's consumer, or the API's bridge stand-in: same calls.
+Consumer: TypeAlias = EverestConsumer | ApiClient
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -28,6 +32,12 @@ DEFAULT_MODULE_ID = "powermeter_1"
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--module-id", default=DEFAULT_MODULE_ID, help="the module's id under active_modules"
+    )
+    parser.add_argument(
+        "--everest-api",
+        action="store_true",
+        help="the module serves EVerest's powermeter API: play its powermeter_API bridge "
+        "(--module-id names the bridge)",
     )
     add_broker_arguments(parser)
     parser.add_argument(
@@ -97,7 +107,7 @@ def start_arguments(args: argparse.Namespace) -> dict[str, Any]:
     return {"value": value}
 
 
-def _call(consumer: EverestConsumer, args: argparse.Namespace) -> int:
+def _call(consumer: Consumer, args: argparse.Namespace) -> int:
     if args.args is not None:
         try:
             arguments = json.loads(args.args)
@@ -114,7 +124,7 @@ def _call(consumer: EverestConsumer, args: argparse.Namespace) -> int:
     return 0 if ok and result.retval.get("status") == "OK" else EXIT_ERROR
 
 
-def _watch(consumer: EverestConsumer, args: argparse.Namespace) -> int:
+def _watch(consumer: Consumer, args: argparse.Namespace) -> int:
     values: queue.SimpleQueue[Any] = queue.SimpleQueue()
     rows = 0
     print(table.header(), flush=True)
@@ -133,9 +143,13 @@ def _watch(consumer: EverestConsumer, args: argparse.Namespace) -> int:
     return 0
 
 
-def _no_values(consumer: EverestConsumer, args: argparse.Namespace, rows: int) -> str:
+def _no_values(consumer: Consumer, args: argparse.Namespace, rows: int) -> str:
     """Why watch stops: which module id and topic stayed silent, for how long."""
-    topic = consumer.topics.var("powermeter")
+    topic = (
+        consumer.topics.m2e(VAR_TOPICS["powermeter"])
+        if isinstance(consumer, ApiClient)
+        else consumer.topics.var("powermeter")
+    )
     if rows:
         return (
             f"lem-dcbm watch: module {args.module_id} published nothing for "
@@ -168,7 +182,7 @@ def call_command(args: argparse.Namespace) -> int:
 
 
 def _with_consumer(
-    args: argparse.Namespace, action: Callable[[EverestConsumer, argparse.Namespace], int]
+    args: argparse.Namespace, action: Callable[[Consumer, argparse.Namespace], int]
 ) -> int:
     try:
         broker = broker_from_args(args)
@@ -176,7 +190,11 @@ def _with_consumer(
         print(f"lem-dcbm {args.command}: {err}", file=sys.stderr)
         return EXIT_USAGE
     # A call expires in the broker when this command stops waiting for it.
-    consumer = EverestConsumer(broker, args.module_id, expiring_calls=args.command == "call")
+    consumer: Consumer = (
+        ApiClient(broker, args.module_id)
+        if args.everest_api
+        else EverestConsumer(broker, args.module_id, expiring_calls=args.command == "call")
+    )
     try:
         consumer.connect()
         return action(consumer, args)

@@ -34,6 +34,14 @@ class ConsumerError(LemDcbmError):
     """The broker is unreachable or the module did not answer in time."""
 
 
+def connect_bus(bus: MqttBus, timeout_s: float) -> None:
+    """Connect a tool's bus; raise ``ConsumerError`` when the broker does not answer."""
+    try:
+        bus.connect(timeout_s)
+    except BrokerUnavailable as err:
+        raise ConsumerError(str(err)) from err
+
+
 class EverestConsumer:
     """Plays a consumer module (clean session) against one powermeter implementation.
 
@@ -74,11 +82,12 @@ class EverestConsumer:
     def connect(self, timeout_s: float = 5.0) -> None:
         """Connect to the broker; raise ``ConsumerError`` when it does not answer."""
         try:
-            self._bus.connect(timeout_s)
-        except BrokerRefused as err:
+            connect_bus(self._bus, timeout_s)
+        except ConsumerError as err:
             # Only a broker that does not speak MQTT 5 gets a second, plain attempt.
-            if not self._expiring or "protocol version" not in str(err).lower():
-                raise ConsumerError(str(err)) from err
+            refused = isinstance(err.__cause__, BrokerRefused)
+            if not (self._expiring and refused and "protocol version" in str(err).lower()):
+                raise
             _LOGGER.warning(
                 "the broker refused MQTT 5 (%s): calls cannot expire, so a call that times "
                 "out may still reach the module later",
@@ -86,9 +95,7 @@ class EverestConsumer:
             )
             self._expiring = False
             self._bus = self._new_bus()
-            self.connect(timeout_s)
-        except BrokerUnavailable as err:
-            raise ConsumerError(str(err)) from err
+            connect_bus(self._bus, timeout_s)
 
     def close(self) -> None:
         """Disconnect."""

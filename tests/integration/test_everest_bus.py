@@ -273,6 +273,20 @@ def test_calls_run_one_at_a_time_and_close_finishes_the_one_in_flight(
     assert handlers.calls == [("stop", "slow")]
 
 
+def test_a_refused_call_does_not_wait_behind_a_slow_one(
+    adapter: EverestAdapter, peer: EverestPeer, handlers: DummyHandlers
+) -> None:
+    handlers.release.clear()
+    slow = peer.call_async("stop_transaction", {"transaction_id": "slow"})
+    wait_until(lambda: handlers.calls, 5, what="the slow call to start")
+    refused = peer.result(peer.call_async("stop_transaction", {"transaction_id": 17}), 5)
+    assert refused["error"]["__everest__error_type"] == "SchemaValidationError"
+    assert not handlers.release.is_set()  # answered while the slow call still runs
+    handlers.release.set()
+    assert peer.result(slow)["retval"] == STOP_OK
+    assert handlers.calls == [("stop", "slow")]
+
+
 # --- variables and errors -------------------------------------------------------------
 
 
@@ -361,7 +375,7 @@ def test_manager_handshake(
             {
                 "msg_type": response_type,
                 "data": {
-                    "module": "LemDCBM400600",
+                    "module": peer.module_name,  # the name the manager gave
                     "provides": {"main": {"interface": "powermeter"}},
                 },
             }

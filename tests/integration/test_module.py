@@ -17,6 +17,7 @@ from lem_dcbm.harness import (
     Simulator,
     simulator_config,
     start_module,
+    wait_until,
     write_config,
 )
 from lem_dcbm.ocmf import parse_ocmf, verify_ocmf
@@ -132,3 +133,25 @@ def test_oversized_transaction_id_is_refused_before_the_meter(
         assert not any(key.startswith("POST") for key in counts), counts
         good = peer.call("start_transaction", {"value": REQUEST})
         assert good["retval"]["status"] == "OK"
+
+
+def test_a_refused_call_is_answered_while_a_slow_start_is_at_the_meter(
+    tmp_path: Path, simulator: Simulator, mosquitto: Broker, peer: EverestPeer
+) -> None:
+    with run_module(tmp_path, simulator, mosquitto, command_timeout_ms=8000):
+        peer.wait_for_var("powermeter", 1, timeout=20)
+        simulator.set_faults(
+            latency_ms=4000, paths=["/v1/legal", "/v2/legal"], methods=["POST"], count=1
+        )
+        start = peer.call_async("start_transaction", {"value": REQUEST})
+        wait_until(lambda: simulator.state()["faults_applied"] == 1, 10, what="the slow start")
+        stop = peer.call_async("stop_transaction", {"transaction_id": REQUEST["transaction_id"]})
+        refused = peer.call("stop_transaction", {"transaction_id": 17}, timeout=2)
+        assert refused["error"]["__everest__error_type"] == "SchemaValidationError"
+        with pytest.raises(AssertionError):
+            peer.result(start, 0)  # the start is still at the meter
+        # The stop sent during the start waits for it, then ends that very transaction.
+        assert peer.result(start, 15)["retval"]["status"] == "OK"
+        stopped = peer.result(stop, 15)["retval"]
+        assert stopped["status"] == "OK", stopped
+        assert simulator.state()["running_transaction"] is None

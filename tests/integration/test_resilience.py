@@ -336,6 +336,27 @@ def test_meter_outage_raises_and_clears_communication_fault_once(
             assert module.terminate() == 0, module.log()
 
 
+def test_a_meter_dribbling_its_answers_raises_communication_fault(
+    tmp_path: Path, simulator: Simulator, mosquitto: Broker, peer: EverestPeer
+) -> None:
+    # Every pause (0.5 s) within the 2 s reading timeout, each answer some 40 s long: only
+    # a deadline on the whole request tells that the meter no longer answers.
+    module = run_module(tmp_path, simulator, mosquitto.port)
+    try:
+        ready(peer)
+        fault = "powermeter/CommunicationFault"
+        simulator.set_faults(drip_ms=500, paths=["/v1/livemeasure", "/v2/livemeasure"])
+        dripping_at = time.monotonic()
+        raised = peer.wait_for(lambda: error_events(peer, fault), 15, "the raise")
+        assert raised[0][1].received_at - dripping_at < 8
+        simulator.clear_faults()
+        peer.wait_for(
+            lambda: [e for e in error_events(peer, fault) if e[0] == "ClearError"], 10, "the clear"
+        )
+    finally:
+        assert module.terminate() == 0, module.log()
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_signal_with_command_in_flight_answers_and_exits_cleanly(
     tmp_path: Path,

@@ -20,7 +20,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 
+from lem_dcbm.errors import MeterConnectionError
 from lem_dcbm.harness import Simulator, pinned_context, start_simulator, wait_until
+from lem_dcbm.meter.client import MeterClient
 from lem_dcbm.simulator.certs import generate_certificate
 
 pytestmark = pytest.mark.integration
@@ -241,6 +243,28 @@ def test_malformed_body_and_latency_faults(simulator: Simulator) -> None:
         json.loads(answer.text)
     simulator.clear_faults()
     assert requests.get(f"{base}/v1/livemeasure", timeout=5).json()["power"] == 0.0
+
+
+def test_drip_and_truncate_faults_deliver_the_answer_badly(simulator: Simulator) -> None:
+    # Each pause within the client's timeout; the meter's client still gives up in time.
+    client = MeterClient.connect(simulator.host, simulator.port, timeout_s=0.4)
+    try:
+        simulator.set_faults(drip_ms=100, paths=["/v1/status"], count=1)
+        started = time.monotonic()
+        with pytest.raises(MeterConnectionError, match="no answer within 0.4 s"):
+            client.status()
+        assert time.monotonic() - started < 1.5
+        simulator.set_faults(truncate_body=True, paths=["/v1/status"], count=1)
+        with pytest.raises(MeterConnectionError, match="IncompleteRead"):
+            client.status()
+        assert client.status().meter_id
+    finally:
+        client.close()
+    # A patient client gets the whole dribbled answer.
+    simulator.set_faults(drip_ms=20, paths=["/v1/livemeasure"], count=1)
+    started = time.monotonic()
+    assert requests.get(f"{simulator.base_url}/v1/livemeasure", timeout=5).json()["power"] == 0.0
+    assert time.monotonic() - started >= 0.2
 
 
 def test_reset_connection_fault_gives_no_answer(simulator: Simulator) -> None:

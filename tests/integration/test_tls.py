@@ -188,7 +188,7 @@ def test_look_alike_certificate_fails_with_a_tls_error(
         transport.close()
 
     message = str(caught.value)
-    assert message.startswith("GET /v1/status: TLS handshake failed")
+    assert message.startswith(f"GET https://127.0.0.1:{port}/v1/status: TLS handshake failed")
     assert "certificate verify failed" in message
 
 

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
+from lem_dcbm import MODULE_NAME
 from lem_dcbm.config import BrokerSettings
 from lem_dcbm.everest.bus import Message, MqttBus
 
@@ -94,7 +95,7 @@ class EverestPeer:
         impl_id: str = "main",
         prefix: str = "everest/",
         peer_id: str = "evse_manager",
-        module_name: str = "LemDCBM400600",
+        module_name: str = MODULE_NAME,
         broker: BrokerSettings | None = None,
     ) -> None:
         """``broker`` gives credentials and TLS; its host, port and prefix are replaced."""
@@ -115,6 +116,7 @@ class EverestPeer:
         self.config_requests: list[dict[str, Any]] = []
         #: Configuration messages the simulated manager would have died on.
         self.foreign_messages: list[Received] = []
+        self._published_types: set[str] = set()
         self._bus = MqttBus(
             replace(broker or BrokerSettings(), host=host, port=port, prefix=self.prefix),
             f"peer-{uuid.uuid4().hex[:12]}",
@@ -278,9 +280,20 @@ class EverestPeer:
             payload = dumps({"msg_type": CONFIG_RESPONSE_TYPES[generation], "data": settings})
             self._publish(f"{self.prefix}settings", payload, retain=True)
 
+    def publish_types(self, types: Mapping[str, Mapping[str, Any]]) -> None:
+        """Publish type files ``{name: {TypeName: schema}}`` retained, as the 2026 manager does."""
+        generation = self.manager_generation or "2026"
+        for name, body in types.items():
+            payload = dumps({"msg_type": CONFIG_RESPONSE_TYPES[generation], "data": body})
+            self._publish(f"{self.prefix}type_definitions/{name}", payload, retain=True)
+            self._published_types.add(name)
+
     def clear_retained(self) -> None:
-        """Clear the retained settings, as the manager does before global ready."""
+        """Clear the retained settings (and types), as the manager does before global ready."""
         self._publish(f"{self.prefix}settings", b"", retain=True)
+        for name in sorted(self._published_types):
+            self._publish(f"{self.prefix}type_definitions/{name}", b"", retain=True)
+        self._published_types.clear()
 
     def _answer_config_request(self, received: Received) -> None:
         generation = self.manager_generation
@@ -323,6 +336,20 @@ class EverestPeer:
         }
         payload = dumps({"msg_type": CONFIG_RESPONSE_TYPES[generation], "data": data})
         self._bus.publish(f"{self.prefix}modules/{origin}/response", payload)
+
+    def set_config(self, name: str, value: str, timeout: float = 10.0) -> dict[str, Any]:
+        """Forward a runtime change as the 2026 manager does; return the module's answer data."""
+        topic = f"{self.module_base}/config/set_response"
+        before = len(self.on_topic(topic))
+        identifier = {"configuration_parameter_name": name, "module_id": self.module_id}
+        request = {"identifier": identifier, "value": value}
+        payload = dumps({"msg_type": "ConfigurationRequest", "data": request})
+        self._publish(f"{self.module_base}/config/set_request", payload)
+        self.wait_for(lambda: len(self.on_topic(topic)) > before, timeout, f"{name} answer")
+        answer: dict[str, Any] = self.on_topic(topic)[before].json()
+        assert answer["msg_type"] == "ConfigurationResponse", answer
+        data: dict[str, Any] = answer["data"]
+        return data
 
     @property
     def metadata(self) -> list[dict[str, Any]]:

@@ -1,13 +1,16 @@
 """Hostile input for the two doors of the module: command payloads and meter answers.
 
 Strategies (hypothesis) and the invariant checks are shared by the CI fuzz tests
-(``tests/unit/test_fuzz.py``, a fixed seed and 2 000 examples per target) and the long
-run in ``bench/fuzz_soak.py``.
+(``tests/unit/test_fuzz.py``, a fixed seed and 2 000 examples per target;
+``tests/integration/test_meter_fuzz_sockets.py`` for meter answers over real sockets) and
+the long run in ``bench/fuzz_soak.py``.
 """
 
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +23,8 @@ from lem_dcbm.everest.bus import Message
 from lem_dcbm.everest.commands import CommandDispatcher
 from lem_dcbm.everest.topics import Topics
 from lem_dcbm.meter.client import MeterClient
+from lem_dcbm.meter.transport import HttpTransport
+from tests.support.hostile_meter import GARBAGE_HEADS, Act, HostileMeter
 
 TOPICS = Topics("everest/", "pm")
 COMMANDS = ("start_transaction", "stop_transaction")
@@ -181,3 +186,82 @@ def every_client_call(client: MeterClient) -> list[Any]:
         except MeterError as err:
             outcomes.append(err)
     return outcomes
+
+
+# -- meter answers on the wire (HostileMeter) ----------------------------------------------
+
+#: The client's timeout against ``HostileMeter``: short, so that slow drips cost little.
+WIRE_TIMEOUT_S = 0.5
+#: The longest one client call may take: one re-send on a fresh connection, plus slack
+#: for a loaded machine.
+WIRE_BOUND_S = 2 * WIRE_TIMEOUT_S + 0.75
+
+WIRE_BODIES = (
+    st.binary(max_size=120)
+    | st.just(b"OCMF|{}|{}")
+    | st.just(b'{"status": {"value": 17, "bits": {')
+    | st.just(b"{}")
+    | st.just(b"null")
+)
+#: Every way ``HostileMeter`` answers a request, the well-formed meter answer included.
+WIRE_ACTS = st.one_of(
+    st.just(Act()),
+    st.builds(
+        Act,
+        kind=st.just("answer"),
+        status=st.sampled_from([200, 201, 204, 404, 500, 503]) | st.integers(100, 599),
+        body=WIRE_BODIES,
+    ),
+    st.builds(Act, kind=st.just("truncate"), extra=st.integers(1, 5000)),
+    st.builds(Act, kind=st.just("drip"), gap_s=st.sampled_from([0.05, 0.1])),
+    st.builds(Act, kind=st.just("reset"), before_reset=st.sampled_from([0, 5, 40])),
+    st.builds(Act, kind=st.just("garbage"), extra=st.integers(0, len(GARBAGE_HEADS) - 1)),
+)
+
+WireCall = tuple[str, str, Callable[[MeterClient], Any], int]
+#: (method, path, call, expected status): calls the meter always answers when well.
+#: (``/ocmf`` and the transaction endpoints need a transaction: the stop's fuzz test.)
+WIRE_CALLS: list[WireCall] = [
+    ("GET", "/v1/status", MeterClient.status, 200),
+    ("GET", "/v1/livemeasure", MeterClient.livemeasure, 200),
+    ("GET", "/v1/legal", MeterClient.legal, 200),
+    ("GET", "/v1/settings", MeterClient.settings, 200),
+    ("PUT", "/v1/settings", lambda c: c.put_settings({"time": {"tz": "+01:00"}}), 200),
+]
+
+
+def wire_client(server: HostileMeter) -> MeterClient:
+    """The real client (urllib3, keep-alive) in front of ``server``."""
+    return MeterClient(HttpTransport(server.base_url, timeout_s=WIRE_TIMEOUT_S))
+
+
+def wire_call_problem(server: HostileMeter, endpoint: WireCall, act: Act) -> tuple[str, str] | None:
+    """One client call answered with ``act``: (invariant broken, detail), or None.
+
+    The invariants: only a ``MeterError`` leaves the client (``crash``), the call ends
+    within ``WIRE_BOUND_S`` (``slow``), an answer that is incomplete, unreadable or not
+    the promised status gives no result (``result from an invalid answer``) and the
+    meter's own answer gives one (``good answer refused``).
+    """
+    method, path, call, expected = endpoint
+    client = wire_client(server)
+    server.plan(method, path, [act, act])  # a re-send on a fresh connection gets the same
+    started = time.monotonic()
+    try:
+        outcome: Any = call(client)
+    except MeterError as err:
+        outcome = err
+    except Exception as err:  # noqa: BLE001 - the invariant under test
+        return "crash", f"{act}: {err!r}"
+    finally:
+        took = time.monotonic() - started
+        server.clear()
+        client.close()
+    if took > WIRE_BOUND_S:
+        return "slow", f"{act.kind} took {took:.2f} s"
+    failed = isinstance(outcome, MeterError)
+    if act.kind == "meter" and failed:
+        return "good answer refused", f"{path}: {outcome}"
+    if not failed and (not act.well_formed or act.status != expected):
+        return "result from an invalid answer", f"{path} {act}: {outcome!r}"
+    return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pytest
 
@@ -110,6 +111,69 @@ def test_standalone_simulator_parser_has_the_same_options() -> None:
 
 def test_health_runs_through_the_one_parser() -> None:
     assert main(["health", "--file", "/nonexistent/heartbeat"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "argv", "expected"),
+    [
+        (
+            "active_modules:\n  evse:\n    module: EvseManager\n"
+            "  powermeter_1:\n    module: LemDCBM400600Py\n"
+            "    config_module: {ip_address: 10.0.0.2}\n",
+            ["--module-id", "evse"],
+            "option '--module-id': 'evse' in {path} is a module of kind 'EvseManager', "
+            "not lem-dcbm; this module's ids there: powermeter_1",
+        ),
+        ("active_modules: {a: [}\n", [], "config file '{path}': not valid YAML at line 1"),
+    ],
+)
+def test_run_with_a_misleading_config_exits_2_with_one_line_that_says_what_is_wrong(
+    text: str,
+    argv: list[str],
+    expected: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = tmp_path / "everest.yaml"
+    path.write_text(text)
+
+    assert main(["run", "--config", str(path), *argv]) == 2
+
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("lem-dcbm: configuration error: " + expected.format(path=path))
+
+
+def test_run_with_a_missing_config_file_names_the_option(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["run", "--config", str(tmp_path / "nope.yaml")]) == 2
+
+    assert capsys.readouterr().err == (
+        f"lem-dcbm: configuration error: option '--config': cannot read "
+        f"{tmp_path / 'nope.yaml'}: No such file or directory\n"
+    )
+
+
+def test_run_takes_log_level_and_format() -> None:
+    args = build_parser().parse_args(
+        ["run", "--config", "c.yaml", "--log-level", "debug", "--log-format", "JSON"]
+    )
+
+    assert (args.log_level, args.log_format) == ("DEBUG", "json")
+
+
+def test_run_with_a_bad_log_variable_exits_2_naming_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("LEM_DCBM_LOG_LEVEL", "chatty")
+
+    assert main(["run", "--config", "c.yaml"]) == 2
+
+    assert capsys.readouterr().err == (
+        "lem-dcbm: configuration error: environment variable 'LEM_DCBM_LOG_LEVEL': "
+        "must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL; got 'chatty'\n"
+    )
 
 
 def test_stop_without_an_id_is_refused_before_anything_is_sent(

@@ -129,6 +129,8 @@ def test_all_values_set() -> None:
     assert config.meter_tls_certificate.startswith("-----BEGIN CERTIFICATE-----")
 
 
+NTP_BOTH = {"ntp_server_1_ip_addr": "10.0.0.2", "ntp_server_2_ip_addr": "10.0.0.3"}
+
 BAD = [
     ({}, "ip_address", "missing"),
     ({"ip_address": ""}, "ip_address", "not an IP address"),
@@ -142,7 +144,8 @@ BAD = [
     ({"port": 8.5}, "port", "expected integer"),
     ({"port": 0}, "port", "1 to 65535"),
     ({"port": 70000}, "port", "1 to 65535"),
-    ({"ntp_server_2_port": -1}, "ntp_server_2_port", "1 to 65535"),
+    ({**NTP_BOTH, "ntp_server_2_port": -1}, "ntp_server_2_port", "1 to 65535"),
+    ({**NTP_BOTH, "ntp_server_1_port": 0}, "ntp_server_1_port", "1 to 65535"),
     ({"command_timeout_ms": 999}, "command_timeout_ms", ">= 1000"),
     ({"command_timeout_ms": 20001}, "command_timeout_ms", "<= 20000"),
     ({"IT": 18}, "IT", "<= 17"),
@@ -262,7 +265,7 @@ def test_config_implementation_main_is_accepted(tmp_path: Path) -> None:
             None,
             "active_modules",
         ),
-        ({"active_modules": {"a": {"module": "LemDCBM400600"}}}, "zzz", "active_modules"),
+        ({"active_modules": {"a": {"module": "LemDCBM400600"}}}, "zzz", "--module-id"),
         ({"active_modules": {"a": {"module": "LemDCBM400600"}}}, None, "ip_address"),
         (
             {
@@ -320,14 +323,97 @@ def test_plain_scalars_are_read_as_yaml_1_2(tmp_path: Path) -> None:
     assert config.signed_start_value is False
 
 
-def test_unreadable_and_unparsable_files(tmp_path: Path) -> None:
+def test_unreadable_file_names_the_option_not_a_config_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_everest_config_file(tmp_path / "absent.yaml", None)
+
     assert caught.value.key == "--config"
+    assert str(caught.value).startswith("option '--config': cannot read ")
+    assert "config key" not in str(caught.value)
+
+
+def test_yaml_syntax_error_is_one_line_with_file_line_and_column(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("active_modules:\n  a: [\n   b: c: d\n")
+
+    with pytest.raises(ConfigError) as caught:
+        load_everest_config_file(broken, None)
+
+    message = str(caught.value)
+    assert message == (
+        f"config file '{broken}': not valid YAML at line 3, column 8: "
+        "expected ',' or ']', but got ':'"
+    )
+    assert "<unicode string>" not in message
+
+
+def test_unterminated_yaml_is_still_one_line(tmp_path: Path) -> None:
     broken = tmp_path / "broken.yaml"
     broken.write_text("active_modules: [\n")
-    with pytest.raises(ConfigError, match="not valid YAML"):
+
+    with pytest.raises(ConfigError, match="not valid YAML at line 2, column 1") as caught:
         load_everest_config_file(broken, None)
+    assert "\n" not in str(caught.value)
+
+
+def _evse_and_meter(tmp_path: Path) -> Path:
+    return _write(
+        tmp_path,
+        {
+            "active_modules": {
+                "evse": {"module": "EvseManager", "config_module": {"connector_id": 1}},
+                "powermeter_1": {
+                    "module": "LemDCBM400600Py",
+                    "config_module": {"ip_address": "1.2.3.4"},
+                },
+                "powermeter_2": {
+                    "module": "LemDCBM400600Py",
+                    "config_module": {"ip_address": "1.2.3.5"},
+                },
+            }
+        },
+    )
+
+
+def test_module_id_of_another_kind_of_module_says_so(tmp_path: Path) -> None:
+    path = _evse_and_meter(tmp_path)
+
+    with pytest.raises(ConfigError) as caught:
+        load_everest_config_file(path, "evse")
+
+    assert caught.value.key == "--module-id"
+    assert str(caught.value) == (
+        f"option '--module-id': 'evse' in {path} is a module of kind 'EvseManager', "
+        "not lem-dcbm; this module's ids there: powermeter_1, powermeter_2"
+    )
+
+
+def test_unknown_module_id_lists_this_modules_ids(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="this module's ids there: powermeter_1, powermeter_2"):
+        load_everest_config_file(_evse_and_meter(tmp_path), "powermeter_3")
+
+
+def test_a_folder_of_another_name_with_our_config_still_loads(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        {"active_modules": {"m": {"module": "MyMeter", "config_module": {"ip_address": "::1"}}}},
+    )
+
+    assert load_everest_config_file(path, "m")[1].ip_address == "::1"
+
+
+@pytest.mark.parametrize(
+    ("key", "kind"),
+    [
+        ("--broker-port", "option"),
+        ("EV_MQTT_BROKER_PORT", "environment variable"),
+        ("LEM_DCBM_LOG_LEVEL", "environment variable"),
+        ("IT", "config key"),
+        ("ip_address", "config key"),
+    ],
+)
+def test_config_errors_say_what_the_key_is(key: str, kind: str) -> None:
+    assert str(ConfigError(key, "bad")) == f"{kind} '{key}': bad"
 
 
 def test_manager_parameters_in_transcript_shape() -> None:

@@ -144,6 +144,20 @@ def test_deep_nesting_is_refused_to_its_caller_without_parsing() -> None:
     assert "1203 levels deep" in answer["error"]["__everest__error_msg"]
 
 
+def test_deep_nesting_is_refused_to_a_caller_whose_id_is_long_when_escaped() -> None:
+    """An id of 60 astral characters is 720 characters of JSON escapes; it is still found."""
+    commands, recorder = dispatcher()
+    call_id = "\U0001f600" * 60
+    head = json.dumps({"id": call_id, "origin": "evse"})[:-1]
+    deep = "[" * 40 + "]" * 40
+    payload = ('{"msg_type":"Cmd","data":' + head + ',"args":' + deep + "}}").encode()
+    commands.execute(Message(STOP, payload))
+    [(_topic, raw)] = recorder.sent
+    answer = json.loads(raw)["data"]["data"]
+    assert answer["id"] == call_id
+    assert answer["error"]["__everest__error_type"] == "MessageParsingError"
+
+
 @pytest.mark.parametrize("where", ["transaction_id", "call id"])
 def test_a_lone_surrogate_gets_an_answer_not_an_encoding_error(where: str) -> None:
     commands, recorder = dispatcher()

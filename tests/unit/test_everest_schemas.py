@@ -9,39 +9,28 @@ from typing import Any
 import yaml
 
 from lem_dcbm.everest import validation
+from lem_dcbm.everest.framework_types import derive
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "everest-types"
 SCHEMA_FILE = Path(validation.__file__).resolve().parent / "schemas" / "powermeter.json"
 
 
-def _derive(node: Any) -> Any:
-    """EVerest YAML -> draft-7 JSON: keys beside ``$ref`` go, descriptions go, refs are local."""
-    if isinstance(node, list):
-        return [_derive(item) for item in node]
-    if not isinstance(node, dict):
-        return node
-    if "$ref" in node:
-        unit, _, name = node["$ref"].lstrip("/").partition("#/")
-        return {"$ref": f"#/definitions/{unit}/{name}"}
-    return {key: _derive(value) for key, value in node.items() if key != "description"}
-
-
 def derived_document() -> dict[str, Any]:
     """The whole schema document as derived from the fixture copies of EVerest's YAML."""
     definitions = {
-        path.stem: _derive(yaml.safe_load(path.read_text())["types"])
+        path.stem: derive(yaml.safe_load(path.read_text())["types"])
         for path in sorted(FIXTURES.glob("*.yaml"))
         if not path.stem.startswith("interface-")
     }
     interface = yaml.safe_load((FIXTURES / "interface-powermeter.yaml").read_text())
     cmds = {
         name: {
-            "arguments": {arg: _derive(spec) for arg, spec in cmd["arguments"].items()},
-            "result": _derive(cmd["result"]),
+            "arguments": {arg: derive(spec) for arg, spec in cmd["arguments"].items()},
+            "result": derive(cmd["result"]),
         }
         for name, cmd in interface["cmds"].items()
     }
-    variables = {name: _derive(spec) for name, spec in interface["vars"].items()}
+    variables = {name: derive(spec) for name, spec in interface["vars"].items()}
     return {
         "$schema": "http://json-schema.org/draft-07/schema#",
         "$comment": "powermeter interface of EVerest; keys beside $ref dropped (draft-7)",

@@ -139,7 +139,7 @@ def test_connection_failures_map_to_the_tree(
         client.status()
 
     assert type(caught.value) is error_class
-    assert str(caught.value).startswith("GET /v1/status: ")
+    assert str(caught.value).startswith(f"GET {BASE}/v1/status: ")
     assert detail in str(caught.value)
     assert caught.value.__cause__ is raised
     # Not a stale connection: nothing is sent twice.
@@ -158,7 +158,10 @@ def test_other_request_errors_are_meter_errors(mocked: PoolMock) -> None:
     with pytest.raises(MeterError) as caught:
         transport.request("GET", "/v1/status")
     assert not isinstance(caught.value, MeterConnectionError)
-    assert str(caught.value) == "GET /v1/status: request failed: DecodeError: bad content encoding"
+    assert (
+        str(caught.value)
+        == f"GET {BASE}/v1/status: request failed: DecodeError: bad content encoding"
+    )
 
 
 # -- stale keep-alive connections ---------------------------------------------------------
@@ -183,7 +186,7 @@ def test_a_second_dropped_connection_is_a_connection_error(mocked: PoolMock) -> 
     mocked.add("GET", "/v1/status", json={})
 
     with pytest.raises(
-        MeterConnectionError, match="GET /v1/status: connection failed: RemoteDisconnected"
+        MeterConnectionError, match=f"GET {BASE}/v1/status: connection failed: RemoteDisconnected"
     ):
         transport.request("GET", "/v1/status")
     assert len(mocked.calls) == 2
@@ -193,7 +196,7 @@ def test_post_is_never_resent_by_the_transport(client: MeterClient, mocked: Pool
     mocked.add("POST", "/v1/legal", raises=disconnect())
     mocked.add("POST", "/v1/legal", status=201, json={"transactionId": "tx-1", "running": True})
 
-    with pytest.raises(MeterConnectionError, match="POST /v1/legal: connection failed"):
+    with pytest.raises(MeterConnectionError, match=f"POST {BASE}/v1/legal: connection failed"):
         client.start_transaction(START_BODY)
     assert len(mocked.calls) == 1
 
@@ -243,7 +246,7 @@ def test_server_error_is_a_status_error_naming_everything(
     error = caught.value
     assert (error.method, error.endpoint, error.status) == (method, endpoint, 500)
     assert str(error) == (
-        f"{method} {endpoint}: unexpected HTTP status 500, "
+        f"{method} {BASE}{endpoint}: unexpected HTTP status 500, "
         "body: 'Internal Server Error: sensor busy'"
     )
 
@@ -262,7 +265,7 @@ def test_malformed_json_is_a_body_error_naming_everything(
     error = caught.value
     assert (error.method, error.endpoint, error.status) == (method, endpoint, status)
     message = str(error)
-    assert message.startswith(f"{method} {endpoint}: unexpected body (HTTP {status}): ")
+    assert message.startswith(f"{method} {BASE}{endpoint}: unexpected body (HTTP {status}): ")
     assert 'body: \'{"voltage": 400.1, "curr\'' in message
 
 
@@ -270,7 +273,7 @@ def test_start_answered_with_200_instead_of_201_is_a_status_error(
     client: MeterClient, mocked: PoolMock
 ) -> None:
     mocked.add("POST", "/v1/legal", status=200, json={"transactionId": "tx-1", "running": True})
-    with pytest.raises(MeterStatusError, match="POST /v1/legal: unexpected HTTP status 200"):
+    with pytest.raises(MeterStatusError, match=f"POST {BASE}/v1/legal: unexpected HTTP status 200"):
         client.start_transaction(START_BODY)
 
 
@@ -338,7 +341,7 @@ def test_missing_or_wrong_fields_are_body_errors_naming_the_field(
         call(client)
 
     assert field in caught.value.reason
-    assert str(caught.value).startswith(f"{method} {endpoint}: unexpected body (HTTP 200): ")
+    assert str(caught.value).startswith(f"{method} {BASE}{endpoint}: unexpected body (HTTP 200): ")
 
 
 def test_start_that_is_not_running_is_a_body_error(client: MeterClient, mocked: PoolMock) -> None:
@@ -348,7 +351,7 @@ def test_start_that_is_not_running_is_a_body_error(client: MeterClient, mocked: 
         client.start_transaction(START_BODY)
 
     message = str(caught.value)
-    assert message.startswith("POST /v1/legal: unexpected body (HTTP 201): ")
+    assert message.startswith(f"POST {BASE}/v1/legal: unexpected body (HTTP 201): ")
     assert "not running" in message
     assert '"running": false' in message
 
@@ -360,7 +363,8 @@ def test_start_that_is_not_running_is_a_body_error(client: MeterClient, mocked: 
 def test_non_ocmf_body_is_a_body_error(client: MeterClient, mocked: PoolMock, body: str) -> None:
     mocked.add("GET", "/v1/ocmf", body=body)
     with pytest.raises(
-        MeterBodyError, match=r"GET /v1/ocmf: unexpected body \(HTTP 200\): not an OCMF record"
+        MeterBodyError,
+        match=rf"GET {BASE}/v1/ocmf: unexpected body \(HTTP 200\): not an OCMF record",
     ):
         client.ocmf()
 
@@ -381,7 +385,8 @@ def test_v2_probe_404_is_false_200_true_else_status_error(
     assert client.supports_v2() is True
     mocked.replace("GET", url, status=500, body="busy")
     with pytest.raises(
-        MeterStatusError, match="GET /v2/livemeasure: unexpected HTTP status 500, body: 'busy'"
+        MeterStatusError,
+        match=f"GET {BASE}/v2/livemeasure: unexpected HTTP status 500, body: 'busy'",
     ):
         client.supports_v2()
 

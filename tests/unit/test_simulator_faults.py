@@ -37,6 +37,9 @@ def board(clock: ManualClock) -> FaultBoard:
         ({"count": 0}, "count"),
         ({"paths": "/v1"}, "paths"),
         ({"colour": 1}, "colour"),
+        ({"drip_ms": -1}, "drip_ms"),
+        ({"drip_ms": 0.5}, "drip_ms"),
+        ({"truncate_body": 1}, "truncate_body"),
     ],
 )
 def test_a_bad_field_is_refused_by_name(body: dict[str, Any], field: str) -> None:
@@ -48,6 +51,9 @@ def test_a_bad_field_is_refused_by_name(body: dict[str, Any], field: str) -> Non
 def test_new_fields_parse() -> None:
     faults = parse_faults({"methods": ["POST", "PUT"], "for_ms": 250, "ocmf_of": "tx-1"})
     assert faults == Faults(methods=("POST", "PUT"), for_ms=250, ocmf_of="tx-1")
+    slow = parse_faults({"drip_ms": 100, "truncate_body": True})
+    assert slow == Faults(drip_ms=100, truncate_body=True)
+    assert not slow.replaces_answer  # the meter's own answer, badly delivered
 
 
 def test_methods_limit_the_fault(board: FaultBoard) -> None:

@@ -1,0 +1,42 @@
+"""``python3 module.py`` without its dependencies: one line saying how to install, exit 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(
+    ("argv", "env"),
+    [
+        (["--config", "config/simulator.yaml"], {}),
+        ([], {"EV_MODULE": "powermeter_1"}),
+    ],
+)
+def test_module_py_without_its_dependencies_says_how_to_install(
+    argv: list[str], env: dict[str, str]
+) -> None:
+    # -S: no site-packages, as a system python3 without the module's venv; -I: no PYTHON*.
+    result = subprocess.run(
+        [sys.executable, "-I", "-S", str(ROOT / "module.py"), *argv],
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"{sys.executable} has no PyYAML (import 'yaml')" in lines[0]
+    assert str(ROOT / ".venv") in lines[0]
+    assert "docs/install.md" in lines[0]
