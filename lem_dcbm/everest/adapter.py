@@ -63,7 +63,7 @@ class EverestAdapter:
         backoff: RetryPolicy | None = None,
         stale_call_s: float = STALE_CALL_S,
     ) -> None:
-        """``stale_call_s``: calls the broker kept longer than this are refused, not run."""
+        """``stale_call_s``: starts the broker kept longer than this are refused, not run."""
         self.topics = Topics(broker.prefix, module_id, impl_id)
         self._external_prefix = broker.external_prefix
         self._client_id = client_id or stable_client_id(self.topics.prefix, module_id)

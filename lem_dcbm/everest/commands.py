@@ -33,10 +33,15 @@ MAX_PAYLOAD_BYTES = 64 * 1024
 #: Refused requests up to this size are still read, only to address the refusal.
 MAX_ROUTABLE_BYTES = 4 * 1024 * 1024
 _EXCERPT_BYTES = 120
-#: A call the broker kept for the module's session longer than this (while the module was
-#: disconnected or not running) is refused with ``CmdTimeout`` instead of run late: its
-#: caller has given up on it (lem-dcbm call after --timeout, EvseManager after its own).
-STALE_CALL_S = 20.0
+#: A start the broker kept for the module's session longer than this (while the module
+#: was disconnected or not running) is refused with ``CmdTimeout`` instead of run late:
+#: EVerest's framework gives up on a call after 300 s, so its caller no longer waits.
+#: A kept call younger than that may still have its caller waiting, and is run.
+STALE_CALL_S = 300.0
+#: The calls that can expire. A stop is always carried out, however late: it ends only the
+#: transaction it names (or, with an empty id, what runs before any later start, since
+#: calls are run in the order they were sent), and its record is kept in the journal.
+EXPIRING_COMMANDS = frozenset({"start_transaction"})
 
 CommandHandler = Callable[[dict[str, Any]], Any]
 Publish = Callable[[str, bytes], object]
@@ -136,7 +141,8 @@ class CommandDispatcher:
             )
             return
         queued = message.queued_up_to_s
-        if queued is not None and queued > self._stale_after_s:
+        expires = self._topics.command_name(message.topic) in EXPIRING_COMMANDS
+        if expires and queued is not None and queued > self._stale_after_s:
             self._refuse_stale(message, queued)
             return
         if self._worker.stopping:
@@ -276,7 +282,7 @@ class CommandDispatcher:
         self._turn_away(message, "Shutdown", "the module is shutting down")
 
     def _refuse_stale(self, message: Message, queued_s: float) -> None:
-        """Answer a call the broker kept too long with ``CmdTimeout``; never run it."""
+        """Answer a start the broker kept too long with ``CmdTimeout``; never run it."""
         how_long = (
             "since before this module started"
             if queued_s == float("inf")

@@ -473,25 +473,28 @@ def test_reconnect_after_broker_restart(mosquitto: Broker, handlers: DummyHandle
         adapter.close(2)
 
 
-def test_calls_sent_while_the_module_was_not_running_are_refused_when_it_returns(
+def test_a_start_sent_while_the_module_was_not_running_is_refused_a_stop_is_run(
     mosquitto: Broker, peer: EverestPeer, handlers: DummyHandlers
 ) -> None:
-    """How long such a call waited is unknown: it is answered, never run late.
+    """How long such a call waited is unknown: a start is answered, never run late.
 
-    (Calls kept across a short cut of a running module are still run: test_stale_calls.)
+    A stop is carried out all the same: it ends only the transaction it names, and its
+    record must reach the bill. (Calls kept across a short cut: test_stale_calls.)
     """
     first = EverestAdapter(broker_of(mosquitto), MODULE_ID, handlers, backoff=FAST)
     first.connect(5)
     first.close(2)
-    call_id = peer.call_async("stop_transaction", {"transaction_id": "while-away"})
-    # Same module id, same client id: the broker kept the session and the call.
+    start_id = peer.call_async("start_transaction", {"value": TRANSACTION})
+    stop_id = peer.call_async("stop_transaction", {"transaction_id": "while-away"})
+    # Same module id, same client id: the broker kept the session and the calls.
     second = EverestAdapter(broker_of(mosquitto), MODULE_ID, handlers, backoff=FAST)
     second.connect(5)
     try:
-        result = peer.result(call_id)
+        result = peer.result(start_id)
         assert result["error"]["__everest__error_type"] == "CmdTimeout", result
         assert "since before this module started" in result["error"]["__everest__error_msg"]
-        assert handlers.calls == []
+        assert peer.result(stop_id)["retval"] == STOP_OK
+        assert [name for name, _ in handlers.calls] == ["stop"]
         # A call made now runs.
         assert peer.call("stop_transaction", {"transaction_id": "now"})["retval"] == STOP_OK
     finally:

@@ -1,4 +1,4 @@
-"""Calls the broker kept for the module's session: run after a short cut, refused when stale.
+"""Calls the broker kept for the module's session: run after a short cut; a stale start refused.
 
 EverestAdapter against a real mosquitto behind a TCP relay that can cut the link, and a
 fake EvseManager (no MQTT 5 expiry: the EVerest envelope has none).
@@ -28,9 +28,13 @@ def _error_type(result: dict[str, object]) -> object:
 
 
 def _call_across_a_cut(
-    mosquitto: Broker, handlers: DummyHandlers, stale_call_s: float, cut_s: float
+    mosquitto: Broker,
+    handlers: DummyHandlers,
+    stale_call_s: float,
+    cut_s: float,
+    command: str = "start_transaction",
 ) -> dict[str, object]:
-    """Cut the module's link, call start_transaction, restore after ``cut_s``; the result."""
+    """Cut the module's link, call ``command``, restore after ``cut_s``; the result."""
     with (
         TcpProxy(mosquitto.host, mosquitto.port) as link,
         EverestPeer(mosquitto.host, mosquitto.port, module_id=MODULE_ID) as peer,
@@ -47,7 +51,12 @@ def _call_across_a_cut(
             link.cut()
             wait_until(lambda: not adapter.connected, 5, what="the adapter to notice the cut")
             cut_at = time.monotonic()
-            call_id = peer.call_async("start_transaction", {"value": TRANSACTION})
+            args = (
+                {"value": TRANSACTION}
+                if command == "start_transaction"
+                else {"transaction_id": "kept-stop"}
+            )
+            call_id = peer.call_async(command, args)
             # The length of the cut is the scenario itself, not a wait for something.
             time.sleep(max(0.0, cut_at + cut_s - time.monotonic()))
             link.restore()
@@ -73,3 +82,13 @@ def test_a_call_kept_for_a_short_cut_is_still_answered(mosquitto: Broker) -> Non
     result = _call_across_a_cut(mosquitto, handlers, stale_call_s=30.0, cut_s=0.5)
     assert result.get("retval", {}).get("status") == "OK", result  # type: ignore[union-attr]
     assert [name for name, _ in handlers.calls] == ["start", "stop"]
+
+
+def test_a_stop_kept_longer_than_the_limit_is_still_carried_out(mosquitto: Broker) -> None:
+    """A late stop ends only what it names, and its record is kept: it never expires."""
+    handlers = DummyHandlers()
+    result = _call_across_a_cut(
+        mosquitto, handlers, stale_call_s=1.0, cut_s=2.0, command="stop_transaction"
+    )
+    assert result.get("retval", {}).get("status") == "OK", result  # type: ignore[union-attr]
+    assert [name for name, _ in handlers.calls] == ["stop", "stop"]
