@@ -1,0 +1,178 @@
+"""lem-dcbm under the real EVerest manager (0.25 and 2026), with an everestpy EvseManager.
+
+Optional: each framework's test runs only when its build is named by
+``LEM_DCBM_EVEREST_025_PREFIX`` / ``LEM_DCBM_EVEREST_2026_PREFIX`` and is skipped with one
+line otherwise (CI has no builds). How to build and run: docs/everest-real.md.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from lem_dcbm.harness import ROOT
+from lem_dcbm.ocmf import parse_ocmf, verify_ocmf
+from tests.real_everest.everest_run import METER_ID, MODULE_NAME, ManagerRun
+
+pytestmark = [pytest.mark.integration, pytest.mark.everest_real, pytest.mark.timeout(300)]
+
+BOTH = pytest.mark.parametrize("everest_build", ["0.25", "2026"], indirect=True)
+#: Start-up of the manager, both modules and the role's sequence, on a loaded machine.
+SEQUENCE_TIMEOUT_S = 90.0
+ERROR_TIMEOUT_S = 15.0
+#: 2026: "Module powermeter (pid 123) shutdown [12ms] with status: ..."
+_SHUTDOWN_LINE = re.compile(r"Module (\S+) \(pid \d+\) shutdown \[(\d+)ms\] with status: (.*)$")
+
+
+def calls_by_step(observations: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The role's command calls, by step name; none of them may have raised."""
+    calls = {call["step"]: call for call in observations["calls"]}
+    broken = {step: call["exception"] for step, call in calls.items() if "exception" in call}
+    assert not broken, f"command calls failed in the framework: {broken}"
+    return calls
+
+
+def report(run: ManagerRun, **timings: float) -> None:
+    """One line per run for docs/everest-real.md (shown with ``-s`` or ``-rA``)."""
+    parts = " ".join(f"{name}={seconds:.2f}s" for name, seconds in timings.items())
+    print(
+        f"\n[everest_real] framework={run.build.framework} build={run.build.origin()!r} "
+        f"install={run.folders.install_seconds:.1f}s {parts}"
+    )
+
+
+def assert_module_exited_cleanly(run: ManagerRun) -> None:
+    """lem-dcbm's process ended with exit code 0 (as the 2026 manager or the reaper saw it)."""
+    if run.build.graceful_shutdown:
+        log = run.manager_log()
+        lines = [m for line in log.splitlines() if (m := _SHUTDOWN_LINE.search(line))]
+        mine = [m for m in lines if m.group(1) == METER_ID]
+        assert mine, f"no shutdown line for {METER_ID}; {run.tail()}"
+        assert "All modules shut down properly" in log, run.tail()
+        assert "did not shut down cleanly" not in log, run.tail()
+    else:
+        code = run.module_exit_code(MODULE_NAME)
+        assert code == 0, f"lem-dcbm exit code {code}; exits {run.exits()}; {run.tail()}"
+
+
+@BOTH
+def test_evse_manager_sequence_errors_and_shutdown(manager_run: ManagerRun) -> None:
+    run = manager_run.start()
+    obs = run.wait_for(
+        "the role's boot stops and transaction", lambda d: d["phase"] == "done", SEQUENCE_TIMEOUT_S
+    )
+    sequence_s = time.monotonic() - run.started_at
+    calls = calls_by_step(obs)
+
+    # Boot-time clean-up as Charger.cpp does it: the remembered id, then "" (stop all).
+    # Nothing runs on a fresh meter: both are refused with the reason, which EvseManager
+    # logs as "probably just not active anymore" and goes on; the answers passed the
+    # framework's schema validation on the way (validate_schema: true).
+    remembered = calls["boot_stop_remembered"]["result"]
+    assert remembered["status"] == "UNEXPECTED_ERROR", remembered
+    assert "remembered-before-restart" in remembered["error"], remembered
+    assert calls["boot_stop_all"]["result"] == {
+        "status": "UNEXPECTED_ERROR",
+        "error": "no transaction running",
+    }
+
+    start = calls["start"]["result"]
+    assert start["status"] == "OK", start
+    stop = calls["stop"]["result"]
+    assert stop["status"] == "OK", stop
+    record = stop["signed_meter_value"]["signed_meter_data"]
+    keys = obs["public_keys"]
+    assert keys, "public_key_ocmf never reached the role"
+    assert verify_ocmf(record, keys[-1]), "the stop record does not verify with public_key_ocmf"
+    readings = parse_ocmf(record).payload["RD"]
+    # A whole transaction: a begin and an end reading.
+    assert [r["TX"] for r in readings if "TX" in r] == ["B", "E"], readings
+    assert obs["powermeter_count"] >= 3
+    assert not obs["failures"], obs["failures"]
+
+    # A meter that stops answering: CommunicationFault raised, then cleared when it is back.
+    raised_before = len(obs["errors_raised"])
+    fault_at = time.monotonic()
+    run.simulator.set_faults(http_status=503)
+    obs = run.wait_for(
+        "CommunicationFault raised",
+        lambda d: any(e["type"].endswith("/CommunicationFault") for e in d["errors_raised"]),
+        ERROR_TIMEOUT_S,
+    )
+    raise_s = time.monotonic() - fault_at
+    raised = [e for e in obs["errors_raised"][raised_before:] if "CommunicationFault" in e["type"]]
+    assert raised[0]["type"] == "powermeter/CommunicationFault", raised
+    assert raised[0]["origin"] == METER_ID
+    run.simulator.clear_faults()
+    back_at = time.monotonic()
+    run.wait_for(
+        "CommunicationFault cleared",
+        lambda d: any(e["type"].endswith("/CommunicationFault") for e in d["errors_cleared"]),
+        ERROR_TIMEOUT_S,
+    )
+    clear_s = time.monotonic() - back_at
+
+    # The end: --graceful-shutdown on 2026 (the shutdown message), SIGTERM on 0.25.
+    stop_at = time.monotonic()
+    run.shutdown()
+    shutdown_s = time.monotonic() - stop_at
+    assert_module_exited_cleanly(run)
+    report(
+        run,
+        sequence=sequence_s,
+        start=calls["start"]["seconds"],
+        stop=calls["stop"]["seconds"],
+        error_raised=raise_s,
+        error_cleared=clear_s,
+        shutdown=shutdown_s,
+    )
+
+
+# --- runtime configuration (2026) -------------------------------------------------------
+
+
+def read_write_keys(manifest: Path) -> set[str]:
+    """The config keys ``manifest.yaml`` declares ``mutability: ReadWrite``."""
+    config = yaml.safe_load(manifest.read_text())["config"]
+    return {key for key, spec in config.items() if spec.get("mutability") == "ReadWrite"}
+
+
+#: (parameter, value, what the manager must answer the caller).
+SET_REQUESTS = [
+    ("tariff_id", "3", "Accepted"),  # applied at once
+    ("tariff_id", "three", "Rejected"),  # not an integer: refused with the reason, not persisted
+    ("ip_address", "192.0.2.10", "RebootRequired"),  # a new connection: after a restart
+]
+
+
+@pytest.mark.parametrize("everest_build", ["2026"], indirect=True)
+def test_runtime_config_change(manager_run: ManagerRun) -> None:
+    writable = read_write_keys(ROOT / "manifest.yaml")
+    if "tariff_id" not in writable:
+        pytest.skip("manifest.yaml declares tariff_id without mutability: ReadWrite")
+    run = manager_run
+    run.set_requests = [(name, value) for name, value, _ in SET_REQUESTS]
+    run.start()
+    obs = run.wait_for("the set requests", lambda d: d["phase"] == "done", SEQUENCE_TIMEOUT_S)
+    results = obs["set_results"]
+    assert len(results) == len(SET_REQUESTS), results
+    for entry, (name, value, expected) in zip(results, SET_REQUESTS, strict=True):
+        assert "exception" not in entry, entry
+        assert (entry["parameter"], entry["value"]) == (name, value)
+        answer = entry["result"]
+        assert answer["status"] == "Ok", entry
+        assert answer["set_status"] == expected, entry
+    accepted, rejected, reboot = results
+    # Applied: the manager's in-memory configuration holds the new value.
+    assert str(accepted["after"]["value"]) == "3", accepted
+    assert rejected["result"]["status_info"], rejected  # the reason
+    # The module keeps publishing from the meter it has (the new address waits for a restart).
+    count = reboot["powermeter_count"]
+    run.wait_for("publications after the set requests", lambda d: d["powermeter_count"] > count, 10)
+    run.shutdown()
+    assert_module_exited_cleanly(run)
