@@ -41,14 +41,17 @@ def meter(tmp_path: Path) -> Iterator[Simulator]:
 
 @pytest.fixture
 def manager_run(
+    request: pytest.FixtureRequest,
     everest_build: EverestBuild,
-    module_folders: ModuleFolders,
     mosquitto: Broker,
     meter: Simulator,
     tmp_path: Path,
 ) -> Iterator[ManagerRun]:
     """A not yet started manager run; whatever is left of it is ended afterwards."""
-    run = ManagerRun(everest_build, tmp_path / "everest", module_folders, mosquitto, meter)
+    # Asked for here, after the build: pytest sets session fixtures up first, and the
+    # install (about 20 s) must not run for a test that is skipped for want of a build.
+    folders: ModuleFolders = request.getfixturevalue("module_folders")
+    run = ManagerRun(everest_build, tmp_path / "everest", folders, mosquitto, meter)
     try:
         yield run
     finally:
