@@ -18,6 +18,7 @@ import yaml
 from lem_dcbm.harness import ROOT
 from lem_dcbm.ocmf import parse_ocmf, verify_ocmf
 from tests.real_everest.everest_run import METER_ID, MODULE_NAME, ManagerRun
+from tests.support.everest_peer import EverestPeer
 
 pytestmark = [pytest.mark.integration, pytest.mark.everest_real, pytest.mark.timeout(300)]
 
@@ -142,12 +143,27 @@ def read_write_keys(manifest: Path) -> set[str]:
     return {key for key, spec in config.items() if spec.get("mutability") == "ReadWrite"}
 
 
-#: (parameter, value, what the manager must answer the caller).
+#: (parameter, value, what the manager must answer the caller, what the module answers it).
 SET_REQUESTS = [
-    ("tariff_id", "3", "Accepted"),  # applied at once
-    ("tariff_id", "three", "Rejected"),  # not an integer: refused with the reason, not persisted
-    ("ip_address", "192.0.2.10", "RebootRequired"),  # a new connection: after a restart
+    # Applied at once.
+    ("tariff_id", "3", "Accepted", "Accepted"),
+    # An integer above the maximum 4: the manager checks the type only and asks the
+    # module, which refuses with the reason; the 2026 framework then answers the caller
+    # RebootRequired ("Runtime change rejected by module"), with the value persisted.
+    ("tariff_id", "9", "RebootRequired", "Rejected"),
+    # Not an integer: refused by the manager with the reason; the module is not asked.
+    ("tariff_id", "three", "Rejected", None),
+    # A new connection: after a restart (the module is asked only if the key is ReadWrite).
+    ("ip_address", "192.0.2.10", "RebootRequired", "RebootRequired"),
 ]
+
+
+def module_set_answers(peer: EverestPeer) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """The manager's forwarded set requests paired with the module's set responses."""
+    base = f"everest/modules/{METER_ID}/config"
+    requests = [m.json()["data"] for m in peer.on_topic(f"{base}/set_request")]
+    responses = [m.json()["data"] for m in peer.on_topic(f"{base}/set_response")]
+    return list(zip(requests, responses, strict=False))
 
 
 @pytest.mark.parametrize("everest_build", ["2026"], indirect=True)
@@ -156,23 +172,44 @@ def test_runtime_config_change(manager_run: ManagerRun) -> None:
     if "tariff_id" not in writable:
         pytest.skip("manifest.yaml declares tariff_id without mutability: ReadWrite")
     run = manager_run
-    run.set_requests = [(name, value) for name, value, _ in SET_REQUESTS]
-    run.start()
-    obs = run.wait_for("the set requests", lambda d: d["phase"] == "done", SEQUENCE_TIMEOUT_S)
-    results = obs["set_results"]
-    assert len(results) == len(SET_REQUESTS), results
-    for entry, (name, value, expected) in zip(results, SET_REQUESTS, strict=True):
-        assert "exception" not in entry, entry
-        assert (entry["parameter"], entry["value"]) == (name, value)
-        answer = entry["result"]
-        assert answer["status"] == "Ok", entry
-        assert answer["set_status"] == expected, entry
-    accepted, rejected, reboot = results
-    # Applied: the manager's in-memory configuration holds the new value.
-    assert str(accepted["after"]["value"]) == "3", accepted
-    assert rejected["result"]["status_info"], rejected  # the reason
-    # The module keeps publishing from the meter it has (the new address waits for a restart).
-    count = reboot["powermeter_count"]
-    run.wait_for("publications after the set requests", lambda d: d["powermeter_count"] > count, 10)
+    run.set_requests = [(name, value) for name, value, _, _ in SET_REQUESTS]
+    # Listens to what the manager forwards to the module and what the module answers.
+    with EverestPeer(
+        run.broker.host, run.broker.port, module_id=METER_ID, peer_id="observer"
+    ) as peer:
+        run.start()
+        obs = run.wait_for("the set requests", lambda d: d["phase"] == "done", SEQUENCE_TIMEOUT_S)
+        results = obs["set_results"]
+        assert len(results) == len(SET_REQUESTS), results
+        for entry, (name, value, expected, _) in zip(results, SET_REQUESTS, strict=True):
+            assert "exception" not in entry, entry
+            assert (entry["parameter"], entry["value"]) == (name, value)
+            assert entry["result"]["status"] == "Ok", entry
+            assert entry["result"]["set_status"] == expected, entry
+        accepted, module_rejected, rejected, reboot = results
+        # Applied: the manager's own value is the new one; a refused one leaves it so.
+        assert str(accepted["after"]["value"]) == "3", accepted
+        assert str(module_rejected["after"]["value"]) == "3", module_rejected
+        assert rejected["result"]["status_info"], rejected  # the parse error
+        # What the module itself was asked and answered.
+        asked = [
+            (name, value, answer)
+            for name, value, _, answer in SET_REQUESTS
+            if answer is not None and (name in writable)
+        ]
+        exchanged = module_set_answers(peer)
+        assert len(exchanged) == len(asked), exchanged
+        for (request, response), (name, value, answer) in zip(exchanged, asked, strict=True):
+            identifier = request["identifier"]
+            assert (identifier["configuration_parameter_name"], request["value"]) == (name, value)
+            assert response["response"]["status"] == answer, response
+            if answer == "Rejected":
+                reason = response.get("status_info") or response["response"].get("status_info")
+                assert name in reason, response
+        # The module keeps publishing from the meter it has (the new address waits).
+        count = reboot["powermeter_count"]
+        run.wait_for(
+            "publications after the set requests", lambda d: d["powermeter_count"] > count, 10
+        )
     run.shutdown()
     assert_module_exited_cleanly(run)
