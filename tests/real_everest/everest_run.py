@@ -32,6 +32,8 @@ FRAMEWORKS = {
 }
 #: The Python everestpy was built for (the build scripts use Debian's).
 PYTHON_ENV = "LEM_DCBM_EVEREST_PYTHON"
+#: Another checkout of lem-dcbm to install and test instead of this one.
+SOURCE_ENV = "LEM_DCBM_EVEREST_SOURCE"
 #: The folder name install.md suggests; the role plays EvseManager.
 MODULE_NAME = "LemDCBM400600Py"
 ROLE_NAME = "EvseManagerRole"
@@ -94,6 +96,11 @@ class EverestBuild:
         return version
 
 
+def module_source() -> Path:
+    """The checkout the tier installs: this one, or ``$LEM_DCBM_EVEREST_SOURCE``."""
+    return Path(os.environ.get(SOURCE_ENV) or ROOT).expanduser()
+
+
 def find_build(framework: str) -> EverestBuild | str:
     """The build named by the framework's variable, or why there is none (a skip reason)."""
     variable = FRAMEWORKS[framework]
@@ -121,18 +128,19 @@ def install_module_folders(root: Path) -> ModuleFolders:
     never share the checkout's ``build/`` folder.
     """
     started = time.monotonic()
+    checkout = module_source()
     source = root / "source"
     source.mkdir(parents=True)
     for name in ("pyproject.toml", "README.md", "LICENSE"):
-        shutil.copy2(ROOT / name, source / name)
+        shutil.copy2(checkout / name, source / name)
     shutil.copytree(
-        ROOT / "lem_dcbm", source / "lem_dcbm", ignore=shutil.ignore_patterns("__pycache__")
+        checkout / "lem_dcbm", source / "lem_dcbm", ignore=shutil.ignore_patterns("__pycache__")
     )
     modules = root / "modules"
     folder = modules / MODULE_NAME
     folder.mkdir(parents=True)
     for name in ("manifest.yaml", "module.py"):
-        shutil.copy2(ROOT / name, folder / name)  # real files, not symbolic links
+        shutil.copy2(checkout / name, folder / name)  # real files, not symbolic links
     venv = folder / ".venv"
     _run([sys.executable, "-m", "venv", str(venv)])
     _run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", str(source)])

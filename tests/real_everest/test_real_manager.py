@@ -15,9 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
-from lem_dcbm.harness import ROOT
 from lem_dcbm.ocmf import parse_ocmf, verify_ocmf
-from tests.real_everest.everest_run import METER_ID, MODULE_NAME, ManagerRun
+from tests.real_everest.everest_run import METER_ID, MODULE_NAME, ManagerRun, module_source
 from tests.support.everest_peer import EverestPeer
 
 pytestmark = [pytest.mark.integration, pytest.mark.everest_real, pytest.mark.timeout(300)]
@@ -52,8 +51,8 @@ def assert_module_exited_cleanly(run: ManagerRun) -> None:
     if run.build.graceful_shutdown:
         log = run.manager_log()
         lines = [m for line in log.splitlines() if (m := _SHUTDOWN_LINE.search(line))]
-        mine = [m for m in lines if m.group(1) == METER_ID]
-        assert mine, f"no shutdown line for {METER_ID}; {run.tail()}"
+        mine = [m.group(3).strip() for m in lines if m.group(1) == METER_ID]
+        assert mine == ["exit_code=0"], f"{METER_ID}'s shutdown: {mine}; {run.tail()}"
         assert "All modules shut down properly" in log, run.tail()
         assert "did not shut down cleanly" not in log, run.tail()
     else:
@@ -168,7 +167,7 @@ def module_set_answers(peer: EverestPeer) -> list[tuple[dict[str, Any], dict[str
 
 @pytest.mark.parametrize("everest_build", ["2026"], indirect=True)
 def test_runtime_config_change(manager_run: ManagerRun) -> None:
-    writable = read_write_keys(ROOT / "manifest.yaml")
+    writable = read_write_keys(module_source() / "manifest.yaml")
     if "tariff_id" not in writable:
         pytest.skip("manifest.yaml declares tariff_id without mutability: ReadWrite")
     run = manager_run
