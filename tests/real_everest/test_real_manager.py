@@ -210,5 +210,9 @@ def test_runtime_config_change(manager_run: ManagerRun) -> None:
         run.wait_for(
             "publications after the set requests", lambda d: d["powermeter_count"] > count, 10
         )
+    stop_at = time.monotonic()
     run.shutdown()
+    shutdown_s = time.monotonic() - stop_at
     assert_module_exited_cleanly(run)
+    timings = {f"set_{e['parameter']}={e['value']}": e["seconds"] for e in results}
+    report(run, **timings, shutdown=shutdown_s)

@@ -163,8 +163,10 @@ class EvseManagerRole:
     def set_config(self, name: str, value: str) -> None:
         """Ask the manager to set ``name`` of the powermeter module; record its answer."""
         entry: dict[str, Any] = {"parameter": name, "value": value}
+        started = time.monotonic()
         try:
             entry["result"] = self.module.set_config_value(self.meter.module_id, name, value)
+            entry["seconds"] = round(time.monotonic() - started, 3)
             entry["after"] = self.module.get_config_value(self.meter.module_id, name)
         except Exception as exc:  # recorded for the test, which fails on it
             entry["exception"] = f"{type(exc).__name__}: {exc}"
