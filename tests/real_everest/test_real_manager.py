@@ -29,6 +29,15 @@ ERROR_TIMEOUT_S = 15.0
 _SHUTDOWN_LINE = re.compile(r"Module (\S+) \(pid \d+\) shutdown \[(\d+)ms\] with status: (.*)$")
 
 
+#: The framework's own warnings and errors (the modules' lines have another format).
+_FRAMEWORK_PROBLEM = re.compile(r"\[(WARN|ERRO|CRIT)\]")
+
+
+def framework_problems(run: ManagerRun) -> list[str]:
+    """The manager's and everestpy's warning, error and critical lines, e.g. a failed validation."""
+    return [line for line in run.manager_log().splitlines() if _FRAMEWORK_PROBLEM.search(line)]
+
+
 def calls_by_step(observations: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The role's command calls, by step name; none of them may have raised."""
     calls = {call["step"]: call for call in observations["calls"]}
@@ -124,6 +133,8 @@ def test_evse_manager_sequence_errors_and_shutdown(manager_run: ManagerRun) -> N
     run.shutdown()
     shutdown_s = time.monotonic() - stop_at
     assert_module_exited_cleanly(run)
+    # Nothing the module sent (vars, answers, errors) upset the framework on the way.
+    assert framework_problems(run) == []
     report(
         run,
         sequence=sequence_s,
