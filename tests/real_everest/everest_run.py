@@ -168,6 +168,10 @@ class ManagerRun:
     broker: Broker
     simulator: Simulator
     set_requests: list[tuple[str, str]] = field(default_factory=list)
+    #: More config of the role (``remembered_transaction_id``, ``leave_running``).
+    role_config: dict[str, Any] = field(default_factory=dict)
+    #: The module's journal; a run after a power loss shares the first run's.
+    journal_dir: Path | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
     started_at: float = field(default=0.0, init=False)
 
@@ -193,7 +197,8 @@ class ManagerRun:
 
     def write_config(self) -> None:
         """The config: settings for the broker and module folder, lem-dcbm and the role."""
-        meter_values = simulator_config(self.simulator, journal_dir=str(self.workdir / "journal"))
+        journal = self.journal_dir or self.workdir / "journal"
+        meter_values = simulator_config(self.simulator, journal_dir=str(journal))
         document: dict[str, Any] = {
             "settings": {
                 "mqtt_broker_host": self.broker.host,
@@ -206,7 +211,10 @@ class ManagerRun:
                 METER_ID: {"module": MODULE_NAME, "config_module": meter_values},
                 ROLE_ID: {
                     "module": ROLE_NAME,
-                    "config_module": {"set_requests": json.dumps(self.set_requests)},
+                    "config_module": {
+                        "set_requests": json.dumps(self.set_requests),
+                        **self.role_config,
+                    },
                     "connections": {
                         "powermeter": [{"module_id": METER_ID, "implementation_id": "main"}]
                     },
@@ -305,6 +313,15 @@ class ManagerRun:
             return process.wait(timeout_s)
         except subprocess.TimeoutExpired:
             raise HarnessError(f"the manager did not end within {timeout_s:g} s") from None
+
+    def power_loss(self) -> None:
+        """SIGKILL to the manager, its modules and the reaper at once: the charger loses power."""
+        process = self.process
+        if process is None:
+            raise HarnessError("the manager was not started")
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+        self.process = None
 
     def kill(self) -> None:
         """End the whole session (reaper, manager, modules) after a failure."""

@@ -146,6 +146,58 @@ def test_evse_manager_sequence_errors_and_shutdown(manager_run: ManagerRun) -> N
     )
 
 
+@BOTH
+def test_transaction_remembered_across_a_power_loss_is_billed(
+    manager_run: ManagerRun, tmp_path: Path
+) -> None:
+    first = manager_run
+    first.role_config = {"leave_running": True}
+    first.start()
+    obs = first.wait_for(
+        "a transaction left running", lambda d: d["phase"] == "left_running", SEQUENCE_TIMEOUT_S
+    )
+    started = calls_by_step(obs)["start"]
+    assert started["result"]["status"] == "OK", started
+    transaction_id = started["args"]["value"]["transaction_id"]
+    # The charger loses power; the meter (a device of its own) keeps the transaction.
+    first.power_loss()
+    second = ManagerRun(
+        first.build,
+        tmp_path / "everest-after-power-loss",
+        first.folders,
+        first.broker,
+        first.simulator,
+        role_config={"remembered_transaction_id": transaction_id},
+        journal_dir=first.workdir / "journal",
+    )
+    try:
+        second.start()
+        obs = second.wait_for(
+            "the boot stops after the power loss",
+            lambda d: d["phase"] == "done",
+            SEQUENCE_TIMEOUT_S,
+        )
+        calls = calls_by_step(obs)
+        # EvseManager's stop(<remembered id>) bills the transaction that ran at the cut...
+        remembered = calls["boot_stop_remembered"]["result"]
+        assert remembered["status"] == "OK", remembered
+        record = remembered["signed_meter_value"]["signed_meter_data"]
+        assert verify_ocmf(record, obs["public_keys"][-1]), record
+        readings = parse_ocmf(record).payload["RD"]
+        assert [r["TX"] for r in readings if "TX" in r] == ["B", "E"], readings
+        # ...so stop("") finds nothing left, and the next transaction works as ever.
+        assert calls["boot_stop_all"]["result"] == {
+            "status": "UNEXPECTED_ERROR",
+            "error": "no transaction running",
+        }
+        assert calls["stop"]["result"]["status"] == "OK", calls["stop"]
+        second.shutdown()
+        assert_module_exited_cleanly(second)
+        report(second, remembered_stop=calls["boot_stop_remembered"]["seconds"])
+    finally:
+        second.kill()
+
+
 # --- runtime configuration (2026) -------------------------------------------------------
 
 

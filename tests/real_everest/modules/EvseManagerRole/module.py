@@ -154,6 +154,9 @@ class EvseManagerRole:
         ):
             missing = "no publications during the transaction"
             self.obs.change(lambda d: d["failures"].append(missing))
+        if self.config["leave_running"]:
+            self.obs.change(lambda d: d.update(phase="left_running"))
+            return
         self.call("stop", "stop_transaction", {"transaction_id": transaction_id})
         self.obs.change(lambda d: d.update(phase="transaction_done"))
         for name, value in json.loads(self.config["set_requests"]):
