@@ -122,7 +122,7 @@ class ModuleFolders:
 
 
 def install_module_folders(root: Path) -> ModuleFolders:
-    """Install lem-dcbm as install.md says (copies, own ``.venv``, ``pip install``) and the role.
+    """Install lem-dcbm as install.md says (copies, own ``.venv``, pip) and the role.
 
     pip installs from a copy of the checkout's package files, so that parallel workers
     never share the checkout's ``build/`` folder.
@@ -143,7 +143,10 @@ def install_module_folders(root: Path) -> ModuleFolders:
         shutil.copy2(checkout / name, folder / name)  # real files, not symbolic links
     venv = folder / ".venv"
     _run([sys.executable, "-m", "venv", str(venv)])
-    _run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", str(source)])
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q"]
+    if (checkout / "constraints.txt").exists():  # install.md pins what the tests pass with
+        pip += ["--constraint", str(checkout / "constraints.txt")]
+    _run([*pip, str(source)])
     shutil.copytree(
         HERE / "modules" / ROLE_NAME,
         modules / ROLE_NAME,
