@@ -324,6 +324,11 @@ class Service:
         """Make SIGTERM and SIGINT end the service cleanly."""
 
         def handle(signum: int, _frame: FrameType | None) -> None:
+            # Once stopping, a further SIGTERM changes nothing and is ignored: a dying 0.25
+            # manager sends its parent-death SIGTERM once per re-parenting of the module,
+            # and one arriving while the interpreter exits (its handlers back at the
+            # default by then) would end a clean stop with status -15.
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
             _LOGGER.info("signal %s received, shutting down", signal.Signals(signum).name)
             self.stop_event.set()
 
