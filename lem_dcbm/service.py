@@ -37,7 +37,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 from lem_dcbm.clock import Clock, SystemClock, rfc3339
 from lem_dcbm.config import BrokerSettings, ModuleConfig
@@ -59,7 +59,6 @@ from lem_dcbm.everest.presence import (
     TakeoverWatch,
     takeover_message,
 )
-from lem_dcbm.everest_api.adapter import ApiAdapter
 from lem_dcbm.journal import TransactionJournal
 from lem_dcbm.meter.client import MeterClient
 from lem_dcbm.records.late_record import KeptRecord, kept_record_from_entry
@@ -71,6 +70,10 @@ from lem_dcbm.runtime_config import (
     controller_settings,
     temperature_limits,
 )
+
+if TYPE_CHECKING:
+    # Imported where the API mode is chosen: the module protocol's run does without it.
+    from lem_dcbm.everest_api.adapter import ApiAdapter
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -176,7 +179,7 @@ class RecordTopics(Protocol):
 
 
 #: The bus side: EVerest's module protocol, or its external powermeter API.
-Adapter: TypeAlias = EverestAdapter | ApiAdapter
+Adapter: TypeAlias = "EverestAdapter | ApiAdapter"
 
 
 class LateRecordRoad:
@@ -412,6 +415,8 @@ class Service:
 
     def _new_adapter(self, error_namespace: str) -> Adapter:
         if self.everest_api:
+            from lem_dcbm.everest_api.adapter import ApiAdapter
+
             return ApiAdapter(self._broker, self.module_id, self._handlers, clock=self._clock)
         return EverestAdapter(
             self._broker, self.module_id, self._handlers, error_namespace=error_namespace
@@ -464,9 +469,9 @@ class Service:
         _LOGGER.info("transaction journal in %s", directory)
         # The API has no error path: its adapter keeps and reports every condition itself.
         outputs: EverestOutputs = (
-            adapter
-            if isinstance(adapter, ApiAdapter)
-            else PolicedOutputs(adapter, config.error_profile)
+            PolicedOutputs(adapter, config.error_profile)
+            if isinstance(adapter, EverestAdapter)
+            else adapter
         )
         stack = build_meter_stack(
             config,
@@ -492,13 +497,13 @@ class Service:
         )
         adapter.on_connected(loop.republish_public_key)
         self._handlers.controller = stack.controller
-        if isinstance(adapter, ApiAdapter):
-            adapter.records_from(lambda tid: _kept_record(journal, tid))
-        else:
+        if isinstance(adapter, EverestAdapter):
             # Runtime changes come from the manager's config service, which only the
             # module protocol reaches; the external API has no such request.
             parts = RunningParts(stack.controller, (stack.client, stack.measurements), temperature)
             adapter.serve_config_changes(RuntimeConfig(config, parts).change)
+        else:
+            adapter.records_from(lambda tid: _kept_record(journal, tid))
         threading.Thread(
             target=self._forward_shutdown, args=(adapter,), name="shutdown-watch", daemon=True
         ).start()

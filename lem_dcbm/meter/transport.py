@@ -61,7 +61,6 @@ from lem_dcbm.errors import (
     MeterError,
     MeterTlsError,
 )
-from lem_dcbm.meter import probe
 from lem_dcbm.meter.tls import certificate_der, pinned_ssl_context, sha256_fingerprint
 from lem_dcbm.retry import RetryPolicy
 
@@ -436,6 +435,9 @@ class HttpTransport:
         chain = _chain(err.__cause__) if err.__cause__ is not None else []
         if not chain or any(isinstance(cause, _NOT_A_MIX_UP) for cause in chain):
             return ""
+        # Loaded on the first failure worth a second look: a working meter never needs it.
+        from lem_dcbm.meter import probe
+
         where = probe.ProbeTarget(self._host, self._port, timeout_s, self._socket_options)
         if not self._https:
             # Asked first: an HTTP server answers at once, and waits on a TLS hello.

@@ -4,10 +4,23 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from lem_dcbm.harness import Broker, Simulator, simulator_config, start_module, write_config
+
 pytestmark = pytest.mark.integration
+
+#: What ``run`` in the module protocol never needs: the API mode's adapter and its parts
+#: (only its switch, ``everest_api.mode``, is read), the tools, the simulator, and the
+#: meter probes that only a failed request calls for.
+NOT_FOR_THE_MODULE_PROTOCOL = (
+    "lem_dcbm.everest_api.",
+    "lem_dcbm.tools",
+    "lem_dcbm.simulator",
+    "lem_dcbm.meter.probe",
+)
 
 
 def test_parsing_run_loads_neither_simulator_nor_mqtt_tools() -> None:
@@ -25,6 +38,37 @@ def test_parsing_run_loads_neither_simulator_nor_mqtt_tools() -> None:
     )
 
     assert result.stdout.strip() == "[]"
+
+
+def imported_modules(log: str) -> set[str]:
+    """The modules a process imported, from its ``PYTHONPROFILEIMPORTTIME`` lines."""
+    return {
+        line.rpartition("|")[2].strip()
+        for line in log.splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
+
+
+def test_a_running_module_loads_no_api_mode_tool_or_probe_code(
+    tmp_path: Path, mosquitto: Broker, simulator: Simulator
+) -> None:
+    # Each module loaded stays in memory for the life of the process (bench/analysis.md);
+    # every import up to the stop counts, those made while serving included.
+    config = write_config(tmp_path / "config.yaml", simulator_config(simulator))
+    module = start_module(
+        tmp_path, config, mosquitto.port, env={"PYTHONPROFILEIMPORTTIME": "1"}, log_level=None
+    )
+    try:
+        module.wait_ready()
+    finally:
+        assert module.terminate() == 0, module.log()
+
+    imported = imported_modules(module.log())
+    assert {"lem_dcbm.service", "lem_dcbm.everest.adapter", "lem_dcbm.everest_api.mode"} <= (
+        imported
+    )
+    unneeded = imported - {"lem_dcbm.everest_api.mode"}
+    assert sorted(m for m in unneeded if m.startswith(NOT_FOR_THE_MODULE_PROTOCOL)) == []
 
 
 def test_top_level_help_lists_every_subcommand() -> None:
