@@ -10,6 +10,7 @@ as a printed table. Nothing here imports from ``tests/``: the benchmarks run on 
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import shutil
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import lem_dcbm
 from lem_dcbm.errors import LemDcbmError
 from lem_dcbm.everest.bus import Message, MqttBus
 from lem_dcbm.everest.envelope import EnvelopeError, decode
@@ -57,16 +59,27 @@ def say(text: str) -> None:
 # -- processes ---------------------------------------------------------------------------
 
 
+def compile_package() -> None:
+    """Write the package's bytecode cache, as installing the wheel does.
+
+    Without it, a checkout run under ``PYTHONDONTWRITEBYTECODE`` compiles every module at
+    each start, which costs a module 0.3-0.6 MB of RSS that an installed one does not have.
+    """
+    compileall.compile_dir(Path(lem_dcbm.__file__).parent, quiet=1)
+
+
 class Stack(ProcessGroup):
     """A temporary work directory and the processes of one benchmark; all stop on exit.
 
     Modules run at their default log level with the manifest's defaults except the
-    meter's address: what is measured is the module as shipped.
+    meter's address, from the package's bytecode cache: what is measured is the module as
+    shipped.
     """
 
     def __init__(self, name: str, *, keep: bool = False) -> None:
         super().__init__(Path(tempfile.mkdtemp(prefix=f"lem-bench-{name}-")))
         self.keep = keep
+        compile_package()
 
     def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         if exc_type is not None and exc_type is not KeyboardInterrupt:
