@@ -16,7 +16,12 @@ from typing import Any
 
 import pytest
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+# One worker runs them all: the run is a module fixture, made once per worker.
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.timeout(240),
+    pytest.mark.xdist_group("bench_quick"),
+]
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCHMARKS = ("publish_schedule", "startup", "command_latency", "footprint", "scale")
