@@ -295,8 +295,6 @@ MAX_JSON_DEPTH = 32
 # Bounded so that a hostile text cannot make the search slow: about 4 000 characters of
 # string literal, far above an id of 60 astral characters (720 characters as escapes).
 _JSON_STRING = r'"(?:[^"\\]|\\.){1,4096}"'
-_SALVAGE_ID = re.compile(r'"id"\s*:\s*(' + _JSON_STRING + ")")
-_SALVAGE_ORIGIN = re.compile(r'"origin"\s*:\s*(' + _JSON_STRING + ")")
 
 
 def nesting_depth(text: str) -> int:
@@ -323,14 +321,15 @@ def nesting_depth(text: str) -> int:
 
 def _salvaged_routing(text: str) -> tuple[str | None, str | None]:
     """The id and origin of a request too damaged to parse, found in its text."""
-    call_id = _string_at(_SALVAGE_ID.search(text))
-    origin = _string_at(_SALVAGE_ORIGIN.search(text))
+    call_id = salvaged_string(text, "id")
+    origin = salvaged_string(text, "origin")
     good_origin = origin if origin and MODULE_ID_PATTERN.match(origin) else None
     return call_id or None, good_origin
 
 
-def _string_at(match: re.Match[str] | None) -> str | None:
-    """The JSON string literal a salvage pattern found, decoded (escapes included)."""
+def salvaged_string(text: str, key: str) -> str | None:
+    """The first string member ``key`` in JSON text too damaged or deep to parse, decoded."""
+    match = re.search('"' + re.escape(key) + r'"\s*:\s*(' + _JSON_STRING + ")", text)
     if match is None:
         return None
     value = _loads_or_none(match.group(1))

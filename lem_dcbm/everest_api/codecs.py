@@ -10,7 +10,6 @@ framework's codec does). Nothing here raises anything but :class:`RequestError`.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +21,6 @@ MAX_TOPIC_BYTES = 65535
 #: the module protocol, far from Python's recursion limit, so the outcome never depends on
 #: the thread's stack. Their ``replyTo`` is looked for in the text, to say so.
 MAX_DEPTH = envelope.MAX_JSON_DEPTH
-_SALVAGE_REPLY_TO = re.compile(r'"replyTo"\s*:\s*("(?:[^"\\]|\\.){1,1024}")')
 #: The members of a ``StartTransactionRequest`` the module reads.
 START_FIELDS = (
     "evse_id",
@@ -88,14 +86,7 @@ def parse_request(raw: bytes) -> ApiRequest:
 
 def _salvaged_reply_to(text: str) -> str | None:
     """The ``replyTo`` of a request too deep to decode, found in its text."""
-    match = _SALVAGE_REPLY_TO.search(text)
-    if match is None:
-        return None
-    try:
-        topic = json.loads(match.group(1))
-    except ValueError:
-        return None
-    return reply_topic({"replyTo": topic})
+    return reply_topic({"replyTo": envelope.salvaged_string(text, "replyTo")})
 
 
 def start_request(payload: Any) -> dict[str, Any]:
