@@ -22,18 +22,20 @@ from lem_dcbm.clock import rfc3339
 from lem_dcbm.errors import ConfigError
 from lem_dcbm.journal import JournalEntry, read_journal
 from lem_dcbm.records import export
+from lem_dcbm.records.checks import FORMAT
 from lem_dcbm.records.late_record import (
     QOS,
     kept_record_from_entry,
     late_record_message,
     late_record_topic,
+    verified_now,
 )
 
 if TYPE_CHECKING:
     from lem_dcbm.config import BrokerSettings
 
 EXIT_OK = 0
-#: The transaction is unknown or has no record (``resend``).
+#: The transaction is unknown, has no record, or its record's signature fails now (``resend``).
 EXIT_NOT_FOUND = 1
 EXIT_USAGE = 2
 #: The broker did not take the message in time (``resend``).
@@ -94,7 +96,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     resend = add_command(
         sub,
         "resend",
-        help="publish a kept record on the late-record topic again (retained, QoS 1)",
+        help="verify a kept record again and publish it on the late-record topic (retained, QoS 1)",
         handler=resend_command,
     )
     resend.add_argument("transaction_id", metavar="ID", help="the transaction's id")
@@ -192,7 +194,13 @@ def _write_export(args: argparse.Namespace, journal: Journal, rows: Reports) -> 
 
 
 def resend_command(args: argparse.Namespace) -> int:
-    """``lem-dcbm records resend ID``: exit 1 when the id is unknown or has no record."""
+    """``lem-dcbm records resend ID``: exit 1 when the id is unknown or has no good record.
+
+    The record is verified now, against the kept key and the start's facts. One whose
+    signature fails or that cannot be read is not the meter's record and is not published
+    (exit 1); one that fails a content check goes out with that verdict, as the module
+    itself publishes it, and the failures are named on standard error.
+    """
     try:
         journal = open_journal(args)
         broker = broker_from_args(args)
@@ -214,8 +222,18 @@ def resend_command(args: argparse.Namespace) -> int:
     if prefix is None:
         prefix = os.environ.get(EXTERNAL_PREFIX_ENV, "")
     topic = late_record_topic(prefix, journal.module_id, kept.transaction_id)
+    checked = verified_now(kept)
+    failed = "; ".join(f"{f.check}: {f.detail}" for f in checked.failed_checks)
+    if checked.signature_valid is False or FORMAT in [f.check for f in checked.failed_checks]:
+        # Not the meter's record any more (edited, damaged, another key): never re-issued.
+        print(
+            f"lem-dcbm records resend: the kept record of {kept.transaction_id!r} fails its "
+            f"checks now ({failed}); not published ({journal.directory})",
+            file=sys.stderr,
+        )
+        return EXIT_NOT_FOUND
     message = late_record_message(
-        kept, module_id=journal.module_id, published_at=rfc3339(datetime.now(timezone.utc))
+        checked, module_id=journal.module_id, published_at=rfc3339(datetime.now(timezone.utc))
     )
     try:
         publish_retained(broker, topic, json.dumps(message).encode("utf-8"), args.timeout)
@@ -223,6 +241,11 @@ def resend_command(args: argparse.Namespace) -> int:
         print(f"lem-dcbm records resend: {err}", file=sys.stderr)
         return EXIT_NO_BROKER
     print(f"published the record of {kept.transaction_id!r} on {topic}")
+    if failed:
+        print(
+            f"lem-dcbm records resend: published with its failed checks: {failed}",
+            file=sys.stderr,
+        )
     return EXIT_OK
 
 
