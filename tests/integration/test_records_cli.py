@@ -476,7 +476,5 @@ def test_export_says_what_holds_now_for_a_record_edited_on_disk(
     assert result.returncode == 0, result.stderr
     exported = {item["transaction_id"]: item for item in json.loads(result.stdout)}
     assert exported["tx-c"]["verification"]["signature_valid"] is False
-    assert [f["check"] for f in exported["tx-c"]["verification"]["failed_checks"]] == [
-        "signature"
-    ]
+    assert [f["check"] for f in exported["tx-c"]["verification"]["failed_checks"]] == ["signature"]
     assert exported["tx-a"]["verification"] == {"signature_valid": True, "failed_checks": []}
