@@ -478,3 +478,22 @@ def test_export_says_what_holds_now_for_a_record_edited_on_disk(
     assert exported["tx-c"]["verification"]["signature_valid"] is False
     assert [f["check"] for f in exported["tx-c"]["verification"]["failed_checks"]] == ["signature"]
     assert exported["tx-a"]["verification"] == {"signature_valid": True, "failed_checks": []}
+
+
+def test_bad_until_exits_2(journal_base: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    result = records(capsys, "export", *where(journal_base), "--until", "tomorrow-ish")
+
+    assert result.returncode == 2
+    assert "--until 'tomorrow-ish' is not a date" in result.stderr
+
+
+def test_ocmf_lines_leave_out_a_record_edited_on_disk(
+    journal_base: Path, signer: OcmfSigner, capsys: pytest.CaptureFixture[str]
+) -> None:
+    edit_entry(journal_base, "tx-a", ocmf=tamper_record(record_for(signer, 0)))
+
+    result = records(capsys, "export", *where(journal_base), "--format", "ocmf")
+
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [record_for(signer, 1), record_for(signer, 2)]
+    assert "the record of 'tx-a' fails its checks now (signature: " in result.stderr
