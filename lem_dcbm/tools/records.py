@@ -96,7 +96,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     exporting.add_argument(
         "--transaction",
         metavar="ID",
-        help="only this transaction (exit 1 when the journal holds no record for it)",
+        help="only this transaction; exit 1 when the journal holds no record of it "
+        "(default: every transaction)",
     )
     exporting.add_argument(
         "--format",
