@@ -154,7 +154,7 @@ def _verified(report: TransactionReport, after_pagination: int | None) -> Transa
     assert report.kept is not None
     # The previous record in this list is the pagination to follow, whatever was stored.
     expected = replace(report.kept.expected, after_pagination=after_pagination)
-    kept = verified_now(replace(report.kept, expected=expected, failed_checks=()))
+    kept = verified_now(replace(report.kept, expected=expected))
     verdict = RecordVerdict(kept.signature_valid, kept.failed_checks)
     return TransactionReport(report.entry, report.state, kept, verdict, report.summary)
 
