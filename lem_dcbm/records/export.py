@@ -10,16 +10,17 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
 
 from lem_dcbm.journal import JournalEntry
-from lem_dcbm.records.checks import RecordExpectation, RecordVerdict, check_record
+from lem_dcbm.records.checks import RecordVerdict
 from lem_dcbm.records.late_record import (
     KeptRecord,
     kept_record_from_entry,
     late_record_message,
+    verified_now,
 )
 from lem_dcbm.records.summary import RecordSummary, summarize
 
@@ -151,18 +152,11 @@ def _report(entry: JournalEntry) -> TransactionReport:
 
 def _verified(report: TransactionReport, after_pagination: int | None) -> TransactionReport:
     assert report.kept is not None
-    data = report.entry.data
-    expected = RecordExpectation(
-        meter_id=_text(data.get("meter_id")),
-        client_id=_text(data.get("client_id")),
-        evse_id=_text(data.get("evse_id")),
-        tariff_text=_text(data.get("tariff_text")),
-        cable_id=_int(data.get("cable_id")),
-        pagination=_int(data.get("pagination")),
-        after_pagination=after_pagination,
-    )
-    verdict = check_record(report.kept.ocmf, expected, report.kept.public_key_ocmf or None)
-    return TransactionReport(report.entry, report.state, report.kept, verdict, report.summary)
+    # The previous record in this list is the pagination to follow, whatever was stored.
+    expected = replace(report.kept.expected, after_pagination=after_pagination)
+    kept = verified_now(replace(report.kept, expected=expected))
+    verdict = RecordVerdict(kept.signature_valid, kept.failed_checks)
+    return TransactionReport(report.entry, report.state, kept, verdict, report.summary)
 
 
 def export_object(report: TransactionReport, module_id: str) -> dict[str, Any]:
@@ -174,17 +168,7 @@ def export_object(report: TransactionReport, module_id: str) -> dict[str, Any]:
     data = report.entry.data
     published_at = _text(data.get("late_published_at"))
     if report.kept is not None and report.verdict is not None:
-        kept = KeptRecord(
-            transaction_id=report.kept.transaction_id,
-            meter_id=report.kept.meter_id,
-            ocmf=report.kept.ocmf,
-            public_key_ocmf=report.kept.public_key_ocmf,
-            signature_valid=report.verdict.signature_valid,
-            failed_checks=report.verdict.failures,
-            started_at=report.kept.started_at,
-            stopped_at=report.kept.stopped_at,
-            fetched_at=report.kept.fetched_at,
-        )
+        kept = report.kept
         message = late_record_message(kept, module_id=module_id, published_at=published_at or "")
         message["published_at"] = published_at
     else:
@@ -278,7 +262,3 @@ def _blank(value: Any) -> Any:
 
 def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
-
-
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None

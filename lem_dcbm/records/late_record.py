@@ -9,19 +9,30 @@ would never reach the bill, so the module publishes it, retained with QoS 1, on
 under EVerest's external MQTT prefix (``EV_MQTT_EXTERNAL_PREFIX``), and ``lem-dcbm records
 resend`` publishes a kept record there again. The payload is described, as a contract,
 by ``late-record.schema.json`` beside this file; ``docs/records.md`` tells the story.
+
+Every message is verified when it is built (:func:`verified_now`): a verdict stored with
+the record (in the journal, on a disk anybody with access may edit) never vouches for it.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from typing import Any
 from urllib.parse import quote
 
 from lem_dcbm.journal import JournalEntry
 from lem_dcbm.ocmf import parse_ocmf
-from lem_dcbm.records.checks import CheckFailure, RecordVerdict
+from lem_dcbm.records.checks import (
+    CHECKS,
+    FORMAT,
+    CheckFailure,
+    RecordExpectation,
+    RecordVerdict,
+    check_record,
+    checks_run,
+)
 
 #: Version of the message layout; a change that breaks readers raises it.
 MESSAGE_VERSION = 1
@@ -51,6 +62,8 @@ class KeptRecord:
     stopped_at: str | None
     #: When the module got the record from the meter (RFC 3339 UTC).
     fetched_at: str
+    #: What the record must say (the facts of the start), for checking it again.
+    expected: RecordExpectation = field(default_factory=RecordExpectation)
 
 
 def late_record_topic(external_prefix: str, module_id: str, transaction_id: str) -> str:
@@ -71,8 +84,33 @@ def late_record_topic(external_prefix: str, module_id: str, transaction_id: str)
     return f"{prefix}lem_dcbm/{module_id}/records/{segment}"
 
 
+def verified_now(kept: KeptRecord) -> KeptRecord:
+    """``kept`` with the verdict of checking its record now, against its key and facts.
+
+    The stored verdict never vouches: the signature and every check that can run again
+    are run again. A stored failure of a check that cannot run again here (its facts are
+    not at hand, say the previous record's pagination) is kept, as it can only add doubt.
+    """
+    expected = kept.expected
+    if expected.meter_id is None and kept.meter_id:
+        expected = replace(expected, meter_id=kept.meter_id)
+    key = kept.public_key_ocmf or None
+    verdict = check_record(kept.ocmf, expected, key)
+    rerun = set(checks_run(expected, key is not None)) | set(verdict.failed_checks)
+    if FORMAT in verdict.failed_checks:
+        rerun = set(CHECKS)  # unreadable now: what was found in it once says nothing more
+    carried = tuple(failure for failure in kept.failed_checks if failure.check not in rerun)
+    return replace(
+        kept, signature_valid=verdict.signature_valid, failed_checks=verdict.failures + carried
+    )
+
+
 def late_record_message(kept: KeptRecord, *, module_id: str, published_at: str) -> dict[str, Any]:
-    """The JSON payload published on :func:`late_record_topic` (schema version 1)."""
+    """The JSON payload published on :func:`late_record_topic` (schema version 1).
+
+    The ``verification`` is the one of :func:`verified_now`, made at this moment.
+    """
+    kept = verified_now(kept)
     return {
         "version": MESSAGE_VERSION,
         "module_id": module_id,
@@ -111,6 +149,20 @@ def kept_record_from_entry(entry: JournalEntry) -> KeptRecord | None:
         started_at=_text(data.get("started_at")) or None,
         stopped_at=_text(data.get("stopped_at")) or None,
         fetched_at=_text(data.get("fetched_at")) or entry.updated_at,
+        expected=expectation_of(data),
+    )
+
+
+def expectation_of(data: Any) -> RecordExpectation:
+    """What a transaction's record must say, from the facts the journal stored with it."""
+    return RecordExpectation(
+        meter_id=_text(data.get("meter_id")) or None,
+        client_id=_text_or_none(data.get("client_id")),
+        evse_id=_text_or_none(data.get("evse_id")),
+        tariff_text=_text_or_none(data.get("tariff_text")),
+        cable_id=_int(data.get("cable_id")),
+        pagination=_int(data.get("pagination")),
+        after_pagination=_int(data.get("previous_pagination")),
     )
 
 
@@ -123,6 +175,14 @@ def message_schema() -> dict[str, Any]:
 
 def _text(value: Any) -> str:
     return value if isinstance(value, str) else ""
+
+
+def _text_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _serial_of(ocmf: str) -> str:

@@ -22,22 +22,28 @@ from lem_dcbm.clock import rfc3339
 from lem_dcbm.errors import ConfigError
 from lem_dcbm.journal import JournalEntry, read_journal
 from lem_dcbm.records import export
+from lem_dcbm.records.checks import FORMAT
 from lem_dcbm.records.late_record import (
     QOS,
     kept_record_from_entry,
     late_record_message,
     late_record_topic,
+    verified_now,
 )
+from lem_dcbm.records.transparenz import transparenz_xml
 
 if TYPE_CHECKING:
     from lem_dcbm.config import BrokerSettings
 
 EXIT_OK = 0
-#: The transaction is unknown or has no record (``resend``).
+#: The transaction is unknown or has no record; ``resend``: its record's signature fails
+#: now; ``export`` as ocmf or transparenz: a record failing its checks was left out.
 EXIT_NOT_FOUND = 1
 EXIT_USAGE = 2
 #: The broker did not take the message in time (``resend``).
 EXIT_NO_BROKER = 3
+#: ``records export --format`` values.
+FORMATS = ("json", "csv", "ocmf", "transparenz")
 #: Environment variable of EVerest's external MQTT prefix.
 EXTERNAL_PREFIX_ENV = "EV_MQTT_EXTERNAL_PREFIX"
 
@@ -76,17 +82,36 @@ def configure(parser: argparse.ArgumentParser) -> None:
     exporting = add_command(
         sub,
         "export",
-        help="every transaction with its record, verified again, as JSON, CSV or OCMF lines",
+        help="transactions with their records, verified again, as JSON, CSV, OCMF lines or "
+        "the Transparenzsoftware's XML",
         handler=export_command,
     )
     _add_location(exporting)
     _add_since(exporting)
     exporting.add_argument(
+        "--until",
+        metavar="DATE",
+        help="only transactions started before this date or RFC 3339 time (default: all)",
+    )
+    exporting.add_argument(
+        "--transaction",
+        metavar="ID",
+        help="only this transaction; exit 1 when the journal holds no record of it "
+        "(default: every transaction)",
+    )
+    exporting.add_argument(
         "--format",
-        choices=("json", "csv", "ocmf"),
+        choices=FORMATS,
         default="json",
         help="json: a list of objects (the late-record message and the journal's facts); "
-        "csv: one row per transaction; ocmf: one record per line, for the Transparenzsoftware",
+        "csv: one row per transaction; ocmf: one record per line; transparenz: one XML file "
+        "with each record and the meter's key, for the S.A.F.E. Transparenzsoftware",
+    )
+    exporting.add_argument(
+        "--include-failed",
+        action="store_true",
+        help="ocmf and transparenz carry no verdict, so a record failing its checks is left "
+        "out of them (exit 1); with this option it is written (and named on stderr)",
     )
     exporting.add_argument(
         "--output", type=Path, help="write to this file (default: standard output)"
@@ -94,7 +119,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     resend = add_command(
         sub,
         "resend",
-        help="publish a kept record on the late-record topic again (retained, QoS 1)",
+        help="verify a kept record again and publish it on the late-record topic (retained, QoS 1)",
         handler=resend_command,
     )
     resend.add_argument("transaction_id", metavar="ID", help="the transaction's id")
@@ -168,31 +193,91 @@ def _print_list(args: argparse.Namespace, journal: Journal, rows: Reports) -> in
 
 
 def _write_export(args: argparse.Namespace, journal: Journal, rows: Reports) -> int:
+    try:
+        rows = _chosen(args, rows)
+    except UsageError as err:
+        return _usage(args, err)
+    status = EXIT_OK
+    if args.transaction is not None and not any(report.kept for report in rows):
+        print(
+            f"lem-dcbm records export: the journal holds no record of transaction "
+            f"{args.transaction!r} ({journal.directory})",
+            file=sys.stderr,
+        )
+        status = EXIT_NOT_FOUND
     if args.format == "json":
         objects = [export.export_object(report, journal.module_id) for report in rows]
         text = json.dumps(objects, indent=2) + "\n"
     elif args.format == "csv":
         text = export.export_csv(rows)
     else:
-        text, skipped = export.export_ocmf(rows)
+        rows, left_out = _without_failed(rows, args.include_failed)
+        status = status or left_out
+        if args.format == "transparenz":
+            text, skipped = transparenz_xml(rows)
+            cannot = "cannot stand in XML unchanged (a control character or a carriage return)"
+        else:
+            text, skipped = export.export_ocmf(rows)
+            cannot = "holds a line break and cannot be one line"
         for transaction_id in skipped:
             print(
-                f"lem-dcbm records export: the record of {transaction_id!r} holds a line break "
-                "and cannot be one line; export it as json or csv",
+                f"lem-dcbm records export: the record of {transaction_id!r} {cannot}; "
+                "export it as json or csv",
                 file=sys.stderr,
             )
     if args.output is None:
         sys.stdout.write(text)
-        return EXIT_OK
+        return status
     try:
         args.output.write_text(text, encoding="utf-8")
     except OSError as err:
         return _usage(args, UsageError(f"cannot write {args.output}: {err}"))
-    return EXIT_OK
+    return status
+
+
+def _chosen(args: argparse.Namespace, rows: Reports) -> Reports:
+    """The rows ``--transaction`` and ``--until`` leave (``--since`` chose already)."""
+    until = _time_option("--until", args.until)
+    return [
+        report
+        for report in rows
+        if (args.transaction is None or report.transaction_id == args.transaction)
+        and (until is None or report.moment < until)
+    ]
+
+
+def _without_failed(rows: Reports, include_failed: bool) -> tuple[Reports, int]:
+    """For formats without a verdict: the rows to write, and EXIT_NOT_FOUND if one was left out.
+
+    A record failing its checks now is named on stderr; it is written only when asked.
+    """
+    kept: Reports = []
+    left_out = False
+    for report in rows:
+        verdict = report.verdict
+        if verdict is not None and not verdict.ok:
+            failed = "; ".join(f"{f.check}: {f.detail}" for f in verdict.failures)
+            what = "written as asked" if include_failed else "left out (--include-failed)"
+            print(
+                f"lem-dcbm records export: the record of {report.transaction_id!r} fails its "
+                f"checks now ({failed}); {what}",
+                file=sys.stderr,
+            )
+            if not include_failed:
+                left_out = True
+                continue
+        kept.append(report)
+    return kept, EXIT_NOT_FOUND if left_out else EXIT_OK
 
 
 def resend_command(args: argparse.Namespace) -> int:
-    """``lem-dcbm records resend ID``: exit 1 when the id is unknown or has no record."""
+    """``lem-dcbm records resend ID``: exit 1 when the id is unknown or has no good record.
+
+    The record is verified now, against the kept key and the start's facts. One whose
+    signature fails or that cannot be read is not the meter's record and is not published
+    (exit 1); one that fails a content check goes out with that verdict, as the module
+    itself publishes it, and the failures are named on standard error.
+    """
     try:
         journal = open_journal(args)
         broker = broker_from_args(args)
@@ -214,8 +299,18 @@ def resend_command(args: argparse.Namespace) -> int:
     if prefix is None:
         prefix = os.environ.get(EXTERNAL_PREFIX_ENV, "")
     topic = late_record_topic(prefix, journal.module_id, kept.transaction_id)
+    checked = verified_now(kept)
+    failed = "; ".join(f"{f.check}: {f.detail}" for f in checked.failed_checks)
+    if checked.signature_valid is False or FORMAT in [f.check for f in checked.failed_checks]:
+        # Not the meter's record any more (edited, damaged, another key): never re-issued.
+        print(
+            f"lem-dcbm records resend: the kept record of {kept.transaction_id!r} fails its "
+            f"checks now ({failed}); not published ({journal.directory})",
+            file=sys.stderr,
+        )
+        return EXIT_NOT_FOUND
     message = late_record_message(
-        kept, module_id=journal.module_id, published_at=rfc3339(datetime.now(timezone.utc))
+        checked, module_id=journal.module_id, published_at=rfc3339(datetime.now(timezone.utc))
     )
     try:
         publish_retained(broker, topic, json.dumps(message).encode("utf-8"), args.timeout)
@@ -223,6 +318,11 @@ def resend_command(args: argparse.Namespace) -> int:
         print(f"lem-dcbm records resend: {err}", file=sys.stderr)
         return EXIT_NO_BROKER
     print(f"published the record of {kept.transaction_id!r} on {topic}")
+    if failed:
+        print(
+            f"lem-dcbm records resend: published with its failed checks: {failed}",
+            file=sys.stderr,
+        )
     return EXIT_OK
 
 
@@ -285,12 +385,16 @@ def publish_retained(broker: BrokerSettings, topic: str, payload: bytes, timeout
 
 
 def _since(text: str | None) -> datetime | None:
+    return _time_option("--since", text)
+
+
+def _time_option(option: str, text: str | None) -> datetime | None:
     if text is None:
         return None
     try:
         return export.parse_time(text)
     except ValueError as err:
-        raise UsageError(f"--since {text!r} is not a date or RFC 3339 time: {err}") from err
+        raise UsageError(f"{option} {text!r} is not a date or RFC 3339 time: {err}") from err
 
 
 def _usage(args: argparse.Namespace, err: Exception) -> int:

@@ -23,8 +23,11 @@ from lem_dcbm.everest.adapter import EverestAdapter
 from lem_dcbm.everest.bus import BrokerUnavailable
 from lem_dcbm.everest.manager import ManagerError
 from lem_dcbm.harness import Broker, free_port, wait_until
+from lem_dcbm.records.late_record import KeptRecord
 from lem_dcbm.retry import RetryPolicy
+from lem_dcbm.simulator.ocmf_signer import OcmfSigner, build_payload, tamper_record
 from tests.support.everest_peer import EverestPeer, parameters_from_values
+from tests.support.record_samples import CONTENT
 
 pytestmark = pytest.mark.integration
 
@@ -538,3 +541,34 @@ def test_retained_commands_are_never_executed(
     assert handlers.calls == [("stop", "tx-real"), ("stop", "tx-real")]
     assert not [m for m in peer.responses("stop_transaction") if b"retained-1" in m.payload]
     peer.send_raw(stop_topic, b"", retain=True)  # clear the retained message
+
+
+# --- late records ----------------------------------------------------------------
+
+
+def test_the_late_road_verifies_a_record_when_it_publishes_it(
+    adapter: EverestAdapter, peer: EverestPeer
+) -> None:
+    signer = OcmfSigner.generate()
+    record = signer.record(build_payload(CONTENT))
+    # What a journal holds after somebody edited its record: the old verdict says valid.
+    stored = KeptRecord(
+        transaction_id="tx-late",
+        meter_id=CONTENT.meter_id,
+        ocmf=tamper_record(record),
+        public_key_ocmf=signer.public_key_ocmf,
+        signature_valid=True,
+        failed_checks=(),
+        started_at=None,
+        stopped_at=None,
+        fetched_at="2026-11-22T10:30:04.250Z",
+    )
+    topic = adapter.late_record_topic("tx-late")
+    peer.subscribe(topic)
+
+    assert adapter.publish_late_record(stored, "2026-11-22T10:31:00.000Z")
+
+    received = peer.wait_for(lambda: peer.on_topic(topic), what="the late record")[0]
+    verification = received.json()["verification"]
+    assert verification["signature_valid"] is False
+    assert [failure["check"] for failure in verification["failed_checks"]] == ["signature"]

@@ -10,6 +10,7 @@ import os
 import queue
 import subprocess
 import sys
+import threading
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,7 +23,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from lem_dcbm.clock import ManualClock
 from lem_dcbm.harness import Broker, write_config
-from lem_dcbm.journal import TransactionJournal
+from lem_dcbm.journal import TransactionJournal, entry_file_name
 from lem_dcbm.ocmf import verify_ocmf
 from lem_dcbm.records.late_record import late_record_topic, message_schema
 from lem_dcbm.simulator.ocmf_signer import OcmfReading, OcmfSigner, build_payload, tamper_record
@@ -388,3 +389,111 @@ def test_resend_without_a_broker_exits_3(
 
     assert result.returncode == 3
     assert "cannot connect to the MQTT broker" in result.stderr
+
+
+def edit_entry(base: Path, transaction_id: str, **changes: Any) -> None:
+    """Change a journal file on disk as somebody with access to it could (no verdict change)."""
+    path = base / MODULE_ID / entry_file_name(transaction_id)
+    document = json.loads(path.read_text())
+    for key, value in changes.items():
+        if key == "ocmf":
+            document["ocmf"] = value
+        else:
+            document["data"][key] = value
+    path.write_text(json.dumps(document))
+
+
+def no_retained_message(broker: Broker, topic: str) -> bool:
+    """True when ``topic`` holds no retained message: a marker sent after subscribing comes first.
+
+    A retained message reaches a subscriber when it subscribes, before anything published
+    after the subscription was acknowledged.
+    """
+    subscribed = threading.Event()
+    messages: queue.Queue[bytes] = queue.Queue()
+    client = mqtt.Client(CallbackAPIVersion.VERSION2)
+    client.on_subscribe = lambda *_args: subscribed.set()
+    client.on_message = lambda _c, _u, m: messages.put(m.payload)
+    client.on_connect = lambda c, _u, _f, _rc, _p: c.subscribe(topic, qos=1)
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    try:
+        assert subscribed.wait(10), "no SUBACK from the broker"
+        client.publish(topic, b"marker", qos=1).wait_for_publish(10)
+        return messages.get(timeout=10) == b"marker"
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def test_resend_refuses_a_record_edited_on_disk(
+    journal_base: Path, mosquitto: Broker, signer: OcmfSigner, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The stored verdict still says "valid"; the record now bills 1 kWh... more.
+    edit_entry(journal_base, "tx-a", ocmf=tamper_record(record_for(signer, 0)))
+    listed = records(capsys, "list", "--json", *where(journal_base))
+    assert json.loads(listed.stdout)[0]["signature_valid"] is False
+    broker = ["--broker-host", mosquitto.host, "--broker-port", str(mosquitto.port)]
+
+    result = records_process("resend", "tx-a", *where(journal_base), *broker)
+
+    assert result.returncode == 1, result.stdout
+    assert "fails its checks now (signature: " in result.stderr
+    assert "not published" in result.stderr
+    assert no_retained_message(mosquitto, late_record_topic("", MODULE_ID, "tx-a"))
+
+
+def test_resend_publishes_a_content_failure_with_its_fresh_verdict(
+    journal_base: Path, mosquitto: Broker, signer: OcmfSigner
+) -> None:
+    # The start's facts say another card than the record: checked now, not taken as stored.
+    edit_entry(journal_base, "tx-a", client_id="CARD-OF-SOMEBODY-ELSE")
+    broker = ["--broker-host", mosquitto.host, "--broker-port", str(mosquitto.port)]
+
+    result = records_process("resend", "tx-a", *where(journal_base), *broker)
+
+    assert result.returncode == 0, result.stderr
+    assert "published with its failed checks: identification: " in result.stderr
+    late = Subscriber(mosquitto, late_record_topic("", MODULE_ID, "tx-a"))
+    try:
+        _topic, payload, retained = late.next()
+    finally:
+        late.close()
+    message = json.loads(payload)
+    jsonschema.validate(message, message_schema())
+    assert retained
+    assert message["verification"]["signature_valid"] is True
+    assert [f["check"] for f in message["verification"]["failed_checks"]] == ["identification"]
+
+
+def test_export_says_what_holds_now_for_a_record_edited_on_disk(
+    journal_base: Path, signer: OcmfSigner, capsys: pytest.CaptureFixture[str]
+) -> None:
+    edit_entry(journal_base, "tx-c", ocmf=tamper_record(record_for(signer, 2)))
+
+    result = records(capsys, "export", *where(journal_base))
+
+    assert result.returncode == 0, result.stderr
+    exported = {item["transaction_id"]: item for item in json.loads(result.stdout)}
+    assert exported["tx-c"]["verification"]["signature_valid"] is False
+    assert [f["check"] for f in exported["tx-c"]["verification"]["failed_checks"]] == ["signature"]
+    assert exported["tx-a"]["verification"] == {"signature_valid": True, "failed_checks": []}
+
+
+def test_bad_until_exits_2(journal_base: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    result = records(capsys, "export", *where(journal_base), "--until", "tomorrow-ish")
+
+    assert result.returncode == 2
+    assert "--until 'tomorrow-ish' is not a date" in result.stderr
+
+
+def test_ocmf_lines_leave_out_a_record_edited_on_disk(
+    journal_base: Path, signer: OcmfSigner, capsys: pytest.CaptureFixture[str]
+) -> None:
+    edit_entry(journal_base, "tx-a", ocmf=tamper_record(record_for(signer, 0)))
+
+    result = records(capsys, "export", *where(journal_base), "--format", "ocmf")
+
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [record_for(signer, 1), record_for(signer, 2)]
+    assert "the record of 'tx-a' fails its checks now (signature: " in result.stderr

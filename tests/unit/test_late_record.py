@@ -11,17 +11,22 @@ import pytest
 
 from lem_dcbm.clock import ManualClock
 from lem_dcbm.journal import TransactionJournal
-from lem_dcbm.records.checks import CheckFailure
+from lem_dcbm.records.checks import CheckFailure, RecordExpectation
 from lem_dcbm.records.late_record import (
     KeptRecord,
     kept_record_from_entry,
     late_record_message,
     late_record_topic,
     message_schema,
+    verified_now,
 )
+from lem_dcbm.simulator.ocmf_signer import OcmfSigner, build_payload, tamper_record
+from tests.support.record_samples import CONTENT
 
-RECORD = 'OCMF|{"MS":"12024072805","RD":[]}|{"SA":"ECDSA-secp256r1-SHA256","SD":"00"}'
-KEY = "3059301306072A8648CE3D020106082A8648CE3D030107034200"
+SIGNER = OcmfSigner.generate()
+#: A complete record of meter 12024072805, signed with SIGNER's key.
+RECORD = SIGNER.record(build_payload(CONTENT))
+KEY = SIGNER.public_key_ocmf
 
 
 def validator() -> jsonschema.protocols.Validator:
@@ -82,9 +87,10 @@ def test_topic_needs_a_transaction_id() -> None:
 
 
 def test_message_shape_and_schema() -> None:
+    # The cable check cannot run again without the start's cable id: its failure stays.
     failure = CheckFailure("cable", "begin reading UC.UI 0, expected cable id 2")
     message = late_record_message(
-        kept(failed_checks=(failure,), signature_valid=False),
+        kept(failed_checks=(failure,), signature_valid=True),
         module_id="pm1",
         published_at="2026-11-22T10:31:00.000Z",
     )
@@ -102,7 +108,7 @@ def test_message_shape_and_schema() -> None:
             "public_key": KEY,
         },
         "verification": {
-            "signature_valid": False,
+            "signature_valid": True,
             "failed_checks": [
                 {"check": "cable", "detail": "begin reading UC.UI 0, expected cable id 2"}
             ],
@@ -168,7 +174,17 @@ def journal(tmp_path: Path) -> TransactionJournal:
 
 def test_kept_record_from_a_full_entry(tmp_path: Path) -> None:
     store = journal(tmp_path)
-    store.record("tx-1", "start_confirmed", started_at="2026-11-22T09:00:00.000Z", meter_id="7")
+    store.record(
+        "tx-1",
+        "start_confirmed",
+        started_at="2026-11-22T09:00:00.000Z",
+        meter_id="7",
+        client_id="04A1B2C3D4",
+        evse_id="DE*LEM*E0001",
+        cable_id=2,
+        pagination=7,
+        previous_pagination=6,
+    )
     entry = store.record(
         "tx-1",
         "ocmf_fetched",
@@ -186,6 +202,14 @@ def test_kept_record_from_a_full_entry(tmp_path: Path) -> None:
         stopped_at="2026-11-22T09:30:00.000Z",
         fetched_at="2026-11-22T09:30:01.000Z",
         failed_checks=(CheckFailure("order", "d"),),
+        expected=RecordExpectation(
+            meter_id="7",
+            client_id="04A1B2C3D4",
+            evse_id="DE*LEM*E0001",
+            cable_id=2,
+            pagination=7,
+            after_pagination=6,
+        ),
     )
 
 
@@ -210,3 +234,50 @@ def test_no_kept_record_without_a_record(tmp_path: Path) -> None:
     entry = journal(tmp_path).record("tx-1", "stop_confirmed")
 
     assert kept_record_from_entry(entry) is None
+
+
+def test_a_stored_verdict_never_vouches_for_an_edited_record() -> None:
+    edited = kept(ocmf=tamper_record(RECORD), signature_valid=True, failed_checks=())
+
+    message = late_record_message(edited, module_id="pm1", published_at="2026-11-22T10:31:00Z")
+
+    validator().validate(message)
+    assert message["verification"]["signature_valid"] is False
+    assert [f["check"] for f in message["verification"]["failed_checks"]] == ["signature"]
+    assert message["signed_meter_value"]["signed_meter_data"] == edited.ocmf
+
+
+def test_the_facts_of_the_start_are_checked_again() -> None:
+    stored_clean = kept(
+        signature_valid=True,
+        failed_checks=(),
+        expected=RecordExpectation(client_id="another card", cable_id=2, pagination=7),
+    )
+
+    again = verified_now(stored_clean)
+
+    assert again.signature_valid is True
+    assert [f.check for f in again.failed_checks] == ["identification"]
+
+
+def test_a_stored_failure_that_holds_no_more_is_dropped() -> None:
+    # The record is fine and verifies: a stored "signature" failure was wrong or stale.
+    stored = kept(signature_valid=False, failed_checks=(CheckFailure("signature", "x"),))
+
+    assert verified_now(stored).signature_valid is True
+    assert verified_now(stored).failed_checks == ()
+
+
+def test_without_a_key_the_signature_is_unknown_whatever_was_stored() -> None:
+    stored = kept(public_key_ocmf="", signature_valid=True)
+
+    assert verified_now(stored).signature_valid is None
+
+
+def test_an_unreadable_record_says_only_that() -> None:
+    stored = kept(ocmf="OCMF|garbage", failed_checks=(CheckFailure("cable", "d"),))
+
+    again = verified_now(stored)
+
+    assert again.signature_valid is None
+    assert [f.check for f in again.failed_checks] == ["format"]

@@ -20,6 +20,8 @@ from lem_dcbm.records.export import (
     parse_time,
     reports,
 )
+from lem_dcbm.simulator.ocmf_signer import OcmfSigner, build_payload, tamper_record
+from tests.support.record_samples import CONTENT
 
 RECORD = 'OCMF|{"MS":"7","PG":"T1","RD":[{"TX":"B","RI":"1-0:1.8.0","RV":1,"ST":"G"}]}|{"SD":"00"}'
 
@@ -97,3 +99,27 @@ def test_csv_has_a_header_and_blank_cells_for_unknowns(journal: TransactionJourn
 )
 def test_parse_time(text: str, iso: str) -> None:
     assert parse_time(text).isoformat() == iso
+
+
+def test_a_stored_verdict_only_adds_doubt_it_never_vouches(journal: TransactionJournal) -> None:
+    signer = OcmfSigner.generate()
+    record = signer.record(build_payload(CONTENT))
+    stored = {
+        "signature_valid": True,
+        # No cable id was kept with the start: this check cannot run again, so it stays.
+        "failed_checks": [{"check": "cable", "detail": "UC.UI 2, expected cable id 3"}],
+    }
+    journal.record(
+        "edited",
+        "ocmf_fetched",
+        ocmf=tamper_record(record),
+        public_key_ocmf=signer.public_key_ocmf,
+        verdict=stored,
+    )
+
+    [report] = reports(journal.entries())
+
+    assert report.verdict is not None
+    assert report.verdict.signature_valid is False
+    assert report.verdict.failed_checks == ("signature", "cable")
+    assert export_object(report, "pm1")["verification"]["signature_valid"] is False
