@@ -10,13 +10,11 @@ meter is set up, waits for it and ends with the verified record.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from lem_dcbm.config import BrokerSettings
 from lem_dcbm.everest_api.topics import ApiTopics
 from lem_dcbm.harness import (
     MODULE_ID,
@@ -31,11 +29,12 @@ from lem_dcbm.harness import (
 from lem_dcbm.harness import transaction_request as request
 from lem_dcbm.ocmf import verify_ocmf
 from lem_dcbm.tools.api_client import ApiClient
+from tests.integration.test_everest_api import MODULE as API_MODULE
+from tests.integration.test_everest_api import bridge  # noqa: F401 - the bridge's heartbeat
 from tests.support.everest_peer import EverestPeer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
-API_MODULE = "pm_api"
 EXTERNAL_PREFIX = "ext/"
 UNREACHABLE_MS = 4000
 
@@ -92,22 +91,11 @@ def test_module_protocol_stop_kept_across_a_restart_waits_for_the_meter(
             assert module.terminate() == 0, module.log_tail(40)
 
 
-@pytest.fixture
-def bridge(mosquitto: Broker) -> Iterator[ApiClient]:
-    broker = BrokerSettings(
-        host=mosquitto.host, port=mosquitto.port, external_prefix=EXTERNAL_PREFIX
-    )
-    client = ApiClient(broker, API_MODULE)
-    client.connect()
-    client.start_heartbeat(0.5)
-    try:
-        yield client
-    finally:
-        client.close()
-
-
 def test_api_mode_stop_kept_across_a_restart_waits_for_the_meter(
-    tmp_path: Path, simulator: Simulator, mosquitto: Broker, bridge: ApiClient
+    tmp_path: Path,
+    simulator: Simulator,
+    mosquitto: Broker,
+    bridge: ApiClient,  # noqa: F811 - the fixture imported above
 ) -> None:
     topics = ApiTopics(API_MODULE, EXTERNAL_PREFIX)
     with EverestPeer(mosquitto.host, mosquitto.port, module_id=API_MODULE) as peer:
