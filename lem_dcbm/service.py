@@ -95,7 +95,8 @@ class LateBoundHandlers:
         admitted = self.gate.admit(f"start_transaction of {value.get('transaction_id', '')!r}")
         if isinstance(admitted, str):
             return results.failed(admitted)
-        return results.start_response(admitted.target.start_transaction(value))
+        result = admitted.target.start_transaction(value, received_at=admitted.arrived)
+        return results.start_response(result)
 
     def stop_transaction(self, transaction_id: str) -> dict[str, Any]:
         """Forward to the controller once the meter is set up, or say why not."""

@@ -444,12 +444,18 @@ class MeterController:
 
     # -- start -------------------------------------------------------------------------------
 
-    def start_transaction(self, request: dict[str, Any]) -> StartResult:
-        """Start a signed transaction (``request`` is EVerest's ``TransactionReq``)."""
+    def start_transaction(
+        self, request: dict[str, Any], *, received_at: float | None = None
+    ) -> StartResult:
+        """Start a signed transaction (``request`` is EVerest's ``TransactionReq``).
+
+        ``received_at`` (monotonic): when the start arrived, if it waited before it got here.
+        """
         transaction_id = str(request.get("transaction_id", ""))
+        arrival = self._clock.monotonic() if received_at is None else received_at
         with self._command_lock():
             try:
-                return self._start(request, transaction_id)
+                return self._start(request, transaction_id, arrival)
             except Exception as err:  # noqa: BLE001 - a command must answer, never crash
                 return StartResult(error=self._reason("start", transaction_id, err))
 
@@ -471,7 +477,7 @@ class MeterController:
         _LOGGER.error(message)
         return message
 
-    def _start(self, request: dict[str, Any], transaction_id: str) -> StartResult:
+    def _start(self, request: dict[str, Any], transaction_id: str, arrival: float) -> StartResult:
         if self._info is None:
             return StartResult(
                 error=self._failure("start", transaction_id, "the meter is not initialised yet")
@@ -485,7 +491,7 @@ class MeterController:
                 _LOGGER.info("transaction %s already runs at the meter", transaction_id)
                 self._running_id = transaction_id
                 return self._start_answer(transaction_id, confirm=True)
-            self._stop_dangling(running.transaction_id)
+            self._stop_dangling(running, arrival)
             status = self._read("read the meter status", self._meter.status)
         self._sync_before_start(status)
         if not status.time_sync_ok:
@@ -616,13 +622,47 @@ class MeterController:
             facts["pagination"] = pagination
         return SignedRecord(record, self.public_key_ocmf)
 
-    def _stop_dangling(self, transaction_id: str) -> None:
+    def _stop_dangling(self, running: Running, arrival: float) -> None:
+        """Stop what runs before a start; within the meter's minimum, wait if there is time."""
+        transaction_id = running.transaction_id or ""
         _LOGGER.warning("stopping transaction %s left running at the meter", transaction_id)
-        self._stop_unasked(transaction_id)
+        try:
+            self._stop_unasked(transaction_id)
+            return
+        except MeterStatusError as refused:
+            minimum = self._settings.min_transaction_s
+            elapsed = self._elapsed_s(transaction_id, running)
+            if not 400 <= refused.status < 500 or elapsed is None or elapsed >= minimum:
+                raise
+            plan = plan_wait(
+                elapsed,
+                minimum_s=minimum,
+                allowed_s=self._settings.stop_minimum_wait_s,
+                spent_s=self._clock.monotonic() - arrival,
+            )
+            if plan.deferred:
+                raise ControllerError(
+                    f"transaction {transaction_id} still runs at the meter, which refuses to "
+                    f"stop it before its minimum duration of {minimum:g} s (it ran "
+                    f"{elapsed:.0f} s; waiting {plan.wait_s:.0f} s is longer than a command "
+                    f"may wait): {refused}"
+                ) from refused
+            _LOGGER.info(
+                "transaction %s ran %.0f s, within the meter's minimum transaction duration "
+                "of %g s: waiting %.0f s, then stopping it",
+                transaction_id,
+                elapsed,
+                minimum,
+                plan.wait_s,
+            )
+            if self._clock.wait(self._interrupted, plan.wait_s):
+                raise ControllerError("the module is shutting down") from refused
+        refused_until = self._clock.monotonic() + REFUSED_WINDOW_S
+        self._stop_unasked(transaction_id, refused_until=refused_until)
 
-    def _stop_unasked(self, transaction_id: str) -> None:
+    def _stop_unasked(self, transaction_id: str, *, refused_until: float | None = None) -> None:
         """Stop a transaction nobody waits for; its record goes the late road."""
-        self._stop_at_meter(transaction_id, deadline=None)
+        self._stop_at_meter(transaction_id, deadline=None, refused_until=refused_until)
         try:
             collected = self._records.attempt(transaction_id, self._expectation(transaction_id))
         except RecordMissing as missing:

@@ -190,3 +190,17 @@ def test_plan_wait(
 ) -> None:
     plan = plan_wait(elapsed, minimum_s=120.0, allowed_s=allowed, spent_s=spent)
     assert (plan.wait_s, plan.deferred) == (wait, deferred)
+
+
+def test_a_new_start_soon_after_a_very_short_session_waits_and_starts(tmp_path: Path) -> None:
+    rig = ShortRig(tmp_path)
+    assert rig.controller.start_transaction(request("blink-3")).ok
+    rig.clock.advance(5.0)
+    assert not rig.controller.stop_transaction("blink-3").ok  # its stop moved to the background
+    rig.clock.advance(25.0)  # a new car, 30 s after the first one's start
+    arrival = rig.clock.monotonic()
+    started = rig.controller.start_transaction(request("next-1"))
+    assert started.ok, started.error
+    assert rig.clock.monotonic() - arrival <= STOP_ANSWER_LIMIT_S
+    assert rig.running() == "next-1"
+    assert [r.transaction_id for r in rig.late.published] == ["blink-3"]
