@@ -119,6 +119,12 @@ class ModuleConfig:
     error_profile: str = "everest-main"
     #: How long a stop waits for the meter's record before answering without it, ms.
     stop_record_wait_ms: int = 30000
+    #: The longest a command arriving at start-up waits for the meter to be set up, ms.
+    startup_command_wait_ms: int = 60000
+    #: The longest a stop inside the meter's minimum duration waits for it to pass, ms.
+    stop_minimum_wait_ms: int = 105000
+    #: The meter's minimum transaction duration, ms (shorter only for simulators).
+    meter_min_transaction_ms: int = 120000
     #: ``enforce``, or ``report`` (simulations only): pass on records failing identity checks.
     record_identity_checks: str = "enforce"
 

@@ -59,6 +59,8 @@ def controller_settings(config: ModuleConfig) -> ControllerSettings:
         # meter is reported as a CommunicationFault within about 2 s.
         measurement_timeout_s=min(config.command_timeout_ms / 1000.0, 2.0),
         stop_record_wait_s=config.stop_record_wait_ms / 1000.0,
+        min_transaction_s=config.meter_min_transaction_ms / 1000.0,
+        stop_minimum_wait_s=config.stop_minimum_wait_ms / 1000.0,
         record_identity_checks="report" if config.record_identity_checks == "report" else "enforce",
     )
 

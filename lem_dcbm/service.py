@@ -70,6 +70,7 @@ from lem_dcbm.runtime_config import (
     controller_settings,
     temperature_limits,
 )
+from lem_dcbm.startup_gate import StartupGate
 
 if TYPE_CHECKING:
     # Imported where the API mode is chosen: the module protocol's run does without it.
@@ -79,26 +80,31 @@ _LOGGER = logging.getLogger(__name__)
 
 
 class LateBoundHandlers:
-    """The controller's commands as EVerest answers; 'not ready' until it exists.
+    """The controller's commands as EVerest answers, once the meter is set up.
 
-    In manager mode the adapter must subscribe before the configuration (and so the
-    controller) is known.
+    The adapter subscribes before the controller exists (in manager mode even before the
+    configuration is known), and a broker hands over calls it kept across a restart at
+    once: those wait in ``gate`` for the meter's init, bounded (``lem_dcbm.startup_gate``).
     """
 
-    def __init__(self) -> None:
-        self.controller: MeterController | None = None
+    def __init__(self, clock: Clock) -> None:
+        self.gate: StartupGate[MeterController] = StartupGate(clock)
 
     def start_transaction(self, value: dict[str, Any]) -> dict[str, Any]:
-        """Forward to the controller, or answer that the module is not ready."""
-        if self.controller is None:
-            return results.failed("the module is still starting; no meter yet")
-        return results.start_response(self.controller.start_transaction(value))
+        """Forward to the controller once the meter is set up, or say why not."""
+        admitted = self.gate.admit(f"start_transaction of {value.get('transaction_id', '')!r}")
+        if isinstance(admitted, str):
+            return results.failed(admitted)
+        result = admitted.target.start_transaction(value, received_at=admitted.arrived)
+        return results.start_response(result)
 
     def stop_transaction(self, transaction_id: str) -> dict[str, Any]:
-        """Forward to the controller, or answer that the module is not ready."""
-        if self.controller is None:
-            return results.failed("the module is still starting; no meter yet")
-        return results.stop_response(self.controller.stop_transaction(transaction_id))
+        """Forward to the controller once the meter is set up, or say why not."""
+        admitted = self.gate.admit(f"stop_transaction of {transaction_id!r}")
+        if isinstance(admitted, str):
+            return results.failed(admitted)
+        result = admitted.target.stop_transaction(transaction_id, received_at=admitted.arrived)
+        return results.stop_response(result)
 
 
 @dataclass
@@ -316,7 +322,7 @@ class Service:
         self._clock = clock or SystemClock()
         self._on_cycle = on_cycle
         self._on_meter_answer = on_meter_answer
-        self._handlers = LateBoundHandlers()
+        self._handlers = LateBoundHandlers(self._clock)
         self._broker = broker
         #: Holds the module id on the broker while this instance runs.
         self._guard: InstanceGuard | None = None
@@ -494,9 +500,10 @@ class Service:
             on_meter_answer=self._on_meter_answer,
             temperature=temperature,
             health=health,
+            on_initialized=lambda: self._handlers.gate.open(stack.controller),
         )
         adapter.on_connected(loop.republish_public_key)
-        self._handlers.controller = stack.controller
+        self._handlers.gate.wait_s = config.startup_command_wait_ms / 1000.0
         if isinstance(adapter, EverestAdapter):
             # Runtime changes come from the manager's config service, which only the
             # module protocol reaches; the external API has no such request.
@@ -543,6 +550,8 @@ class Service:
     ) -> int:
         self.stop_event.set()
         adapter.shutdown_requested.set()  # releases the shutdown watcher
+        self._handlers.gate.close()
+        stack.controller.interrupt_waits()
         if loop_thread is not None:
             loop_thread.join(timeout=3.0)
         if adapter.command_running:

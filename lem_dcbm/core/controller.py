@@ -47,6 +47,16 @@ from lem_dcbm.core.record_collector import (
     expectation_from,
 )
 from lem_dcbm.core.results import SignedRecord, StartResult, StopResult
+from lem_dcbm.core.short_session import (
+    REFUSED_PAUSE_S,
+    REFUSED_WINDOW_S,
+    STOP_ANSWER_LIMIT_S,
+    STOP_RESERVE_S,
+    answer_deadline,
+    meter_elapsed_s,
+    plan_wait,
+    wall_elapsed_s,
+)
 from lem_dcbm.core.timesync import ClockSettings, TimeSync
 from lem_dcbm.core.transaction_request import RequestRejected, StartSettings, build_start_body
 from lem_dcbm.errors import ControllerError, LemDcbmError, MeterError, MeterStatusError
@@ -61,6 +71,8 @@ T = TypeVar("T")
 
 #: The meter's minimum transaction duration (operation manual).
 MIN_TRANSACTION_DURATION = timedelta(minutes=2)
+#: Pause before a stop the meter refused in the background is tried again.
+DEFERRED_STOP_RETRY_S = 10.0
 #: Time sync expires 48 h after the last sync; stop a minute before that.
 MAX_TRANSACTION_DURATION = timedelta(hours=48) - timedelta(minutes=1)
 #: Vendor warning sub-type the controller raises about transactions.
@@ -75,6 +87,8 @@ class Running:
     """A transaction running at the meter; ``transaction_id`` None when none can say which."""
 
     transaction_id: str | None
+    #: How long it has run by the meter's own count, when the meter says.
+    elapsed_s: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -93,6 +107,10 @@ class ControllerSettings:
     stop_record_wait_s: float = 30.0
     #: ``report`` passes on records failing identity checks (simulations and mocks only).
     record_identity_checks: IdentityChecks = "enforce"
+    #: The meter's minimum transaction duration (120 s; shorter only for simulators).
+    min_transaction_s: float = MIN_TRANSACTION_DURATION.total_seconds()
+    #: The longest a stop inside the minimum waits at the meter for it to pass.
+    stop_minimum_wait_s: float = 105.0
 
     @property
     def request_policy(self) -> RetryPolicy:
@@ -146,6 +164,12 @@ class MeterController:
         self._legal_missing: str | None = None
         #: Clock settings changed at run time, handed to the time sync under the lock.
         self._new_clock: ClockSettings | None = None
+        #: When this process saw each transaction's start confirmed (monotonic).
+        self._started_mono: dict[str, float] = {}
+        #: Stops answered before the meter allowed them: transaction id -> when due.
+        self._deferred_stops: dict[str, float] = {}
+        #: Set at shutdown: a stop waiting for the minimum duration gives up waiting.
+        self._interrupted = threading.Event()
         self._records = RecordCollector(
             meter,
             clock,
@@ -239,6 +263,14 @@ class MeterController:
             if transaction_id == running_id:
                 _LOGGER.info("resuming transaction %s, still running at the meter", transaction_id)
                 self._book.step(transaction_id, "start_confirmed", resumed=True)
+                kept = self._book.kept(transaction_id)
+                if kept is not None and kept.facts.get("stop_deferred"):
+                    _LOGGER.warning(
+                        "transaction %s was to be stopped once the meter allowed it; "
+                        "stopping it now",
+                        transaction_id,
+                    )
+                    self._deferred_stops[transaction_id] = now
             else:
                 # Stopped while the module was away, or never started: a fetch tells which.
                 _LOGGER.warning(
@@ -305,6 +337,7 @@ class MeterController:
             return
         try:
             self._take_new_clock()
+            self._run_deferred_stops()
             for transaction_id in self._book.due(self._clock.monotonic()):
                 if self._commands_waiting:
                     return  # the rest at the next call, after the command
@@ -340,7 +373,7 @@ class MeterController:
         """When housekeeping next has work (monotonic), None when nothing is planned."""
         if self._info is None:
             return None
-        planned = [self._book.next_attempt]
+        planned = [self._book.next_attempt, *self._deferred_stops.values()]
         if self._new_clock is not None:
             planned.append(self._clock.monotonic())
         if self._running_id is None:
@@ -387,7 +420,9 @@ class MeterController:
         legal = self._ask_legal(deadline)
         if legal is None:
             return status, Running(self._running_id)
-        return status, Running(legal.transaction_id) if legal.running else None
+        if not legal.running:
+            return status, None
+        return status, Running(legal.transaction_id, meter_elapsed_s(legal.raw))
 
     def _ask_legal(self, deadline: float | None = None) -> LegalState | None:
         """``GET /legal``, or None once the meter showed it does not offer it (404/405)."""
@@ -409,12 +444,18 @@ class MeterController:
 
     # -- start -------------------------------------------------------------------------------
 
-    def start_transaction(self, request: dict[str, Any]) -> StartResult:
-        """Start a signed transaction (``request`` is EVerest's ``TransactionReq``)."""
+    def start_transaction(
+        self, request: dict[str, Any], *, received_at: float | None = None
+    ) -> StartResult:
+        """Start a signed transaction (``request`` is EVerest's ``TransactionReq``).
+
+        ``received_at`` (monotonic): when the start arrived, if it waited before it got here.
+        """
         transaction_id = str(request.get("transaction_id", ""))
+        arrival = self._clock.monotonic() if received_at is None else received_at
         with self._command_lock():
             try:
-                return self._start(request, transaction_id)
+                return self._start(request, transaction_id, arrival)
             except Exception as err:  # noqa: BLE001 - a command must answer, never crash
                 return StartResult(error=self._reason("start", transaction_id, err))
 
@@ -436,7 +477,7 @@ class MeterController:
         _LOGGER.error(message)
         return message
 
-    def _start(self, request: dict[str, Any], transaction_id: str) -> StartResult:
+    def _start(self, request: dict[str, Any], transaction_id: str, arrival: float) -> StartResult:
         if self._info is None:
             return StartResult(
                 error=self._failure("start", transaction_id, "the meter is not initialised yet")
@@ -450,7 +491,7 @@ class MeterController:
                 _LOGGER.info("transaction %s already runs at the meter", transaction_id)
                 self._running_id = transaction_id
                 return self._start_answer(transaction_id, confirm=True)
-            self._stop_dangling(running.transaction_id)
+            self._stop_dangling(running, arrival)
             status = self._read("read the meter status", self._meter.status)
         self._sync_before_start(status)
         if not status.time_sync_ok:
@@ -546,8 +587,9 @@ class MeterController:
             begin = self._begin_record(transaction_id, facts)
         if confirm:
             self._book.step(transaction_id, "start_confirmed", **facts)
+            self._started_mono.setdefault(transaction_id, self._clock.monotonic())
         return StartResult(
-            min_stop_time=now + MIN_TRANSACTION_DURATION,
+            min_stop_time=now + timedelta(seconds=self._settings.min_transaction_s),
             max_stop_time=now + MAX_TRANSACTION_DURATION,
             begin_record=begin,
         )
@@ -580,9 +622,47 @@ class MeterController:
             facts["pagination"] = pagination
         return SignedRecord(record, self.public_key_ocmf)
 
-    def _stop_dangling(self, transaction_id: str) -> None:
+    def _stop_dangling(self, running: Running, arrival: float) -> None:
+        """Stop what runs before a start; within the meter's minimum, wait if there is time."""
+        transaction_id = running.transaction_id or ""
         _LOGGER.warning("stopping transaction %s left running at the meter", transaction_id)
-        self._stop_at_meter(transaction_id, deadline=None)
+        try:
+            self._stop_unasked(transaction_id)
+            return
+        except MeterStatusError as refused:
+            minimum = self._settings.min_transaction_s
+            elapsed = self._elapsed_s(transaction_id, running)
+            if not 400 <= refused.status < 500 or elapsed is None or elapsed >= minimum:
+                raise
+            plan = plan_wait(
+                elapsed,
+                minimum_s=minimum,
+                allowed_s=self._settings.stop_minimum_wait_s,
+                spent_s=self._clock.monotonic() - arrival,
+            )
+            if plan.deferred:
+                raise ControllerError(
+                    f"transaction {transaction_id} still runs at the meter, which refuses to "
+                    f"stop it before its minimum duration of {minimum:g} s (it ran "
+                    f"{elapsed:.0f} s; waiting {plan.wait_s:.0f} s is longer than a command "
+                    f"may wait): {refused}"
+                ) from refused
+            _LOGGER.info(
+                "transaction %s ran %.0f s, within the meter's minimum transaction duration "
+                "of %g s: waiting %.0f s, then stopping it",
+                transaction_id,
+                elapsed,
+                minimum,
+                plan.wait_s,
+            )
+            if self._clock.wait(self._interrupted, plan.wait_s):
+                raise ControllerError("the module is shutting down") from refused
+        refused_until = self._clock.monotonic() + REFUSED_WINDOW_S
+        self._stop_unasked(transaction_id, refused_until=refused_until)
+
+    def _stop_unasked(self, transaction_id: str, *, refused_until: float | None = None) -> None:
+        """Stop a transaction nobody waits for; its record goes the late road."""
+        self._stop_at_meter(transaction_id, deadline=None, refused_until=refused_until)
         try:
             collected = self._records.attempt(transaction_id, self._expectation(transaction_id))
         except RecordMissing as missing:
@@ -596,20 +676,32 @@ class MeterController:
 
     # -- stop --------------------------------------------------------------------------------
 
-    def stop_transaction(self, transaction_id: str) -> StopResult:
-        """Stop a transaction and hand out its signed record."""
+    def stop_transaction(
+        self, transaction_id: str, *, received_at: float | None = None
+    ) -> StopResult:
+        """Stop a transaction and hand out its signed record.
+
+        ``received_at`` (monotonic) is when the stop arrived, if it waited before it got
+        here: the time limits of the stop count from then.
+        """
+        arrival = self._clock.monotonic() if received_at is None else received_at
         with self._command_lock():
             try:
-                return self._stop(transaction_id)
+                return self._stop(transaction_id, arrival)
             except Exception as err:  # noqa: BLE001 - a command must answer, never crash
                 return StopResult(error=self._reason("stop", transaction_id, err))
 
-    def _stop(self, transaction_id: str) -> StopResult:
+    def interrupt_waits(self) -> None:
+        """Shutdown: a stop waiting for the meter's minimum duration stops waiting."""
+        self._interrupted.set()
+
+    def _stop(self, transaction_id: str, arrival: float) -> StopResult:
         if self._info is None:
             return StopResult(
                 error=self._failure("stop", transaction_id, "the meter is not initialised yet")
             )
-        deadline = self._clock.monotonic() + self._settings.stop_record_wait_s
+        record_wait = self._settings.stop_record_wait_s
+        deadline = answer_deadline(arrival, self._clock.monotonic(), record_wait)
         running = self._transaction_at_meter(deadline)
         if transaction_id == "":
             if running is None:
@@ -627,11 +719,20 @@ class MeterController:
             transaction_id = running.transaction_id
         kept = self._book.kept(transaction_id)
         unnamed = running is not None and running.transaction_id is None
-        if running is not None and running.transaction_id == transaction_id:
-            self._stop_at_meter(transaction_id, deadline)
-        elif unnamed and not (kept is not None and kept.finished):
+        if running is not None and (
+            running.transaction_id == transaction_id
             # The meter cannot say what runs: it decides whether this id is one to stop.
-            self._stop_at_meter(transaction_id, deadline)
+            or (unnamed and not (kept is not None and kept.finished))
+        ):
+            try:
+                self._stop_at_meter(transaction_id, deadline)
+            except MeterStatusError as refused:
+                if not 400 <= refused.status < 500:
+                    raise
+                deferred = self._stop_after_minimum(transaction_id, running, arrival, refused)
+                if deferred is not None:
+                    return deferred
+                deadline = answer_deadline(arrival, self._clock.monotonic(), record_wait)
         elif kept is None and transaction_id not in self._book.pending:
             return self._stop_unknown(transaction_id)
         expected = self._expectation(transaction_id)
@@ -691,8 +792,128 @@ class MeterController:
             )
         )
 
-    def _stop_at_meter(self, transaction_id: str, deadline: float | None) -> None:
-        """``PUT /legal``; a lost answer is settled by asking the meter whether it stopped."""
+    def _elapsed_s(self, transaction_id: str, running: Running) -> float | None:
+        """How long ``transaction_id`` has run: the meter's count, ours, or the journal's."""
+        if running.elapsed_s is not None:
+            return running.elapsed_s
+        started = self._started_mono.get(transaction_id)
+        if started is not None:
+            return self._clock.monotonic() - started
+        kept = self._book.kept(transaction_id)
+        started_at = kept.facts.get("started_at") if kept is not None else None
+        return wall_elapsed_s(_text(started_at), self._clock.utc_now())
+
+    def _stop_after_minimum(
+        self, transaction_id: str, running: Running, arrival: float, refused: MeterStatusError
+    ) -> StopResult | None:
+        """The meter refused the stop: wait for its minimum duration, then stop again.
+
+        Returns None once stopped, or the answer when the stop moved to the background
+        (the wait too long, shutdown, still refused after it). Raises ``refused`` when the
+        transaction is older than the minimum: then the refusal has another cause.
+        """
+        minimum = self._settings.min_transaction_s
+        elapsed = self._elapsed_s(transaction_id, running)
+        if elapsed is not None and elapsed >= minimum:
+            raise refused
+        plan = plan_wait(
+            elapsed,
+            minimum_s=minimum,
+            allowed_s=self._settings.stop_minimum_wait_s,
+            spent_s=self._clock.monotonic() - arrival,
+        )
+        ran = f"{elapsed:.0f} s" if elapsed is not None else "an unknown time"
+        if elapsed is None:
+            return self._defer_stop(
+                transaction_id, ran, minimum, f"the stop was refused ({refused})"
+            )
+        if plan.deferred:
+            return self._defer_stop(
+                transaction_id,
+                ran,
+                plan.wait_s,
+                f"waiting {plan.wait_s:.0f} s is longer than the stop may wait "
+                f"(stop_minimum_wait_ms {self._settings.stop_minimum_wait_s * 1000:.0f}, "
+                "and EvseManager gives up on its lock after 120 s)",
+            )
+        _LOGGER.info(
+            "stop of %s refused after %s, within the meter's minimum transaction duration "
+            "of %g s: waiting %.0f s, then stopping it",
+            transaction_id,
+            ran,
+            minimum,
+            plan.wait_s,
+        )
+        if self._clock.wait(self._interrupted, plan.wait_s):
+            return self._defer_stop(transaction_id, ran, 0.0, "the module is shutting down")
+        now = self._clock.monotonic()
+        refused_until = min(now + REFUSED_WINDOW_S, arrival + STOP_ANSWER_LIMIT_S - STOP_RESERVE_S)
+        deadline = answer_deadline(arrival, now, self._settings.stop_record_wait_s)
+        try:
+            self._stop_at_meter(transaction_id, deadline, refused_until=refused_until)
+        except MeterStatusError as again:
+            if not 400 <= again.status < 500:
+                raise
+            return self._defer_stop(
+                transaction_id,
+                ran,
+                DEFERRED_STOP_RETRY_S,
+                f"the meter still refused the stop after the wait ({again})",
+            )
+        return None
+
+    def _defer_stop(self, transaction_id: str, ran: str, wait_s: float, reason: str) -> StopResult:
+        """Answer now; stop at the meter once it allows it and send the record late."""
+        self._deferred_stops[transaction_id] = self._clock.monotonic() + wait_s
+        self._book.step(transaction_id, "stop_requested", stop_deferred=True)
+        where = self._late.where(transaction_id) if self._late is not None else "the journal"
+        return StopResult(
+            error=self._failure(
+                "stop",
+                transaction_id,
+                f"the meter refuses to stop a transaction before its minimum duration of "
+                f"{self._settings.min_transaction_s:g} s and this one ran {ran}; {reason}. "
+                f"The module stops it in about {wait_s:.0f} s and publishes its signed "
+                f"record on {where} (and lists it in 'lem-dcbm records list')",
+            )
+        )
+
+    def _run_deferred_stops(self) -> None:
+        """Housekeeping: stop the transactions whose stop had to wait for the minimum."""
+        now = self._clock.monotonic()
+        for transaction_id, due in list(self._deferred_stops.items()):
+            if due > now or self._commands_waiting:
+                continue
+            try:
+                running = self._transaction_at_meter()
+                if running is None or running.transaction_id not in (transaction_id, None):
+                    # Stopped meanwhile (by the meter or another stop): fetch its record.
+                    del self._deferred_stops[transaction_id]
+                    self._book.mark_pending(transaction_id, now, due_now=True)
+                    continue
+                _LOGGER.info(
+                    "stopping transaction %s, whose stop had to wait for the meter's minimum "
+                    "duration",
+                    transaction_id,
+                )
+                self._stop_unasked(transaction_id)
+            except LemDcbmError as err:
+                self._deferred_stops[transaction_id] = now + DEFERRED_STOP_RETRY_S
+                _LOGGER.warning(
+                    "deferred stop of %s failed, trying again in %g s: %s",
+                    transaction_id,
+                    DEFERRED_STOP_RETRY_S,
+                    err,
+                )
+
+    def _stop_at_meter(
+        self, transaction_id: str, deadline: float | None, *, refused_until: float | None = None
+    ) -> None:
+        """``PUT /legal``; a lost answer is settled by asking the meter whether it stopped.
+
+        Until ``refused_until`` (monotonic), a refusal still means the meter's minimum
+        duration has not quite passed: the stop is sent again a moment later.
+        """
         self._book.step(transaction_id, "stop_requested")
         attempt = 0
         while True:
@@ -700,6 +921,15 @@ class MeterController:
             try:
                 report = self._meter.stop_transaction(transaction_id)
             except MeterError as err:
+                if (
+                    refused_until is not None
+                    and isinstance(err, MeterStatusError)
+                    and 400 <= err.status < 500
+                    and self._clock.monotonic() + REFUSED_PAUSE_S <= refused_until
+                ):
+                    _LOGGER.info("stop of %s refused (%s); sending it again", transaction_id, err)
+                    self._sleep(REFUSED_PAUSE_S)
+                    continue
                 running = self._transaction_at_meter(deadline)
                 # Without GET /legal a running transaction may be this one: never assume not.
                 unsure = running is not None and self._legal_missing is not None
@@ -739,6 +969,8 @@ class MeterController:
             facts["transaction_status"] = status
             self._report_billable(transaction_id, status)
         self._book.stop_confirmed(transaction_id, **facts)
+        self._deferred_stops.pop(transaction_id, None)
+        self._started_mono.pop(transaction_id, None)
         if self._running_id == transaction_id:
             self._running_id = None
         _LOGGER.info("transaction %s stopped at the meter", transaction_id)

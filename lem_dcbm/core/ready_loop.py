@@ -71,6 +71,7 @@ class ReadyLoop:
         on_meter_answer: Callable[[], None] | None = None,
         temperature: TemperatureMonitor | None = None,
         health: HealthMonitor | None = None,
+        on_initialized: Callable[[], None] | None = None,
     ) -> None:
         self._controller = controller
         self._outputs = outputs
@@ -83,12 +84,16 @@ class ReadyLoop:
         self._health = health
         self._fault_raised = False
         self._initialized = threading.Event()
+        #: Called once the meter's init succeeded: commands may go to the controller.
+        self._on_initialized = on_initialized
 
     def run(self, stop: threading.Event) -> None:
         """Init the meter, then publish until ``stop`` is set."""
         if not self._initialize(stop):
             return
         self._initialized.set()
+        if self._on_initialized is not None:
+            self._on_initialized()
         self._outputs.publish_public_key_ocmf(self._controller.public_key_ocmf)
         deadline = self._clock.monotonic()
         while not stop.is_set():

@@ -35,6 +35,7 @@ from lem_dcbm.everest_api.topics import (
     POWERMETER_VALUES,
     PUBLIC_KEY_OCMF,
     ApiTopics,
+    reply_topic,
     status_topic,
 )
 from lem_dcbm.records.late_record import KeptRecord, late_record_message, late_record_topic
@@ -240,9 +241,9 @@ class ApiAdapter:
 
     # --- internals -----------------------------------------------------------------
 
-    def _publish_reply(self, topic: str, payload: bytes) -> object:
+    def _publish_reply(self, reply_to: str, payload: bytes) -> object:
         # QoS 2 and queued while the link is down: every reply goes out exactly once.
-        return self._bus.publish(topic, payload)
+        return self._bus.publish(reply_topic(reply_to, self._external_prefix), payload)
 
     def _publish_status(self, document: dict[str, Any]) -> object:
         return self._bus.publish(self.status_topic, codecs.encode(document), qos=1, retain=True)

@@ -62,6 +62,20 @@ class ApiTopics:
         return name if name and "/" not in name else None
 
 
+def reply_topic(reply_to: str, external_prefix: str) -> str:
+    """Where the bridge listens for the reply to a request with ``headers.replyTo``.
+
+    EVerest's request helper (``AsyncApiRequestReply``) writes ``replyTo`` without the
+    external prefix but subscribes to it through the framework's external MQTT, which puts
+    the prefix before every topic: with ``mqtt_external_prefix`` set, the reply belongs
+    under the prefix. A ``replyTo`` that already carries the prefix is used as it is.
+    """
+    prefix = external_prefix.rstrip("/") + "/" if external_prefix else ""
+    if not prefix or reply_to.startswith(prefix):
+        return reply_to
+    return prefix + reply_to
+
+
 def status_topic(external_prefix: str, module_id: str) -> str:
     """The module's own retained status, beside its late records (``lem_dcbm/{id}/...``)."""
     prefix = external_prefix.rstrip("/") + "/" if external_prefix else ""

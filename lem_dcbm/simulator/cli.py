@@ -17,6 +17,7 @@ from lem_dcbm.cli_common import HelpFormatter
 from lem_dcbm.clock import SystemClock
 from lem_dcbm.simulator.certs import load_or_create_certificate, meter_pem_form
 from lem_dcbm.simulator.device import MeterConfig, SimulatedMeter
+from lem_dcbm.simulator.load_source import LoadFollower, MqttLoadSource
 from lem_dcbm.simulator.ocmf_signer import OcmfSigner
 from lem_dcbm.simulator.server import MeterServer, server_tls_context
 
@@ -91,6 +92,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=30.0,
         help="close keep-alive connections idle this long",
     )
+    parser.add_argument(
+        "--load-from-mqtt",
+        metavar="TOPIC",
+        help="meter the load published on this MQTT topic (an EVerest Powermeter, e.g. "
+        "YetiSimulator's powermeter variable) (default: none; the load set by /_sim/load)",
+    )
+    parser.add_argument(
+        "--load-broker",
+        metavar="HOST:PORT",
+        default="127.0.0.1:1883",
+        help="the broker of --load-from-mqtt",
+    )
     parser.add_argument("--log-level", default="WARNING", help="logging level")
     parser.set_defaults(handler=simulate_command)
 
@@ -126,6 +139,15 @@ def simulate_command(args: argparse.Namespace) -> int:
         certificate_pem=meter_pem_form(pair.cert_pem),
     )
     device = SimulatedMeter(clock, signer, config)
+    load_source = None
+    if args.load_from_mqtt:
+        host, _, port = args.load_broker.rpartition(":")
+        if not host or not port.isdigit():
+            print("--load-broker must be HOST:PORT", file=sys.stderr)
+            return 2
+        load_source = MqttLoadSource(
+            LoadFollower(device), host.strip("[]"), int(port), args.load_from_mqtt
+        )
     try:
         server = MeterServer(
             (args.host, args.port),
@@ -148,11 +170,15 @@ def simulate_command(args: argparse.Namespace) -> int:
         target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="simulator", daemon=True
     )
     serving.start()
+    if load_source is not None:
+        load_source.start()
     print(f"listening on {server.scheme}://{args.host}:{server.port}", flush=True)
     try:
         while not stop.wait(0.1):
             pass
     finally:
+        if load_source is not None:
+            load_source.stop()
         server.shutdown()
         server.server_close()
     return 0

@@ -50,6 +50,7 @@ RUNTIME_KEYS = {
     "resilience_transaction_request_retries",
     "resilience_transaction_request_retry_delay",
     "stop_record_wait_ms",
+    "stop_minimum_wait_ms",
 }
 
 
