@@ -376,8 +376,22 @@ class MeterController:
                 "record of %s still missing, next try in %.0f s: %s", transaction_id, delay, missing
             )
             return
-        self._keep(transaction_id, collected, late=True)
-        _LOGGER.info("record of stopped transaction %s fetched", transaction_id)
+        owed = self._book.owed(transaction_id)
+        self._keep(transaction_id, collected, late=owed)
+        if owed:
+            _LOGGER.info("record of stopped transaction %s fetched", transaction_id)
+            return
+        # Exactly once: the stop may have been answered with this record while the journal
+        # could not be written; only EvseManager's own stop(id) or an operator resends it.
+        _LOGGER.warning(
+            "record of stopped transaction %s fetched and kept, not published as late: "
+            "nothing shows that its stop went unanswered (the journal could not say); "
+            "stop_transaction(%s) is answered with it, 'lem-dcbm records resend %s' "
+            "publishes it",
+            transaction_id,
+            transaction_id,
+            transaction_id,
+        )
 
     @property
     def pending_records(self) -> list[str]:
@@ -659,6 +673,7 @@ class MeterController:
 
     def _stop_dangling(self, transaction_id: str) -> None:
         _LOGGER.warning("stopping transaction %s left running at the meter", transaction_id)
+        self._book.owe(transaction_id)  # nobody asks for this record
         self._stop_at_meter(transaction_id, deadline=None)
         try:
             collected = self._records.attempt(transaction_id, self._expectation(transaction_id))
@@ -767,6 +782,7 @@ class MeterController:
             return None
 
     def _record_late(self, transaction_id: str, missing: RecordMissing) -> StopResult:
+        self._book.owe(transaction_id)
         self._book.mark_pending(transaction_id, self._clock.monotonic())
         where = self._late.where(transaction_id) if self._late is not None else "the journal"
         return StopResult(

@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 from lem_dcbm.journal import JournalEntry
 from lem_dcbm.ocmf import parse_ocmf
-from lem_dcbm.records.checks import CheckFailure, RecordVerdict
+from lem_dcbm.records.checks import CheckFailure, RecordVerdict, pagination_of
 
 #: Version of the message layout; a change that breaks readers raises it.
 MESSAGE_VERSION = 1
@@ -78,6 +78,8 @@ def late_record_message(kept: KeptRecord, *, module_id: str, published_at: str) 
         "module_id": module_id,
         "transaction_id": kept.transaction_id,
         "meter_id": kept.meter_id,
+        # With meter_id the key a backend drops a duplicate on (the record's own MS and PG).
+        "pagination": pagination_of(kept.ocmf),
         "signed_meter_value": {
             "signed_meter_data": kept.ocmf,
             "signing_method": "",
