@@ -53,6 +53,7 @@ from lem_dcbm.everest import results
 from lem_dcbm.everest.adapter import EverestAdapter
 from lem_dcbm.everest.bus import BrokerRefused, BrokerUnavailable
 from lem_dcbm.everest.error_policy import PolicedOutputs
+from lem_dcbm.everest.meter_claim import MeterClaim
 from lem_dcbm.everest.presence import (
     DuplicateInstance,
     InstanceGuard,
@@ -112,11 +113,15 @@ class MeterStack:
     client: MeterClient
     measurements: MeterClient
     controller: MeterController
+    #: This module's claim on the meter, withdrawn at the close.
+    claim: MeterClaim | None = None
 
     def close(self) -> None:
-        """Close both clients' connections."""
+        """Close both clients' connections (and withdraw the claim on the meter)."""
         self.client.close()
         self.measurements.close()
+        if self.claim is not None:
+            self.claim.close()
 
 
 #: The longest shutdown waits for a command still at the meter (EVerest's manager and
@@ -244,6 +249,7 @@ def build_meter_stack(
     journal: TransactionJournal | None = None,
     alerts: Alerts | None = None,
     late_records: LateRecords | None = None,
+    claim: MeterClaim | None = None,
 ) -> MeterStack:
     """Build clients, time sync and controller; raise ``ConfigError`` for a bad certificate."""
 
@@ -276,8 +282,16 @@ def build_meter_stack(
         alerts=alerts,
         late_records=late_records,
         measurements=measurements,
+        owners=claim,
     )
-    return MeterStack(client, measurements, controller)
+    return MeterStack(client, measurements, controller, claim)
+
+
+def meter_address(config: ModuleConfig) -> str:
+    """The meter's URL as configured, for other modules' logs (``http://10.0.0.5:80``)."""
+    scheme = "https" if config.meter_tls_certificate else "http"
+    host = f"[{config.ip_address}]" if ":" in config.ip_address else config.ip_address
+    return f"{scheme}://{host}:{config.port}"
 
 
 def build_monitors(
@@ -479,6 +493,9 @@ class Service:
             journal=journal,
             alerts=VendorWarnings(outputs),
             late_records=LateRecordRoad(adapter, self._clock),
+            claim=MeterClaim(
+                self._broker, self.module_id, address=meter_address(config), outputs=outputs
+            ),
         )
         temperature, health = build_monitors(config, stack.measurements, outputs, self._clock)
         loop = ReadyLoop(
