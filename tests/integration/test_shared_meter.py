@@ -140,7 +140,7 @@ def test_copied_config_with_the_same_evse_id_is_refused_while_the_other_claims(
     simulator: Simulator, pair: dict[str, tuple[ModuleProcess, EverestPeer]]
 ) -> None:
     """Same evseId in both (a copy-pasted block): only the claim tells the sessions apart."""
-    (module_a, peer_a), (module_b, peer_b) = pair["pm_a"], pair["pm_b"]
+    (_module_a, peer_a), (module_b, peer_b) = pair["pm_a"], pair["pm_b"]
     wait_until(lambda: claimed_twice(module_b, "pm_b", "pm_a"), timeout=10, what="pm_b's line")
     tx_a = f"A-{uuid.uuid4().hex[:8]}"
     assert start(peer_a, tx_a, EVSE_A)["status"] == "OK"
