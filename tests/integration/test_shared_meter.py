@@ -149,3 +149,52 @@ def test_copied_config_with_the_same_evse_id_is_refused_while_the_other_claims(
     assert "pm_a also claim this meter" in refused["error"]
     assert tx_a in (running(simulator) or "")
     assert stop(peer_a, tx_a)["status"] == "OK"
+
+
+def test_forged_claims_neither_end_a_module_nor_stop_its_billing(
+    tmp_path: Path, simulator: Simulator, mosquitto: Broker
+) -> None:
+    """Any client can publish a claim: garbage of any shape is a warning, never an outage."""
+    values = simulator_config(simulator, journal_dir=str(tmp_path / "journals"))
+    config = write_config(tmp_path / "config.yaml", values, module_id="pm_a")
+    serial = "12024072805"
+    forged = {
+        "forged_1": b"x" * 100_000,
+        "forged_2": b"[" * 1000,
+        "forged_3": b'{"pid": 1e999, "host": null, "address": ["\\u0000"]}',
+        "%2F%23": b"not json",
+    }
+    with (
+        EverestPeer(mosquitto.host, mosquitto.port, module_id="pm_a") as peer,
+        start_module(tmp_path / "run", config, mosquitto.port) as module,
+    ):
+        peer.wait_for_var("public_key_ocmf", 1, timeout=30)
+        tx = f"A-{uuid.uuid4().hex[:8]}"
+        assert start(peer, tx, EVSE_A)["status"] == "OK"
+        for name, payload in forged.items():
+            peer.send_raw(f"everest/lem_dcbm/meters/{serial}/{name}", payload, retain=True)
+        wait_until(
+            lambda: (
+                len(
+                    [line for line in module.log().splitlines() if "claimed by two modules" in line]
+                )
+                == len(forged)
+            ),
+            timeout=10,
+            what="one line per forged claim",
+        )
+        assert "and forged_1 (a claim of 100000 bytes, not read)" in module.log()
+        assert "and forged_2 (a claim that is not JSON)" in module.log()
+        assert "and forged_3 (address ?, pid ?, host ?)" in module.log()
+        assert "and /# (a claim that is not JSON)" in module.log()
+        stopped = stop(peer, tx)
+        assert stopped["status"] == "OK", stopped
+        assert tx in stopped["signed_meter_value"]["signed_meter_data"]
+        # Withdrawn claims are forgotten.
+        for name in forged:
+            peer.send_raw(f"everest/lem_dcbm/meters/{serial}/{name}", b"", retain=True)
+        wait_until(
+            lambda: "no longer claims meter" in module.log(), timeout=10, what="a withdrawal"
+        )
+        assert module.process.poll() is None
+        assert module.terminate() == 0
