@@ -27,7 +27,7 @@ from lem_dcbm.records.checks import CheckFailure, RecordVerdict, pagination_of
 MESSAGE_VERSION = 1
 #: File name of the JSON Schema of the message, in this package.
 SCHEMA_FILE = "late-record.schema.json"
-#: MQTT QoS of the publication: at least once, the backend deduplicates by transaction id.
+#: MQTT QoS of the publication: at least once; a backend deduplicates on meter id and record number.
 QOS = 1
 
 
