@@ -34,7 +34,7 @@ import os
 import signal
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
@@ -250,6 +250,7 @@ def build_meter_stack(
     alerts: Alerts | None = None,
     late_records: LateRecords | None = None,
     claim: MeterClaim | None = None,
+    unanswered_stop_asked_again: bool = True,
 ) -> MeterStack:
     """Build clients, time sync and controller; raise ``ConfigError`` for a bad certificate."""
 
@@ -272,7 +273,9 @@ def build_meter_stack(
         dst=clock_values.dst,
         ntp_servers=clock_values.ntp_servers,
     )
-    settings = controller_settings(config)
+    settings = replace(
+        controller_settings(config), unanswered_stop_asked_again=unanswered_stop_asked_again
+    )
     controller = MeterController(
         client,
         settings,
@@ -496,6 +499,8 @@ class Service:
             claim=MeterClaim(
                 self._broker, self.module_id, address=meter_address(config), outputs=outputs
             ),
+            # Only the module protocol's EvseManager asks again after a stack restart.
+            unanswered_stop_asked_again=isinstance(adapter, EverestAdapter),
         )
         temperature, health = build_monitors(config, stack.measurements, outputs, self._clock)
         loop = ReadyLoop(

@@ -99,6 +99,10 @@ class ControllerSettings:
     stop_record_wait_s: float = 30.0
     #: ``report`` passes on records failing identity checks (simulations and mocks only).
     record_identity_checks: IdentityChecks = "enforce"
+    #: Whether a stop left unanswered by the module's death is asked again after the restart:
+    #: under the EVerest manager a module that dies restarts the stack, and EvseManager asks
+    #: for the id it remembers; in API mode nobody asks again, so such a record goes late.
+    unanswered_stop_asked_again: bool = True
 
     @property
     def request_policy(self) -> RetryPolicy:
@@ -376,7 +380,10 @@ class MeterController:
                 "record of %s still missing, next try in %.0f s: %s", transaction_id, delay, missing
             )
             return
-        owed = self._book.owed(transaction_id)
+        owed = self._book.owed(transaction_id) or (
+            not self._settings.unanswered_stop_asked_again
+            and self._book.died_in_stop(transaction_id)
+        )
         self._keep(transaction_id, collected, late=owed)
         if owed:
             _LOGGER.info("record of stopped transaction %s fetched", transaction_id)

@@ -209,6 +209,16 @@ class RecordBook:
             for known in (kept, remembered)
         )
 
+    def died_in_stop(self, transaction_id: str) -> bool:
+        """The journal shows a stop requested and no record: the module died before answering.
+
+        The record is written before a stop is answered with it, so a journal that could
+        write the request and holds no record saw no answer, unless the disk filled up or
+        turned read-only between the two writes.
+        """
+        entry = self._entry(transaction_id)
+        return entry is not None and entry.ocmf is None and "stop_requested" in entry.steps
+
     def note(self, transaction_id: str, **data: Any) -> None:
         """Add facts to a transaction that already holds its record (e.g. its publication)."""
         kept = self.kept(transaction_id)

@@ -30,6 +30,14 @@ def refuse_writes(monkeypatch: pytest.MonkeyPatch, code: int) -> None:
     monkeypatch.setattr("lem_dcbm.journal.write_atomic", failing)
 
 
+def charging(tmp_path: Path) -> Rig:
+    """A rig whose meter runs transaction tx-1, with energy counted."""
+    rig = Rig(tmp_path)
+    assert rig.controller.start_transaction(request("tx-1")).ok
+    rig.charge()
+    return rig
+
+
 def background_until(rig: Rig, seconds: float, done: Callable[[], bool] = lambda: False) -> None:
     """Let housekeeping run on the rig's clock for ``seconds`` (or until ``done``)."""
     end = rig.clock.monotonic() + seconds
@@ -42,9 +50,7 @@ def background_until(rig: Rig, seconds: float, done: Callable[[], bool] = lambda
 def test_answered_record_is_not_published_late_after_a_restart(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: str
 ) -> None:
-    rig = Rig(tmp_path)
-    assert rig.controller.start_transaction(request("tx-1")).ok
-    rig.charge()
+    rig = charging(tmp_path)
     with monkeypatch.context() as disk:
         refuse_writes(disk, FAILURES[failure])
         answered = rig.controller.stop_transaction("tx-1")
@@ -63,9 +69,7 @@ def test_answered_record_is_not_published_late_after_a_restart(
 
 
 def test_power_loss_right_after_the_answer_publishes_nothing_late(tmp_path: Path) -> None:
-    rig = Rig(tmp_path)
-    assert rig.controller.start_transaction(request("tx-1")).ok
-    rig.charge()
+    rig = charging(tmp_path)
     assert rig.controller.stop_transaction("tx-1").ok
     rig.restart()
     background_until(rig, 600)
@@ -73,9 +77,7 @@ def test_power_loss_right_after_the_answer_publishes_nothing_late(tmp_path: Path
 
 
 def test_a_record_owed_before_a_restart_goes_out_late_once(tmp_path: Path) -> None:
-    rig = Rig(tmp_path)
-    assert rig.controller.start_transaction(request("tx-1")).ok
-    rig.charge()
+    rig = charging(tmp_path)
     gone = rig.transport.add(Rule("GET", "/v1/ocmf", "reset", until=rig.clock.monotonic() + 10_000))
     assert not rig.controller.stop_transaction("tx-1").ok  # answered without its record
     entry = TransactionJournal(rig.journal_dir).get("tx-1")
@@ -100,9 +102,7 @@ def test_a_record_owed_before_a_restart_goes_out_late_once(tmp_path: Path) -> No
 def test_a_record_owed_while_the_disk_is_full_goes_out_late_in_the_same_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    rig = Rig(tmp_path)
-    assert rig.controller.start_transaction(request("tx-1")).ok
-    rig.charge()
+    rig = charging(tmp_path)
     gone = rig.transport.add(Rule("GET", "/v1/ocmf", "reset", until=rig.clock.monotonic() + 10_000))
     with monkeypatch.context() as disk:
         refuse_writes(disk, errno.ENOSPC)
@@ -111,3 +111,33 @@ def test_a_record_owed_while_the_disk_is_full_goes_out_late_in_the_same_run(
     background_until(rig, 600, lambda: bool(rig.late.published))
     [late] = rig.late.published
     assert late.transaction_id == "tx-1"
+
+
+@pytest.mark.parametrize(("asked_again", "published"), [(True, 0), (False, 1)])
+def test_a_stop_the_module_died_in_goes_late_only_where_nobody_asks_again(
+    tmp_path: Path, asked_again: bool, published: int
+) -> None:
+    """Under the EVerest manager EvseManager asks again after the restart; in API mode not."""
+    rig = charging(tmp_path)
+    # The module writes the stop's first step, the meter stops, the module dies unanswered.
+    TransactionJournal(rig.journal_dir).record("tx-1", "stop_requested")
+    rig.device.stop_transaction("tx-1", {"running": False})
+    rig.restart(unanswered_stop_asked_again=asked_again)
+    background_until(rig, 600, lambda: bool(rig.late.published))
+    assert len(rig.late.published) == published
+    if not asked_again:
+        return
+    # EvseManager's stop(remembered id) gets it: exactly once.
+    assert rig.controller.stop_transaction("tx-1").ok
+
+
+def test_a_journal_that_never_saw_the_stop_request_publishes_nothing_even_in_api_mode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rig = charging(tmp_path)
+    with monkeypatch.context() as disk:
+        refuse_writes(disk, errno.ENOSPC)
+        assert rig.controller.stop_transaction("tx-1").ok
+    rig.restart(unanswered_stop_asked_again=False)
+    background_until(rig, 600)
+    assert rig.late.published == []
