@@ -141,3 +141,17 @@ def test_a_journal_that_never_saw_the_stop_request_publishes_nothing_even_in_api
     rig.restart(unanswered_stop_asked_again=False)
     background_until(rig, 600)
     assert rig.late.published == []
+
+
+def test_own_transaction_left_running_goes_late_once_when_the_next_start_stops_it(
+    tmp_path: Path,
+) -> None:
+    rig = charging(tmp_path)
+    rig.restart()  # the module died; EvseManager forgot tx-1 and starts anew
+    assert rig.controller.start_transaction(request("tx-2")).ok
+    background_until(rig, 600, lambda: bool(rig.late.published))
+    [late] = rig.late.published
+    assert late.transaction_id == "tx-1"
+    assert late.ocmf == rig.record_at_meter("tx-1")
+    background_until(rig, 600)
+    assert len(rig.late.published) == 1
