@@ -34,7 +34,7 @@ import os
 import signal
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
@@ -53,6 +53,7 @@ from lem_dcbm.everest import results
 from lem_dcbm.everest.adapter import EverestAdapter
 from lem_dcbm.everest.bus import BrokerRefused, BrokerUnavailable
 from lem_dcbm.everest.error_policy import PolicedOutputs
+from lem_dcbm.everest.meter_claim import MeterClaim
 from lem_dcbm.everest.presence import (
     DuplicateInstance,
     InstanceGuard,
@@ -118,11 +119,15 @@ class MeterStack:
     client: MeterClient
     measurements: MeterClient
     controller: MeterController
+    #: This module's claim on the meter, withdrawn at the close.
+    claim: MeterClaim | None = None
 
     def close(self) -> None:
-        """Close both clients' connections."""
+        """Close both clients' connections (and withdraw the claim on the meter)."""
         self.client.close()
         self.measurements.close()
+        if self.claim is not None:
+            self.claim.close()
 
 
 #: The longest shutdown waits for a command still at the meter (EVerest's manager and
@@ -250,6 +255,8 @@ def build_meter_stack(
     journal: TransactionJournal | None = None,
     alerts: Alerts | None = None,
     late_records: LateRecords | None = None,
+    claim: MeterClaim | None = None,
+    unanswered_stop_asked_again: bool = True,
 ) -> MeterStack:
     """Build clients, time sync and controller; raise ``ConfigError`` for a bad certificate."""
 
@@ -272,7 +279,9 @@ def build_meter_stack(
         dst=clock_values.dst,
         ntp_servers=clock_values.ntp_servers,
     )
-    settings = controller_settings(config)
+    settings = replace(
+        controller_settings(config), unanswered_stop_asked_again=unanswered_stop_asked_again
+    )
     controller = MeterController(
         client,
         settings,
@@ -282,8 +291,16 @@ def build_meter_stack(
         alerts=alerts,
         late_records=late_records,
         measurements=measurements,
+        owners=claim,
     )
-    return MeterStack(client, measurements, controller)
+    return MeterStack(client, measurements, controller, claim)
+
+
+def meter_address(config: ModuleConfig) -> str:
+    """The meter's URL as configured, for other modules' logs (``http://10.0.0.5:80``)."""
+    scheme = "https" if config.meter_tls_certificate else "http"
+    host = f"[{config.ip_address}]" if ":" in config.ip_address else config.ip_address
+    return f"{scheme}://{host}:{config.port}"
 
 
 def build_monitors(
@@ -485,6 +502,11 @@ class Service:
             journal=journal,
             alerts=VendorWarnings(outputs),
             late_records=LateRecordRoad(adapter, self._clock),
+            claim=MeterClaim(
+                self._broker, self.module_id, address=meter_address(config), outputs=outputs
+            ),
+            # Only the module protocol's EvseManager asks again after a stack restart.
+            unanswered_stop_asked_again=isinstance(adapter, EverestAdapter),
         )
         temperature, health = build_monitors(config, stack.measurements, outputs, self._clock)
         loop = ReadyLoop(

@@ -36,7 +36,8 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from lem_dcbm.clock import Clock, rfc3339
-from lem_dcbm.core.ports import Alerts, LateRecords, MeterApi
+from lem_dcbm.core.ownership import RunningTransaction, why_not_ours
+from lem_dcbm.core.ports import Alerts, LateRecords, MeterApi, MeterOwners
 from lem_dcbm.core.powermeter import to_powermeter
 from lem_dcbm.core.record_book import RecordBook
 from lem_dcbm.core.record_collector import (
@@ -80,6 +81,8 @@ NOT_BILLABLE = "TransactionNotBillable"
 #: HTTP statuses saying the meter does not offer an endpoint at all.
 ENDPOINT_MISSING = frozenset({404, 405})
 NO_GET_LEGAL = "the meter offers no GET /legal"
+#: How often housekeeping asks whether a foreign transaction that refused a start ended.
+FOREIGN_CHECK_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +92,9 @@ class Running:
     transaction_id: str | None
     #: How long it has run by the meter's own count, when the meter says.
     elapsed_s: float | None = None
+    #: What the meter says the transaction was started with (None: it did not say).
+    evse_id: str | None = None
+    client_id: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -111,6 +117,10 @@ class ControllerSettings:
     min_transaction_s: float = MIN_TRANSACTION_DURATION.total_seconds()
     #: The longest a stop inside the minimum waits at the meter for it to pass.
     stop_minimum_wait_s: float = 105.0
+    #: Whether a stop left unanswered by the module's death is asked again after the restart:
+    #: under the EVerest manager a module that dies restarts the stack, and EvseManager asks
+    #: for the id it remembers; in API mode nobody asks again, so such a record goes late.
+    unanswered_stop_asked_again: bool = True
 
     @property
     def request_policy(self) -> RetryPolicy:
@@ -143,6 +153,7 @@ class MeterController:
         late_records: LateRecords | None = None,
         measurements: MeterApi | None = None,
         sleep: Callable[[float], None] | None = None,
+        owners: MeterOwners | None = None,
     ) -> None:
         self._meter = meter
         self._measurements = measurements or meter
@@ -152,6 +163,12 @@ class MeterController:
         self._book = records or RecordBook()
         self._alerts = alerts
         self._late = late_records
+        #: Other modules on this meter, and where a foreign transaction is reported.
+        self._owners = owners
+        #: The foreign transaction that refused the last start, until it ends (and when to
+        #: look again, monotonic).
+        self._foreign: str | None = None
+        self._foreign_check = 0.0
         self._sleep = sleep or clock.sleep
         self._policy = settings.request_policy
         self._lock = threading.RLock()
@@ -213,6 +230,9 @@ class MeterController:
         """Ask the meter who it is; raise ``MeterError`` when the required status fails."""
         with self._lock:
             status = self._meter.status()
+            if self._owners is not None:
+                # Before any transaction is touched: another module on this meter shows now.
+                self._owners.claim(status.meter_id)
             api = self._settings.api_version
             if api == "auto":
                 api = self._ask_api_version(status.firmware_version)
@@ -345,6 +365,8 @@ class MeterController:
             # The meter refuses time writes during a transaction.
             if self._running_id is None and not self._commands_waiting:
                 self._timesync.sync_if_due(deadline)
+            if self._foreign is not None and not self._commands_waiting:
+                self._look_at_foreign()
         finally:
             self._lock.release()
 
@@ -378,6 +400,8 @@ class MeterController:
             planned.append(self._clock.monotonic())
         if self._running_id is None:
             planned.append(self._timesync.next_due)
+        if self._foreign is not None:
+            planned.append(self._foreign_check)
         return min((due for due in planned if due is not None), default=None)
 
     def _fetch_pending_record(self, transaction_id: str) -> None:
@@ -389,8 +413,25 @@ class MeterController:
                 "record of %s still missing, next try in %.0f s: %s", transaction_id, delay, missing
             )
             return
-        self._keep(transaction_id, collected, late=True)
-        _LOGGER.info("record of stopped transaction %s fetched", transaction_id)
+        owed = self._book.owed(transaction_id) or (
+            not self._settings.unanswered_stop_asked_again
+            and self._book.died_in_stop(transaction_id)
+        )
+        self._keep(transaction_id, collected, late=owed)
+        if owed:
+            _LOGGER.info("record of stopped transaction %s fetched", transaction_id)
+            return
+        # Exactly once: the stop may have been answered with this record while the journal
+        # could not be written; only EvseManager's own stop(id) or an operator resends it.
+        _LOGGER.warning(
+            "record of stopped transaction %s fetched and kept, not published as late: "
+            "nothing shows that its stop went unanswered (the journal could not say); "
+            "stop_transaction(%s) is answered with it, 'lem-dcbm records resend %s' "
+            "publishes it",
+            transaction_id,
+            transaction_id,
+            transaction_id,
+        )
 
     @property
     def pending_records(self) -> list[str]:
@@ -422,7 +463,12 @@ class MeterController:
             return status, Running(self._running_id)
         if not legal.running:
             return status, None
-        return status, Running(legal.transaction_id, meter_elapsed_s(legal.raw))
+        return status, Running(
+            legal.transaction_id,
+            elapsed_s=meter_elapsed_s(legal.raw),
+            evse_id=legal.evse_id,
+            client_id=legal.client_id,
+        )
 
     def _ask_legal(self, deadline: float | None = None) -> LegalState | None:
         """``GET /legal``, or None once the meter showed it does not offer it (404/405)."""
@@ -491,8 +537,12 @@ class MeterController:
                 _LOGGER.info("transaction %s already runs at the meter", transaction_id)
                 self._running_id = transaction_id
                 return self._start_answer(transaction_id, confirm=True)
+            refused = self._refuse_foreign(running, running.transaction_id, body["evseId"])
+            if refused is not None:
+                return StartResult(error=self._failure("start", transaction_id, refused))
             self._stop_dangling(running, arrival)
             status = self._read("read the meter status", self._meter.status)
+        self._foreign_ended()
         self._sync_before_start(status)
         if not status.time_sync_ok:
             status = self._read("read the meter status", self._meter.status)
@@ -622,6 +672,57 @@ class MeterController:
             facts["pagination"] = pagination
         return SignedRecord(record, self.public_key_ocmf)
 
+    def _not_ours(self, running: Running, transaction_id: str, evse_id: str | None) -> str | None:
+        """Why the running ``transaction_id`` may not be stopped here (see ``ownership``)."""
+        kept = self._book.kept(transaction_id)
+        held = kept.facts if kept is not None and not kept.finished else None
+        others = self._owners.others() if self._owners is not None else ()
+        return why_not_ours(
+            RunningTransaction(transaction_id, running.evse_id, running.client_id),
+            held=held,
+            evse_id=evse_id,
+            other_modules=others,
+        )
+
+    def _refuse_foreign(self, running: Running, transaction_id: str, evse_id: str) -> str | None:
+        """The refusal of a start blocked by a foreign transaction (raised); None if ours."""
+        reason = self._not_ours(running, transaction_id, evse_id)
+        if reason is None:
+            return None
+        message = (
+            f"the meter runs {_described(running, transaction_id)}, which is not this "
+            f"module's ({reason}); it is left running and starts are refused until it ends: "
+            "its owner stops it, or an operator with "
+            f"'lem-dcbm meter stop-foreign --transaction-id {transaction_id}'"
+        )
+        self._foreign = transaction_id
+        self._foreign_check = self._clock.monotonic() + FOREIGN_CHECK_S
+        if self._owners is not None:
+            self._owners.foreign_transaction(message)
+        return message
+
+    def _foreign_ended(self) -> None:
+        """The foreign transaction that refused a start no longer runs: clear the error."""
+        if self._foreign is None:
+            return
+        _LOGGER.info("foreign transaction %s no longer runs at the meter", self._foreign)
+        self._foreign = None
+        if self._owners is not None:
+            self._owners.foreign_transaction(None)
+
+    def _look_at_foreign(self) -> None:
+        """Housekeeping: has the foreign transaction ended? Asked every ``FOREIGN_CHECK_S``."""
+        if self._clock.monotonic() < self._foreign_check:
+            return
+        self._foreign_check = self._clock.monotonic() + FOREIGN_CHECK_S
+        try:
+            running = self._transaction_at_meter()
+        except LemDcbmError as err:
+            _LOGGER.debug("could not ask whether the foreign transaction ended: %s", err)
+            return
+        if running is None or running.transaction_id != self._foreign:
+            self._foreign_ended()
+
     def _stop_dangling(self, running: Running, arrival: float) -> None:
         """Stop what runs before a start; within the meter's minimum, wait if there is time."""
         transaction_id = running.transaction_id or ""
@@ -662,6 +763,7 @@ class MeterController:
 
     def _stop_unasked(self, transaction_id: str, *, refused_until: float | None = None) -> None:
         """Stop a transaction nobody waits for; its record goes the late road."""
+        self._book.owe(transaction_id)  # nobody asks for this record
         self._stop_at_meter(transaction_id, deadline=None, refused_until=refused_until)
         try:
             collected = self._records.attempt(transaction_id, self._expectation(transaction_id))
@@ -717,6 +819,18 @@ class MeterController:
                     )
                 )
             transaction_id = running.transaction_id
+            reason = self._not_ours(running, transaction_id, evse_id=None)
+            if reason is not None:
+                # EvseManager's boot-time clean-up: never another EVSE's session. One of
+                # this EVSE's own whose journal was lost is stopped by this EVSE's next start.
+                described = _described(running, transaction_id)
+                return StopResult(
+                    error=self._failure(
+                        "stop",
+                        "",
+                        f"the meter runs {described}, which is not stopped: {reason}",
+                    )
+                )
         kept = self._book.kept(transaction_id)
         unnamed = running is not None and running.transaction_id is None
         if running is not None and (
@@ -779,6 +893,7 @@ class MeterController:
             return None
 
     def _record_late(self, transaction_id: str, missing: RecordMissing) -> StopResult:
+        self._book.owe(transaction_id)
         self._book.mark_pending(transaction_id, self._clock.monotonic())
         where = self._late.where(transaction_id) if self._late is not None else "the journal"
         return StopResult(
@@ -1009,6 +1124,7 @@ class MeterController:
                 started_at=_text(facts.get("started_at")),
                 stopped_at=_text(facts.get("stopped_at")),
                 fetched_at=fetched_at,
+                expected=self._expectation(transaction_id),
             )
             if self._late.publish(record):
                 self._book.note(transaction_id, late_published_at=rfc3339(self._clock.utc_now()))
@@ -1036,6 +1152,10 @@ class MeterController:
 
 #: ``meterValue.transactionStatus`` of a transaction the meter saw nothing wrong in.
 BILLABLE_STATUS = 17
+
+
+def _described(running: Running, transaction_id: str) -> str:
+    return RunningTransaction(transaction_id, running.evse_id, running.client_id).describe()
 
 
 def _text(value: Any) -> str | None:

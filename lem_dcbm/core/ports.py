@@ -83,6 +83,22 @@ class Alerts(Protocol):
         ...
 
 
+class MeterOwners(Protocol):
+    """Who else drives this meter, and where the controller reports a transaction not its own."""
+
+    def claim(self, meter_id: str) -> None:
+        """Claim the meter with serial ``meter_id`` for this module (before any transaction)."""
+        ...
+
+    def others(self) -> tuple[str, ...]:
+        """Ids of the other modules that claim the same meter now (empty: none known)."""
+        ...
+
+    def foreign_transaction(self, message: str | None) -> None:
+        """Raise the condition that a foreign transaction blocks starts; None clears it."""
+        ...
+
+
 class LateRecords(Protocol):
     """The second road for a record that arrives after its stop was answered."""
 

@@ -11,7 +11,8 @@ What is kept per transaction (journal data keys, read by ``lem-dcbm records``):
 meter had given before the start); ``pagination``, ``started_at``, ``stopped_at``,
 ``transaction_status``; with the record ``public_key_ocmf``, ``verdict``, ``fetched_at``
 and ``late`` (the record reached EVerest only by the late-record road), then
-``late_published_at``.
+``late_published_at``; ``record_owed`` (True) once it is known that no stop answer carried
+the record (see :meth:`RecordBook.owe`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ _LOGGER = logging.getLogger(__name__)
 
 #: Vendor warning sub-type for a journal that cannot be written (disk full, read-only).
 JOURNAL_WRITE_FAILED = "JournalWriteFailed"
+#: Journal data key: no stop answer carried this record, so it goes out on the late road.
+RECORD_OWED = "record_owed"
 #: Finished transactions whose records are also kept in memory.
 MEMORY_RECORDS = 64
 #: Fetching a missing record in the background: first retry after 2 s, doubling to 5 min.
@@ -182,6 +185,39 @@ class RecordBook:
             self._write_failed(f"journal write of the record of {transaction_id} failed: {err}")
         else:
             self._write_succeeded()
+
+    def owe(self, transaction_id: str) -> None:
+        """No stop answer carries this record: once fetched, it goes out on the late road.
+
+        Written before it is acted on. The late road is taken only on this positive fact:
+        a record the journal cannot show owed (it could not be written at the stop, or the
+        module died between the stop and the answer) may have reached EVerest with the
+        stop's answer, and must not be billed a second time.
+        """
+        kept = self.kept(transaction_id)
+        if kept is not None and kept.record is not None:
+            return
+        steps = kept.steps if kept is not None else ()
+        self.step(transaction_id, steps[-1] if steps else "stop_requested", **{RECORD_OWED: True})
+
+    def owed(self, transaction_id: str) -> bool:
+        """True when the journal (or, if it could not be written, this run) owes the record."""
+        kept = self.kept(transaction_id)
+        remembered = self._memory.get(transaction_id)
+        return any(
+            known is not None and known.facts.get(RECORD_OWED) is True
+            for known in (kept, remembered)
+        )
+
+    def died_in_stop(self, transaction_id: str) -> bool:
+        """The journal shows a stop requested and no record: the module died before answering.
+
+        The record is written before a stop is answered with it, so a journal that could
+        write the request and holds no record saw no answer, unless the disk filled up or
+        turned read-only between the two writes.
+        """
+        entry = self._entry(transaction_id)
+        return entry is not None and entry.ocmf is None and "stop_requested" in entry.steps
 
     def note(self, transaction_id: str, **data: Any) -> None:
         """Add facts to a transaction that already holds its record (e.g. its publication)."""

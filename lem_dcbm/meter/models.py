@@ -179,6 +179,18 @@ class LegalState:
         return _optional_int(self.raw, "paginationCounter")
 
     @property
+    def evse_id(self) -> str | None:
+        """``evseId`` the transaction was started with, None when the meter did not say."""
+        value = self.raw.get("evseId")
+        return value if isinstance(value, str) else None
+
+    @property
+    def client_id(self) -> str | None:
+        """``clientId`` the transaction was started with, None when the meter did not say."""
+        value = self.raw.get("clientId")
+        return value if isinstance(value, str) else None
+
+    @property
     def transaction_status(self) -> int | None:
         """``meterValue.transactionStatus`` of a stopped transaction, when present."""
         meter_value = self.raw.get("meterValue")

@@ -32,13 +32,14 @@ from lem_dcbm.records.checks import (
     RecordVerdict,
     check_record,
     checks_run,
+    pagination_of,
 )
 
 #: Version of the message layout; a change that breaks readers raises it.
 MESSAGE_VERSION = 1
 #: File name of the JSON Schema of the message, in this package.
 SCHEMA_FILE = "late-record.schema.json"
-#: MQTT QoS of the publication: at least once, the backend deduplicates by transaction id.
+#: MQTT QoS of the publication: at least once; a backend deduplicates on meter id and record number.
 QOS = 1
 
 
@@ -116,6 +117,8 @@ def late_record_message(kept: KeptRecord, *, module_id: str, published_at: str) 
         "module_id": module_id,
         "transaction_id": kept.transaction_id,
         "meter_id": kept.meter_id,
+        # With meter_id the key a backend drops a duplicate on (the record's own MS and PG).
+        "pagination": pagination_of(kept.ocmf),
         "signed_meter_value": {
             "signed_meter_data": kept.ocmf,
             "signing_method": "",

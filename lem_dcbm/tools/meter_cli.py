@@ -32,6 +32,7 @@ from lem_dcbm.config import ModuleConfig, is_host
 from lem_dcbm.core.timesync import TimeSync
 from lem_dcbm.errors import (
     ConfigError,
+    ControllerError,
     LemDcbmError,
     MeterConnectionError,
     MeterStatusError,
@@ -59,7 +60,7 @@ class UsageError(Exception):
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    """``lem-dcbm meter``: status, live, cert, tls, sync-time, transactions, ocmf."""
+    """``lem-dcbm meter``: status, live, cert, tls, sync-time, transactions, ocmf, stop-foreign."""
     sub: Subcommands = parser.add_subparsers(dest="meter_command", required=True, metavar="ACTION")
     _action(
         sub,
@@ -142,6 +143,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
         ocmf_command,
     )
     ocmf.add_argument("transaction_id", metavar="ID", help="the transaction's id")
+    foreign = _action(
+        sub,
+        "stop-foreign",
+        "stop the transaction the meter runs, named by its id, when no module owns it "
+        "(a module refuses starts over it); prints its signed record for the billing backend",
+        stop_foreign_command,
+    )
+    foreign.add_argument(
+        "--transaction-id",
+        required=True,
+        metavar="ID",
+        help="the id of the running transaction to stop, as the module's refusal names it; "
+        "nothing is stopped when the meter runs another one",
+    )
 
 
 def _action(sub: Subcommands, name: str, help: str, action: Action) -> argparse.ArgumentParser:
@@ -498,3 +513,47 @@ def ocmf_command(args: argparse.Namespace) -> int:
     report = meter_report.record_report(record, key)
     _print(args, report, meter_report.render_record(report))
     return EXIT_OK if report["signature_ok"] else EXIT_METER
+
+
+def stop_foreign_command(args: argparse.Namespace) -> int:
+    """``meter stop-foreign --transaction-id ID``: stop ID if the meter runs it, print its record.
+
+    For a transaction no module owns (its module is gone or misconfigured): every module
+    refuses to stop what its journal does not hold, so only this names and ends it. The
+    record is in no journal: it is printed for the backend that bills the EVSE it names.
+    """
+    wanted = args.transaction_id
+    if not wanted:
+        raise UsageError("--transaction-id: must not be empty")
+    client = _connect(args, _pinned_pem(args))
+    try:
+        legal = client.legal()
+        if not legal.running or legal.transaction_id != wanted:
+            runs = f"it runs {legal.transaction_id}" if legal.running else "it runs none"
+            raise ControllerError(
+                f"the meter does not run transaction {wanted} ({runs}); nothing stopped"
+            )
+        described = f"transaction {wanted} (evseId {legal.evse_id!r}, clientId {legal.client_id!r})"
+        print(f"stopping {described} at {client.base_url}", file=sys.stderr, flush=True)
+        stopped = client.stop_transaction(wanted)
+        key = client.status().public_key_ocmf
+        record = client.ocmf(wanted)
+    finally:
+        client.close()
+    report = {
+        **meter_report.record_report(record, key),
+        "transaction_id": wanted,
+        "evse_id": legal.evse_id,
+        "client_id": legal.client_id,
+        "transaction_status": stopped.transaction_status,
+        "ocmf": record,
+        "public_key_ocmf": key,
+    }
+    text = (
+        f"stopped {described}, transaction status {stopped.transaction_status}\n"
+        f"{meter_report.render_record(report)}\n"
+        "This record is in no module's journal: hand it to the backend that bills EVSE "
+        f"{legal.evse_id!r}.\n{record}"
+    )
+    _print(args, report, text)
+    return EXIT_OK

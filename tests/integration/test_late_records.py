@@ -26,11 +26,13 @@ from lem_dcbm.harness import (
     module_env,
     simulator_config,
     start_module,
+    wait_until,
     write_config,
 )
 from lem_dcbm.harness import (
     transaction_request as request,
 )
+from lem_dcbm.journal import JournalEntry, read_journal
 from lem_dcbm.ocmf import verify_ocmf
 from lem_dcbm.records.late_record import message_schema
 from tests.support.everest_peer import EverestPeer
@@ -149,3 +151,49 @@ def test_record_later_than_the_budget_is_published_and_listed(
     assert listing.returncode == 0, listing.stderr
     listed = {row["transaction_id"]: row for row in json.loads(listing.stdout)}
     assert listed[transaction_id]["late"] is True
+
+
+def test_record_answered_while_the_journal_could_not_be_written_is_not_published_again(
+    tmp_path: Path, simulator: Simulator, mosquitto: Broker, peer: EverestPeer
+) -> None:
+    """Exactly once: a restart never puts a record the stop answered with on the late road.
+
+    The journal directory is replaced by a file for the stop (every write then fails, as
+    on a full or read-only disk) and put back before the restart.
+    """
+    values = simulator_config(simulator, journal_dir=str(tmp_path / "journal"))
+    config = write_config(tmp_path / "config.yaml", values)
+    env = {"EV_MQTT_EXTERNAL_PREFIX": EXTERNAL_PREFIX}
+    journal = tmp_path / "journal" / MODULE_ID
+    away = tmp_path / "journal-away"
+    with start_module(tmp_path / "first", config, mosquitto.port, env=env) as first:
+        peer.wait_for_var("public_key_ocmf", 1, timeout=20)
+        transaction_id, _ = start(peer)
+        journal.rename(away)
+        journal.write_bytes(b"")
+        answered = stop(peer, transaction_id)
+        assert answered["status"] == "OK", f"{answered}\n{first.log()[-3000:]}"
+        assert "journal write of the record" in first.log()
+        first.kill()  # power lost right after the answer
+    journal.unlink()
+    away.rename(journal)
+    topic = f"{EXTERNAL_PREFIX}lem_dcbm/{MODULE_ID}/records/{transaction_id}"
+    with start_module(tmp_path / "second", config, mosquitto.port, env=env) as second:
+        wait_until(
+            lambda: any(e.transaction_id == transaction_id and e.ocmf for e in kept(journal)),
+            timeout=30,
+            what="the record fetched at start-up",
+        )
+        # A publication would follow the journal write at once; give it time to arrive.
+        assert peer.wait_for_optional(lambda: peer.on_topic(topic), timeout=3) is None
+        assert f"record of stopped transaction {transaction_id} fetched and kept" in second.log()
+        # EvseManager's own stop(remembered id) is answered with the same record.
+        again = stop(peer, transaction_id)
+        assert again["signed_meter_value"] == answered["signed_meter_value"]
+        assert second.terminate() == 0
+    assert peer.on_topic(topic) == []
+
+
+def kept(journal: Path) -> list[JournalEntry]:
+    """The journal's entries, read without touching it."""
+    return read_journal(journal)[0]

@@ -351,3 +351,30 @@ def test_settings_writes_during_a_transaction_are_refused_in_one_line(
     assert switch.returncode == 1
     assert "the meter refused to switch TLS" in switch.stderr
     assert meter.sim.device.tls_active is meter.tls
+
+
+# -- stop-foreign ---------------------------------------------------------------------------
+
+
+def test_stop_foreign_stops_only_the_named_running_transaction(
+    meter: Meter, capsys: pytest.CaptureFixture[str]
+) -> None:
+    transaction_id = f"foreign-{uuid.uuid4().hex[:8]}"
+    start_transaction(meter, transaction_id, stop=False)
+    other = meter_cli(capsys, "stop-foreign", *meter.options, "--transaction-id", "not-it")
+    assert other.returncode == 1
+    assert f"does not run transaction not-it (it runs {transaction_id}); nothing stopped" in (
+        other.stderr
+    )
+    assert meter.sim.device.state()["running_transaction"] == transaction_id
+
+    stopped = meter_cli(capsys, "stop-foreign", *meter.options, "--transaction-id", transaction_id)
+    assert stopped.returncode == 0, stopped.stderr
+    assert f"stopping transaction {transaction_id} (evseId 'DE*LEM*E0001*1'" in stopped.stderr
+    assert meter.sim.device.state()["running_transaction"] is None
+    record = meter.sim.device.state()["transactions"][-1]["ocmf"]
+    assert record in stopped.stdout
+    assert "hand it to the backend that bills EVSE 'DE*LEM*E0001*1'" in stopped.stdout
+    again = meter_cli(capsys, "stop-foreign", *meter.options, "--transaction-id", transaction_id)
+    assert again.returncode == 1
+    assert "it runs none" in again.stderr

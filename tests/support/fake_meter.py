@@ -133,7 +133,15 @@ class FakeMeter:
         if self.no_get_legal:
             raise MeterStatusError("GET", "/v1/legal", 405, '{"detail":"Method Not Allowed"}')
         tid = self.running_id or self.last_id
-        return LegalState(transaction_id=tid, running=self.running_id is not None)
+        # The meter echoes what the transaction was started with (as the simulator does).
+        sent = self.bodies.get(tid) or {"evseId": "", "clientId": f",{tid}"}
+        raw = {
+            "transactionId": tid,
+            "evseId": sent.get("evseId", ""),
+            "clientId": sent.get("clientId", ""),
+            "running": self.running_id is not None,
+        }
+        return LegalState(transaction_id=tid, running=self.running_id is not None, raw=raw)
 
     def start_transaction(self, body: Mapping[str, Any]) -> LegalState:
         self._enter("start_transaction")

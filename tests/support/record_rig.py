@@ -77,7 +77,7 @@ class Rig:
         self.alerts = Alerts()
         self.controller = self.restart()
 
-    def restart(self) -> MeterController:
+    def restart(self, **settings: Any) -> MeterController:
         """A new module process: new controller, same meter, same journal."""
         client = MeterClient(self.transport)
         controller = MeterController(
@@ -86,6 +86,7 @@ class Rig:
                 start=StartSettings(tariff_id=0, cable_id=1),
                 stop_record_wait_s=WAIT_S,
                 transaction_retries=2,
+                **settings,
             ),
             self.clock,
             TimeSync(client, self.clock, timezone="+01:00", dst={"activated": False}),

@@ -125,18 +125,30 @@ def test_empty_stop_without_running_transaction(meter: FakeMeter) -> None:
     assert controller.stop_transaction("") == StopResult(error="no transaction running")
 
 
-def test_empty_stop_stops_dangling_transaction(meter: FakeMeter) -> None:
-    meter.running_id = "tx-dangling"
+def test_empty_stop_stops_dangling_transaction_of_this_module(meter: FakeMeter) -> None:
     controller, _ = make(meter)
     controller.initialize()
+    controller.start_transaction({**REQUEST, "transaction_id": "tx-dangling"})
     answer = controller.stop_transaction("")
     assert answer.ok
     assert meter.running_id is None
     assert "tx-dangling" in answer.record.ocmf
 
 
-def test_start_stops_dangling_transaction_first_and_keeps_its_record(meter: FakeMeter) -> None:
+def test_empty_stop_leaves_a_transaction_this_module_does_not_hold(meter: FakeMeter) -> None:
     meter.running_id = "tx-dangling"
+    controller, _ = make(meter)
+    controller.initialize()
+    answer = controller.stop_transaction("")
+    assert not answer.ok
+    assert "transaction tx-dangling (evseId '', clientId ',tx-dangling')" in answer.error
+    assert meter.running_id == "tx-dangling"
+
+
+def test_start_stops_dangling_transaction_first_and_keeps_its_record(meter: FakeMeter) -> None:
+    # Started for this EVSE by this module, whose journal is gone: provably this EVSE's.
+    meter.running_id = "tx-dangling"
+    meter.bodies["tx-dangling"] = {"evseId": REQUEST["evse_id"], "clientId": "04A1,tx-dangling"}
     controller, _ = make(meter)
     controller.initialize()
     assert controller.start_transaction(REQUEST).ok

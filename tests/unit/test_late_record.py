@@ -101,6 +101,7 @@ def test_message_shape_and_schema() -> None:
         "module_id": "pm1",
         "transaction_id": "tx-1",
         "meter_id": "12024072805",
+        "pagination": CONTENT.pagination,
         "signed_meter_value": {
             "signed_meter_data": RECORD,
             "signing_method": "",
