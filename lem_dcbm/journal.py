@@ -9,8 +9,9 @@ replaced atomically (see :mod:`lem_dcbm.atomic_file`).
 Every write takes the next value of a counter that lives in the files themselves
 (``sequence``). The journal stays bounded: it keeps the ``keep`` most recently written
 transactions and, with ``max_age_days``, drops a finished transaction that many days after
-its last write; a transaction still running or still waiting for its record is never
-dropped, whatever the limits.
+its last write; a transaction still running, still waiting for its record, or whose record
+has not gone out yet (fetched late and not published), is never dropped, whatever the
+limits.
 
 A wall clock can jump (a charger boots with a wrong clock until NTP corrects it), so
 age is not wall time alone: every write also stores ``journal_seconds``, the time the
@@ -103,6 +104,16 @@ class JournalEntry:
     def awaiting_record(self) -> bool:
         """Stopped, but its signed record was not fetched yet."""
         return self.stopped and not self.has_record
+
+    @property
+    def record_unsent(self) -> bool:
+        """Its record has not gone out: no backend may have it yet.
+
+        A record answered at the stop went out with the answer; one fetched after the stop
+        was answered (``late``) goes out once published (``late_published_at``).
+        """
+        late = self.data.get("late") is True
+        return self.has_record and late and not self.data.get("late_published_at")
 
 
 class CorruptEntryError(ValueError):
@@ -361,8 +372,8 @@ class TransactionJournal:
 
         Past ``max_age_days`` means by the wall clock and by the journal's running time.
 
-        Needed are those still running or waiting for their record, and ``written``, the
-        transaction this write was for.
+        Needed are those still running or waiting for their record, those whose record has
+        not gone out yet, and ``written``, the transaction this write was for.
         """
         excess = len(self._entries) - self._keep
         age_due = self._max_age is not None and self._clock.monotonic() >= self._next_age_check
@@ -371,7 +382,7 @@ class TransactionJournal:
         finished = [
             e
             for e in self._entries.values()
-            if not (e.open or e.awaiting_record or e.transaction_id == written)
+            if not (e.open or e.awaiting_record or e.record_unsent or e.transaction_id == written)
         ]
         finished.sort(key=lambda entry: entry.sequence)
         doomed: dict[str, JournalEntry] = {}

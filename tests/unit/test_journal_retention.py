@@ -231,3 +231,26 @@ def test_an_entry_without_running_time_counts_from_the_start_of_the_run(
     finished(reopened, "later")
 
     assert ids(reopened) == ["later"]
+
+
+def test_a_record_not_yet_handed_out_stays_beyond_both_limits(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    journal = open_journal(tmp_path, clock, keep=1, max_age_days=1)
+    journal.record(
+        "unsent",
+        "ocmf_fetched",
+        also=("start_confirmed", "stop_confirmed"),
+        ocmf=RECORD,
+        late=True,  # fetched after the stop was answered, and the publication failed
+    )
+    journal.record("answered", "ocmf_fetched", also=("stop_confirmed",), ocmf=RECORD, late=False)
+    clock.advance(30 * DAY)
+    finished(journal, "new")
+    assert ids(journal) == ["unsent", "new"]
+
+    journal.record("unsent", "ocmf_fetched", ocmf=RECORD, late_published_at="2026-01-31T08:00Z")
+    clock.advance(2 * DAY)
+    finished(journal, "newer")
+
+    assert ids(journal) == ["newer"]
