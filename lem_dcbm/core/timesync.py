@@ -229,6 +229,7 @@ class TimeSync:
     def _host_time_trusted(self) -> bool:
         """Judge the host clock before a sync that writes it; say so once when it is not."""
         if self._ntp_servers or self._host_clock is None:
+            self._trusted_again("the meter takes its time from NTP now")
             return True
         started = self._clock.monotonic()
         try:
@@ -237,11 +238,7 @@ class TimeSync:
             self._failed(started)
             raise
         if verdict.trusted:
-            if self._untrusted is not None:
-                self._untrusted = None
-                _LOGGER.info("host clock trusted again: %s", verdict.reason)
-                if self._alerts is not None:
-                    self._alerts.clear(HOST_CLOCK_UNTRUSTED)
+            self._trusted_again(f"host clock trusted again: {verdict.reason}")
             return True
         # Judging is cheap (a status read at most): again after a minute, not backing off.
         self._next_due = started + self._timing.retry_after_failure_s
@@ -252,6 +249,15 @@ class TimeSync:
                 self._alerts.warn(HOST_CLOCK_UNTRUSTED, message)
         self._untrusted = verdict
         return False
+
+    def _trusted_again(self, why: str) -> None:
+        """End an untrusted spell: say why once and clear the alert."""
+        if self._untrusted is None:
+            return
+        self._untrusted = None
+        _LOGGER.info(why)
+        if self._alerts is not None:
+            self._alerts.clear(HOST_CLOCK_UNTRUSTED)
 
     def _failed(self, started: float) -> None:
         self._plan = None

@@ -7,6 +7,7 @@ the host's clock; the kernel's synchronisation state is injected.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -15,7 +16,7 @@ import pytest
 from lem_dcbm.clock import ManualClock
 from lem_dcbm.core.controller import ControllerSettings, MeterController
 from lem_dcbm.core.host_clock_trust import HOST_CLOCK_UNTRUSTED, HostClockCheck, KernelClock
-from lem_dcbm.core.timesync import TimeSync
+from lem_dcbm.core.timesync import NtpServer, TimeSync
 from lem_dcbm.core.transaction_request import StartSettings
 from lem_dcbm.meter.client import MeterClient
 from lem_dcbm.ocmf import parse_ocmf
@@ -190,3 +191,14 @@ def test_first_boot_without_a_trusted_clock_refuses_starts_and_writes_nothing() 
     stack.kernel.state = SYNCED
     assert stack.controller.start_transaction(request).ok
     assert len(stack.utc_writes()) == 1
+
+
+def test_ntp_configured_later_ends_the_warning() -> None:
+    stack = Stack(UNSYNCED, meter_offset_s=-THREE_DAYS)
+    stack.controller.initialize()
+    settings = stack.timesync.settings
+    stack.timesync.reconfigure(replace(settings, ntp_servers=(NtpServer("192.0.2.10", 123),)))
+    stack.controller.housekeeping()
+    assert stack.alerts.about_the_clock() == ["warn", "clear"]
+    assert stack.timesync.untrusted is None
+    assert stack.utc_writes() == []
