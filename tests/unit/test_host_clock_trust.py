@@ -7,6 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from lem_dcbm.config import config_from_mapping
 from lem_dcbm.core.host_clock_trust import (
     STA_UNSYNC,
     TIME_ERROR,
@@ -15,6 +16,7 @@ from lem_dcbm.core.host_clock_trust import (
     kernel_clock_from,
     read_kernel_clock,
 )
+from lem_dcbm.errors import ConfigError
 from lem_dcbm.meter.models import MeterStatus
 
 NOW = datetime(2026, 11, 22, 10, 0, tzinfo=timezone.utc)
@@ -133,3 +135,26 @@ def test_the_time_a_status_read_takes_is_no_disagreement() -> None:
 def test_bad_settings_are_refused(mode: str, skew: float, named: str) -> None:
     with pytest.raises(ValueError, match=named):
         HostClockCheck(mode, skew)
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ({"host_clock_trust": "sometimes"}, "host_clock_trust"),
+        ({"host_clock_max_skew_s": 0}, "host_clock_max_skew_s"),
+        ({"host_clock_max_skew_s": 3601}, "host_clock_max_skew_s"),
+    ],
+)
+def test_bad_config_values_name_their_key(override: dict[str, object], key: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        config_from_mapping({"ip_address": "10.0.0.5", **override})
+    assert caught.value.key == key
+
+
+def test_the_configured_values_reach_the_judge() -> None:
+    config = config_from_mapping(
+        {"ip_address": "10.0.0.5", "host_clock_trust": "meter", "host_clock_max_skew_s": 5}
+    )
+    judge = HostClockCheck(config.host_clock_trust, config.host_clock_max_skew_s)
+    assert (judge.mode, judge.max_skew_s) == ("meter", 5)
+    assert config_from_mapping({"ip_address": "10.0.0.5"}).host_clock_trust == "kernel-or-meter"
