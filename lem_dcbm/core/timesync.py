@@ -8,8 +8,8 @@ one write lands after the window, and then left to the meter.
 
 Without NTP, the host's time is written only when it can be trusted
 (:mod:`lem_dcbm.core.host_clock_trust`); otherwise nothing is written, the meter keeps its
-clock, the reason is said once (a log line and the ``HostClockUntrusted`` alert), and the
-host clock is judged again every ``retry_after_failure_s``.
+clock, the reason is said once (the ``HostClockUntrusted`` alert, whose sink logs it, or
+a log line without one), and the host clock is judged again every ``retry_after_failure_s``.
 
 Timezone and DST rules are optional: a meter (or mock) that refuses them with a 4xx is
 told once in the log, and they are left out for the rest of the run. Failed syncs are
@@ -244,9 +244,11 @@ class TimeSync:
         self._next_due = started + self._timing.retry_after_failure_s
         if self._untrusted is None:
             message = _untrusted_message(verdict)
-            _LOGGER.warning(message)
+            # One line: an alert sink logs what it raises (or why it only logs it).
             if self._alerts is not None:
                 self._alerts.warn(HOST_CLOCK_UNTRUSTED, message)
+            else:
+                _LOGGER.warning(message)
         self._untrusted = verdict
         return False
 

@@ -32,11 +32,14 @@ UNSYNCED = KernelClock(False, 16.0, "adjtimex: TIME_ERROR, STA_UNSYNC, maximum e
 
 
 class Alerts:
+    """Keeps what is raised and cleared, and logs a raise as every real sink does."""
+
     def __init__(self) -> None:
         self.events: list[tuple[str, str]] = []
 
     def warn(self, sub_type: str, message: str) -> None:
         self.events.append(("warn", sub_type))
+        logging.getLogger("test.alerts").warning("raised %s: %s", sub_type, message)
 
     def clear(self, sub_type: str) -> None:
         self.events.append(("clear", sub_type))
@@ -202,3 +205,27 @@ def test_ntp_configured_later_ends_the_warning() -> None:
     assert stack.alerts.about_the_clock() == ["warn", "clear"]
     assert stack.timesync.untrusted is None
     assert stack.utc_writes() == []
+
+
+def test_without_an_alert_sink_the_time_sync_says_it_once_itself(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = ManualClock(HOST_START)
+    device = SimulatedMeter(clock, OcmfSigner.generate(), MeterConfig(settings_window_seconds=0))
+    device.set_clock_offset(-THREE_DAYS)
+    timesync = TimeSync(
+        MeterClient(DeviceTransport(device)),
+        clock,
+        timezone="+01:00",
+        dst=DST,
+        host_clock=HostClockCheck(kernel=Kernel(UNSYNCED)),
+    )
+    with caplog.at_level(logging.INFO):
+        timesync.sync()
+        for _ in range(3):
+            clock.advance(60)
+            assert not timesync.sync_if_due()
+        timesync.sync()
+    [line] = untrusted_lines(caplog)
+    assert line.startswith("host clock not written into the meter: the kernel clock is not")
+    assert device.state()["settings_writes"] == []
