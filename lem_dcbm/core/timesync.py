@@ -156,14 +156,16 @@ class TimeSync:
         """Why the host time is kept out of the meter now; None while it is trusted."""
         return self._untrusted
 
-    def sync(self) -> None:
+    def sync(self) -> bool:
         """Write clock (or NTP), timezone and DST now; raise on the first failure.
 
-        An untrusted host clock is no failure while the meter's own sync is valid (the
-        meter keeps its clock); with the meter's sync invalid it raises ``HostClockUntrusted``.
+        True when written (or left to the meter's NTP). An untrusted host clock is no
+        failure while the meter's own sync is valid: False, the meter keeps its clock and
+        its sync is not renewed. With the meter's sync invalid it raises
+        ``HostClockUntrusted``.
         """
         if self._ntp_settled:
-            return
+            return True
         self._plan = None  # a sync in parts gives way to a whole one
         done = self._run(deadline=None)
         untrusted = self._untrusted
@@ -172,6 +174,7 @@ class TimeSync:
                 f"the host clock is not trusted, so it is not written into the meter: "
                 f"{untrusted.reason}"
             )
+        return done
 
     def sync_if_due(self, deadline: float | None = None) -> bool:
         """Sync when due; log failures instead of raising. True once a sync completed.

@@ -221,11 +221,11 @@ def test_without_an_alert_sink_the_time_sync_says_it_once_itself(
         host_clock=HostClockCheck(kernel=Kernel(UNSYNCED)),
     )
     with caplog.at_level(logging.INFO):
-        timesync.sync()
+        assert timesync.sync() is False  # kept the meter's clock: its sync is not renewed
         for _ in range(3):
             clock.advance(60)
             assert not timesync.sync_if_due()
-        timesync.sync()
+        assert timesync.sync() is False
     [line] = untrusted_lines(caplog)
     assert line.startswith("host clock not written into the meter: the kernel clock is not")
     assert device.state()["settings_writes"] == []
