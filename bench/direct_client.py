@@ -15,11 +15,22 @@ from typing import Any
 
 from harness import BenchError, Simulator
 
+from lem_dcbm.core.host_clock_trust import DEFAULT_MAX_SKEW_S, read_kernel_clock
 from lem_dcbm.meter.transport import HttpTransport
+
+_KERNEL = read_kernel_clock()
+#: Without the kernel's word for the host clock the module reads the meter's clock (one
+#: more status read) before it writes the host time, as with its default host_clock_trust.
+JUDGED_BY_THE_METER = not (
+    _KERNEL.synchronised
+    and _KERNEL.max_error_s is not None
+    and _KERNEL.max_error_s <= DEFAULT_MAX_SKEW_S
+)
 
 #: (method, path) of each request, in order; learned from the simulator's request counts.
 START_SEQUENCE: tuple[tuple[str, str], ...] = (
     ("GET", "/v1/status"),
+    *((("GET", "/v1/status"),) if JUDGED_BY_THE_METER else ()),
     ("PUT", "/v1/settings"),
     ("PUT", "/v1/settings"),
     ("PUT", "/v1/settings"),
@@ -67,8 +78,10 @@ class DirectClient:
         return text if text.startswith("OCMF|") else json.loads(text)
 
     def start(self, transaction_id: str) -> None:
-        """Status, clock, timezone and DST, POST /legal, the begin record."""
+        """Status, (the meter's clock,) clock, timezone and DST, POST /legal, the begin record."""
         self._send("GET", "/v1/status", 200)
+        if JUDGED_BY_THE_METER:
+            self._send("GET", "/v1/status", 200)
         utc = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         self._send("PUT", "/v1/settings", 200, {"time": {"utc": utc}})
         self._send("PUT", "/v1/settings", 200, {"time": {"tz": "+00:00"}})

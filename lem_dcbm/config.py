@@ -69,6 +69,10 @@ class ModuleConfig:
         '"month": "march", "hour": "T01:00Z"}, "end": {"order": "last", "day": "sunday", '
         '"month": "october", "hour": "T01:00Z" }}'
     )
+    #: What makes the host clock fit for the meter: ``kernel-or-meter``, ``meter``, ``always``.
+    host_clock_trust: str = "kernel-or-meter"
+    #: Largest difference from the meter's valid clock (and kernel error) accepted, s.
+    host_clock_max_skew_s: int = 60
     #: Further attempts to reach the meter at start-up.
     resilience_initial_connection_retries: int = 25
     #: Pause between start-up attempts, ms.

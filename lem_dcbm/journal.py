@@ -9,9 +9,20 @@ replaced atomically (see :mod:`lem_dcbm.atomic_file`).
 Every write takes the next value of a counter that lives in the files themselves
 (``sequence``). The journal stays bounded: it keeps the ``keep`` most recently written
 transactions and, with ``max_age_days``, drops a finished transaction that many days after
-its last write; a transaction still running or still waiting for its record is never
-dropped, whatever the limits. A file that cannot be read is moved into ``corrupt/`` with
-a warning, never fatal.
+its last write; a transaction still running, still waiting for its record, or whose record
+has not gone out yet (fetched late and not published), is never dropped, whatever the
+limits.
+
+A wall clock can jump (a charger boots with a wrong clock until NTP corrects it), so
+age is not wall time alone: every write also stores ``journal_seconds``, the time the
+journal has seen pass on the monotonic clock, summed over the module's runs (each run
+goes on from the highest value in the files). A transaction is old only when both its wall
+age and its journal age exceed the limit. A jump in either direction changes only the
+wall age; time while the module is not running counts only in the wall age (the journal
+cannot tell it from a jump), so a record may stay longer than ``max_age_days``, never
+shorter.
+
+A file that cannot be read is moved into ``corrupt/`` with a warning, never fatal.
 """
 
 from __future__ import annotations
@@ -19,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import stat
 import tempfile
@@ -65,6 +77,8 @@ class JournalEntry:
     ocmf: str | None  #: the signed record exactly as the meter sent it
     updated_at: str  #: RFC 3339 UTC time of the last write
     data: Mapping[str, Any] = field(hash=False)  #: facts the caller stored along
+    #: The journal's own running time at the last write (s); None in entries written before.
+    journal_seconds: float | None = None
 
     @property
     def started(self) -> bool:
@@ -91,6 +105,16 @@ class JournalEntry:
         """Stopped, but its signed record was not fetched yet."""
         return self.stopped and not self.has_record
 
+    @property
+    def record_unsent(self) -> bool:
+        """Its record has not gone out: no backend may have it yet.
+
+        A record answered at the stop went out with the answer; one fetched after the stop
+        was answered (``late``) goes out once published (``late_published_at``).
+        """
+        late = self.data.get("late") is True
+        return self.has_record and late and not self.data.get("late_published_at")
+
 
 class CorruptEntryError(ValueError):
     """A journal file does not hold a valid entry."""
@@ -113,6 +137,8 @@ def encode_entry(entry: JournalEntry) -> bytes:
         "updated_at": entry.updated_at,
         "data": dict(entry.data),
     }
+    if entry.journal_seconds is not None:
+        document["journal_seconds"] = entry.journal_seconds
     return (json.dumps(document, ensure_ascii=True, allow_nan=False, indent=2) + "\n").encode()
 
 
@@ -143,7 +169,16 @@ def decode_entry(raw: bytes) -> JournalEntry:
         ocmf=ocmf,
         updated_at=updated_at,
         data=MappingProxyType(data),
+        journal_seconds=_journal_seconds(document.get("journal_seconds")),
     )
+
+
+def _journal_seconds(value: Any) -> float | None:
+    """A stored running time, or None (absent, or not a finite number of seconds)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    seconds = float(value)
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
 def _field(document: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
@@ -167,7 +202,8 @@ class TransactionJournal:
         """Open (and create) the journal in ``directory``; ``ConfigError`` if it is unusable.
 
         ``keep`` bounds the number of transactions; ``max_age_days`` (0: no limit) drops a
-        finished transaction that long after its last write, by ``clock``'s wall time.
+        finished transaction that long after its last write, by ``clock``'s wall time and
+        by the journal's own running time (``clock``'s monotonic time, summed over runs).
         """
         if keep < 1:
             raise ValueError(f"keep must be at least 1, not {keep}")
@@ -182,6 +218,12 @@ class TransactionJournal:
         _prepare_directory(self._directory)
         self._entries = self._load()
         self._sequence = max((entry.sequence for entry in self._entries.values()), default=0)
+        #: The running time this run goes on from, and the monotonic time it began.
+        self._ran_before = max(
+            (e.journal_seconds for e in self._entries.values() if e.journal_seconds is not None),
+            default=0.0,
+        )
+        self._run_began = self._clock.monotonic()
 
     @property
     def directory(self) -> Path:
@@ -221,6 +263,7 @@ class TransactionJournal:
                 ocmf=ocmf if ocmf is not None else (previous.ocmf if previous else None),
                 updated_at=rfc3339(self._clock.utc_now()),
                 data={**(previous.data if previous else {}), **data},
+                journal_seconds=self._journal_now(),
             )
             raw = encode_entry(entry)
             # Keep in memory exactly what a reload would give (JSON turns tuples into lists).
@@ -269,6 +312,7 @@ class TransactionJournal:
                     ocmf=old.ocmf,
                     updated_at=rfc3339(self._clock.utc_now()),
                     data={**old.data, "session_of": transaction_id},
+                    journal_seconds=self._journal_now(),
                 )
             )
             renamed = decode_entry(raw)
@@ -278,6 +322,18 @@ class TransactionJournal:
             del self._entries[transaction_id]
             self._entries[new_id] = renamed
             return renamed
+
+    def _journal_now(self) -> float:
+        """The journal's running time: earlier runs' and this one's, in seconds."""
+        return round(self._ran_before + (self._clock.monotonic() - self._run_began), 3)
+
+    def _journal_age(self, entry: JournalEntry) -> float:
+        """Seconds of the journal's running time since ``entry``'s last write.
+
+        An entry written before running time was kept counts from the start of this run.
+        """
+        written = entry.journal_seconds if entry.journal_seconds is not None else self._ran_before
+        return self._journal_now() - written
 
     def _path(self, transaction_id: str) -> Path:
         return self._directory / entry_file_name(transaction_id)
@@ -314,8 +370,10 @@ class TransactionJournal:
     def _prune(self, written: str) -> None:
         """Drop finished entries beyond ``keep`` or past ``max_age_days``; never a needed one.
 
-        Needed are those still running or waiting for their record, and ``written``, the
-        transaction this write was for.
+        Past ``max_age_days`` means by the wall clock and by the journal's running time.
+
+        Needed are those still running or waiting for their record, those whose record has
+        not gone out yet, and ``written``, the transaction this write was for.
         """
         excess = len(self._entries) - self._keep
         age_due = self._max_age is not None and self._clock.monotonic() >= self._next_age_check
@@ -324,14 +382,20 @@ class TransactionJournal:
         finished = [
             e
             for e in self._entries.values()
-            if not (e.open or e.awaiting_record or e.transaction_id == written)
+            if not (e.open or e.awaiting_record or e.record_unsent or e.transaction_id == written)
         ]
         finished.sort(key=lambda entry: entry.sequence)
         doomed: dict[str, JournalEntry] = {}
         if age_due and self._max_age is not None:
             self._next_age_check = self._clock.monotonic() + AGE_CHECK_INTERVAL_S
             cutoff = self._clock.utc_now() - self._max_age
-            doomed = {e.transaction_id: e for e in finished if _written_before(e, cutoff)}
+            limit_s = self._max_age.total_seconds()
+            # Both ages: a wall clock that jumped alone never makes an entry old.
+            doomed = {
+                e.transaction_id: e
+                for e in finished
+                if _written_before(e, cutoff) and self._journal_age(e) > limit_s
+            }
         aged = len(doomed)
         for entry in finished:
             if len(self._entries) - len(doomed) <= self._keep:

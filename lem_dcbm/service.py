@@ -43,6 +43,7 @@ from lem_dcbm.clock import Clock, SystemClock, rfc3339
 from lem_dcbm.config import BrokerSettings, ModuleConfig
 from lem_dcbm.core.controller import MeterController
 from lem_dcbm.core.health_monitor import HealthMonitor
+from lem_dcbm.core.host_clock_trust import HostClockCheck
 from lem_dcbm.core.ports import Alerts, EverestOutputs, LateRecords
 from lem_dcbm.core.ready_loop import LoopTiming, ReadyLoop
 from lem_dcbm.core.record_book import RecordBook
@@ -278,6 +279,8 @@ def build_meter_stack(
         timezone=clock_values.timezone,
         dst=clock_values.dst,
         ntp_servers=clock_values.ntp_servers,
+        host_clock=HostClockCheck(config.host_clock_trust, config.host_clock_max_skew_s),
+        alerts=alerts,
     )
     settings = replace(
         controller_settings(config), unanswered_stop_asked_again=unanswered_stop_asked_again

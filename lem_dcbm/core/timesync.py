@@ -6,6 +6,11 @@ minutes. So the clock is written at init, again once that window has passed, the
 daily and before every start; with NTP configured the NTP settings are written until
 one write lands after the window, and then left to the meter.
 
+Without NTP, the host's time is written only when it can be trusted
+(:mod:`lem_dcbm.core.host_clock_trust`); otherwise nothing is written, the meter keeps its
+clock, the reason is said once (the ``HostClockUntrusted`` alert, whose sink logs it, or
+a log line without one), and the host clock is judged again every ``retry_after_failure_s``.
+
 Timezone and DST rules are optional: a meter (or mock) that refuses them with a 4xx is
 told once in the log, and they are left out for the rest of the run. Failed syncs are
 retried after a minute, doubling with each failure in a row up to an hour.
@@ -19,7 +24,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from lem_dcbm.clock import Clock
-from lem_dcbm.core.ports import MeterApi
+from lem_dcbm.core.host_clock_trust import (
+    HOST_CLOCK_UNTRUSTED,
+    HostClockCheck,
+    HostClockUntrusted,
+    Verdict,
+)
+from lem_dcbm.core.ports import Alerts, MeterApi
 from lem_dcbm.errors import LemDcbmError, MeterStatusError
 
 _LOGGER = logging.getLogger(__name__)
@@ -84,7 +95,10 @@ class TimeSync:
         dst: dict[str, Any],
         ntp_servers: tuple[NtpServer, ...] = (),
         timing: TimeSyncTiming | None = None,
+        host_clock: HostClockCheck | None = None,
+        alerts: Alerts | None = None,
     ) -> None:
+        """``host_clock`` None writes the host time unjudged (a caller that vouches for it)."""
         self._meter = meter
         self._clock = clock
         self._timezone = timezone
@@ -100,6 +114,10 @@ class TimeSync:
         self._failures = 0
         #: The longest settings write seen, to judge whether another fits before a deadline.
         self._slowest_write_s = 0.0
+        self._host_clock = host_clock
+        self._alerts = alerts
+        #: Why the host time is kept out of the meter, None while it is trusted.
+        self._untrusted: Verdict | None = None
 
     @property
     def settings(self) -> ClockSettings:
@@ -133,12 +151,30 @@ class TimeSync:
         """Start the settings window anew (module start, or a meter power cycle)."""
         self._window_end = self._clock.monotonic() + self._timing.settings_window_s
 
-    def sync(self) -> None:
-        """Write clock (or NTP), timezone and DST now; raise on the first failure."""
+    @property
+    def untrusted(self) -> Verdict | None:
+        """Why the host time is kept out of the meter now; None while it is trusted."""
+        return self._untrusted
+
+    def sync(self) -> bool:
+        """Write clock (or NTP), timezone and DST now; raise on the first failure.
+
+        True when written (or left to the meter's NTP). An untrusted host clock is no
+        failure while the meter's own sync is valid: False, the meter keeps its clock and
+        its sync is not renewed. With the meter's sync invalid it raises
+        ``HostClockUntrusted``.
+        """
         if self._ntp_settled:
-            return
+            return True
         self._plan = None  # a sync in parts gives way to a whole one
-        self._run(deadline=None)
+        done = self._run(deadline=None)
+        untrusted = self._untrusted
+        if not done and untrusted is not None and not untrusted.meter_sync_valid:
+            raise HostClockUntrusted(
+                f"the host clock is not trusted, so it is not written into the meter: "
+                f"{untrusted.reason}"
+            )
+        return done
 
     def sync_if_due(self, deadline: float | None = None) -> bool:
         """Sync when due; log failures instead of raising. True once a sync completed.
@@ -162,6 +198,8 @@ class TimeSync:
     def _run(self, deadline: float | None) -> bool:
         """Do the planned writes (planning them first); True when all are done."""
         if self._plan is None:
+            if not self._host_time_trusted():
+                return False
             self._plan = _Plan(self._clock.monotonic(), self._writes())
         plan = self._plan
         while plan.writes:
@@ -190,6 +228,41 @@ class TimeSync:
         self._plan = None
         self._finished(plan.started)
         return True
+
+    def _host_time_trusted(self) -> bool:
+        """Judge the host clock before a sync that writes it; say so once when it is not."""
+        if self._ntp_servers or self._host_clock is None:
+            self._trusted_again("the meter takes its time from NTP now")
+            return True
+        started = self._clock.monotonic()
+        try:
+            verdict = self._host_clock.judge(self._clock.utc_now, self._meter.status)
+        except Exception:
+            self._failed(started)
+            raise
+        if verdict.trusted:
+            self._trusted_again(f"host clock trusted again: {verdict.reason}")
+            return True
+        # Judging is cheap (a status read at most): again after a minute, not backing off.
+        self._next_due = started + self._timing.retry_after_failure_s
+        if self._untrusted is None:
+            message = _untrusted_message(verdict)
+            # One line: an alert sink logs what it raises (or why it only logs it).
+            if self._alerts is not None:
+                self._alerts.warn(HOST_CLOCK_UNTRUSTED, message)
+            else:
+                _LOGGER.warning(message)
+        self._untrusted = verdict
+        return False
+
+    def _trusted_again(self, why: str) -> None:
+        """End an untrusted spell: say why once and clear the alert."""
+        if self._untrusted is None:
+            return
+        self._untrusted = None
+        _LOGGER.info(why)
+        if self._alerts is not None:
+            self._alerts.clear(HOST_CLOCK_UNTRUSTED)
 
     def _failed(self, started: float) -> None:
         self._plan = None
@@ -236,3 +309,22 @@ class TimeSync:
             raise SettingRejected(
                 f"the meter refused the {what} (result 0; a transaction may be running)"
             )
+
+
+def _untrusted_message(verdict: Verdict) -> str:
+    """The one line an operator reads while the host time is kept out of the meter."""
+    if verdict.meter_sync_valid:
+        consequence = (
+            "the meter keeps its own clock, whose time sync stays valid for at most 48 h "
+            "after its last sync; fix the host's time synchronisation before then, or the "
+            "meter refuses new transactions"
+        )
+    else:
+        consequence = (
+            "the meter's time sync is not valid, so it refuses transactions until the host "
+            "clock can be trusted"
+        )
+    return (
+        f"host clock not written into the meter: {verdict.reason}; {consequence} "
+        "(see host_clock_trust)"
+    )
