@@ -97,14 +97,34 @@ def dumps(value: Any) -> bytes:
         return json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
 
 
+class TooDeep(ValueError):
+    """JSON text nested deeper than ``MAX_JSON_DEPTH``; it was not parsed."""
+
+
+def loads_bounded(text: str, max_depth: int | None = None) -> Any:
+    """``json.loads`` for text from the broker: nesting is checked before parsing.
+
+    Deep nesting exhausts the parser's recursion (a ``RecursionError``, or worse on a
+    thread with a small stack), so such text is refused with ``TooDeep`` unparsed.
+    Raises ``ValueError`` for anything that is not JSON.
+    """
+    limit = MAX_JSON_DEPTH if max_depth is None else max_depth
+    depth = nesting_depth(text)
+    if depth > limit:
+        raise TooDeep(f"nested {depth} levels deep, more than the {limit} allowed")
+    return json.loads(text)
+
+
 def decode(payload: bytes) -> Envelope:
     """Parse a payload into an ``Envelope``; raise ``EnvelopeError`` when it is none."""
     try:
-        document = json.loads(payload.decode("utf-8"))
+        document = loads_bounded(payload.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise EnvelopeError(
             f"payload is not valid UTF-8 ({exc.reason} at byte {exc.start})"
         ) from exc
+    except TooDeep as exc:
+        raise EnvelopeError(f"payload is {exc}") from exc
     except ValueError as exc:
         raise EnvelopeError(f"payload is not JSON: {exc}") from exc
     if not isinstance(document, dict):
