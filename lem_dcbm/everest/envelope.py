@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from lem_dcbm.bounded_json import MAX_JSON_DEPTH, TooDeep, loads_bounded, nesting_depth
+
 VAR = "Var"
 CMD = "Cmd"
 CMD_RESULT = "CmdResult"
@@ -95,24 +97,6 @@ def dumps(value: Any) -> bytes:
         return text.encode()
     except UnicodeEncodeError:
         return json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
-
-
-class TooDeep(ValueError):
-    """JSON text nested deeper than ``MAX_JSON_DEPTH``; it was not parsed."""
-
-
-def loads_bounded(text: str, max_depth: int | None = None) -> Any:
-    """``json.loads`` for text from the broker: nesting is checked before parsing.
-
-    Deep nesting exhausts the parser's recursion (a ``RecursionError``, or worse on a
-    thread with a small stack), so such text is refused with ``TooDeep`` unparsed.
-    Raises ``ValueError`` for anything that is not JSON.
-    """
-    limit = MAX_JSON_DEPTH if max_depth is None else max_depth
-    depth = nesting_depth(text)
-    if depth > limit:
-        raise TooDeep(f"nested {depth} levels deep, more than the {limit} allowed")
-    return json.loads(text)
 
 
 def decode(payload: bytes) -> Envelope:
@@ -310,33 +294,9 @@ def _loads_or_none(text: str) -> Any:
         return None
 
 
-#: Deepest nesting of arrays and objects parsed; a valid call is nested 5 levels at most.
-MAX_JSON_DEPTH = 32
 # Bounded so that a hostile text cannot make the search slow: about 4 000 characters of
 # string literal, far above an id of 60 astral characters (720 characters as escapes).
 _JSON_STRING = r'"(?:[^"\\]|\\.){1,4096}"'
-
-
-def nesting_depth(text: str) -> int:
-    """The deepest nesting of ``[``/``{`` in JSON text, strings skipped (no parsing)."""
-    depth = deepest = 0
-    in_string = escaped = False
-    for char in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif char in "]}":
-            depth -= 1
-    return deepest
 
 
 def _salvaged_routing(text: str) -> tuple[str | None, str | None]:

@@ -40,6 +40,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
 
+from lem_dcbm.bounded_json import loads_bounded
 from lem_dcbm.clock import rfc3339
 from lem_dcbm.config import BrokerSettings, normalize_prefix
 from lem_dcbm.errors import LemDcbmError
@@ -117,7 +118,7 @@ class Instance:
         if len(payload) > MAX_PRESENCE_BYTES:
             return None
         try:
-            fields: Any = envelope.loads_bounded(payload.decode("utf-8"), MAX_PRESENCE_DEPTH)
+            fields: Any = loads_bounded(payload.decode("utf-8"), MAX_PRESENCE_DEPTH)
         except ValueError:  # UnicodeDecodeError and too deep are ValueErrors too
             return None
         if not isinstance(fields, dict):
