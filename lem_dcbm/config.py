@@ -122,6 +122,14 @@ class ModuleConfig:
     stop_record_wait_ms: int = 30000
     #: ``enforce``, or ``report`` (simulations only): pass on records failing identity checks.
     record_identity_checks: str = "enforce"
+    #: API mode: topic prefixes a request's replyTo may start with besides the API's own
+    #: reply space, separated by blanks or commas; ``#``: any topic.
+    api_reply_topics: str = ""
+
+    @property
+    def api_reply_prefixes(self) -> tuple[str, ...]:
+        """``api_reply_topics`` split into its prefixes."""
+        return reply_prefixes(self.api_reply_topics)
 
     @property
     def meter_dst_settings(self) -> dict[str, Any]:
@@ -270,6 +278,7 @@ def _check_semantics(values: dict[str, Any]) -> None:
         if not is_host(address):
             raise ConfigError(address_key, f"not an IP address or host name: {shown(address)}")
         _check_port(port_key, values[port_key])
+    _check_reply_topics(values["api_reply_topics"])
     _check_timezone(values["meter_timezone"])
     _check_dst(values["meter_dst"])
     if values["meter_tls_certificate"].strip():
@@ -277,6 +286,22 @@ def _check_semantics(values: dict[str, Any]) -> None:
         from lem_dcbm.meter.tls import normalize_pem
 
         normalize_pem(values["meter_tls_certificate"])
+
+
+def reply_prefixes(text: str) -> tuple[str, ...]:
+    """The topic prefixes in an ``api_reply_topics`` value (blanks or commas between)."""
+    return tuple(part for part in re.split(r"[\s,]+", text) if part)
+
+
+def _check_reply_topics(text: str) -> None:
+    for prefix in reply_prefixes(text):
+        if prefix == "#":
+            continue
+        if "+" in prefix or "#" in prefix or "\x00" in prefix:
+            raise ConfigError(
+                "api_reply_topics",
+                f"{shown(prefix)} is not a topic prefix (no + or #; # alone allows any topic)",
+            )
 
 
 def _check_timezone(text: str) -> None:

@@ -327,6 +327,8 @@ class Service:
         self._outputs: EverestOutputs | None = None
         self._conflict: str | None = None
         self._conflict_lock = threading.Lock()
+        #: API mode: where a request's replyTo may point besides the API's reply space.
+        self._api_reply_prefixes: tuple[str, ...] = ()
 
     def install_signal_handlers(self) -> None:
         """Make SIGTERM and SIGINT end the service cleanly."""
@@ -350,6 +352,7 @@ class Service:
         """
 
         def run() -> int:
+            self._api_reply_prefixes = config.api_reply_prefixes
             adapter = self._connect(config.error_namespace)
             if adapter is None:
                 return 0  # stopped before the broker ever answered
@@ -444,7 +447,13 @@ class Service:
         if self.everest_api:
             from lem_dcbm.everest_api.adapter import ApiAdapter
 
-            return ApiAdapter(self._broker, self.module_id, self._handlers, clock=self._clock)
+            return ApiAdapter(
+                self._broker,
+                self.module_id,
+                self._handlers,
+                clock=self._clock,
+                reply_prefixes=self._api_reply_prefixes,
+            )
         return EverestAdapter(
             self._broker, self.module_id, self._handlers, error_namespace=error_namespace
         )
