@@ -336,8 +336,9 @@ class InstanceGuard:
         self._bus.publish(self.ask_topic, self.me.payload())
         owner = self._credible(self._retained_owner(deadline))
         if owner is not None:
-            if self._answers(owner):
-                raise DuplicateInstance(duplicate_message(self.module_id, owner))
+            answered = self._answerer(owner)
+            if answered is not None:
+                raise DuplicateInstance(duplicate_message(self.module_id, answered))
             _LOGGER.warning(
                 "module id %s: the instance the broker still lists (%s) did not answer: "
                 "it is gone; starting",
@@ -350,8 +351,9 @@ class InstanceGuard:
         # Presences that come back before this one's own were published before it.
         for first in self._until_own_presence(time.monotonic() + timeout_s):
             self._bus.publish(self.ask_topic, self.me.payload())
-            if self._answers(first):
-                raise DuplicateInstance(duplicate_message(self.module_id, first))
+            answered = self._answerer(first)
+            if answered is not None:
+                raise DuplicateInstance(duplicate_message(self.module_id, answered))
 
     def _retained_owner(self, deadline: float) -> Instance | None:
         """The other instance the retained presence names as online, once our ask echoes."""
@@ -388,20 +390,24 @@ class InstanceGuard:
         )
         return None
 
-    def _answers(self, other: Instance) -> bool:
-        """True when, within the wait, another instance that can be running answers our ask."""
+    def _answerer(self, other: Instance) -> Instance | None:
+        """Who answers our ask within the wait: ``other``, or any instance that can be running.
+
+        Any one will do: the retained presence may name an instance that is gone while
+        another one runs (and answers).
+        """
         deadline = time.monotonic() + self._answer_wait_s
         while True:
             try:
                 kind, instance, live = self._next_early(deadline, "")
             except BrokerUnavailable:
-                return False
+                return None
             if kind != _PRESENCE or not (live and instance.online):
                 continue
             if instance.token == other.token or (
                 instance.token != self.me.token and self._credible(instance) is not None
             ):
-                return True
+                return instance
 
     def _next_early(self, deadline: float, what: str) -> tuple[str, Instance, bool]:
         try:
