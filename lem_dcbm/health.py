@@ -123,9 +123,23 @@ def register_health(path: Path) -> None:
     """Announce a module whose meter has not answered yet: a heartbeat dated 1970.
 
     ``lem-dcbm health`` without ``--module-id`` then counts this module as unhealthy
-    until its first answered reading, instead of not seeing it at all.
+    until its first answered reading, instead of not seeing it at all. A symbolic link
+    (or another non-file) left at the path is removed first, the link itself, never
+    what it points to; while running such a thing only stops the beats.
     """
+    try:
+        info = os.lstat(path)
+    except OSError:
+        pass
+    else:
+        if not stat.S_ISREG(info.st_mode) and not stat.S_ISDIR(info.st_mode):
+            _LOGGER.warning("removed %s at the heartbeat path %s", _kind(info.st_mode), path)
+            remove_health(path)
     _write_beat(path, (0, 0))
+
+
+def _kind(mode: int) -> str:
+    return "a symbolic link" if stat.S_ISLNK(mode) else "a special file"
 
 
 def remove_health(path: Path) -> None:

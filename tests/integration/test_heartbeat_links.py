@@ -56,9 +56,7 @@ def test_a_running_module_does_not_touch_a_planted_links_target(
     assert len(said) == 1  # once, not once a second
 
 
-def test_touch_and_register_never_follow_a_link(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_touch_never_follows_a_link(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     target = _target(tmp_path)
     directory = tmp_path / "health"
     directory.mkdir(mode=0o700)
@@ -66,7 +64,6 @@ def test_touch_and_register_never_follow_a_link(
     beat.symlink_to(target)
     with caplog.at_level(logging.WARNING, logger="lem_dcbm.health"):
         touch_health(beat)
-        register_health(beat)
     assert target.stat().st_mtime == OLD
     assert "symbolic link" in caplog.text
     assert not check_health(beat)[0]
@@ -121,3 +118,20 @@ def test_a_fifo_at_the_path_does_not_block(tmp_path: Path) -> None:
     os.mkfifo(beat)
     touch_health(beat)  # returns: O_NONBLOCK, and a FIFO is no heartbeat
     assert not check_health(beat)[0]
+
+
+def test_at_start_a_link_at_the_path_is_removed_not_followed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    target = _target(tmp_path)
+    directory = tmp_path / "health"
+    directory.mkdir(mode=0o700)
+    beat = directory / "pm.heartbeat"
+    beat.symlink_to(target)
+    with caplog.at_level(logging.WARNING, logger="lem_dcbm.health"):
+        register_health(beat)
+    assert "removed a symbolic link at the heartbeat path" in caplog.text
+    assert not beat.is_symlink()
+    assert beat.stat().st_mtime == 0  # a real beat, dated 1970
+    assert target.stat().st_mtime == OLD
+    assert target.exists()
