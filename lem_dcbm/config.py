@@ -24,8 +24,9 @@ import yaml
 from jsonschema import Draft7Validator
 
 from lem_dcbm import MODULE_NAME
+from lem_dcbm.bounded_json import loads_bounded
 from lem_dcbm.broker_tls import broker_ssl_context, read_password_file
-from lem_dcbm.errors import ConfigError
+from lem_dcbm.errors import ConfigError, cut, shown
 
 #: Names the module is known by in an EVerest config's ``module:`` entry: its own first,
 #: then the C++ module's, so that a config written for that one runs standalone unchanged.
@@ -131,6 +132,14 @@ class ModuleConfig:
     meter_min_transaction_ms: int = 120000
     #: ``enforce``, or ``report`` (simulations only): pass on records failing identity checks.
     record_identity_checks: str = "enforce"
+    #: API mode: topic prefixes a request's replyTo may start with besides the API's own
+    #: reply space, separated by blanks or commas; ``#``: any topic.
+    api_reply_topics: str = ""
+
+    @property
+    def api_reply_prefixes(self) -> tuple[str, ...]:
+        """``api_reply_topics`` split into its prefixes."""
+        return reply_prefixes(self.api_reply_topics)
 
     @property
     def meter_dst_settings(self) -> dict[str, Any]:
@@ -217,12 +226,12 @@ def _check_schema(key: str, value: Any, spec: dict[str, Any]) -> None:
         raise ConfigError(key, f"expected {spec['type']}, got {_describe(value)}")
     if error.validator == "enum":
         choices = ", ".join(str(choice) for choice in spec["enum"])
-        raise ConfigError(key, f"must be one of {choices}; got {value!r}")
+        raise ConfigError(key, f"must be one of {choices}; got {shown(value)}")
     bound = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}
     if error.validator in bound:
         limit = spec[str(error.validator)]
-        raise ConfigError(key, f"must be {bound[str(error.validator)]} {limit}, got {value!r}")
-    raise ConfigError(key, error.message)
+        raise ConfigError(key, f"must be {bound[str(error.validator)]} {limit}, got {shown(value)}")
+    raise ConfigError(key, cut(error.message, 200))
 
 
 def _describe(value: Any) -> str:
@@ -231,8 +240,7 @@ def _describe(value: Any) -> str:
         kind = (
             "list" if isinstance(value, list) else "mapping" if isinstance(value, dict) else "null"
         )
-    shown = repr(value)
-    return f"{kind} {shown[:60]}"
+    return f"{kind} {shown(value, 60)}"
 
 
 #: One DNS label (RFC 1123); underscores too, as container and test networks use them.
@@ -263,7 +271,7 @@ def _check_semantics(values: dict[str, Any]) -> None:
     if not is_host(address):
         raise ConfigError(
             "ip_address",
-            f"not an IP address or host name: {values['ip_address']!r} "
+            f"not an IP address or host name: {shown(values['ip_address'])} "
             "(the port goes in 'port', without a scheme)",
         )
     for key, value in values.items():
@@ -278,8 +286,9 @@ def _check_semantics(values: dict[str, Any]) -> None:
         # The meter resolves the name itself, as with EVerest's C++ module.
         address = values[address_key]
         if not is_host(address):
-            raise ConfigError(address_key, f"not an IP address or host name: {address!r}")
+            raise ConfigError(address_key, f"not an IP address or host name: {shown(address)}")
         _check_port(port_key, values[port_key])
+    _check_reply_topics(values["api_reply_topics"])
     _check_timezone(values["meter_timezone"])
     _check_dst(values["meter_dst"])
     if values["meter_tls_certificate"].strip():
@@ -289,9 +298,27 @@ def _check_semantics(values: dict[str, Any]) -> None:
         normalize_pem(values["meter_tls_certificate"])
 
 
+def reply_prefixes(text: str) -> tuple[str, ...]:
+    """The topic prefixes in an ``api_reply_topics`` value (blanks or commas between)."""
+    return tuple(part for part in re.split(r"[\s,]+", text) if part)
+
+
+def _check_reply_topics(text: str) -> None:
+    for prefix in reply_prefixes(text):
+        if prefix == "#":
+            continue
+        if "+" in prefix or "#" in prefix or "\x00" in prefix:
+            raise ConfigError(
+                "api_reply_topics",
+                f"{shown(prefix)} is not a topic prefix (no + or #; # alone allows any topic)",
+            )
+
+
 def _check_timezone(text: str) -> None:
     match = _TIMEZONE.match(text)
-    problem = f"expected +HH:MM or -HH:MM from -11:00 to +14:00, minutes 00/15/30/45; got {text!r}"
+    problem = (
+        f"expected +HH:MM or -HH:MM from -11:00 to +14:00, minutes 00/15/30/45; got {shown(text)}"
+    )
     if not match:
         raise ConfigError("meter_timezone", problem)
     sign, hours, minutes = match.group(1), int(match.group(2)), int(match.group(3))
@@ -302,9 +329,9 @@ def _check_timezone(text: str) -> None:
 
 def _check_dst(text: str) -> None:
     try:
-        value = json.loads(text)
+        value = loads_bounded(text)
     except ValueError as exc:
-        raise ConfigError("meter_dst", f"not valid JSON: {exc}") from exc
+        raise ConfigError("meter_dst", f"not valid JSON: {cut(str(exc))}") from exc
     if not isinstance(value, dict):
         raise ConfigError("meter_dst", "must be a JSON object")
 
@@ -489,12 +516,23 @@ def config_from_manager_parameters(params: list[dict[str, Any]]) -> ModuleConfig
     return config_from_mapping(values)
 
 
+#: The text of an integer as JSON writes it, ASCII digits only: ``int()`` would also take
+#: " 3", "+3", "3\n", "1_0" and other scripts' digits.
+_INTEGER_TEXT = re.compile(r"-?(?:0|[1-9][0-9]*)", re.ASCII)
+
+
 def _from_text(key: str, value: Any, datatype: object) -> Any:
-    """Values arrive typed; a string for a non-string datatype is converted as the manager does."""
+    """Values arrive typed; a string for a non-string datatype is converted as the manager does.
+
+    Only the canonical text of an integer is read as one, so the value a change stores is
+    the value it shows.
+    """
     if not isinstance(value, str) or datatype in (None, "string"):
         return value
     try:
         if datatype == "integer":
+            if not _INTEGER_TEXT.fullmatch(value):
+                raise ValueError(value)
             return int(value)
         if datatype in ("number", "decimal"):
             return float(value)
@@ -505,7 +543,7 @@ def _from_text(key: str, value: Any, datatype: object) -> Any:
                 raise ValueError(word)
             return word in ("true", "1")
     except ValueError as exc:
-        raise ConfigError(key, f"cannot read {value!r} as {datatype}") from exc
+        raise ConfigError(key, f"cannot read {shown(value)} as {datatype}") from exc
     return value
 
 

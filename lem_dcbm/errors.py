@@ -26,6 +26,20 @@ def excerpt(body: str | bytes, limit: int = BODY_EXCERPT_CHARS) -> str:
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
+#: Longest rendering of a value from outside (a config value, a key) in a message or log line.
+SHOWN_VALUE_CHARS = 80
+
+
+def cut(text: str, limit: int = SHOWN_VALUE_CHARS) -> str:
+    """``text`` cut to ``limit`` characters (ending in ``...`` when cut)."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def shown(value: object, limit: int = SHOWN_VALUE_CHARS) -> str:
+    """``repr(value)``, cut: a 1 MB value is never logged in full."""
+    return cut(repr(value), limit)
+
+
 class LemDcbmError(Exception):
     """Base of every error this package raises on purpose."""
 

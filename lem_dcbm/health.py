@@ -6,13 +6,21 @@ meter answered; ``lem-dcbm health`` exits 0 only while it is fresh. "Meter unrea
 therefore means one thing, at start-up as later: no reading answered for longer than
 ``--max-age`` seconds. At start the module replaces any beat of an earlier run by one
 dated 1970 ("running, no answer yet"), and it removes its file when it stops.
+
+The module often runs as root and the default directory is under ``/tmp``: it writes
+only into a directory it created (0700) or one owned by itself or root that others
+cannot write to, and never through a symbolic link; the check never reads a beat
+through one either.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import logging
 import os
+import stat
 import sys
 import time
 from collections.abc import Mapping
@@ -46,11 +54,61 @@ def health_file_path(module_id: str, environ: Mapping[str, str] | None = None) -
     return health_dir(environ) / f"{safe_id}{HEARTBEAT_SUFFIX}"
 
 
+class UnsafeHeartbeat(OSError):
+    """The heartbeat's directory or file is not one the module may write through."""
+
+
+def _private_directory(directory: Path) -> None:
+    """Create ``directory`` (0700) if missing; raise unless it is safe to write in.
+
+    Safe: a real directory (no symbolic link), owned by this user or root, and not
+    writable by others, so no other user can plant a link or a fake beat in it.
+    """
+    with contextlib.suppress(FileExistsError):
+        directory.mkdir(mode=0o700, parents=True)
+    info = os.lstat(directory)
+    if stat.S_ISLNK(info.st_mode):
+        raise UnsafeHeartbeat(f"the heartbeat directory {directory} is a symbolic link")
+    if not stat.S_ISDIR(info.st_mode):
+        raise UnsafeHeartbeat(f"{directory} is not a directory")
+    if info.st_uid not in (os.geteuid(), 0):
+        raise UnsafeHeartbeat(
+            f"the heartbeat directory {directory} belongs to user {info.st_uid}, not to this one"
+        )
+    if info.st_mode & stat.S_IWOTH:
+        raise UnsafeHeartbeat(f"the heartbeat directory {directory} is writable by every user")
+
+
+def _beat(path: Path, times: tuple[int, int] | None = None) -> None:
+    """Set the heartbeat's times (now, or ``times``) through a descriptor, never a link.
+
+    ``O_NOFOLLOW`` refuses a symbolic link at ``path`` (ELOOP); ``O_NONBLOCK`` keeps a
+    FIFO planted there from blocking the open.
+    """
+    _private_directory(path.parent)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnsafeHeartbeat(f"{path} is a symbolic link; not followed") from None
+        raise
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UnsafeHeartbeat(f"{path} is not a regular file")
+        os.utime(fd, times)
+    finally:
+        os.close(fd)
+
+
 def touch_health(path: Path) -> None:
     """Mark the module alive now; never raises, a failure is logged once."""
+    _write_beat(path, None)
+
+
+def _write_beat(path: Path, times: tuple[int, int] | None) -> None:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch(exist_ok=True)
+        _beat(path, times)
     except OSError as exc:
         if path not in _failing:
             _failing.add(path)
@@ -65,13 +123,23 @@ def register_health(path: Path) -> None:
     """Announce a module whose meter has not answered yet: a heartbeat dated 1970.
 
     ``lem-dcbm health`` without ``--module-id`` then counts this module as unhealthy
-    until its first answered reading, instead of not seeing it at all.
+    until its first answered reading, instead of not seeing it at all. A symbolic link
+    (or another non-file) left at the path is removed first, the link itself, never
+    what it points to; while running such a thing only stops the beats.
     """
-    touch_health(path)
     try:
-        os.utime(path, (0, 0))
-    except OSError as exc:
-        _LOGGER.warning("cannot write heartbeat file %s: %s", path, exc)
+        info = os.lstat(path)
+    except OSError:
+        pass
+    else:
+        if not stat.S_ISREG(info.st_mode) and not stat.S_ISDIR(info.st_mode):
+            _LOGGER.warning("removed %s at the heartbeat path %s", _kind(info.st_mode), path)
+            remove_health(path)
+    _write_beat(path, (0, 0))
+
+
+def _kind(mode: int) -> str:
+    return "a symbolic link" if stat.S_ISLNK(mode) else "a special file"
 
 
 def remove_health(path: Path) -> None:
@@ -85,7 +153,7 @@ def remove_health(path: Path) -> None:
 def check_health(path: Path, max_age_s: float = DEFAULT_MAX_AGE_S) -> tuple[bool, str]:
     """Whether ``path`` was touched within ``max_age_s`` seconds, and one line saying why."""
     try:
-        mtime = path.stat().st_mtime
+        info = os.lstat(path)
     except FileNotFoundError:
         return False, (
             f"unhealthy: no heartbeat file {path} "
@@ -93,6 +161,11 @@ def check_health(path: Path, max_age_s: float = DEFAULT_MAX_AGE_S) -> tuple[bool
         )
     except OSError as exc:
         return False, f"unhealthy: cannot read heartbeat file {path}: {exc.strerror}"
+    if stat.S_ISLNK(info.st_mode):
+        return False, f"unhealthy: heartbeat file {path} is a symbolic link (not followed)"
+    if not stat.S_ISREG(info.st_mode):
+        return False, f"unhealthy: heartbeat file {path} is not a regular file"
+    mtime = info.st_mtime
     if mtime == 0:
         return False, "unhealthy: running, but its meter has not answered yet"
     # A heartbeat from the future means the wall clock was set back; the next beat fixes it.

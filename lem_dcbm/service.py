@@ -56,7 +56,6 @@ from lem_dcbm.everest.bus import BrokerRefused, BrokerUnavailable
 from lem_dcbm.everest.error_policy import PolicedOutputs
 from lem_dcbm.everest.meter_claim import MeterClaim
 from lem_dcbm.everest.presence import (
-    DuplicateInstance,
     InstanceGuard,
     TakeoverWatch,
     takeover_message,
@@ -161,6 +160,9 @@ BROKER_CONNECT_TIMEOUT_S = 3.0
 
 #: Vendor warnings about records are informative: charging goes on (EvseManager's default).
 VENDOR_WARNING = "VendorWarning"
+VENDOR_ERROR = "VendorError"
+#: ``VendorError`` sub type: another instance of this module id answers on the broker.
+DUPLICATE_MODULE_ID = "DuplicateModuleId"
 
 
 class VendorWarnings:
@@ -346,8 +348,13 @@ class Service:
         self._broker = broker
         #: Holds the module id on the broker while this instance runs.
         self._guard: InstanceGuard | None = None
-        #: Why this instance stopped for another one with the same module id.
-        self._duplicate = ""
+        #: Where conditions reach EVerest, once serving; and the conflict with another
+        #: instance of this module id reported before that (raised as soon as it can be).
+        self._outputs: EverestOutputs | None = None
+        self._conflict: str | None = None
+        self._conflict_lock = threading.Lock()
+        #: API mode: where a request's replyTo may point besides the API's reply space.
+        self._api_reply_prefixes: tuple[str, ...] = ()
 
     def install_signal_handlers(self) -> None:
         """Make SIGTERM and SIGINT end the service cleanly."""
@@ -371,6 +378,7 @@ class Service:
         """
 
         def run() -> int:
+            self._api_reply_prefixes = config.api_reply_prefixes
             adapter = self._connect(config.error_namespace)
             if adapter is None:
                 return 0  # stopped before the broker ever answered
@@ -402,20 +410,39 @@ class Service:
         return self._guarded(run)
 
     def _guarded(self, run: Callable[[], int]) -> int:
-        """Run, then give the module id free; raise if another instance took precedence."""
+        """Run, then give the module id free."""
         try:
-            code = run()
+            return run()
         finally:
             if self._guard is not None:
                 self._guard.close()
-        if self._duplicate:
-            raise DuplicateInstance(self._duplicate)
-        return code
 
-    def _yield_to_other_instance(self, message: str) -> None:
-        """Another instance with this module id ran first: stop, and say why on exit."""
-        self._duplicate = message
-        self.stop_event.set()
+    def _report_other_instance(self, message: str) -> None:
+        """Another instance of this module id answers: raise it, and keep serving.
+
+        Stopping would end the transaction this instance may be billing, on the word of
+        a broker message anyone can send; EVerest decides what the error means.
+        """
+        with self._conflict_lock:
+            self._conflict = message
+            outputs = self._outputs
+        if outputs is not None:
+            outputs.raise_error(VENDOR_ERROR, DUPLICATE_MODULE_ID, message, "High")
+
+    def _other_instance_gone(self) -> None:
+        with self._conflict_lock:
+            self._conflict = None
+            outputs = self._outputs
+        if outputs is not None:
+            outputs.clear_error(VENDOR_ERROR, DUPLICATE_MODULE_ID)
+
+    def _conditions_to(self, outputs: EverestOutputs) -> None:
+        """From now on raise conditions on ``outputs``; one reported before is raised now."""
+        with self._conflict_lock:
+            self._outputs = outputs
+            conflict = self._conflict
+        if conflict is not None:
+            outputs.raise_error(VENDOR_ERROR, DUPLICATE_MODULE_ID, conflict, "High")
 
     def _watch_takeovers(self, adapter: Adapter) -> None:
         """Name the cause when another client keeps taking the module's MQTT client id."""
@@ -434,7 +461,10 @@ class Service:
         """Take the module id before its MQTT client id connects (which would evict another)."""
         if self._guard is None:
             guard = InstanceGuard(
-                self._broker, self.module_id, on_conflict=self._yield_to_other_instance
+                self._broker,
+                self.module_id,
+                on_conflict=self._report_other_instance,
+                on_resolved=self._other_instance_gone,
             )
             guard.claim(BROKER_CONNECT_TIMEOUT_S)
             self._guard = guard
@@ -443,7 +473,13 @@ class Service:
         if self.everest_api:
             from lem_dcbm.everest_api.adapter import ApiAdapter
 
-            return ApiAdapter(self._broker, self.module_id, self._handlers, clock=self._clock)
+            return ApiAdapter(
+                self._broker,
+                self.module_id,
+                self._handlers,
+                clock=self._clock,
+                reply_prefixes=self._api_reply_prefixes,
+            )
         return EverestAdapter(
             self._broker, self.module_id, self._handlers, error_namespace=error_namespace
         )
@@ -499,6 +535,7 @@ class Service:
             if isinstance(adapter, EverestAdapter)
             else adapter
         )
+        self._conditions_to(outputs)
         stack = build_meter_stack(
             config,
             self._clock,

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from lem_dcbm.errors import shown
 from lem_dcbm.everest import envelope
 from lem_dcbm.everest.bus import Message
 from lem_dcbm.everest.envelope import Generation
@@ -39,6 +40,8 @@ SET_STATUSES = ("Accepted", "Rejected", "RebootRequired")
 #: The implementation id of module-level parameters (``config_module``).
 MODULE_SCOPE = "!module"
 
+#: Longest module id, parameter name or implementation id read (no real one comes near).
+MAX_NAME_CHARS = 256
 #: Takes a parameter name and its new value; returns the status and the reason.
 ChangeHandler = Callable[[str, Any], tuple[str, str]]
 
@@ -64,7 +67,7 @@ def parse_set_request(payload: bytes) -> SetRequest:
     except envelope.EnvelopeError as exc:
         raise SetRequestError(str(exc)) from exc
     if received.msg_type != Generation.FRAMEWORK_2026.request_type:
-        raise SetRequestError(f"msg_type {received.msg_type!r} is not ConfigurationRequest")
+        raise SetRequestError(f"msg_type {shown(received.msg_type)} is not ConfigurationRequest")
     data = received.data
     identifier = data.get("identifier") if isinstance(data, dict) else None
     if not isinstance(identifier, dict):
@@ -81,6 +84,8 @@ def parse_set_request(payload: bytes) -> SetRequest:
     ):
         if not isinstance(value, str) or not value:
             raise SetRequestError(f"identifier.{field} is not a non-empty string")
+        if len(value) > MAX_NAME_CHARS:
+            raise SetRequestError(f"identifier.{field} is longer than {MAX_NAME_CHARS} characters")
     return SetRequest(str(module_id), str(name), str(implementation_id), data["value"])
 
 

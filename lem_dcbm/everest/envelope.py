@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from lem_dcbm.bounded_json import MAX_JSON_DEPTH, TooDeep, loads_bounded, nesting_depth
+
 VAR = "Var"
 CMD = "Cmd"
 CMD_RESULT = "CmdResult"
@@ -100,11 +102,13 @@ def dumps(value: Any) -> bytes:
 def decode(payload: bytes) -> Envelope:
     """Parse a payload into an ``Envelope``; raise ``EnvelopeError`` when it is none."""
     try:
-        document = json.loads(payload.decode("utf-8"))
+        document = loads_bounded(payload.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise EnvelopeError(
             f"payload is not valid UTF-8 ({exc.reason} at byte {exc.start})"
         ) from exc
+    except TooDeep as exc:
+        raise EnvelopeError(f"payload is {exc}") from exc
     except ValueError as exc:
         raise EnvelopeError(f"payload is not JSON: {exc}") from exc
     if not isinstance(document, dict):
@@ -290,33 +294,9 @@ def _loads_or_none(text: str) -> Any:
         return None
 
 
-#: Deepest nesting of arrays and objects parsed; a valid call is nested 5 levels at most.
-MAX_JSON_DEPTH = 32
 # Bounded so that a hostile text cannot make the search slow: about 4 000 characters of
 # string literal, far above an id of 60 astral characters (720 characters as escapes).
 _JSON_STRING = r'"(?:[^"\\]|\\.){1,4096}"'
-
-
-def nesting_depth(text: str) -> int:
-    """The deepest nesting of ``[``/``{`` in JSON text, strings skipped (no parsing)."""
-    depth = deepest = 0
-    in_string = escaped = False
-    for char in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif char in "]}":
-            depth -= 1
-    return deepest
 
 
 def _salvaged_routing(text: str) -> tuple[str | None, str | None]:

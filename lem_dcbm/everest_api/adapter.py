@@ -62,7 +62,10 @@ class ApiAdapter:
         client_id: str | None = None,
         backoff: RetryPolicy | None = None,
         check_interval_s: float = COMMUNICATION_CHECK_INTERVAL_S,
+        reply_prefixes: tuple[str, ...] = (),
     ) -> None:
+        """``reply_prefixes``: topics a request's replyTo may start with besides the API's
+        own reply space (config key ``api_reply_topics``; ``#`` for any)."""
         self.topics = ApiTopics(module_id, broker.external_prefix)
         self._clock = clock or SystemClock()
         self._external_prefix = broker.external_prefix
@@ -84,6 +87,7 @@ class ApiAdapter:
             self._publish_reply,
             refusal=self._board.refusal,
             unanswered_stop=self._record_without_reply,
+            reply_prefixes=reply_prefixes,
         )
         self._record_lookup: Callable[[str], KeptRecord | None] = lambda transaction_id: None
         for topic in self._requests.topics():

@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from lem_dcbm.bounded_json import MAX_JSON_DEPTH, nesting_depth
 from lem_dcbm.everest import envelope, validation
 
 #: The longest topic MQTT allows, in bytes.
@@ -20,7 +21,7 @@ MAX_TOPIC_BYTES = 65535
 #: Requests nested deeper are not decoded (the API's deepest has 4 levels): the limit of
 #: the module protocol, far from Python's recursion limit, so the outcome never depends on
 #: the thread's stack. Their ``replyTo`` is looked for in the text, to say so.
-MAX_DEPTH = envelope.MAX_JSON_DEPTH
+MAX_DEPTH = MAX_JSON_DEPTH
 #: The members of a ``StartTransactionRequest`` the module reads.
 START_FIELDS = (
     "evse_id",
@@ -69,7 +70,7 @@ def parse_request(raw: bytes) -> ApiRequest:
     """Decode a request; raise ``RequestError`` (with the reply topic if known)."""
     try:
         text = raw.decode("utf-8")
-        if envelope.nesting_depth(text) > MAX_DEPTH:
+        if nesting_depth(text) > MAX_DEPTH:
             raise RequestError(
                 f"JSON nested deeper than {MAX_DEPTH} levels", _salvaged_reply_to(text)
             )

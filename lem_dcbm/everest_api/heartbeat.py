@@ -11,11 +11,11 @@ its own. A heartbeat that comes back, or ids that start again from a lower value
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Callable
 
+from lem_dcbm.bounded_json import loads_bounded
 from lem_dcbm.clock import Clock
 
 _LOGGER = logging.getLogger(__name__)
@@ -127,7 +127,7 @@ class HeartbeatWatch:
 
 def _beat_id(payload: bytes) -> int | None:
     try:
-        value = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
+        value = loads_bounded(payload.decode("utf-8"))
+    except ValueError:  # not UTF-8, not JSON, or too deep
         return None
     return value if isinstance(value, int) and not isinstance(value, bool) else None

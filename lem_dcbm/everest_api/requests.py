@@ -15,13 +15,14 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from lem_dcbm.errors import shown
 from lem_dcbm.everest import results
 from lem_dcbm.everest.adapter import PowermeterHandlers
 from lem_dcbm.everest.bus import Message
 from lem_dcbm.everest.commands import MAX_PAYLOAD_BYTES, MAX_ROUTABLE_BYTES, MAX_WAITING
 from lem_dcbm.everest.serial_worker import SerialWorker
 from lem_dcbm.everest_api import codecs
-from lem_dcbm.everest_api.topics import REQUESTS, ApiTopics
+from lem_dcbm.everest_api.topics import REQUESTS, ApiTopics, reply_topic_allowed
 
 _LOGGER = logging.getLogger(__name__)
 _EXCERPT_BYTES = 120
@@ -40,8 +41,11 @@ class RequestWorker(SerialWorker[Message]):
         *,
         refusal: Callable[[], str | None] = lambda: None,
         unanswered_stop: Callable[[str], None] = lambda transaction_id: None,
+        reply_prefixes: tuple[str, ...] = (),
     ) -> None:
         self._topics = topics
+        #: Where a replyTo may point besides the API's own reply space (``api_reply_topics``).
+        self._reply_prefixes = reply_prefixes
         self._handlers = handlers
         self._publish = publish
         self._refusal = refusal
@@ -84,6 +88,8 @@ class RequestWorker(SerialWorker[Message]):
                     f"payload of {size} bytes exceeds the limit of {MAX_PAYLOAD_BYTES} bytes",
                     request.reply_to,
                 )
+            if not self._may_reply(name, request.reply_to):
+                return
             reply = self._run(name, request)
         except codecs.RequestError as exc:
             self._refuse(name, message, exc)
@@ -127,6 +133,8 @@ class RequestWorker(SerialWorker[Message]):
                 excerpt,
             )
             return
+        if not self._may_reply(name, exc.reply_to):
+            return
         _LOGGER.warning("refused %s: %s", name, exc.reason)
         self._publish(exc.reply_to, codecs.encode(results.failed(exc.reason)))
 
@@ -139,8 +147,25 @@ class RequestWorker(SerialWorker[Message]):
             request = codecs.parse_request(message.payload)
         except codecs.RequestError as exc:
             request = codecs.ApiRequest(exc.reply_to, None)
-        if request.reply_to is not None:
+        if request.reply_to is not None and self._may_reply("turned away", request.reply_to):
             self._publish(request.reply_to, codecs.encode(results.failed(reason)))
+
+    def _may_reply(self, name: str, reply_to: str | None) -> bool:
+        """False (logged once per kind) for a ``replyTo`` outside the allowed topics.
+
+        Such a request is neither carried out nor answered.
+        """
+        if reply_to is None or reply_topic_allowed(reply_to, self._topics, self._reply_prefixes):
+            return True
+        self._log_once(
+            f"replyTo {name}",
+            "refused a %s request: its replyTo %s is outside the API's reply topics %s# "
+            "(config key api_reply_topics)",
+            name,
+            shown(reply_to),
+            self._topics.reply_space,
+        )
+        return False
 
     def _log_once(self, key: str, text: str, *args: object) -> None:
         """Warn the first time per ``key``; later ones go to debug (a flood must not fill logs)."""

@@ -53,6 +53,11 @@ class ApiTopics:
         """A reply topic in the framework's form (``.../m2e/reply/{uuid}``), for callers."""
         return f"{self.base}/{M2E}/reply/{token}"
 
+    @property
+    def reply_space(self) -> str:
+        """Where the framework's bridge asks for replies: ``{base}/m2e/reply/``."""
+        return f"{self.base}/{M2E}/reply/"
+
     def e2m_name(self, topic: str) -> str | None:
         """The name of an ``e2m`` topic, or None for any other topic."""
         head = f"{self.base}/{E2M}/"
@@ -74,6 +79,24 @@ def reply_topic(reply_to: str, external_prefix: str) -> str:
     if not prefix or reply_to.startswith(prefix):
         return reply_to
     return prefix + reply_to
+
+
+#: In ``api_reply_topics``: any topic may be a reply topic.
+ANY_TOPIC = "#"
+
+
+def reply_topic_allowed(topic: str, topics: ApiTopics, allowed: tuple[str, ...] = ()) -> bool:
+    """True when a request's ``replyTo`` may be published to.
+
+    Only the API's own reply space (with or without the external prefix, as the
+    framework's ``Topics`` writes it) and the prefixes in ``allowed`` (config key
+    ``api_reply_topics``): otherwise a request could make the module publish into
+    another module's command topics.
+    """
+    if ANY_TOPIC in allowed:
+        return True
+    own = (topics.reply_space, ApiTopics(topics.module_id).reply_space)
+    return topic.startswith(own + allowed)
 
 
 def status_topic(external_prefix: str, module_id: str) -> str:

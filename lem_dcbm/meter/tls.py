@@ -42,15 +42,22 @@ def normalize_pem(text: str) -> str:
         # Pinning means trusting one certificate; a bundle would widen the trust.
         raise ConfigError(CONFIG_KEY, f"expected one certificate, found {len(blocks)}")
     body = _NOISE.sub("", blocks[0])
+    if not body:
+        raise ConfigError(CONFIG_KEY, "the certificate block is empty (only its header and footer)")
     try:
         der = base64.b64decode(body, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise ConfigError(CONFIG_KEY, f"certificate body is not base64: {exc}") from exc
+        raise ConfigError(CONFIG_KEY, f"certificate body is not base64: {exc}") from None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     try:
         # OpenSSL parses it as it will when pinning (no X.509 library loaded for this).
-        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cadata=der)
-    except ssl.SSLError as exc:
-        raise ConfigError(CONFIG_KEY, f"not a parsable X.509 certificate: {exc}") from exc
+        context.load_verify_locations(cadata=der)
+    except (ssl.SSLError, ValueError) as exc:  # ValueError: nothing decoded at all
+        raise ConfigError(CONFIG_KEY, f"not a parsable X.509 certificate: {exc}") from None
+    count = context.cert_store_stats()["x509"]
+    if count != 1:
+        # One PEM block can hold several DER certificates back to back: a bundle too.
+        raise ConfigError(CONFIG_KEY, f"expected one certificate, the block holds {count}")
     lines = "\n".join(textwrap.wrap(base64.b64encode(der).decode("ascii"), 64))
     return f"{_BEGIN}\n{lines}\n{_END}\n"
 

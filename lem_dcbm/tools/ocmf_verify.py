@@ -1,8 +1,10 @@
 """``lem-dcbm ocmf verify``: check one signed record's signature and content, and show it.
 
-Exit 0 when every check that could run passed, 1 when one failed, 2 for bad usage or a
-record that cannot be read. The key comes from ``--key``, from the meter itself
-(``--from-meter``, ``GET /v1/status``), or from the JSON the record came in.
+Exit codes (``EXIT_CODES``): 0 when every check passed, the signature's included; 1 when
+one failed; 2 for bad usage or a record that cannot be read; 3 when nothing failed but
+the signature was not checked, for want of a key: a record nobody verified is never
+reported as OK. The key comes from ``--key``, from the meter itself (``--from-meter``,
+``GET /v1/status``), or from the JSON the record came in.
 """
 
 from __future__ import annotations
@@ -23,6 +25,14 @@ from lem_dcbm.records.summary import RecordSummary, summarize
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_UNCHECKED = 3
+#: What each exit code means, for ``--help`` (the docs say the same).
+EXIT_CODES = (
+    "exit codes: 0 every check passed, the signature included; 1 a check failed; "
+    "2 bad usage, an unreadable record or key, or a meter that cannot be asked; "
+    "3 no check failed, but the signature was not checked (no key: give --key or "
+    "--from-meter)"
+)
 
 
 class UsageError(Exception):
@@ -46,6 +56,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="check a signed OCMF record (signature and content) and show what it says",
         handler=verify_command,
     )
+    verify.epilog = EXIT_CODES
     verify.add_argument(
         "record",
         metavar="RECORD|FILE|-",
@@ -125,7 +136,20 @@ def verify_command(args: argparse.Namespace) -> int:
         detail = verdict.failures[0].detail
         print(f"lem-dcbm ocmf verify: not a readable OCMF record: {detail}", file=sys.stderr)
         return EXIT_USAGE
-    return EXIT_OK if verdict.ok else EXIT_FAILED
+    return _exit_code(verdict, key)
+
+
+def result_word(verdict: RecordVerdict, key: str | None) -> str:
+    """``ok``, ``failed``, or ``unchecked`` (nothing failed, but no key to check the signature)."""
+    if not verdict.ok:
+        return "failed"
+    return "ok" if key is not None else "unchecked"
+
+
+def _exit_code(verdict: RecordVerdict, key: str | None) -> int:
+    return {"ok": EXIT_OK, "failed": EXIT_FAILED, "unchecked": EXIT_UNCHECKED}[
+        result_word(verdict, key)
+    ]
 
 
 def read_record_input(source: str) -> RecordInput:
@@ -222,7 +246,9 @@ def _as_json(
     key: str | None,
 ) -> dict[str, Any]:
     return {
-        "ok": verdict.ok,
+        "ok": result_word(verdict, key) == "ok",
+        "result": result_word(verdict, key),
+        "signature_checked": key is not None,
         "record": record,
         "public_key": key,
         "summary": summary.to_json() if summary else None,
@@ -250,7 +276,13 @@ def _as_text(
         lines.append(f"FAILED {failure.check}: {failure.detail}")
     if passed and summary is not None:
         lines.append(f"passed: {', '.join(passed)}")
-    lines.append("result: OK" if verdict.ok else "result: FAILED")
+    lines.append(
+        {
+            "ok": "result: OK",
+            "failed": "result: FAILED",
+            "unchecked": "result: UNCHECKED (no check failed, but the signature was not checked)",
+        }[result_word(verdict, key)]
+    )
     return "\n".join(lines)
 
 

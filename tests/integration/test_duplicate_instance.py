@@ -11,6 +11,7 @@ import logging
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -107,7 +108,7 @@ def test_stale_presence_of_a_vanished_host_is_taken_over_after_the_wait(
     with caplog.at_level(logging.WARNING, logger="lem_dcbm.everest.presence"):
         guard.claim()
     guard.close()
-    assert "(instance 0badc0ffee00)) is gone; starting" in caplog.text
+    assert "(instance 0badc0ffee00)) did not answer: it is gone; starting" in caplog.text
 
 
 def test_stale_presence_of_a_dead_process_on_this_host_is_taken_over_at_once(
@@ -124,31 +125,37 @@ def test_stale_presence_of_a_dead_process_on_this_host_is_taken_over_at_once(
     assert time.monotonic() - started < 10  # never waited the 30 s for an answer
 
 
-def test_two_claims_at_once_the_younger_yields(
-    mosquitto: Broker, caplog: pytest.LogCaptureFixture
-) -> None:
-    """Both saw no presence; each then sees the other's: only the younger one stops."""
-    conflicts: list[str] = []
-    guard = InstanceGuard(mosquitto.settings, "pm", on_conflict=conflicts.append)
-    guard.claim()
+def test_two_claims_at_once_exactly_one_wins(mosquitto: Broker) -> None:
+    """Both may see no retained presence; the broker's order of their presences decides."""
+    guards = [InstanceGuard(mosquitto.settings, "pm", answer_wait_s=5) for _ in range(3)]
+    outcomes: dict[int, BaseException | None] = {}
+    go = threading.Barrier(len(guards))
+
+    def claim(index: int) -> None:
+        go.wait()
+        try:
+            guards[index].claim(timeout_s=10)
+            outcomes[index] = None
+        except DuplicateInstance as err:
+            outcomes[index] = err
+
+    threads = [threading.Thread(target=claim, args=(i,)) for i in range(len(guards))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
     try:
-        with caplog.at_level(logging.ERROR, logger="lem_dcbm.everest.presence"):
-            younger = Instance("ffffffffffff", 1, "elsewhere", guard.me.started + 1)
-            _publish_presence(mosquitto, guard, younger)
-            wait_until(
-                lambda: "this instance" in caplog.text, timeout=10, what="the guard to keep it"
-            )
-            assert "keeps the meter and the other stops" in caplog.text
-            assert not conflicts
-            older = Instance("000000000000", 1, "elsewhere", guard.me.started - 1)
-            _publish_presence(mosquitto, guard, older)
-            wait_until(lambda: conflicts, timeout=10, what="the guard to yield")
+        winners = [i for i, outcome in outcomes.items() if outcome is None]
+        assert len(outcomes) == len(guards)
+        assert len(winners) == 1, outcomes
+        # Each refusal names another instance that answered (the winner, or a claimant
+        # that announced itself while it waited), never itself.
+        for index, outcome in outcomes.items():
+            assert outcome is None or guards[index].me.token not in str(outcome)
+            assert outcome is None or "refusing to start a second driver" in str(outcome)
     finally:
-        guard.close()
-    assert conflicts == [
-        f"module id pm runs twice: the other instance ({older.describe()}) "
-        "started first and keeps the meter; this one stops"
-    ]
+        for guard in guards:
+            guard.close()
 
 
 def test_a_client_that_does_not_announce_itself_is_named_as_the_cause(

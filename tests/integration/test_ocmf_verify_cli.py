@@ -121,8 +121,43 @@ def test_without_a_key_the_signature_is_said_to_be_unchecked(
 ) -> None:
     result = verify(capsys, RECORD)
 
-    assert result.returncode == 0
+    assert result.returncode == 3
     assert "NOT CHECKED" in result.stdout
+    assert "result: OK" not in result.stdout
+    assert result.stdout.rstrip().endswith(
+        "result: UNCHECKED (no check failed, but the signature was not checked)"
+    )
+
+
+def test_without_a_key_as_a_process_and_as_json_nothing_says_ok() -> None:
+    result = verify_process(RECORD, "--json")
+    assert result.returncode == 3, result.stderr
+    data = as_json(result)
+    assert data["ok"] is False
+    assert data["result"] == "unchecked"
+    assert data["signature_checked"] is False
+    assert data["failed_checks"] == []
+    # A content check that fails still fails without a key: exit 1, not 3.
+    failed = verify_process(RECORD, "--pagination", "99999")
+    assert failed.returncode == 1
+    assert "result: FAILED" in failed.stdout
+    # With the key the same record is OK.
+    checked = verify_process(RECORD, "--key", KEY)
+    assert checked.returncode == 0
+    assert checked.stdout.rstrip().endswith("result: OK")
+
+
+def test_the_help_names_every_exit_code() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "lem_dcbm", "ocmf", "verify", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    text = " ".join(result.stdout.split())
+    for code in ("0 every check passed", "1 a check failed", "2 bad usage", "3 no check failed"):
+        assert code in text
 
 
 @pytest.mark.parametrize(

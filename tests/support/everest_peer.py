@@ -339,13 +339,19 @@ class EverestPeer:
 
     def set_config(self, name: str, value: str, timeout: float = 10.0) -> dict[str, Any]:
         """Forward a runtime change as the 2026 manager does; return the module's answer data."""
-        topic = f"{self.module_base}/config/set_response"
-        before = len(self.on_topic(topic))
         identifier = {"configuration_parameter_name": name, "module_id": self.module_id}
         request = {"identifier": identifier, "value": value}
         payload = dumps({"msg_type": "ConfigurationRequest", "data": request})
+        return self.set_config_raw(payload, timeout, what=f"{name} answer")
+
+    def set_config_raw(
+        self, payload: bytes, timeout: float = 10.0, *, what: str = "the set answer"
+    ) -> dict[str, Any]:
+        """Send ``payload`` as a set request; return the module's answer data."""
+        topic = f"{self.module_base}/config/set_response"
+        before = len(self.on_topic(topic))
         self._publish(f"{self.module_base}/config/set_request", payload)
-        self.wait_for(lambda: len(self.on_topic(topic)) > before, timeout, f"{name} answer")
+        self.wait_for(lambda: len(self.on_topic(topic)) > before, timeout, what)
         answer: dict[str, Any] = self.on_topic(topic)[before].json()
         assert answer["msg_type"] == "ConfigurationResponse", answer
         data: dict[str, Any] = answer["data"]
