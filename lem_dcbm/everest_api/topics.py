@@ -73,10 +73,12 @@ def reply_topic(reply_to: str, external_prefix: str) -> str:
     EVerest's request helper (``AsyncApiRequestReply``) writes ``replyTo`` without the
     external prefix but subscribes to it through the framework's external MQTT, which puts
     the prefix before every topic: with ``mqtt_external_prefix`` set, the reply belongs
-    under the prefix. A ``replyTo`` that already carries the prefix is used as it is.
+    under the prefix. A ``replyTo`` that already carries the prefix is used as it is, and
+    so is one outside the API's topics (a reply topic the deployment allowed by name in
+    ``api_reply_topics`` means exactly that topic).
     """
     prefix = external_prefix.rstrip("/") + "/" if external_prefix else ""
-    if not prefix or reply_to.startswith(prefix):
+    if not prefix or reply_to.startswith(prefix) or not reply_to.startswith(f"{API_BASE}/"):
         return reply_to
     return prefix + reply_to
 

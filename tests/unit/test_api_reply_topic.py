@@ -19,6 +19,8 @@ BARE = "everest_api/1/powermeter/pm_api/m2e/reply/0b7c"
         (f"site-7/{BARE}", "site-7/", f"site-7/{BARE}"),
         # No prefix: the literal topic.
         (BARE, "", BARE),
+        # A topic outside the API's own (allowed by name in api_reply_topics) stays literal.
+        ("site/replies/1", "site-7/", "site/replies/1"),
     ],
 )
 def test_reply_topic(reply_to: str, prefix: str, expected: str) -> None:
