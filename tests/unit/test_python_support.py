@@ -1,0 +1,39 @@
+"""The Pythons the project claims: one list, from requires-python on, run by CI."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.smoke.test_python_versions import supported_pythons
+
+ROOT = Path(__file__).resolve().parents[2]
+tomllib = pytest.importorskip("tomllib")
+
+
+def test_classifiers_name_every_minor_version_from_requires_python_on() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    oldest = re.fullmatch(r">=(3\.\d+)", project["requires-python"])
+    assert oldest, project["requires-python"]
+    versions = supported_pythons()
+    assert versions[0] == oldest.group(1)
+    minors = [int(v.split(".")[1]) for v in versions]
+    assert minors == list(range(minors[0], minors[0] + len(minors)))
+
+
+def test_docs_and_ruff_name_the_oldest_supported_python() -> None:
+    oldest = supported_pythons()[0]
+    install = (ROOT / "docs" / "install.md").read_text()
+    assert f"Python {oldest} or newer" in install
+    assert f"so {oldest} it is" in install
+    ruff = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["ruff"]
+    assert ruff["target-version"] == "py" + oldest.replace(".", "")
+
+
+def test_ci_runs_the_install_smoke_test_of_every_python_after_the_suite() -> None:
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert ci.index("./scripts/test") < ci.index("./scripts/python-smoke")
+    smoke = (ROOT / "scripts" / "python-smoke").read_text()
+    assert "tests/smoke -m smoke" in smoke
