@@ -68,8 +68,7 @@ CLAMPS: dict[str, Clamp] = {
     "resilience_initial_connection_retry_delay": Clamp(
         0,
         600_000,
-        "a longer pause leaves a meter back after an outage unasked and EvseManager "
-        "without values",
+        "a longer pause leaves a meter back after an outage unasked and EvseManager without values",
     ),
     "resilience_transaction_request_retries": Clamp(
         0,

@@ -56,7 +56,8 @@ def markdown_table(manifest: Mapping[str, Any] | None = None) -> str:
     ]
     for key, spec in config.items():
         rows.append(
-            f"| `{key}` | {spec['type']} | {_default(spec)} | {_range(key, spec)} | {_summary(spec)} |"
+            f"| `{key}` | {spec['type']} | {_default(spec)} | {_range(key, spec)} "
+            f"| {_summary(spec)} |"
         )
     rows.append(END)
     return "\n".join(rows)
