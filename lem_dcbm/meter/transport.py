@@ -337,6 +337,7 @@ class HttpTransport:
         timeout_s: float,
         tls_certificate_pem: str = "",
         interface: str = "",
+        certificate_source: str = "meter_tls_certificate",
     ) -> None:
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be positive, got {timeout_s}")
@@ -356,6 +357,8 @@ class HttpTransport:
         self._pool = self._new_pool()
         #: Whether the last failed attempt was on a connection opened for it.
         self._failed_fresh = False
+        #: Where the user gives the certificate, for the hint when the meter speaks HTTPS.
+        self._certificate_source = certificate_source
 
     def _new_pool(self) -> _WatchedPool:
         if self._https:
@@ -445,7 +448,7 @@ class HttpTransport:
                 return ""
             return (
                 "the meter seems to speak HTTPS on this port (its TLS is on): "
-                "give its certificate (meter_tls_certificate) to use https://"
+                f"give its certificate ({self._certificate_source}) to use https://"
             )
         if any(isinstance(cause, ssl.SSLCertVerificationError) for cause in chain):
             presented = probe.presented_certificate(where)
