@@ -359,6 +359,9 @@ class HttpTransport:
         self._failed_fresh = False
         #: Where the user gives the certificate, for the hint when the meter speaks HTTPS.
         self._certificate_source = certificate_source
+        #: The last request ended in a connection failure: while they go on failing, their
+        #: retries log at DEBUG (one line per change of state, not per poll).
+        self._failing = False
 
     def _new_pool(self) -> _WatchedPool:
         if self._https:
@@ -409,12 +412,14 @@ class HttpTransport:
             idempotent=method in IDEMPOTENT_METHODS,
         )
         try:
-            return policy.run(
+            answer = policy.run(
                 lambda: self._attempt(lambda: self._send(method, path, json_body, params, timeout)),
                 what=f"{method} {path} on a kept-alive connection",
                 before_retry=self._drop_pooled,
+                quiet=self._failing,
             )
         except MeterConnectionError as err:
+            self._failing = True
             hint = self._diagnose(err, timeout) if self._failed_fresh else ""
             if not hint:
                 raise
@@ -422,6 +427,8 @@ class HttpTransport:
             raise type(err)(
                 err.method, err.endpoint, f"{err.detail}; {hint}", base_url=self.base_url
             ) from err.__cause__
+        self._failing = False
+        return answer
 
     def _attempt(self, send: Callable[[], tuple[int, str]]) -> tuple[int, str]:
         """``send()``, noting whether a failure happened on a connection opened for it."""
