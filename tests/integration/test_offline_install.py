@@ -86,6 +86,9 @@ def test_wheelhouse_installs_offline_and_every_module_imports(
         == run(sys.executable, "-c", "import lem_dcbm; print(lem_dcbm.__version__)").strip()
     )
     assert wheels == wheel_pins()
+    # The module folder's own files, for an offline install into an EVerest module folder.
+    for name in ("module.py", "manifest.yaml"):
+        assert (house / name).read_bytes() == (ROOT / name).read_bytes(), name
 
     # The charger: no index, no pip configuration of this machine, only the wheelhouse.
     offline = {

@@ -37,3 +37,20 @@ def test_ci_runs_the_install_smoke_test_of_every_python_after_the_suite() -> Non
     assert ci.index("./scripts/test") < ci.index("./scripts/python-smoke")
     smoke = (ROOT / "scripts" / "python-smoke").read_text()
     assert "tests/smoke -m smoke" in smoke
+
+
+def test_pytest_shows_why_each_test_was_skipped_and_leaves_the_smoke_tests_out() -> None:
+    addopts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"][
+        "addopts"
+    ]
+    assert "-rs" in addopts.split()
+    assert '-m "not smoke"' in addopts
+
+
+def test_container_test_says_how_the_rss_wait_goes() -> None:
+    # The 60 s until the RSS sample were silent: a line every 10 s now.
+    script = (ROOT / "scripts" / "container-test").read_text()
+    wait = script[script.index("sampling the module's RSS") :]
+    wait = wait[: wait.index("done")]
+    assert "step=$((rest < 10 ? rest : 10))" in wait
+    assert 'say "  RSS $rss MB at' in wait
