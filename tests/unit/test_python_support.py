@@ -30,6 +30,8 @@ def test_docs_and_ruff_name_the_oldest_supported_python() -> None:
     assert f"so {oldest} it is" in install
     ruff = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["ruff"]
     assert ruff["target-version"] == "py" + oldest.replace(".", "")
+    mypy = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mypy"]
+    assert mypy["python_version"] == oldest
 
 
 def test_ci_runs_the_install_smoke_test_of_every_python_after_the_suite() -> None:
