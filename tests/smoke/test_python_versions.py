@@ -100,8 +100,10 @@ def test_fresh_clone_installs_and_imports(version: str, tmp_path: Path) -> None:
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
 
-    # scripts/setup as docs/install.md says, then every module imported from the venv.
-    output = run(["./scripts/setup", "run"], clone, env={**os.environ, "PYTHON": python})
+    # scripts/setup as docs/install.md says (PYTHON=python3.X where that name is on PATH,
+    # a pyenv shim included), then every module imported from the venv.
+    named = f"python{version}" if shutil.which(f"python{version}") else python
+    output = run(["./scripts/setup", "run"], clone, env={**os.environ, "PYTHON": named})
     assert f"ready: {clone}/.venv/bin/python" in output
     imported = run([clone / ".venv/bin/python", "-I", "-c", IMPORT_ALL], elsewhere)
     assert imported.split()[0] == version
