@@ -89,3 +89,28 @@ def test_the_readme_table_shows_the_whole_meter_dst_default() -> None:
     (row,) = [line for line in markdown_table().splitlines() if line.startswith("| `meter_dst`")]
     assert '"month": "october", "hour": "T01:00Z" }}' in row
     assert "..." not in row
+
+
+def test_a_clamp_warning_waits_for_logging_then_names_the_module(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import logging
+
+    from lem_dcbm.logsetup import HeldRecords, configure_logging
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        with HeldRecords("lem_dcbm.config") as held:
+            config_from_mapping(
+                {"ip_address": "10.0.0.1", "resilience_transaction_request_retry_delay": -5}
+            )
+        assert capsys.readouterr().err == ""  # nothing bare before the module id is known
+        configure_logging("powermeter_7")
+        held.replay()
+        (line,) = capsys.readouterr().err.splitlines()
+        assert " WARNING [powermeter_7] lem_dcbm.config: config key " in line
+        assert "'resilience_transaction_request_retry_delay': -5 is below 0; using 0" in line
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
