@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+from importlib import metadata
 from pathlib import Path
 
 from packaging.requirements import Requirement
@@ -34,3 +35,24 @@ def pins(python: str | None = None, path: Path = CONSTRAINTS) -> dict[str, Requi
 def pinned_version(requirement: Requirement) -> str:
     """The version of an ``==`` pin."""
     return next(iter(requirement.specifier)).version
+
+
+def runtime_closure(name: str, python: str) -> dict[str, list[Requirement]]:
+    """Every distribution ``name`` needs at run time on ``python``, with the requirements.
+
+    Read from the installed distributions' metadata, markers evaluated for ``python``.
+    """
+    environment = {"extra": "", "python_version": python, "python_full_version": f"{python}.0"}
+    needed: dict[str, list[Requirement]] = {}
+    todo = [name]
+    while todo:
+        for text in metadata.requires(todo.pop()) or []:
+            requirement = Requirement(text)
+            marker = requirement.marker
+            if marker and not marker.evaluate(environment):
+                continue
+            key = canonicalize_name(requirement.name)
+            if key not in needed:
+                todo.append(requirement.name)
+            needed.setdefault(key, []).append(requirement)
+    return needed

@@ -14,15 +14,13 @@ import json
 import re
 import shlex
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 import pytest
-from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name
 
 from lem_dcbm.health import health_file_path, health_main
 from tests.support.constraints import pins as pinned_versions
+from tests.support.constraints import runtime_closure
 
 ROOT = Path(__file__).resolve().parents[2]
 VOLUME = "/var/lib/lem-dcbm"
@@ -209,27 +207,6 @@ def test_build_context_keeps_local_state_out_and_sources_in(
 
 #: The Pythons an image may have (BASE): a dependency some of them need is pinned too.
 PYTHONS = ("3.10", "3.11", "3.12", "3.13", "3.14")
-MARKER_ENVIRONMENTS = [
-    {"extra": "", "python_version": v, "python_full_version": f"{v}.0"} for v in PYTHONS
-]
-
-
-def runtime_closure(name: str, python: str) -> dict[str, list[Requirement]]:
-    """Every distribution ``name`` needs at run time on ``python``, with the requirements."""
-    environments = [e for e in MARKER_ENVIRONMENTS if e["python_version"] == python]
-    needed: dict[str, list[Requirement]] = {}
-    todo = [name]
-    while todo:
-        for text in metadata.requires(todo.pop()) or []:
-            requirement = Requirement(text)
-            marker = requirement.marker
-            if marker and not any(map(marker.evaluate, environments)):
-                continue
-            key = canonicalize_name(requirement.name)
-            if key not in needed:
-                todo.append(requirement.name)
-            needed.setdefault(key, []).append(requirement)
-    return needed
 
 
 @pytest.mark.parametrize("python", PYTHONS)
