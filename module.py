@@ -32,15 +32,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run(argv)
     except ModuleNotFoundError as exc:
-        package = DEPENDENCIES.get((exc.name or "").partition(".")[0])
+        top = (exc.name or "").partition(".")[0]
+        # The package itself missing: module.py copied (from a wheelhouse, say) without it.
+        package = "lem-dcbm" if top == "lem_dcbm" else DEPENDENCIES.get(top)
         if package is None:
             raise
         folder = Path(__file__).resolve().parent
         print(
             f"lem-dcbm: {sys.executable} has no {package} (import {exc.name!r}): install "
             f"the module with its dependencies into {folder / '.venv'} (the manager uses "
-            "that venv when it exists), as docs/install.md says under 'Install into an "
-            "EVerest installation'",
+            f"that venv when it exists): {folder / '.venv/bin/pip'} install --constraint "
+            "constraints.txt <lem-dcbm checkout>, or --no-index --find-links <wheelhouse> "
+            "lem-dcbm; docs/install.md, 'Install into an EVerest installation'",
             file=sys.stderr,
         )
         return EXIT_NOT_INSTALLED

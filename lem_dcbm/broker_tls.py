@@ -52,27 +52,39 @@ class _ClosedOnFailedHandshake(ssl.SSLSocket):
             raise
 
 
+#: The variables the TLS files come from, as a ConfigError names them.
+TLS_FILE_VARIABLES = ("EV_MQTT_TLS_CA_FILE", "EV_MQTT_TLS_CERT_FILE", "EV_MQTT_TLS_KEY_FILE")
+
+
 def broker_ssl_context(
-    ca_file: str, cert_file: str | None = None, key_file: str | None = None
+    ca_file: str,
+    cert_file: str | None = None,
+    key_file: str | None = None,
+    *,
+    names: tuple[str, str, str] = TLS_FILE_VARIABLES,
 ) -> ssl.SSLContext:
-    """A client context that trusts only ``ca_file``; ``ConfigError`` naming a bad file."""
+    """A client context that trusts only ``ca_file``; ``ConfigError`` naming a bad file.
+
+    ``names`` are what the CA, certificate and key came from (variables or options).
+    """
+    ca_name, cert_name, key_name = names
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED, check_hostname
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.sslsocket_class = _ClosedOnFailedHandshake
     try:
         context.load_verify_locations(cafile=ca_file)
     except (OSError, ValueError) as exc:
-        raise ConfigError("EV_MQTT_TLS_CA_FILE", _unusable(ca_file, exc)) from None
+        raise ConfigError(ca_name, _unusable(ca_file, exc)) from None
     if cert_file:
 
         def encrypted_key() -> NoReturn:
             # Without this callback OpenSSL would prompt on the terminal.
-            raise ConfigError("EV_MQTT_TLS_KEY_FILE", "encrypted keys are not supported")
+            raise ConfigError(key_name, "encrypted keys are not supported")
 
         try:
             context.load_cert_chain(cert_file, key_file or None, password=encrypted_key)
         except (OSError, ValueError) as exc:
-            raise ConfigError("EV_MQTT_TLS_CERT_FILE", _unusable(cert_file, exc)) from None
+            raise ConfigError(cert_name, _unusable(cert_file, exc)) from None
     return context
 
 

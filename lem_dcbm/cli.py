@@ -124,19 +124,29 @@ def run_command(args: argparse.Namespace) -> int:
     """``lem-dcbm run``: load the config (exit 2 on a bad one), then serve until stopped."""
     from lem_dcbm.config import load_everest_config_file
     from lem_dcbm.everest_api.mode import api_mode
-    from lem_dcbm.logsetup import configure_logging, log_options
+    from lem_dcbm.logsetup import HeldRecords, configure_logging, log_options
 
-    try:
-        level, log_format = log_options(args.log_level, args.log_format)
-        module_id, config = load_everest_config_file(args.config, args.module_id)
-        broker = broker_from_args(args)
-        everest_api = api_mode(args.everest_api, os.environ)
-    except ConfigError as err:
-        print(f"lem-dcbm: configuration error: {err}", file=sys.stderr)
-        return EXIT_CONFIG
+    # The config's warnings (a clamped value) wait for logging, which needs the module id.
+    with HeldRecords("lem_dcbm.config") as held:
+        try:
+            level, log_format = log_options(args.log_level, args.log_format)
+            module_id, config = load_everest_config_file(args.config, args.module_id)
+            if config.interface:
+                # What serving checks when it opens the meter connection: --check as well.
+                from lem_dcbm.meter.transport import interface_socket_options
+
+                interface_socket_options(config.interface)
+            broker = broker_from_args(args)
+            everest_api = api_mode(args.everest_api, os.environ)
+        except ConfigError as err:
+            print(f"lem-dcbm: configuration error: {err}", file=sys.stderr)
+            return EXIT_CONFIG
     if args.check:
+        for message in held.messages:
+            print(f"lem-dcbm: warning: {message}", file=sys.stderr)
         return _check(module_id, config.journal_dir, broker)
     configure_logging(module_id, level, log_format)
+    held.replay()
     return _serve(
         module_id,
         broker,

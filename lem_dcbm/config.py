@@ -8,9 +8,11 @@ cannot express, and raises ``ConfigError(key, problem)`` for the first violation
 
 from __future__ import annotations
 
+import difflib
 import functools
 import ipaddress
 import json
+import logging
 import math
 import os
 import re
@@ -31,6 +33,7 @@ from lem_dcbm.errors import ConfigError, cut, shown
 #: Names the module is known by in an EVerest config's ``module:`` entry: its own first,
 #: then the C++ module's, so that a config written for that one runs standalone unchanged.
 MODULE_NAMES = (MODULE_NAME, "LemDCBM400600", "lem-dcbm", "lem_dcbm")
+_log = logging.getLogger(__name__)
 _JSON_TYPES = {"string": "string", "integer": "integer", "number": "number", "boolean": "boolean"}
 _SCHEMA_KEYWORDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "enum")
 _TIMEZONE = re.compile(r"^([+-])(\d{2}):(\d{2})$")
@@ -40,6 +43,44 @@ _NTP_SERVERS = (
     ("ntp_server_1_ip_addr", "ntp_server_1_port"),
     ("ntp_server_2_ip_addr", "ntp_server_2_port"),
 )
+
+
+@dataclass(frozen=True)
+class Clamp:
+    """The range a key is held to when a value outside it is given, and why.
+
+    The C++ module takes any integer for these keys, so a config written for it must
+    start here too: a value outside the range is used at its nearest end, with one
+    warning line, instead of stopping the charger with exit 2.
+    """
+
+    #: The least value used.
+    lowest: int
+    #: The greatest value used; None: no upper end.
+    highest: int | None
+    #: What the upper end protects, for the warning line.
+    reason: str = ""
+
+
+#: Keys whose values are clamped rather than refused (their manifest entries have no
+#: bounds, as in the C++ manifest, so that the EVerest manager takes any integer too).
+CLAMPS: dict[str, Clamp] = {
+    "resilience_initial_connection_retries": Clamp(0, None),
+    "resilience_initial_connection_retry_delay": Clamp(
+        0,
+        600_000,
+        "a longer pause leaves a meter back after an outage unasked and EvseManager without values",
+    ),
+    "resilience_transaction_request_retries": Clamp(
+        0,
+        10,
+        "EvseManager waits for the answer to a transaction start or stop, and more "
+        "attempts only keep it waiting for a meter that does not answer",
+    ),
+    "resilience_transaction_request_retry_delay": Clamp(
+        0, 10_000, "EvseManager waits for the answer to a transaction start or stop"
+    ),
+}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -201,10 +242,10 @@ def config_from_mapping(
     properties: dict[str, Any] = schema["properties"]
     for key in values:
         if key not in properties:
-            raise ConfigError(str(key), "unknown key (not declared in manifest.yaml)")
+            raise ConfigError(str(key), unknown_key_problem(str(key), properties))
     for key in schema["required"]:
         if key not in values:
-            raise ConfigError(key, "missing; it is required and has no default")
+            raise ConfigError(key, _missing_problem(key, values))
     for key, value in values.items():
         _check_schema(key, value, properties[key])
     complete = {key: values.get(key, spec.get("default")) for key, spec in properties.items()}
@@ -213,9 +254,53 @@ def config_from_mapping(
             complete[key] = float(complete[key])
         elif spec["type"] == "integer":
             complete[key] = int(complete[key])
+    for key, clamp in CLAMPS.items():
+        if key in properties:
+            complete[key] = _clamped(key, complete[key], clamp)
     _check_semantics(complete)
     known = {f.name for f in fields(ModuleConfig)}
     return ModuleConfig(**{key: value for key, value in complete.items() if key in known})
+
+
+def unknown_key_problem(key: str, known: Mapping[str, Any]) -> str:
+    """``unknown key``, with the closest known key when one is close enough to be meant."""
+    close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.75)
+    if not close:
+        lowered = {name.lower(): name for name in known}
+        close = [lowered[key.lower()]] if key.lower() in lowered else []
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return f"unknown key (not declared in manifest.yaml){hint}"
+
+
+def _missing_problem(key: str, values: Mapping[str, Any]) -> str:
+    """``missing``, or where the key is when it sits one level too deep (indentation)."""
+    for parent, value in values.items():
+        if isinstance(value, Mapping) and key in value:
+            return (
+                f"missing at the level of the other keys; it is nested under '{parent}' "
+                "(indented one level too deep?)"
+            )
+    return "missing; it is required and has no default"
+
+
+def _clamped(key: str, value: int, clamp: Clamp) -> int:
+    """``value`` within ``clamp``; one warning line when it was outside."""
+    if value < clamp.lowest:
+        _log.warning(
+            "config key '%s': %d is below %d; using %d", key, value, clamp.lowest, clamp.lowest
+        )
+        return clamp.lowest
+    if clamp.highest is not None and value > clamp.highest:
+        _log.warning(
+            "config key '%s': %d is above %d; using %d (%s)",
+            key,
+            value,
+            clamp.highest,
+            clamp.highest,
+            clamp.reason,
+        )
+        return clamp.highest
+    return value
 
 
 def _check_schema(key: str, value: Any, spec: dict[str, Any]) -> None:
@@ -358,7 +443,7 @@ def config_with_change(
     manifest = manifest if manifest is not None else _packaged_manifest()
     entry = manifest["config"].get(key)
     if entry is None:
-        raise ConfigError(key, "unknown key (not declared in manifest.yaml)")
+        raise ConfigError(key, unknown_key_problem(key, manifest["config"]))
     values = asdict(config)
     values[key] = _from_text(key, value, entry["type"])
     return config_from_mapping(values, manifest)
@@ -454,6 +539,8 @@ def load_everest_config_file(path: Path, module_id: str | None) -> tuple[str, Mo
             "--module-id",
             f"no module '{module_id}' in {path}; this module's ids there: {_listing(ours)}",
         )
+    if module_id in ours:
+        _check_entry_level(entry, module_id)
     try:
         return module_id, config_from_mapping(_entry_values(entry, module_id))
     except ConfigError as err:
@@ -466,6 +553,19 @@ def load_everest_config_file(path: Path, module_id: str | None) -> tuple[str, Mo
             f"'{module_id}' in {path} is a module of kind {entry.get('module')!r}, not "
             f"lem-dcbm; this module's ids there: {_listing(ours)}",
         ) from err
+
+
+def _check_entry_level(entry: Mapping[str, Any], module_id: str) -> None:
+    """A config key written beside ``config_module`` instead of under it (indentation)."""
+    config_keys = _packaged_manifest()["config"]
+    under = entry.get("config_module")
+    for key in entry:
+        if key in config_keys and not (isinstance(under, Mapping) and key in under):
+            raise ConfigError(
+                str(key),
+                f"is beside config_module in '{module_id}', not under it: indent it one "
+                "level deeper, like the other keys of config_module",
+            )
 
 
 def _listing(module_ids: list[str]) -> str:
@@ -674,14 +774,20 @@ def _broker_security(
     ca_file = flags.tls_ca_file or env.get("EV_MQTT_TLS_CA_FILE") or None
     cert_file = flags.tls_cert_file or env.get("EV_MQTT_TLS_CERT_FILE") or None
     key_file = flags.tls_key_file or env.get("EV_MQTT_TLS_KEY_FILE") or None
+    # An error names where the file came from: the option given, else the variable.
+    names = (
+        "--broker-tls-ca" if flags.tls_ca_file else "EV_MQTT_TLS_CA_FILE",
+        "--broker-tls-cert" if flags.tls_cert_file else "EV_MQTT_TLS_CERT_FILE",
+        "--broker-tls-key" if flags.tls_key_file else "EV_MQTT_TLS_KEY_FILE",
+    )
     if (cert_file or key_file) and not ca_file:
-        raise ConfigError("EV_MQTT_TLS_CA_FILE", "a client certificate needs the broker's CA")
+        raise ConfigError(names[0], "a client certificate needs the broker's CA")
     if key_file and not cert_file:
-        raise ConfigError("EV_MQTT_TLS_KEY_FILE", "a key needs its certificate")
+        raise ConfigError(names[2], "a key needs its certificate")
     if ca_file and not tcp:
-        raise ConfigError("EV_MQTT_TLS_CA_FILE", "TLS is for a TCP broker, not a unix socket")
+        raise ConfigError(names[0], "TLS is for a TCP broker, not a unix socket")
     if ca_file:
-        broker_ssl_context(ca_file, cert_file, key_file)  # refuses unusable files now
+        broker_ssl_context(ca_file, cert_file, key_file, names=names)  # refuses bad files now
     return {
         "username": username,
         "password": password,

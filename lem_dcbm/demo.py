@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -180,6 +181,16 @@ def drive(consumer: Consumer) -> bool:
     return verified
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived: unwinds like Ctrl-C, so every ``finally`` and ``with`` cleans up."""
+
+
+def _terminated(_signum: int, _frame: object) -> None:
+    # Once is enough: a second SIGTERM during the clean-up must not cut it short.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the demo; exit 0 when the transaction's record verifies."""
     parser = argparse.ArgumentParser(prog="lem-dcbm-demo", description=__doc__)
@@ -190,9 +201,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="run the module in API mode and play EVerest's powermeter_API bridge",
     )
     args = parser.parse_args(argv)
+    # SIGTERM (timeout, a CI runner, systemd) stops the demo as Ctrl-C does: its processes
+    # and its folder go, instead of the Python exiting with them left behind.
+    signal.signal(signal.SIGTERM, _terminated)
     workdir = Path(tempfile.mkdtemp(prefix="lem-dcbm-demo-"))
     try:
         ok = run_demo(workdir, everest_api=args.everest_api)
+    except Terminated:
+        say("terminated (SIGTERM); everything started was stopped")
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         say("interrupted; everything started was stopped")
         return 130

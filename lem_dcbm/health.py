@@ -28,10 +28,12 @@ from pathlib import Path
 
 _LOGGER = logging.getLogger(__name__)
 
-#: Where the heartbeats live unless ``LEM_DCBM_HEALTH_DIR`` says otherwise.
-DEFAULT_HEALTH_DIR = Path("/tmp/lem-dcbm-health")  # noqa: S108 - markers, no data
 #: Environment variable naming the heartbeat directory, for the module and the check alike.
 HEALTH_DIR_ENV = "LEM_DCBM_HEALTH_DIR"
+#: Where the shipped setups put the heartbeats (LEM_DCBM_HEALTH_DIR of the systemd unit and
+#: of the container image): ``lem-dcbm health`` looks there too when the variable is unset
+#: in its own environment, as in a shell beside the service.
+WELL_KNOWN_HEALTH_DIRS = (Path("/run/lem-dcbm"), Path("/var/lib/lem-dcbm/health"))
 #: The file name of a module's heartbeat is its module id plus this.
 HEARTBEAT_SUFFIX = ".heartbeat"
 #: A heartbeat older than this is stale; the loop beats once a second.
@@ -41,11 +43,46 @@ DEFAULT_MAX_AGE_S = 10.0
 _failing: set[Path] = set()
 
 
+def default_health_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """This user's own heartbeat directory: in ``$XDG_RUNTIME_DIR``, else the temp folder.
+
+    Per user, not one shared ``/tmp`` folder: another user's modules (or their leftovers)
+    must not count in this user's check, nor be able to plant files in its folder.
+    """
+    env = os.environ if environ is None else environ
+    runtime = env.get("XDG_RUNTIME_DIR", "")
+    if runtime:
+        return Path(runtime) / "lem-dcbm-health"
+    return Path(env.get("TMPDIR") or "/tmp") / f"lem-dcbm-health-{os.getuid()}"  # noqa: S108
+
+
+#: The default heartbeat directory of this process's user and environment.
+DEFAULT_HEALTH_DIR = default_health_dir()
+
+
 def health_dir(environ: Mapping[str, str] | None = None) -> Path:
-    """The heartbeat directory from ``LEM_DCBM_HEALTH_DIR``, else the default."""
+    """The heartbeat directory from ``LEM_DCBM_HEALTH_DIR``, else this user's default."""
     env = os.environ if environ is None else environ
     value = env.get(HEALTH_DIR_ENV, "")
-    return Path(value) if value else DEFAULT_HEALTH_DIR
+    return Path(value) if value else default_health_dir(env)
+
+
+def heartbeat_dirs(environ: Mapping[str, str] | None = None) -> list[Path]:
+    """Where ``lem-dcbm health`` looks: the variable's folder alone when it is set, else
+    this user's default and the shipped setups' folders that hold a heartbeat."""
+    env = os.environ if environ is None else environ
+    if env.get(HEALTH_DIR_ENV, ""):
+        return [health_dir(env)]
+    places = [default_health_dir(env), *WELL_KNOWN_HEALTH_DIRS]
+    found = [place for place in places if _holds_heartbeats(place)]
+    return found or places
+
+
+def _holds_heartbeats(directory: Path) -> bool:
+    try:
+        return any(directory.glob(f"*{HEARTBEAT_SUFFIX}"))
+    except OSError:
+        return False
 
 
 def health_file_path(module_id: str, environ: Mapping[str, str] | None = None) -> Path:
@@ -221,7 +258,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--dir",
         type=Path,
         default=None,
-        help=f"heartbeat directory (default: ${HEALTH_DIR_ENV}, else {DEFAULT_HEALTH_DIR})",
+        help=f"heartbeat directory (default: ${HEALTH_DIR_ENV}; else this user's "
+        f"{DEFAULT_HEALTH_DIR} and the service's and the image's "
+        f"{', '.join(map(str, WELL_KNOWN_HEALTH_DIRS))}, those holding heartbeats)",
     )
     parser.add_argument(
         "--file",
@@ -242,15 +281,32 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def health_command(args: argparse.Namespace) -> int:
     """Exit 0 when the heartbeat(s) are fresh, 1 otherwise; one line says why."""
-    directory: Path = args.dir if args.dir is not None else health_dir()
+    directories = [args.dir] if args.dir is not None else heartbeat_dirs()
     if args.file is not None:
         healthy, reason = check_health(args.file, args.max_age)
     elif args.module_id is not None:
-        env = {HEALTH_DIR_ENV: str(directory)}
-        healthy, reason = check_health(health_file_path(args.module_id, env), args.max_age)
+        beats = [
+            health_file_path(args.module_id, {HEALTH_DIR_ENV: str(directory)})
+            for directory in directories
+        ]
+        beat = next((b for b in beats if b.exists()), beats[0])
+        healthy, reason = check_health(beat, args.max_age)
         reason = f"{args.module_id}: {reason}"
+    elif len(directories) == 1:
+        healthy, reason = check_all(directories[0], args.max_age)
+    elif not any(map(_holds_heartbeats, directories)):
+        healthy = False
+        reason = (
+            f"unhealthy: no heartbeat in {', '.join(map(str, directories))} (no module "
+            f"running, or no meter has answered yet; a module given another "
+            f"{HEALTH_DIR_ENV}: name it with --dir)"
+        )
     else:
-        healthy, reason = check_all(directory, args.max_age)
+        results = [check_all(directory, args.max_age) for directory in directories]
+        healthy = all(ok for ok, _ in results)
+        reason = "; ".join(
+            f"{directory}: {why}" for directory, (_, why) in zip(directories, results, strict=True)
+        )
     print(reason, file=sys.stdout if healthy else sys.stderr)
     return 0 if healthy else 1
 

@@ -113,3 +113,41 @@ def configure_logging(module_id: str, level: str | None = None, log_format: str 
     # and the recovery once, so paho's own lines are wanted only when debugging.
     if root.level > logging.DEBUG:
         logging.getLogger("lem_dcbm.everest.bus.paho").setLevel(logging.CRITICAL)
+
+
+class HeldRecords(logging.Handler):
+    """Holds what a logger says before logging is set up (the module id is not known yet).
+
+    ``with HeldRecords("lem_dcbm.config") as held:`` keeps that logger's records (and
+    stops them reaching Python's bare last-resort output); ``held.replay()`` hands them
+    to the handlers configured since, ``held.messages`` are their texts.
+    """
+
+    def __init__(self, logger: str) -> None:
+        super().__init__()
+        self.logger = logging.getLogger(logger)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Keep the record."""
+        self.records.append(record)
+
+    def __enter__(self) -> HeldRecords:
+        self.logger.addHandler(self)
+        self.propagate, self.logger.propagate = self.logger.propagate, False
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.logger.removeHandler(self)
+        self.logger.propagate = self.propagate
+
+    @property
+    def messages(self) -> list[str]:
+        """The held records' messages."""
+        return [record.getMessage() for record in self.records]
+
+    def replay(self) -> None:
+        """Log the held records again, through the handlers set up now."""
+        for record in self.records:
+            self.logger.handle(record)
+        self.records.clear()

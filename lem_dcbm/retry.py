@@ -102,13 +102,16 @@ class RetryPolicy:
         monotonic: Callable[[], float] = time.monotonic,
         deadline: float | None = None,
         before_retry: Callable[[BaseException], None] | None = None,
+        quiet: bool = False,
     ) -> T:
         """Call ``fn`` until it succeeds or the policy (or ``deadline``) says stop.
 
         The last error is re-raised unchanged. ``deadline`` is on ``monotonic``'s clock: no
         retry starts whose pause would end after it. ``before_retry`` runs before each
-        further attempt (e.g. to drop stale connections).
+        further attempt (e.g. to drop stale connections). ``quiet`` logs the sequence at
+        DEBUG only: for a caller whose previous sequence failed the same way and was logged.
         """
+        info, warning = (_LOGGER.debug, _LOGGER.debug) if quiet else (_LOGGER.info, _LOGGER.warning)
         attempt = 1
         first_error: BaseException | None = None
         while True:
@@ -119,16 +122,16 @@ class RetryPolicy:
                 late = deadline is not None and monotonic() + pause > deadline
                 if late or not self.may_retry(exc, attempt):
                     if first_error is not None:
-                        _LOGGER.warning("%s: gave up after %d attempts: %s", what, attempt, exc)
+                        warning("%s: gave up after %d attempts: %s", what, attempt, exc)
                     raise
                 if first_error is None:
                     first_error = exc
-                    _LOGGER.info("%s failed, trying again: %s", what, exc)
+                    info("%s failed, trying again: %s", what, exc)
                 sleep(pause)
                 if before_retry is not None:
                     before_retry(exc)
                 attempt += 1
                 continue
             if first_error is not None:
-                _LOGGER.info("%s succeeded at attempt %d", what, attempt)
+                info("%s succeeded at attempt %d", what, attempt)
             return result

@@ -36,9 +36,15 @@ FORMAT_CHECKER = FormatChecker(formats=())
 def _is_rfc3339(value: object) -> bool:
     if not isinstance(value, str):
         return True
-    if not _RFC3339.match(value):
+    match = _RFC3339.match(value)
+    if not match:
         return False
-    datetime.fromisoformat(value.replace("z", "Z").replace("t", "T"))
+    # Not fromisoformat: before Python 3.11 it takes neither "Z" nor a fraction of other
+    # than 3 or 6 digits, both valid RFC 3339. strptime checks the date and time fields.
+    datetime.strptime(value[:19].upper(), "%Y-%m-%dT%H:%M:%S")
+    zone = match.group(2)
+    if zone.upper() != "Z" and (int(zone[1:3]) > 23 or int(zone[4:6]) > 59):
+        raise ValueError(f"UTC offset out of range: {zone}")
     return True
 
 

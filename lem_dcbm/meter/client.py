@@ -80,10 +80,13 @@ class MeterClient:
         timeout_s: float = 5.0,
         api_version: str = "v1",
         interface: str = "",
+        certificate_source: str = "meter_tls_certificate",
     ) -> MeterClient:
         """Build a client for ``host:port``: HTTPS pinned to the PEM if one is given.
 
         An unparsable PEM raises ``ConfigError`` here, before any request.
+        ``certificate_source`` says where a user gives the certificate (the config key, a
+        command-line option), for the hint when the meter turns out to speak HTTPS.
         """
         scheme = "https" if tls_certificate_pem else "http"
         netloc = f"[{host}]" if ":" in host and not host.startswith("[") else host
@@ -92,6 +95,7 @@ class MeterClient:
             timeout_s=timeout_s,
             tls_certificate_pem=tls_certificate_pem,
             interface=interface,
+            certificate_source=certificate_source,
         )
         return cls(transport, api_version=api_version)
 

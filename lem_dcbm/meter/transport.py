@@ -337,6 +337,7 @@ class HttpTransport:
         timeout_s: float,
         tls_certificate_pem: str = "",
         interface: str = "",
+        certificate_source: str = "meter_tls_certificate",
     ) -> None:
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be positive, got {timeout_s}")
@@ -356,6 +357,11 @@ class HttpTransport:
         self._pool = self._new_pool()
         #: Whether the last failed attempt was on a connection opened for it.
         self._failed_fresh = False
+        #: Where the user gives the certificate, for the hint when the meter speaks HTTPS.
+        self._certificate_source = certificate_source
+        #: The last request ended in a connection failure: while they go on failing, their
+        #: retries log at DEBUG (one line per change of state, not per poll).
+        self._failing = False
 
     def _new_pool(self) -> _WatchedPool:
         if self._https:
@@ -406,12 +412,14 @@ class HttpTransport:
             idempotent=method in IDEMPOTENT_METHODS,
         )
         try:
-            return policy.run(
+            answer = policy.run(
                 lambda: self._attempt(lambda: self._send(method, path, json_body, params, timeout)),
                 what=f"{method} {path} on a kept-alive connection",
                 before_retry=self._drop_pooled,
+                quiet=self._failing,
             )
         except MeterConnectionError as err:
+            self._failing = True
             hint = self._diagnose(err, timeout) if self._failed_fresh else ""
             if not hint:
                 raise
@@ -419,6 +427,8 @@ class HttpTransport:
             raise type(err)(
                 err.method, err.endpoint, f"{err.detail}; {hint}", base_url=self.base_url
             ) from err.__cause__
+        self._failing = False
+        return answer
 
     def _attempt(self, send: Callable[[], tuple[int, str]]) -> tuple[int, str]:
         """``send()``, noting whether a failure happened on a connection opened for it."""
@@ -445,7 +455,7 @@ class HttpTransport:
                 return ""
             return (
                 "the meter seems to speak HTTPS on this port (its TLS is on): "
-                "give its certificate (meter_tls_certificate) to use https://"
+                f"give its certificate ({self._certificate_source}) to use https://"
             )
         if any(isinstance(cause, ssl.SSLCertVerificationError) for cause in chain):
             presented = probe.presented_certificate(where)

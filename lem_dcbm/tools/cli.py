@@ -129,27 +129,65 @@ def _watch(consumer: Consumer, args: argparse.Namespace) -> int:
     rows = 0
     print(table.header(), flush=True)
     consumer.on_var("powermeter", values.put)
+    # The other protocol listened to as well: a module in the other mode is then named.
+    other = _other_mode(consumer, args)
     try:
         while not args.count or rows < args.count:
             try:
                 value = values.get(timeout=args.timeout)
             except queue.Empty:
-                print(_no_values(consumer, args, rows), file=sys.stderr)
+                print(_no_values(consumer, args, rows, other), file=sys.stderr)
                 return EXIT_NO_ANSWER
             print(table.row(value), flush=True)
             rows += 1
     except KeyboardInterrupt:
         pass
+    finally:
+        if other is not None:
+            other[0].close()
     return 0
 
 
-def _no_values(consumer: Consumer, args: argparse.Namespace, rows: int) -> str:
-    """Why watch stops: which module id and topic stayed silent, for how long."""
-    topic = (
-        consumer.topics.m2e(VAR_TOPICS["powermeter"])
+def _other_mode(
+    consumer: Consumer, args: argparse.Namespace
+) -> tuple[Consumer, queue.SimpleQueue[Any]] | None:
+    """A consumer of the protocol not asked for, and what it hears; None if unreachable."""
+    broker = broker_from_args(args)
+    other: Consumer = (
+        EverestConsumer(broker, args.module_id)
         if isinstance(consumer, ApiClient)
-        else consumer.topics.var("powermeter")
+        else ApiClient(broker, args.module_id)
     )
+    heard: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    try:
+        other.connect()
+        other.on_var("powermeter", heard.put)
+    except ConsumerError:
+        other.close()
+        return None
+    return other, heard
+
+
+def _no_values(
+    consumer: Consumer,
+    args: argparse.Namespace,
+    rows: int,
+    other: tuple[Consumer, queue.SimpleQueue[Any]] | None = None,
+) -> str:
+    """Why watch stops: which module id and topic stayed silent, for how long."""
+    topic = _powermeter_topic(consumer)
+    if not rows and other is not None and not other[1].empty():
+        if isinstance(consumer, ApiClient):
+            return (
+                f"lem-dcbm watch: module {args.module_id} speaks the EVerest module protocol "
+                f"(values on {_powermeter_topic(other[0])}), not EVerest's powermeter API: "
+                "run without --everest-api"
+            )
+        return (
+            f"lem-dcbm watch: module {args.module_id} serves EVerest's powermeter API "
+            f"(values on {_powermeter_topic(other[0])}), not the module protocol: "
+            "add --everest-api"
+        )
     if rows:
         return (
             f"lem-dcbm watch: module {args.module_id} published nothing for "
@@ -160,6 +198,12 @@ def _no_values(consumer: Consumer, args: argparse.Namespace, rows: int) -> str:
         f"(watched {topic}); is the module running, its meter answering, and are the module "
         "id and --prefix right?"
     )
+
+
+def _powermeter_topic(consumer: Consumer) -> str:
+    if isinstance(consumer, ApiClient):
+        return consumer.topics.m2e(VAR_TOPICS["powermeter"])
+    return consumer.topics.var("powermeter")
 
 
 def watch_command(args: argparse.Namespace) -> int:

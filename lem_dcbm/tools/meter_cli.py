@@ -229,7 +229,13 @@ def _pinned_pem(args: argparse.Namespace) -> str:
         raise UsageError(f"--cert: {path}: {exc.problem}") from exc
 
 
-def _connect(args: argparse.Namespace, pem: str) -> MeterClient:
+#: Where the certificate comes from on this command line, for the HTTPS hint.
+CERTIFICATE_SOURCE = "--cert FILE; 'lem-dcbm meter cert --from-handshake' reads it"
+
+
+def _connect(
+    args: argparse.Namespace, pem: str, certificate_source: str = CERTIFICATE_SOURCE
+) -> MeterClient:
     """A client for the meter of ``--host``/``--port``: HTTPS pinned to ``pem`` if given."""
     if not is_host(args.host):
         raise UsageError(f"--host: not an IP address or host name: {args.host!r}")
@@ -238,7 +244,11 @@ def _connect(args: argparse.Namespace, pem: str) -> MeterClient:
     if args.timeout <= 0:
         raise UsageError(f"--timeout: must be positive, got {args.timeout:g}")
     return MeterClient.connect(
-        args.host.strip("[]"), args.port, tls_certificate_pem=pem, timeout_s=args.timeout
+        args.host.strip("[]"),
+        args.port,
+        tls_certificate_pem=pem,
+        timeout_s=args.timeout,
+        certificate_source=certificate_source,
     )
 
 
@@ -315,7 +325,7 @@ def cert_command(args: argparse.Namespace) -> int:
     pinned = _pinned_pem(args)
     pem = _presented_pem(args) if args.from_handshake else ""
     # With the presented one pinned, the meter must serve that same one at /v1/certificate.
-    client = _connect(args, pinned or pem)
+    client = _connect(args, pinned or pem, "run with --from-handshake to read it, or --cert FILE")
     try:
         served = client.certificate()
     finally:

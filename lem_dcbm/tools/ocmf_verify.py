@@ -90,7 +90,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--meter-id",
         help="MS and GS must be this meter id (default: the meter's, with --from-meter)",
     )
-    verify.add_argument("--client-id", help="ID must be this identification (default: not checked)")
+    verify.add_argument(
+        "--client-id",
+        metavar="ID",
+        help="ID must be this, whole: lem-dcbm writes '<identification data>,<transaction id>' "
+        "(cut to 37 bytes), e.g. 'RFID-04A2,tx-1' (default: not checked)",
+    )
     verify.add_argument("--evse-id", help="CI must be this EVSE id (default: not checked)")
     verify.add_argument(
         "--tariff-text", help='TT must be this tariff text, "" for none (default: not checked)'

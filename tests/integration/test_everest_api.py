@@ -161,6 +161,13 @@ def test_values_transaction_record_tools_and_schemas(
         watched = run_cli(["watch", *tool, "--count", "1"], capsys)
         assert watched.returncode == 0, watched.stderr
         assert len(watched.stdout.splitlines()) == 2, watched.stdout
+        # Without --everest-api: watch names the protocol the module does speak.
+        unmoded = run_cli(["watch", *tool[1:], "--count", "1", "--timeout", "3"], capsys)
+        assert unmoded.returncode == 3
+        assert unmoded.stderr.strip() == (
+            f"lem-dcbm watch: module {MODULE} serves EVerest's powermeter API (values on "
+            f"{TOPICS.m2e('powermeter_values')}), not the module protocol: add --everest-api"
+        )
         for command in ("start_transaction", "stop_transaction"):
             called = run_cli(["call", command, *tool, "--transaction-id", "cli-1"], capsys)
             assert called.returncode == 0, called

@@ -21,8 +21,8 @@ from lem_dcbm.harness import (
     write_config,
 )
 from lem_dcbm.health import (
-    DEFAULT_HEALTH_DIR,
     check_health,
+    default_health_dir,
     health_file_path,
     health_main,
     touch_health,
@@ -98,10 +98,49 @@ def test_path_is_per_module_id_in_the_directory_from_the_environment() -> None:
     env = {"LEM_DCBM_HEALTH_DIR": "/x"}
     assert health_file_path("powermeter_1", env) == Path("/x/powermeter_1.heartbeat")
     assert health_file_path("pm/2", env) == Path("/x/pm_2.heartbeat")
-    assert (
-        health_file_path("pm", {"LEM_DCBM_HEALTH_DIR": ""}) == DEFAULT_HEALTH_DIR / "pm.heartbeat"
+    mine = default_health_dir({})
+    assert health_file_path("pm", {"LEM_DCBM_HEALTH_DIR": ""}) == mine / "pm.heartbeat"
+    assert health_file_path("pm", {}).parent == mine
+
+
+def test_the_default_folder_is_this_users_own_not_one_shared_tmp_folder() -> None:
+    # /tmp/lem-dcbm-health was shared by every user and every module ever run there.
+    assert default_health_dir({}) == Path(f"/tmp/lem-dcbm-health-{os.getuid()}")
+    assert default_health_dir({"XDG_RUNTIME_DIR": "/run/user/7"}) == Path(
+        "/run/user/7/lem-dcbm-health"
     )
-    assert health_file_path("pm", {}).parent == DEFAULT_HEALTH_DIR
+    assert default_health_dir({"TMPDIR": "/var/tmp"}).parent == Path("/var/tmp")
+
+
+def test_health_finds_the_module_s_own_folder_without_being_told(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A module run by the systemd unit beats in /run/lem-dcbm; a shell beside it has no
+    # LEM_DCBM_HEALTH_DIR, so health read its own (empty, or foreign) /tmp folder.
+    service, image = tmp_path / "run-lem-dcbm", tmp_path / "var-lib-health"
+    monkeypatch.setattr("lem_dcbm.health.WELL_KNOWN_HEALTH_DIRS", (service, image))
+    monkeypatch.delenv("LEM_DCBM_HEALTH_DIR", raising=False)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "user"))
+    assert health_main([]) == 1
+    err = capsys.readouterr().err
+    assert f"no heartbeat in {tmp_path / 'user' / 'lem-dcbm-health'}, {service}, {image}" in err
+
+    touch_health(service / "powermeter_1.heartbeat")
+    assert health_main([]) == 0
+    assert capsys.readouterr().out.startswith("powermeter_1: healthy")
+    assert health_main(["--module-id", "powermeter_1"]) == 0
+    capsys.readouterr()
+
+    # Its own folder and the service's both beat: both are checked, a stale one named.
+    touch_health(tmp_path / "user" / "lem-dcbm-health" / "powermeter_2.heartbeat")
+    _age(service / "powermeter_1.heartbeat", 60)
+    assert health_main([]) == 1
+    err = capsys.readouterr().err
+    assert f"{service}: powermeter_1: unhealthy" in err
+    # The variable, when set, is the one place looked at.
+    monkeypatch.setenv("LEM_DCBM_HEALTH_DIR", str(image))
+    assert health_main([]) == 1
+    assert f"no heartbeat in {image} " in capsys.readouterr().err
 
 
 def test_main_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -228,6 +228,25 @@ def test_cert_from_the_handshake_of_a_tls_meter_without_a_known_certificate(
         sim.stop()
 
 
+def test_cert_of_a_tls_meter_without_a_certificate_points_at_from_handshake(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The old hint named the module's config key, which means nothing on this command line.
+    sim = start_in_process(tmp_path / "meter", tls=True)
+    try:
+        where = ["--host", sim.host, "--port", str(sim.port)]
+        result = meter_cli(capsys, "cert", *where)
+        assert result.returncode == 1
+        assert "the meter seems to speak HTTPS on this port (its TLS is on)" in result.stderr
+        assert "run with --from-handshake to read it, or --cert FILE" in result.stderr
+        assert "meter_tls_certificate" not in result.stderr
+        status = meter_cli(capsys, "status", *where)
+        assert "--cert FILE; 'lem-dcbm meter cert --from-handshake' reads it" in status.stderr
+        assert "meter_tls_certificate" not in status.stderr
+    finally:
+        sim.stop()
+
+
 def test_cert_from_the_handshake_of_a_plain_meter_says_its_tls_is_off(
     meter_server: InProcessSimulator, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -9,6 +9,7 @@ from an unreachable meter.
 from __future__ import annotations
 
 import hashlib
+import logging
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
@@ -65,6 +66,23 @@ def test_plain_http_against_a_tls_meter_says_it_speaks_https(
     assert message.startswith(f"GET http://127.0.0.1:{tls_meter.port}/v1/status: ")
     assert "the meter seems to speak HTTPS on this port" in message
     assert "meter_tls_certificate" in message
+
+
+def test_plain_http_against_a_tls_meter_logs_its_retries_once_not_per_poll(
+    tls_meter: InProcessSimulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Each poll used to log an INFO and a WARNING line for its retry, for ever.
+    caplog.set_level(logging.DEBUG, logger="lem_dcbm.retry")
+    client = MeterClient.connect(tls_meter.host, tls_meter.port, timeout_s=2.0)
+    try:
+        for _ in range(4):
+            with pytest.raises(MeterConnectionError):
+                client.status()
+        loud = [r for r in caplog.records if r.levelno >= logging.INFO]
+        assert len(loud) <= 2, [r.getMessage() for r in loud]
+        assert len(caplog.records) > len(loud)  # the later ones are still there, at DEBUG
+    finally:
+        client.close()
 
 
 def test_tls_against_a_plain_http_meter_says_it_answers_http(

@@ -25,6 +25,7 @@ from lem_dcbm.harness import (
     write_config,
 )
 from lem_dcbm.harness.processes import spawn
+from tests.support.constraints import pinned_version, pins, runtime_closure
 
 pytestmark = pytest.mark.integration
 
@@ -63,14 +64,18 @@ def run(*argv: str | Path, env: dict[str, str] | None = None, cwd: Path = ROOT) 
     return result.stdout
 
 
-def pins(constraints: Path) -> dict[str, str]:
-    """``name: version`` of each pin, names normalized as wheel files spell them."""
-    found = {}
-    for line in constraints.read_text().splitlines():
-        if line.strip() and not line.startswith("#"):
-            name, _, version = line.partition("==")
-            found[re.sub(r"[-_.]+", "_", name.strip()).lower()] = version.strip()
-    return found
+def wheel_pins() -> dict[str, str]:
+    """``name: version`` of each pin this Python needs, names as wheel files spell them.
+
+    A pin only older Pythons need (typing-extensions before 3.13) is left out here.
+    """
+    python = ".".join(map(str, sys.version_info[:2]))
+    needed = runtime_closure("lem-dcbm", python)
+    return {
+        re.sub(r"-", "_", name): pinned_version(pin)
+        for name, pin in pins().items()
+        if name in needed
+    }
 
 
 def test_wheelhouse_installs_offline_and_every_module_imports(
@@ -89,7 +94,10 @@ def test_wheelhouse_installs_offline_and_every_module_imports(
         wheels.pop("lem_dcbm")
         == run(sys.executable, "-c", "import lem_dcbm; print(lem_dcbm.__version__)").strip()
     )
-    assert wheels == pins(ROOT / "constraints.txt")
+    assert wheels == wheel_pins()
+    # The module folder's own files, for an offline install into an EVerest module folder.
+    for name in ("module.py", "manifest.yaml"):
+        assert (house / name).read_bytes() == (ROOT / name).read_bytes(), name
 
     # The charger: no index, no pip configuration of this machine, only the wheelhouse.
     offline = {
@@ -118,7 +126,7 @@ def test_wheelhouse_installs_offline_and_every_module_imports(
 
     installed = run(python, "-m", "pip", "list", "--format=freeze", env=offline).split()
     names = {re.sub(r"[-_.]+", "_", line.split("==")[0]).lower() for line in installed}
-    assert names - {"pip", "setuptools"} == set(pins(ROOT / "constraints.txt")) | {"lem_dcbm"}
+    assert names - {"pip", "setuptools"} == set(wheel_pins()) | {"lem_dcbm"}
 
     # -I: neither the checkout (working directory) nor PYTHON* variables can stand in.
     imported = run(python, "-I", "-c", IMPORT_ALL, env=offline, cwd=elsewhere).split()

@@ -108,3 +108,54 @@ def test_unknown_mode_is_refused() -> None:
     done = subprocess.run([str(SETUP), "bogus"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "unknown mode" in done.stderr
+
+
+def test_a_python_that_does_not_run_is_refused_not_replaced(tmp_path: Path) -> None:
+    # A pyenv shim of an unselected version exists but does not run; the old lookup went
+    # on to python3 silently, so PYTHON=python3.10 built a venv of another version.
+    shim = tmp_path / "python3.10"
+    shim.write_text("#!/bin/sh\necho 'pyenv: python3.10: command not found' >&2\nexit 127\n")
+    shim.chmod(0o755)
+    result = bash(f"PYTHON={shim} lem_find_python")
+    assert result.returncode != 0
+    assert result.stdout == ""
+    assert f"PYTHON={shim} does not run" in result.stderr
+    assert "pyenv prefix" in result.stderr
+
+
+def test_pip_shows_one_line_per_package_and_its_log_on_failure(tmp_path: Path) -> None:
+    root = tmp_path / "checkout"
+    (root / ".venv" / "bin").mkdir(parents=True)
+    python = root / ".venv" / "bin" / "python"
+    python.write_text(
+        "#!/bin/sh\n"
+        "echo 'Collecting paho-mqtt<3,>=2.2 (from x)'\necho '  Downloading paho.whl'\n"
+        "echo 'Installing collected packages: paho-mqtt'\necho 'ERROR: no space' >&2\nexit 1\n"
+    )
+    python.chmod(0o755)
+    result = bash(f"LEM_VENV={root}/.venv; LEM_PY={python}\nlem_pip_install x")
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert "setup:   Collecting paho-mqtt<3,>=2.2" in lines
+    assert not any("Downloading" in line for line in lines[:2])
+    assert "ERROR: no space" in result.stderr
+    assert f"pip failed (all of its output: {root}/.venv/pip.log)" in result.stderr
+
+
+def test_a_bare_python3_x_name_falls_back_to_the_version_pyenv_holds(tmp_path: Path) -> None:
+    # PYTHON=python3.10 ./scripts/setup, with pyenv selecting another version: its shim
+    # refuses to run, the interpreter under $(pyenv root)/versions/3.10.* is taken.
+    bin_dir, root = tmp_path / "bin", tmp_path / "pyenv"
+    bin_dir.mkdir()
+    shim = bin_dir / "python3.10"
+    shim.write_text("#!/bin/sh\necho 'pyenv: python3.10: command not found' >&2\nexit 127\n")
+    pyenv = bin_dir / "pyenv"
+    pyenv.write_text(f'#!/bin/sh\n[ "$1" = root ] && echo {root}\n')
+    held = root / "versions" / "3.10.13" / "bin"
+    held.mkdir(parents=True)
+    (held / "python3.10").symlink_to(sys.executable)
+    for script in (shim, pyenv):
+        script.chmod(0o755)
+    result = bash(f"PATH={bin_dir}:/usr/bin:/bin PYTHON=python3.10 lem_find_python")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(held / "python3.10")

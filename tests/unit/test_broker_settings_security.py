@@ -117,5 +117,17 @@ def test_run_exits_2_on_an_unusable_ca_file(
     missing = tmp_path / "missing-ca.crt"
     assert main(["run", "--config", str(config), "--broker-tls-ca", str(missing)]) == 2
     err = capsys.readouterr().err
-    assert "EV_MQTT_TLS_CA_FILE" in err
-    assert str(missing) in err
+    # The option given is named, not the variable it stands in for.
+    assert f"option '--broker-tls-ca': cannot use {missing}" in err
+    assert "EV_MQTT_TLS_CA_FILE" not in err
+
+
+def test_an_unusable_ca_file_from_the_environment_names_the_variable(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = Path(__file__).resolve().parents[2] / "config" / "simulator.yaml"
+    missing = tmp_path / "missing-ca.crt"
+    monkeypatch.setenv("EV_MQTT_TLS_CA_FILE", str(missing))
+    assert main(["run", "--config", str(config), "--check"]) == 2
+    err = capsys.readouterr().err
+    assert f"environment variable 'EV_MQTT_TLS_CA_FILE': cannot use {missing}" in err

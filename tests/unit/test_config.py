@@ -156,11 +156,6 @@ BAD = [
     ({"api_version": "v3"}, "api_version", "one of auto, v1, v2"),
     ({"error_namespace": "Powermeter"}, "error_namespace", "one of"),
     ({"signed_start_value": "yes"}, "signed_start_value", "expected boolean"),
-    (
-        {"resilience_transaction_request_retries": -1},
-        "resilience_transaction_request_retries",
-        ">= 0",
-    ),
     ({"ntp_server_1_ip_addr": "ntp example"}, "ntp_server_1_ip_addr", "host name"),
     ({"ntp_server_1_ip_addr": "10.0.0.256"}, "ntp_server_1_ip_addr", "host name"),
     ({"cable_id": 8}, "cable_id", "<= 7"),
@@ -170,16 +165,6 @@ BAD = [
     ({"temperature_error_level_C": float("inf")}, "temperature_error_level_C", "finite"),
     ({"temperature_hysteresis_K": float("inf")}, "temperature_hysteresis_K", "finite"),
     ({"meter_dst": ""}, "meter_dst", "not valid JSON"),
-    (
-        {"resilience_transaction_request_retry_delay": 10**9},
-        "resilience_transaction_request_retry_delay",
-        "<= 10000",
-    ),
-    (
-        {"resilience_transaction_request_retries": 1000},
-        "resilience_transaction_request_retries",
-        "<= 10",
-    ),
     ({"meter_timezone": "+15:00"}, "meter_timezone", "-11:00 to +14:00"),
     ({"meter_timezone": "-11:15"}, "meter_timezone", "-11:00 to +14:00"),
     ({"meter_timezone": "+01:20"}, "meter_timezone", "-11:00 to +14:00"),

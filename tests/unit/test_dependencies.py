@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.constraints import pinned_version, pins
+
 ROOT = Path(__file__).resolve().parents[2]
 tomllib = pytest.importorskip("tomllib")
 
@@ -75,14 +77,11 @@ def test_every_dependency_has_a_lower_bound_and_an_upper_bound_at_the_next_major
         assert int(upper.group(1)) > int(lower.group(1).split(".")[0]), spec
 
 
-def test_constraints_pin_each_dependency_inside_its_range() -> None:
+@pytest.mark.parametrize("python", ["3.10", "3.11", "3.12", "3.13"])
+def test_constraints_pin_each_dependency_inside_its_range(python: str) -> None:
     from packaging.requirements import Requirement
 
-    pinned = {}
-    for line in (ROOT / "constraints.txt").read_text().splitlines():
-        if line.strip() and not line.startswith("#"):
-            name, _, version = line.partition("==")
-            pinned[re.sub(r"[-_.]+", "-", name).lower()] = version
+    pinned = {name: pinned_version(pin) for name, pin in pins(python).items()}
     for name, spec in declared().items():
         assert Requirement(spec).specifier.contains(pinned[name]), (spec, pinned.get(name))
 

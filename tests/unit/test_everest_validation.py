@@ -108,3 +108,29 @@ def test_a_var_judged_by_shape_is_checked_as_strictly_and_names_each_bad_value()
     assert "Additional properties" in extra
     # The OCMF key var is judged by value (it has value keywords) or, if not, still checked.
     assert validation.check_var("public_key_ocmf", 5) is not None
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        "2026-12-05T08:15:50.000Z",
+        "2026-12-05t08:15:50.5z",
+        "2026-12-05T08:15:50+01:00",
+        "2026-12-05T08:15:50.123456789-05:30",
+    ],
+)
+def test_every_rfc3339_time_is_a_date_time_on_every_python(moment: str) -> None:
+    # Python 3.10's fromisoformat refused "Z" and odd fractions: on 3.10 every
+    # powermeter publication (timestamp "...000Z") was withheld as breaking the interface.
+    from lem_dcbm.everest.validation import FORMAT_CHECKER
+
+    assert FORMAT_CHECKER.conforms(moment, "date-time")
+
+
+@pytest.mark.parametrize(
+    "moment", ["2026-13-05T08:15:50Z", "2026-12-05T25:15:50Z", "2026-12-05T08:15:50+24:00"]
+)
+def test_an_impossible_time_is_not_a_date_time(moment: str) -> None:
+    from lem_dcbm.everest.validation import FORMAT_CHECKER
+
+    assert not FORMAT_CHECKER.conforms(moment, "date-time")

@@ -14,4 +14,6 @@ def test_license_file_is_the_apache_2_0_text_the_readme_and_metadata_name() -> N
     assert "TERMS AND CONDITIONS FOR USE, REPRODUCTION, AND DISTRIBUTION" in text
     assert "Apache-2.0: see [LICENSE](LICENSE)." in (ROOT / "README.md").read_text("utf-8")
     pyproject = (ROOT / "pyproject.toml").read_text("utf-8")
-    assert 'license = { text = "Apache-2.0" }' in pyproject.splitlines()
+    # An SPDX expression with the file named (PEP 639); the TOML table form is deprecated.
+    assert 'license = "Apache-2.0"' in pyproject.splitlines()
+    assert 'license-files = ["LICENSE"]' in pyproject.splitlines()

@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 import yaml
 
-from lem_dcbm.config import load_manifest
+from lem_dcbm.config import CLAMPS, load_manifest
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -60,17 +60,9 @@ def test_schema_check_catches_what_the_manager_refuses(
         _validate(broken, everest_schema)
 
 
-#: Keys whose range is narrowed to what can work: outside it every start fails at the
-#: meter (cable and tariff ids) or the module would stall (absurd retries and delays), so a
-#: bad value is refused at start-up with exit 2 instead.
-NARROWED = {
-    "resilience_initial_connection_retries",
-    "resilience_initial_connection_retry_delay",
-    "resilience_transaction_request_retries",
-    "resilience_transaction_request_retry_delay",
-    "cable_id",
-    "tariff_id",
-}
+#: Keys whose range is narrowed to what the meter accepts: outside it every transaction
+#: start fails at the meter, so a bad value is refused at start-up with exit 2 instead.
+NARROWED = {"cable_id", "tariff_id"}
 
 
 def test_every_cpp_key_is_present_with_the_same_type_default_and_bounds(
@@ -83,6 +75,19 @@ def test_every_cpp_key_is_present_with_the_same_type_default_and_bounds(
             if key in NARROWED and word in ("minimum", "maximum"):
                 continue
             assert ours[key].get(word) == entry.get(word), (key, word)
+
+
+def test_clamped_keys_take_any_integer_as_the_cpp_manifest_does(
+    manifest: dict[str, Any], cpp_manifest: dict[str, Any]
+) -> None:
+    # The EVerest manager checks a config against the manifest before the module sees it:
+    # a bound here would refuse a value the C++ module runs with.
+    for key, clamp in CLAMPS.items():
+        assert "minimum" not in manifest["config"][key], key
+        assert "maximum" not in manifest["config"][key], key
+        assert "minimum" not in cpp_manifest["config"][key], key
+        default = manifest["config"][key]["default"]
+        assert clamp.lowest <= default <= (clamp.highest or default), key
 
 
 def test_narrowed_ranges_keep_every_value_that_can_work(manifest: dict[str, Any]) -> None:

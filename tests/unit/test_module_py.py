@@ -40,3 +40,27 @@ def test_module_py_without_its_dependencies_says_how_to_install(
     assert f"{sys.executable} has no PyYAML (import 'yaml')" in lines[0]
     assert str(ROOT / ".venv") in lines[0]
     assert "docs/install.md" in lines[0]
+
+
+def test_module_py_without_the_package_says_how_to_install(tmp_path: Path) -> None:
+    # A module folder holding module.py (from a wheelhouse) and no lem-dcbm yet: the old
+    # hint covered only the dependencies, and this ended in a traceback.
+    folder = tmp_path / "LemDCBM400600Py"
+    folder.mkdir()
+    (folder / "module.py").write_bytes((ROOT / "module.py").read_bytes())
+    result = subprocess.run(
+        [sys.executable, "-I", "-S", str(folder / "module.py"), "--check"],
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    (line,) = result.stderr.splitlines()
+    assert f"{sys.executable} has no lem-dcbm (import 'lem_dcbm')" in line
+    assert f"{folder / '.venv/bin/pip'} install --constraint constraints.txt" in line
+    assert "--find-links <wheelhouse> lem-dcbm" in line

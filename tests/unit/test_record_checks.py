@@ -299,3 +299,27 @@ def test_meter_time(text: str, iso: str) -> None:
 def test_bad_meter_time(text: str) -> None:
     with pytest.raises(ValueError, match="TM"):
         parse_meter_time(text)
+
+
+def test_a_client_id_without_the_identification_part_says_how_the_id_is_made(
+    signer: OcmfSigner,
+) -> None:
+    # The module writes ID as "<identification data>,<transaction id>": a transaction id
+    # alone failed a good record with no word why.
+    record = signed(signer, set_field("ID", "04A1B2C3,tx-1"))
+    verdict = check_record(record, RecordExpectation(client_id="tx-1"), signer.public_key_ocmf)
+    assert verdict.failed_checks == ("identification",)
+    detail = verdict.failures[0].detail
+    assert detail.startswith("ID '04A1B2C3,tx-1', expected 'tx-1'")
+    assert "'<identification data>,<transaction id>'" in detail
+    whole = RecordExpectation(client_id="04A1B2C3,tx-1")
+    assert check_record(record, whole, signer.public_key_ocmf).ok
+
+
+def test_the_client_id_help_says_what_the_id_holds(capsys: pytest.CaptureFixture[str]) -> None:
+    from lem_dcbm.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["ocmf", "verify", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "lem-dcbm writes '<identification data>,<transaction id>'" in text
