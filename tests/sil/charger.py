@@ -262,7 +262,7 @@ class Charger:
         settings: dict[str, Any] = {
             "mqtt_broker_host": self.broker.host,
             "mqtt_broker_port": self.broker.port,
-            "modules_dir": str(self.modules_dir),
+            "modules_dir": str(self.workdir / "modules"),
             "logging_config_file": str(self.workdir / "logging.ini"),
         }
         if self.external_prefix:
@@ -353,9 +353,24 @@ class Charger:
             "MessageLogPath": str(root / "messages"),
         }
 
+    def link_modules(self) -> Path:
+        """One ``modules_dir`` for the manager: the build's modules and lem-dcbm's folder.
+
+        Links to folders, not files: the manager resolves ``module.py`` and finds the
+        ``.venv`` beside the real file, and the build's prefix stays untouched.
+        """
+        folder = self.workdir / "modules"
+        if not folder.exists():
+            folder.mkdir(parents=True)
+            built = self.build.prefix / "libexec" / "everest" / "modules"
+            for module in [*built.iterdir(), self.modules_dir / MODULE_NAME]:
+                (folder / module.name).symlink_to(module, target_is_directory=True)
+        return folder
+
     def write_config(self) -> None:
         """Write the config and the logging settings."""
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self.link_modules()
         (self.workdir / "logging.ini").write_text(LOGGING_INI)
         self.config_path.write_text(yaml.safe_dump(self.document(), sort_keys=False))
 
