@@ -321,6 +321,8 @@ class Charger:
             sampled = components / "standardized" / "SampledDataCtrlr.json"
             _set_variable(sampled, "SignReadings", True if self.sign_readings else None)
         root = self.workdir / "ocpp201"
+        for folder in ("core", "messages"):
+            (root / folder).mkdir(parents=True, exist_ok=True)
         return {
             "DeviceModelConfigPath": str(components),
             "DeviceModelDatabasePath": str(root / "device_model_storage.db"),
@@ -347,6 +349,8 @@ class Charger:
                     }
                 )
             )
+        for folder in ("db", "messages"):
+            (root / folder).mkdir(parents=True, exist_ok=True)
         return {
             "UserConfigPath": str(user_config),
             "DatabasePath": str(root / "db"),
