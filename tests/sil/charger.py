@@ -114,7 +114,7 @@ def find_sil_build() -> SilBuild | str:
     build = SilBuild(Path(value).expanduser())
     if not os.access(build.manager, os.X_OK):
         return f"{SIL_ENV}={value} has no bin/manager"
-    for name in ("EvseManager", "YetiSimulator", "EvManager", "OCPP201"):
+    for name in ("EvseManager", "YetiSimulator", "EvManager"):
         if not build.has_module(name):
             return f"{SIL_ENV}={value} lacks the module {name}"
     return build
@@ -257,6 +257,10 @@ class Charger:
                 "config_module": {"sqlite_db_file_path": store},
             },
         }
+        if not self.build.has_module("PersistentStore"):  # a partial build: no memory
+            del modules["persistent_store"]
+            del modules["evse_manager"]["connections"]["store"]
+            del modules["ev_manager"]["connections"]["kvs"]
         if self.ocpp:
             modules.update(self._ocpp_modules())
         settings: dict[str, Any] = {
