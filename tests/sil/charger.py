@@ -417,7 +417,7 @@ class Charger:
 
         def up() -> bool:
             if self.process is None or self.process.poll() is not None:
-                raise HarnessError(f"the manager ended while starting; {self.tail()}")
+                raise HarnessError("the manager ended while starting")
             return UP_LINE in self.this_start_log()
 
         try:
