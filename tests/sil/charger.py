@@ -89,20 +89,12 @@ class SilBuild:
         return self.prefix / "share" / "everest" / "modules" / module
 
     def origin(self) -> str:
-        """The EVerest commit the build was made from, as far as the build tells."""
-        source = self.prefix.parent / "src" / "everest"
-        for candidate in (source, self.prefix.parent / "src" / "EVerest"):
-            if (candidate / ".git").exists() or (candidate / "HEAD").exists():
-                done = subprocess.run(
-                    ["git", "-C", str(candidate), "rev-parse", "--short", "HEAD"],
-                    capture_output=True,
-                    text=True,
-                    check=False,
-                )
-                if done.returncode == 0:
-                    return done.stdout.strip()
-        for anchor in self.prefix.parent.glob("src/*/.anchor*"):
-            return anchor.read_text().strip()
+        """The EVerest commit the build was made from (``build-sil.sh``'s source anchor)."""
+        anchor = self.prefix.parent / "src" / "EVerest" / ".anchor-src"
+        if anchor.exists():
+            fields = anchor.read_text().split()
+            if len(fields) >= 2:
+                return f"EVerest {fields[1][:12]}"
         return "unknown"
 
 
