@@ -281,6 +281,7 @@ class Charger:
             "evse_energy_sink": _conn("grid_connection_point", "external_limits"),
         }
         if self.ocpp == OCPP16:
+            connections["reservation"] = _conn("auth", "reservation")  # required by 1.6
             config = self._ocpp16_config()
             ocpp = {"module": "OCPP", "config_module": config, "connections": connections}
         else:
