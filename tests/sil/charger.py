@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-import paho.mqtt.publish as mqtt_publish
 import yaml
 
 from lem_dcbm.harness import (
@@ -482,7 +481,15 @@ class Charger:
 
     def _car(self, command: str, payload: str) -> None:
         topic = f"{self.external_prefix}everest_external/nodered/1/carsim/cmd/{command}"
-        mqtt_publish.single(topic, payload, qos=1, hostname=self.broker.host, port=self.broker.port)
+        # Not paho's publish.single: its loop logs an error for its own disconnect.
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        client.connect(self.broker.host, self.broker.port)
+        client.loop_start()
+        try:
+            client.publish(topic, payload, qos=1).wait_for_publish(10)
+        finally:
+            client.disconnect()
+            client.loop_stop()
 
     def plug_in(self, commands: str = PLUG_AND_CHARGE) -> None:
         """The car plugs in and charges (EvManager's ``execute_charging_session``)."""
