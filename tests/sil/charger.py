@@ -348,6 +348,8 @@ class Charger:
         for folder in ("db", "messages"):
             (root / folder).mkdir(parents=True, exist_ok=True)
         return {
+            # The module's default (ocpp-config.json) is not installed; libocpp's is.
+            "ChargePointConfigPath": "config.json",
             "UserConfigPath": str(user_config),
             "DatabasePath": str(root / "db"),
             "MessageLogPath": str(root / "messages"),
