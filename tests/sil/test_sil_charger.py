@@ -337,8 +337,10 @@ def test_api_with_external_prefix(
 ) -> None:
     pending(request, API, PENDING_PREFIX)
     charger = up(make_charger(API, external_prefix="site/"))
-    session(charger)
-    report("API mode: mqtt_external_prefix set", charger)
+    try:
+        session(charger)
+    finally:  # recorded also when no transaction starts at all
+        report("API mode: mqtt_external_prefix set", charger)
     assert_whole_bill(charger)
 
 
