@@ -329,15 +329,19 @@ class ManagerRun:
     def kill(self) -> None:
         """End the whole session (reaper, manager, modules) after a failure."""
         process, self.process = self.process, None
-        if process is None:
-            return
-        for signum in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(process.pid, signum)
-            except ProcessLookupError:
-                break
-            try:
-                process.wait(10)
-                break
-            except subprocess.TimeoutExpired:
-                continue
+        if process is not None:
+            end_process_group(process)
+
+
+def end_process_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL, to the session ``process`` leads (started with a new session)."""
+    for signum in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, signum)
+        except ProcessLookupError:
+            break
+        try:
+            process.wait(10)
+            break
+        except subprocess.TimeoutExpired:
+            continue
