@@ -52,6 +52,8 @@ from tests.sil.csms import Csms
 
 #: The variable naming the install prefix of ``build-sil.sh`` (``<prefix>/bin/manager``).
 SIL_ENV = "LEM_DCBM_EVEREST_SIL_PREFIX"
+#: The board simulator's module id; its powermeter var is what the car draws.
+YETI_ID = "yeti_driver"
 LEM_DCBM = "lem-dcbm"
 CPP = "cpp"
 API = "api"
@@ -190,12 +192,12 @@ class Charger:
                     "session_logging": False,
                 },
                 "connections": {
-                    "bsp": _conn("yeti_driver", "board_support"),
+                    "bsp": _conn(YETI_ID, "board_support"),
                     "powermeter_car_side": _conn(METER_ID, "main"),
                     "store": _conn("persistent_store", "main"),
                 },
             },
-            "yeti_driver": {
+            YETI_ID: {
                 "module": "YetiSimulator",
                 "mapping": {"module": {"evse": 1}},
                 "config_module": {"connector_id": 1},
@@ -210,7 +212,7 @@ class Charger:
                     "keep_cross_boot_plugin_state": True,
                 },
                 "connections": {
-                    "ev_board_support": _conn("yeti_driver", "ev_board_support"),
+                    "ev_board_support": _conn(YETI_ID, "ev_board_support"),
                     "kvs": _conn("persistent_store", "main"),
                 },
             },

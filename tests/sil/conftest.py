@@ -12,7 +12,15 @@ import pytest
 from lem_dcbm.harness import Broker, start_simulator
 from lem_dcbm.records.checks import RecordExpectation
 from tests.real_everest.everest_run import ModuleFolders, install_module_folders
-from tests.sil.charger import LEM_DCBM, NEEDS, OCPP16, Charger, SilBuild, find_sil_build
+from tests.sil.charger import (
+    LEM_DCBM,
+    NEEDS,
+    OCPP16,
+    YETI_ID,
+    Charger,
+    SilBuild,
+    find_sil_build,
+)
 from tests.sil.csms import Csms
 
 ChargerFactory = Callable[..., Charger]
@@ -50,8 +58,16 @@ def make_charger(
             pytest.skip("the build has no OCPP (build-sil.sh EXTRA_MODULES=OCPP)")
         # Asked for here, after the build: the install (about 20 s) is not for a skipped test.
         folders: ModuleFolders = request.getfixturevalue("sil_modules")
+        # The meter meters what the simulated car draws: the board's own powermeter var.
         simulator = start_simulator(
-            tmp_path / "simulator", min_transaction_seconds=min_transaction_seconds
+            tmp_path / "simulator",
+            min_transaction_seconds=min_transaction_seconds,
+            extra_args=[
+                "--load-from-mqtt",
+                f"everest/modules/{YETI_ID}/impl/powermeter/var/powermeter",
+                "--load-broker",
+                f"{mosquitto.host}:{mosquitto.port}",
+            ],
         )
         status = simulator.control("GET", "/v1/status")
         csms = Csms(
