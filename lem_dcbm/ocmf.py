@@ -22,18 +22,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ecdsa import BadSignatureError, NIST256p, VerifyingKey
-from ecdsa.curves import Curve
-from ecdsa.util import sigdecode_der
-
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import ec
+    from ecdsa import VerifyingKey
+    from ecdsa.curves import Curve
 
 PREFIX = "OCMF|"
 #: The only algorithm LEM meters use, and OCMF's default when ``SA`` is absent.
 DEFAULT_ALGORITHM = "ECDSA-secp256r1-SHA256"
-_ALGORITHMS: Mapping[str, tuple[Curve, Callable[..., Any]]] = {
-    "ECDSA-secp256r1-SHA256": (NIST256p, hashlib.sha256),
+#: Algorithm -> (``ecdsa``'s name of the curve, the digest).
+_ALGORITHMS: Mapping[str, tuple[str, Callable[..., Any]]] = {
+    "ECDSA-secp256r1-SHA256": ("NIST256p", hashlib.sha256),
 }
 #: SEC 2 names of the curves ``ecdsa`` knows (errors name curves as OCMF and OpenSSL do).
 _SEC_NAMES = {"NIST256p": "secp256r1", "NIST384p": "secp384r1", "NIST521p": "secp521r1"}
@@ -127,6 +126,9 @@ def _key_bytes(key: str) -> bytes:
 
 def verifying_key(key: str) -> VerifyingKey:
     """``ecdsa``'s key for a public key given as ``load_public_key`` takes it."""
+    # Imported here: a module that runs no transaction never loads the verifier.
+    from ecdsa import NIST256p, VerifyingKey
+
     key = key.strip()
     try:
         if key.startswith("-----BEGIN"):
@@ -156,11 +158,15 @@ def verify_ocmf(text: str, public_key_hex: str) -> bool:
     record = parse_ocmf(text)
     if record.signature_algorithm not in _ALGORITHMS:
         raise ValueError(f"unsupported OCMF signature algorithm {record.signature_algorithm!r}")
+    from ecdsa import BadSignatureError
+    from ecdsa.util import sigdecode_der
+
     curve, digest = _ALGORITHMS[record.signature_algorithm]
     key = verifying_key(public_key_hex)
-    if key.curve != curve:
+    if key.curve.name != curve:
         raise ValueError(
-            f"public key is on {_curve_name(key.curve)}, the record needs {_curve_name(curve)}"
+            f"public key is on {_curve_name(key.curve)}, "
+            f"the record needs {_SEC_NAMES.get(curve, curve)}"
         )
     try:
         return bool(

@@ -212,12 +212,14 @@ def test_a_key_that_is_not_ec_is_an_error_not_false() -> None:
 
 
 def test_a_running_module_verifies_without_cryptography() -> None:
+    """The verifier loads at the first verification; cryptography never does."""
     code = (
         "import sys, json\n"
+        "import lem_dcbm.cli, lem_dcbm.service\n"
         "from lem_dcbm.ocmf import verify_ocmf\n"
+        "assert 'ecdsa' not in sys.modules, 'the verifier loaded before a verification'\n"
         f"vector = json.loads(open({str(VECTOR)!r}).read())\n"
         "assert verify_ocmf(vector['ocmf'], vector['public_key_ocmf_hex'])\n"
-        "import lem_dcbm.service\n"
         "assert 'cryptography' not in sys.modules, 'cryptography loaded'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
