@@ -38,7 +38,7 @@ from lem_dcbm.atomic_file import (
     write_atomic,
 )
 from lem_dcbm.clock import Clock, SystemClock, rfc3339
-from lem_dcbm.errors import ConfigError
+from lem_dcbm.errors import ConfigError, LemDcbmError
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ class JournalEntry:
         return self.stopped and not self.has_record
 
 
-class CorruptEntryError(ValueError):
+class CorruptEntryError(LemDcbmError, ValueError):
     """A journal file does not hold a valid entry."""
 
 

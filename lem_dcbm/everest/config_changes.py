@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from lem_dcbm.errors import LemDcbmError
 from lem_dcbm.everest import envelope
 from lem_dcbm.everest.bus import Message
 from lem_dcbm.everest.envelope import Generation
@@ -43,7 +44,7 @@ MODULE_SCOPE = "!module"
 ChangeHandler = Callable[[str, Any], tuple[str, str]]
 
 
-class SetRequestError(ValueError):
+class SetRequestError(LemDcbmError, ValueError):
     """A set request that cannot be read; ``str()`` says why."""
 
 

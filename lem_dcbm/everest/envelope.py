@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from lem_dcbm.errors import LemDcbmError
+
 VAR = "Var"
 CMD = "Cmd"
 CMD_RESULT = "CmdResult"
@@ -66,7 +68,7 @@ class Generation(Enum):
         return None
 
 
-class EnvelopeError(ValueError):
+class EnvelopeError(LemDcbmError, ValueError):
     """A payload is not an EVerest envelope; ``str()`` says why."""
 
 
@@ -178,7 +180,7 @@ class CommandRequest:
     args: dict[str, Any]
 
 
-class CommandParseError(ValueError):
+class CommandParseError(LemDcbmError, ValueError):
     """A command payload that cannot be executed.
 
     ``call_id`` and ``origin`` are set when the payload still names both, so the error

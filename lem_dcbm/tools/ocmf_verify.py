@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from lem_dcbm.cli_common import Subcommands, add_command
+from lem_dcbm.errors import UsageError
 from lem_dcbm.ocmf import PREFIX, load_public_key
 from lem_dcbm.records.checks import RecordExpectation, RecordVerdict, check_record, checks_run
 from lem_dcbm.records.summary import RecordSummary, summarize
@@ -23,10 +24,6 @@ from lem_dcbm.records.summary import RecordSummary, summarize
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
-
-
-class UsageError(Exception):
-    """Bad options or input: said in one line, exit code 2."""
 
 
 @dataclass(frozen=True, slots=True)
