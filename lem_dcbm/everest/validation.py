@@ -2,9 +2,11 @@
 
 An ``InterfaceSchema`` is the interface under one set of type definitions: the module's
 own (``own_schema()``), or those the running EVerest manager published
-(``framework_types``). Validators are compiled once per command or variable on first
-use and then reused for every message. Problems are reported in the framework's style:
-``At /value/evse_id of 5 - 5 is not of type 'string'``.
+(``framework_types``). Each command's arguments and result and each variable's schema
+is compiled once, on first use, by ``lem_dcbm.schema_check`` into a plain predicate;
+jsonschema (draft 7, as the framework) is loaded only to word the problem of an invalid
+value, or to judge a schema with a keyword the predicates do not cover. Problems are
+reported in the framework's style: ``At /value/evse_id of 5 - 5 is not of type 'string'``.
 
 ``shape_result`` and ``shape_var`` drop what a schema forbids (a property where
 ``additionalProperties`` is false), so an answer never carries a property the running
