@@ -126,8 +126,9 @@ class CppManager:
             except OSError:
                 continue
             words = [word.decode(errors="replace") for word in argv]
-            # The binary, or the script an interpreter runs: the module's own executable.
-            if not any(word.endswith(f"/{MODULE}") for word in words[:2]):
+            # The manager names the process "<module id>:LemDCBM400600"; a binary started
+            # by its path, or a script an interpreter runs, ends in "/LemDCBM400600".
+            if not any(word.endswith((f"/{MODULE}", f":{MODULE}")) for word in words[:2]):
                 continue
             for module_id in self.meters:
                 if module_id in words or any(w.endswith(f"={module_id}") for w in words):
