@@ -347,8 +347,8 @@ def run_section(meta: dict[str, Any]) -> str:
             if isinstance(v, dict)
         ),
         "- footprint.py ran in the background during publish_schedule.py, startup.py and "
-        "command_latency.py (four idle modules at 1 Hz: a few tenths of a percent of a "
-        "core); scale.py ran alone.",
+        "command_latency.py (lem-dcbm's four modules at 1 Hz and, where it is built, the "
+        "C++ module's four: a few tenths of a percent of a core each); scale.py ran alone.",
     ]
     return "\n".join(lines)
 
