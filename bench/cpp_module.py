@@ -2,8 +2,8 @@
 
 The build is the install prefix of ``build-sil.sh`` (``$LEM_DCBM_EVEREST_SIL_PREFIX``, else
 the script's default ``~/.cache/everest-anchors/everest-sil/prefix``) with
-``EXTRA_MODULES=LemDCBM400600``: its 2026 ``bin/manager`` and
-``libexec/everest/modules/LemDCBM400600``. One manager runs one C++ module per meter, each
+``EXTRA_MODULES=LemDCBM400600``: its 2026 ``bin/manager`` and the C++ module's folder in
+``libexec/everest``. One manager runs one C++ module per meter, each
 module a process of its own with its own simulator; a benchmark samples each module's
 process like a lem-dcbm module's and calls its commands the way EvseManager does
 (``harness.Caller``). Without the build the benchmarks run lem-dcbm alone and the report
