@@ -22,6 +22,7 @@ DEPENDENCIES = {
     "yaml": "PyYAML",
     "jsonschema": "jsonschema",
     "cryptography": "cryptography",
+    "ecdsa": "ecdsa",
 }
 #: Exit code when the module cannot start as installed (as for a bad configuration).
 EXIT_NOT_INSTALLED = 2

@@ -2,10 +2,14 @@
 
 Four modules run at the same time on one broker, each against its own simulator:
 plain HTTP or TLS to the meter, idle or with a transaction running for the whole
-measurement. ``/proc`` is sampled once a second. The steady state starts once the
-module has published and the transaction (if any) runs; CPU and TCP connections to
-the meter (the simulator's ``connections.accepted``) are counted from there. Growth
-of RSS is measured from a tenth of the way in, after allocators have settled.
+measurement. Where EVerest's C++ ``LemDCBM400600`` is built (``cpp_module.py``), its
+four variants run beside them under one manager, on the same broker, each against a
+simulator of its own, and are measured in the same loop: both sides see the same
+machine at the same time. ``/proc`` is sampled once a second. The steady state starts
+once the module has published and the transaction (if any) runs; CPU and TCP
+connections to the meter (the simulator's ``connections.accepted``) are counted from
+there. Growth of RSS is measured from a tenth of the way in, after allocators have
+settled.
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ import argparse
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import cpp_module
 import harness
 
 
@@ -40,13 +46,20 @@ VARIANTS = (
 )
 
 
+#: The implementations measured: this module and EVerest's C++ module.
+LEM_DCBM = "lem-dcbm"
+CPP = "cpp"
+
+
 @dataclass
 class Subject:
-    """One variant's module, meter and samples."""
+    """One variant's module process, meter and samples."""
 
     variant: Variant
-    module: harness.ModuleProcess
+    implementation: str
     sim: harness.Simulator
+    pid: int = 0
+    module: harness.ModuleProcess | None = None
     caller: harness.Caller | None = None
     accepted_at_start: int = 0
     samples: list[harness.ProcSample] | None = None
@@ -54,19 +67,43 @@ class Subject:
     @property
     def module_id(self) -> str:
         """The module id."""
-        return f"footprint_{self.variant.name}"
+        side = "" if self.implementation == LEM_DCBM else f"{self.implementation}_"
+        return f"footprint_{side}{self.variant.name}"
 
 
 def start(stack: harness.Stack, broker: harness.Broker, variant: Variant) -> Subject:
     """Start one variant's simulator and module."""
     sim = stack.start_simulator(variant.name, tls=variant.tls, min_transaction_s=0)
-    module = stack.start_module(
-        f"footprint_{variant.name}",
-        broker,
-        sim.port,
-        tls_cert=sim.cert_path if variant.tls else None,
+    subject = Subject(variant, LEM_DCBM, sim)
+    subject.module = stack.start_module(
+        subject.module_id, broker, sim.port, tls_cert=sim.cert_path if variant.tls else None
     )
-    return Subject(variant, module, sim)
+    subject.pid = subject.module.pid
+    return subject
+
+
+def start_cpp(
+    stack: harness.Stack, broker: harness.Broker, prefix: Path
+) -> tuple[cpp_module.CppManager, list[Subject]]:
+    """The C++ module's four variants under one manager, each with its own simulator."""
+    subjects = [
+        Subject(v, CPP, stack.start_simulator(f"cpp_{v.name}", tls=v.tls, min_transaction_s=0))
+        for v in VARIANTS
+    ]
+    manager = cpp_module.CppManager(
+        prefix,
+        stack.workdir / "cpp",
+        broker,
+        {s.module_id: (s.sim, s.variant.tls) for s in subjects},
+    ).start()
+    try:
+        pids = manager.pids()
+    except Exception:
+        manager.stop()
+        raise
+    for subject in subjects:
+        subject.pid = pids[subject.module_id]
+    return manager, subjects
 
 
 def figures(subject: Subject, times: list[float], duration_s: float) -> dict[str, Any]:
@@ -78,6 +115,7 @@ def figures(subject: Subject, times: list[float], duration_s: float) -> dict[str
     accepted = subject.sim.state()["connections"]["accepted"]
     return {
         "variant": subject.variant.name,
+        "implementation": subject.implementation,
         "tls": subject.variant.tls,
         "transaction": subject.variant.transaction,
         "duration_s": wall,
@@ -105,46 +143,83 @@ def figures(subject: Subject, times: list[float], duration_s: float) -> dict[str
 
 
 def run(args: argparse.Namespace) -> None:
-    """Run every variant at once, print the table, write the JSON."""
+    """Run every variant at once (and the C++ module's, where built); table and JSON."""
     duration_s = args.duration or (15.0 if args.quick else 600.0)
+    build = cpp_module.find_build() if args.cpp else "not asked for (--no-cpp)"
+    cpp_note = build if isinstance(build, str) else ""
+    manager: cpp_module.CppManager | None = None
     with harness.Stack("footprint", keep=args.keep) as stack:
         broker = stack.start_broker()
         subjects = [start(stack, broker, variant) for variant in VARIANTS]
-        with harness.VarRecorder(broker) as recorder:
-            recorder.wait_count([s.module_id for s in subjects], 1, 60)
+        if isinstance(build, Path):
+            try:
+                manager, cpp_subjects = start_cpp(stack, broker, build)
+                subjects += cpp_subjects
+            except Exception as err:  # noqa: BLE001 - lem-dcbm's figures are still worth having
+                cpp_note = f"the C++ module did not start: {err}"
+                harness.say(cpp_note)
+        try:
+            results = measure(broker, subjects, duration_s)
+        finally:
             for subject in subjects:
-                if subject.variant.transaction:
-                    subject.caller = harness.Caller(broker, subject.module_id)
+                if subject.caller is not None:
                     subject.caller.call_ok(
-                        "start_transaction", harness.start_args(f"{subject.module_id}-tx")
+                        "stop_transaction", {"transaction_id": f"{subject.module_id}-tx"}
                     )
-                subject.accepted_at_start = subject.sim.state()["connections"]["accepted"]
-                subject.samples = [harness.proc_sample(subject.module.pid)]
-            began = time.monotonic()
-            harness.say(f"sampling {len(subjects)} modules for {duration_s:.0f} s")
-            tick = began
-            while tick < began + duration_s:
-                tick += 1.0
-                time.sleep(max(0.0, tick - time.monotonic()))
-                for subject in subjects:
-                    assert subject.samples is not None
-                    subject.samples.append(harness.proc_sample(subject.module.pid))
-            results = [
-                figures(s, harness.window(recorder.times(s.module_id), began, tick), duration_s)
-                for s in subjects
-            ]
-        for subject in subjects:
-            if subject.caller is not None:
-                subject.caller.call_ok(
-                    "stop_transaction", {"transaction_id": f"{subject.module_id}-tx"}
-                )
-                subject.caller.close()
-            stack.stop_module(subject.module)
+                    subject.caller.close()
+                if subject.module is not None:
+                    stack.stop_module(subject.module)
+            if manager is not None:
+                manager.stop()
+    if cpp_note:
+        harness.say(f"C++ module not measured: {cpp_note}")
     harness.print_table(f"steady state over {duration_s:.0f} s at 1 Hz", HEADERS, rows(results))
-    harness.write_results("footprint", {"quick": args.quick, "runs": results}, args.out)
+    harness.write_results(
+        "footprint",
+        {
+            "quick": args.quick,
+            "runs": results,
+            "cpp": {
+                "measured": any(r["implementation"] == CPP for r in results),
+                "build": "" if isinstance(build, str) else str(build),
+                "note": cpp_note,
+            },
+        },
+        args.out,
+    )
+
+
+def measure(
+    broker: harness.Broker, subjects: list[Subject], duration_s: float
+) -> list[dict[str, Any]]:
+    """Start the transactions, sample every process once a second, return the figures."""
+    with harness.VarRecorder(broker) as recorder:
+        recorder.wait_count([s.module_id for s in subjects], 1, 60)
+        for subject in subjects:
+            if subject.variant.transaction:
+                subject.caller = harness.Caller(broker, subject.module_id)
+                subject.caller.call_ok(
+                    "start_transaction", harness.start_args(f"{subject.module_id}-tx")
+                )
+            subject.accepted_at_start = subject.sim.state()["connections"]["accepted"]
+            subject.samples = [harness.proc_sample(subject.pid)]
+        began = time.monotonic()
+        harness.say(f"sampling {len(subjects)} modules for {duration_s:.0f} s")
+        tick = began
+        while tick < began + duration_s:
+            tick += 1.0
+            time.sleep(max(0.0, tick - time.monotonic()))
+            for subject in subjects:
+                assert subject.samples is not None
+                subject.samples.append(harness.proc_sample(subject.pid))
+        return [
+            figures(s, harness.window(recorder.times(s.module_id), began, tick), duration_s)
+            for s in subjects
+        ]
 
 
 HEADERS = (
+    "module",
     "variant",
     "CPU s/h",
     "CPU %",
@@ -163,6 +238,7 @@ def rows(results: list[dict[str, Any]]) -> list[list[Any]]:
     """One table row per variant."""
     return [
         [
+            r.get("implementation", LEM_DCBM),
             r["variant"],
             r["cpu_s_per_hour"],
             r["cpu_percent"],
@@ -183,6 +259,12 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     parser = harness.parser(__doc__ or "")
     parser.add_argument("--duration", type=float, help="seconds of steady state")
+    parser.add_argument(
+        "--no-cpp",
+        dest="cpp",
+        action="store_false",
+        help="measure lem-dcbm alone, even where the C++ module is built",
+    )
     return harness.run_main(run, parser.parse_args(argv))
 
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from lem_dcbm.errors import LemDcbmError
+
 #: Deepest nesting of arrays and objects parsed; a valid call is nested 5 levels at most.
 MAX_JSON_DEPTH = 32
 
 
-class TooDeep(ValueError):
+class TooDeep(LemDcbmError, ValueError):
     """JSON text nested deeper than allowed; it was not parsed."""
 
 

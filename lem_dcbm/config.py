@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from jsonschema import Draft7Validator
 
 from lem_dcbm import MODULE_NAME
 from lem_dcbm.bounded_json import loads_bounded
 from lem_dcbm.broker_tls import broker_ssl_context, read_password_file
 from lem_dcbm.errors import ConfigError, cut, shown
+from lem_dcbm.schema_check import compile_check
 
 #: Names the module is known by in an EVerest config's ``module:`` entry: its own first,
 #: then the C++ module's, so that a config written for that one runs standalone unchanged.
@@ -304,6 +304,12 @@ def _clamped(key: str, value: int, clamp: Clamp) -> int:
 
 
 def _check_schema(key: str, value: Any, spec: dict[str, Any]) -> None:
+    check = compile_check(spec)
+    if check is not None and check(value):
+        return
+    # Imported here: only a bad value (or a spec beyond schema_check) needs jsonschema.
+    from jsonschema import Draft7Validator
+
     error = next(iter(Draft7Validator(spec).iter_errors(value)), None)
     if error is None:
         return

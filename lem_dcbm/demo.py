@@ -45,7 +45,7 @@ MIN_TRANSACTION_S = 5
 BROKER_ENV = "LEM_DEMO_BROKER"
 
 
-class DemoError(RuntimeError):
+class DemoError(LemDcbmError, RuntimeError):
     """A step of the demo failed; the message says which."""
 
 

@@ -3,14 +3,20 @@
     LemDcbmError
     ├── ConfigError               bad configuration (the process exits with code 2)
     ├── ControllerError           a step the meter's answers made impossible (no HTTP detail)
-    └── MeterError                the meter could not be asked or answered badly
-        ├── MeterConnectionError  no answer: refused, reset, timed out
-        │   └── MeterTlsError     the TLS handshake failed (wrong or unpinned certificate)
-        ├── MeterStatusError      an answer with an unexpected HTTP status
-        └── MeterBodyError        an answer whose body is not what the API promises
+    ├── MeterError                the meter could not be asked or answered badly
+    │   ├── MeterConnectionError  no answer: refused, reset, timed out
+    │   │   └── MeterTlsError     the TLS handshake failed (wrong or unpinned certificate)
+    │   ├── MeterStatusError      an answer with an unexpected HTTP status
+    │   └── MeterBodyError        an answer whose body is not what the API promises
+    ├── UsageError                a tool's bad option or input (one line, exit code 2)
+    └── ...                       each module's own errors, defined where they are raised
+                                  (``RecordMissing``, ``EnvelopeError``, ``Refusal``, ...)
 
-Only ``lem_dcbm.meter.transport`` translates ``urllib3`` exceptions into
-these, always with ``raise ... from``.
+Every exception class of the package derives from ``LemDcbmError``
+(``tests/unit/test_exception_tree.py`` walks the package); one that callers catch as
+``ValueError``, ``RuntimeError`` or ``TimeoutError`` keeps that class as a second base.
+Only ``lem_dcbm.meter.transport`` translates ``urllib3`` exceptions into the meter's
+errors, always with ``raise ... from``.
 """
 
 from __future__ import annotations
@@ -64,6 +70,10 @@ def _kind_of(key: str) -> str:
     if key.startswith(("EV_", "LEM_DCBM_")):
         return "environment variable"
     return "config key"
+
+
+class UsageError(LemDcbmError):
+    """A tool's bad option or input: said in one line, exit code 2."""
 
 
 class ControllerError(LemDcbmError):

@@ -26,6 +26,8 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from lem_dcbm.errors import LemDcbmError
+
 _LOGGER = logging.getLogger(__name__)
 
 #: Environment variable naming the heartbeat directory, for the module and the check alike.
@@ -91,7 +93,7 @@ def health_file_path(module_id: str, environ: Mapping[str, str] | None = None) -
     return health_dir(environ) / f"{safe_id}{HEARTBEAT_SUFFIX}"
 
 
-class UnsafeHeartbeat(OSError):
+class UnsafeHeartbeat(LemDcbmError, OSError):
     """The heartbeat's directory or file is not one the module may write through."""
 
 

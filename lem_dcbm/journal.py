@@ -50,7 +50,7 @@ from lem_dcbm.atomic_file import (
     write_atomic,
 )
 from lem_dcbm.clock import Clock, SystemClock, rfc3339
-from lem_dcbm.errors import ConfigError
+from lem_dcbm.errors import ConfigError, LemDcbmError
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ class JournalEntry:
         return self.has_record and late and not self.data.get("late_published_at")
 
 
-class CorruptEntryError(ValueError):
+class CorruptEntryError(LemDcbmError, ValueError):
     """A journal file does not hold a valid entry."""
 
 

@@ -2,28 +2,40 @@
 
 The signature covers the payload JSON exactly as the meter sent it, so the record is
 split on the text, never re-serialised: ``payload_text`` holds those exact characters.
+
+``verify_ocmf`` checks the signature with the pure-Python ``ecdsa`` package: a running
+module verifies two records per transaction, and cryptography's OpenSSL bindings would
+stay in its memory for that (about 9 MB, ``ecdsa`` less than 1 MB) at the price of about
+2 ms per verification. ``tests/unit/test_ocmf.py`` holds its verdicts equal to
+cryptography's, ``tests/unit/test_pyocmf_crosscheck.py`` to pyocmf's. ``load_public_key``
+(the tools' key reader) still uses cryptography, loaded when a tool calls it.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import string
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from ecdsa import VerifyingKey
+    from ecdsa.curves import Curve
 
 PREFIX = "OCMF|"
 #: The only algorithm LEM meters use, and OCMF's default when ``SA`` is absent.
 DEFAULT_ALGORITHM = "ECDSA-secp256r1-SHA256"
-_ALGORITHMS: Mapping[str, tuple[type[ec.EllipticCurve], type[hashes.HashAlgorithm]]] = {
-    "ECDSA-secp256r1-SHA256": (ec.SECP256R1, hashes.SHA256),
+#: Algorithm -> (``ecdsa``'s name of the curve, the digest).
+_ALGORITHMS: Mapping[str, tuple[str, Callable[..., Any]]] = {
+    "ECDSA-secp256r1-SHA256": ("NIST256p", hashlib.sha256),
 }
+#: SEC 2 names of the curves ``ecdsa`` knows (errors name curves as OCMF and OpenSSL do).
+_SEC_NAMES = {"NIST256p": "secp256r1", "NIST384p": "secp384r1", "NIST521p": "secp521r1"}
 _DECODER = json.JSONDecoder()
 
 
@@ -84,6 +96,10 @@ def parse_ocmf(text: str) -> OcmfRecord:
 
 def load_public_key(key: str) -> ec.EllipticCurvePublicKey:
     """Load an EC public key given as hex or base64 DER SubjectPublicKeyInfo (or PEM)."""
+    # Imported here: only the tools read keys as cryptography objects.
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     key = key.strip()
     if key.startswith("-----BEGIN"):
         loaded = serialization.load_pem_public_key(key.encode("ascii"))
@@ -108,6 +124,31 @@ def _key_bytes(key: str) -> bytes:
         raise ValueError("public key is neither hex nor base64") from exc
 
 
+def verifying_key(key: str) -> VerifyingKey:
+    """``ecdsa``'s key for a public key given as ``load_public_key`` takes it."""
+    # Imported here: a module that runs no transaction never loads the verifier.
+    from ecdsa import NIST256p, VerifyingKey
+
+    key = key.strip()
+    try:
+        if key.startswith("-----BEGIN"):
+            return VerifyingKey.from_pem(key)
+        der = _key_bytes(key)
+        if len(der) == 65 and der[0] == 4:
+            # A bare uncompressed point, as some meters print it.
+            return VerifyingKey.from_string(der, curve=NIST256p)
+        return VerifyingKey.from_der(der)
+    except ValueError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - ecdsa's parse errors share no base class
+        raise ValueError(f"public key is not an EC public key: {exc}") from exc
+
+
+def _curve_name(curve: Curve) -> str:
+    name: str = curve.name
+    return _SEC_NAMES.get(name, name)
+
+
 def verify_ocmf(text: str, public_key_hex: str) -> bool:
     """True when the record's signature verifies with the key (``publicKeyOcmf``).
 
@@ -117,16 +158,24 @@ def verify_ocmf(text: str, public_key_hex: str) -> bool:
     record = parse_ocmf(text)
     if record.signature_algorithm not in _ALGORITHMS:
         raise ValueError(f"unsupported OCMF signature algorithm {record.signature_algorithm!r}")
+    from ecdsa import BadSignatureError
+    from ecdsa.util import sigdecode_der
+
     curve, digest = _ALGORITHMS[record.signature_algorithm]
-    key = load_public_key(public_key_hex)
-    if not isinstance(key.curve, curve):
-        raise ValueError(f"public key is on {key.curve.name}, the record needs {curve.name}")
-    try:
-        key.verify(
-            bytes.fromhex(record.signature_hex),
-            record.payload_text.encode("utf-8"),
-            ec.ECDSA(digest()),
+    key = verifying_key(public_key_hex)
+    if key.curve.name != curve:
+        raise ValueError(
+            f"public key is on {_curve_name(key.curve)}, "
+            f"the record needs {_SEC_NAMES.get(curve, curve)}"
         )
-    except InvalidSignature:
+    try:
+        return bool(
+            key.verify(
+                bytes.fromhex(record.signature_hex),
+                record.payload_text.encode("utf-8"),
+                hashfunc=digest,
+                sigdecode=sigdecode_der,
+            )
+        )
+    except BadSignatureError:
         return False
-    return True

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from lem_dcbm.clock import Clock
 from lem_dcbm.core.ports import Alerts, MeterApi
-from lem_dcbm.errors import MeterError, MeterStatusError
+from lem_dcbm.errors import LemDcbmError, MeterError, MeterStatusError
 from lem_dcbm.ocmf import parse_ocmf
 from lem_dcbm.records.checks import CheckFailure, RecordExpectation, RecordVerdict, check_record
 from lem_dcbm.retry import RetryPolicy
@@ -63,7 +63,7 @@ class CollectedRecord:
         }
 
 
-class RecordMissing(Exception):
+class RecordMissing(LemDcbmError):
     """No usable record (yet); the message says why."""
 
     def __init__(self, reason: str, *, unknown: bool = False) -> None:

@@ -6,13 +6,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from lem_dcbm.errors import LemDcbmError
+
 #: Field limits of the operation manual, in bytes of UTF-8.
 MAX_ID_BYTES = 37
 TARIFF_ID_RANGE = range(0, 5)
 CABLE_ID_RANGE = range(0, 8)
 
 
-class RequestRejected(ValueError):
+class RequestRejected(LemDcbmError, ValueError):
     """A start request breaks a meter limit; the message says which field and why."""
 
 

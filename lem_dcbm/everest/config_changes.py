@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from lem_dcbm.errors import shown
+from lem_dcbm.errors import LemDcbmError, shown
 from lem_dcbm.everest import envelope
 from lem_dcbm.everest.bus import Message
 from lem_dcbm.everest.envelope import Generation
@@ -46,7 +46,7 @@ MAX_NAME_CHARS = 256
 ChangeHandler = Callable[[str, Any], tuple[str, str]]
 
 
-class SetRequestError(ValueError):
+class SetRequestError(LemDcbmError, ValueError):
     """A set request that cannot be read; ``str()`` says why."""
 
 

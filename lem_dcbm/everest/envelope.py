@@ -14,6 +14,7 @@ from enum import Enum
 from typing import Any
 
 from lem_dcbm.bounded_json import MAX_JSON_DEPTH, TooDeep, loads_bounded, nesting_depth
+from lem_dcbm.errors import LemDcbmError
 
 VAR = "Var"
 CMD = "Cmd"
@@ -68,7 +69,7 @@ class Generation(Enum):
         return None
 
 
-class EnvelopeError(ValueError):
+class EnvelopeError(LemDcbmError, ValueError):
     """A payload is not an EVerest envelope; ``str()`` says why."""
 
 
@@ -182,7 +183,7 @@ class CommandRequest:
     args: dict[str, Any]
 
 
-class CommandParseError(ValueError):
+class CommandParseError(LemDcbmError, ValueError):
     """A command payload that cannot be executed.
 
     ``call_id`` and ``origin`` are set when the payload still names both, so the error

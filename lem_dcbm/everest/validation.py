@@ -2,9 +2,11 @@
 
 An ``InterfaceSchema`` is the interface under one set of type definitions: the module's
 own (``own_schema()``), or those the running EVerest manager published
-(``framework_types``). Validators are compiled once per command or variable on first
-use and then reused for every message. Problems are reported in the framework's style:
-``At /value/evse_id of 5 - 5 is not of type 'string'``.
+(``framework_types``). Each command's arguments and result and each variable's schema
+is compiled once, on first use, by ``lem_dcbm.schema_check`` into a plain predicate;
+jsonschema (draft 7, as the framework) is loaded only to word the problem of an invalid
+value, or to judge a schema with a keyword the predicates do not cover. Problems are
+reported in the framework's style: ``At /value/evse_id of 5 - 5 is not of type 'string'``.
 
 ``shape_result`` and ``shape_var`` drop what a schema forbids (a property where
 ``additionalProperties`` is false), so an answer never carries a property the running
@@ -18,21 +20,21 @@ import json
 import re
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from jsonschema import Draft7Validator, FormatChecker
-from jsonschema.exceptions import best_match
+from lem_dcbm.schema_check import Check, compile_check
+
+if TYPE_CHECKING:
+    from jsonschema import Draft7Validator, FormatChecker
 
 _INSTANCE_EXCERPT = 80
 _MESSAGE_EXCERPT = 300
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 
-FORMAT_CHECKER = FormatChecker(formats=())
 
-
-@FORMAT_CHECKER.checks("date-time", raises=ValueError)
 def _is_rfc3339(value: object) -> bool:
     if not isinstance(value, str):
         return True
@@ -46,6 +48,21 @@ def _is_rfc3339(value: object) -> bool:
     if zone.upper() != "Z" and (int(zone[1:3]) > 23 or int(zone[4:6]) > 59):
         raise ValueError(f"UTC offset out of range: {zone}")
     return True
+
+
+#: The formats the interface's schemas are checked for (jsonschema checks no others here).
+FORMATS = {"date-time": _is_rfc3339}
+
+
+@functools.cache
+def format_checker() -> FormatChecker:
+    """jsonschema's checker of ``FORMATS``, built with jsonschema's first use."""
+    # Imported here: jsonschema words problems; valid values never load it.
+    from jsonschema import FormatChecker
+
+    checker = FormatChecker(formats=())
+    checker.checks("date-time", raises=ValueError)(_is_rfc3339)
+    return checker
 
 
 @functools.cache
@@ -105,6 +122,32 @@ _VALUE_KEYWORDS = frozenset(
 _SHAPES_KEPT = 16
 
 
+@dataclass
+class _Compiled:
+    """One command's arguments or result, or one variable: its schema and its checks."""
+
+    #: The schema with every reference inlined.
+    schema: dict[str, Any]
+    #: The compiled verdict, or None when the schema needs jsonschema for it.
+    check: Check | None
+    validator: Draft7Validator | None = None
+
+    def jsonschema_validator(self) -> Draft7Validator:
+        """jsonschema's validator of ``schema``, built on first use."""
+        if self.validator is None:
+            # Imported here: jsonschema words problems; valid values never load it.
+            from jsonschema import Draft7Validator
+
+            self.validator = Draft7Validator(self.schema, format_checker=format_checker())
+        return self.validator
+
+    def problem(self, value: Any) -> str | None:
+        """The first problem of ``value`` in the framework's words, or None when valid."""
+        if self.check is not None and self.check(value):
+            return None
+        return _problem(self.jsonschema_validator(), value)
+
+
 class InterfaceSchema:
     """The powermeter interface's commands and variables under one set of type definitions."""
 
@@ -113,15 +156,15 @@ class InterfaceSchema:
         self.definitions = definitions
         #: Where the definitions come from, for log lines.
         self.source = source
-        self._validators: dict[tuple[str, str], Draft7Validator] = {}
+        self._compiled: dict[tuple[str, str], _Compiled] = {}
         self._valid_shapes: dict[str, set[Any]] = {}
         self._by_shape: dict[str, bool] = {}
         self._lock = threading.Lock()
 
-    def _validator(self, kind: str, name: str) -> Draft7Validator:
+    def _compile(self, kind: str, name: str) -> _Compiled:
         key = (kind, name)
         with self._lock:
-            found = self._validators.get(key)
+            found = self._compiled.get(key)
         if found is not None:
             return found
         interface = interface_document()
@@ -138,59 +181,58 @@ class InterfaceSchema:
             schema = interface["cmds"][name]["result"]
         else:
             schema = interface["vars"][name]
-        validator = Draft7Validator(
-            _inline(schema, self.definitions), format_checker=FORMAT_CHECKER
-        )
+        inlined = _inline(schema, self.definitions)
+        compiled = _Compiled(inlined, compile_check(inlined, FORMATS))
         with self._lock:
-            return self._validators.setdefault(key, validator)
+            return self._compiled.setdefault(key, compiled)
 
     def arguments_validator(self, command: str) -> Draft7Validator:
-        """Validator of a command's whole ``args`` object (every argument required, no others)."""
-        return self._validator("arguments", command)
+        """jsonschema's validator of a command's whole ``args`` object (all required, no others)."""
+        return self._compile("arguments", command).jsonschema_validator()
 
     def result_validator(self, command: str) -> Draft7Validator:
-        """Validator of a command's return value."""
-        return self._validator("result", command)
+        """jsonschema's validator of a command's return value."""
+        return self._compile("result", command).jsonschema_validator()
 
     def var_validator(self, name: str) -> Draft7Validator:
-        """Validator of a variable's value."""
-        return self._validator("var", name)
+        """jsonschema's validator of a variable's value."""
+        return self._compile("var", name).jsonschema_validator()
 
     def check_arguments(self, command: str, args: Any) -> str | None:
         """The first problem of ``args`` for ``command``, or None when they are valid."""
-        return _problem(self.arguments_validator(command), args)
+        return self._compile("arguments", command).problem(args)
 
     def check_result(self, command: str, value: Any) -> str | None:
         """The first problem of a return value of ``command``, or None."""
-        return _problem(self.result_validator(command), value)
+        return self._compile("result", command).problem(value)
 
     def shape_result(self, command: str, value: Any) -> tuple[Any, list[str]]:
         """``value`` without what the result schema forbids, and the paths dropped."""
-        return _drop_forbidden(self.result_validator(command).schema, value, "")
+        return _drop_forbidden(self._compile("result", command).schema, value, "")
 
     def shape_var(self, name: str, value: Any) -> tuple[Any, list[str]]:
         """A variable's ``value`` without what its schema forbids, and the paths dropped."""
-        return _drop_forbidden(self.var_validator(name).schema, value, "")
+        return _drop_forbidden(self._compile("var", name).schema, value, "")
 
     def check_var(self, name: str, value: Any) -> str | None:
         """The first problem of a value of variable ``name``, or None.
 
         When the variable's schema judges only structure and types (the ``powermeter``
         var), a shape once found valid is remembered: the 1 Hz publication is checked as
-        strictly, without running the validator every second. A bad value always gets
-        its own message.
+        strictly, without running the check every second. A bad value always gets its
+        own message.
         """
-        validator = self.var_validator(name)
+        compiled = self._compile("var", name)
         by_shape = self._by_shape.get(name)
         if by_shape is None:
-            by_shape = self._by_shape.setdefault(name, not _uses_value_keywords(validator.schema))
+            by_shape = self._by_shape.setdefault(name, not _uses_value_keywords(compiled.schema))
         if not by_shape:
-            return _problem(validator, value)
+            return compiled.problem(value)
         valid = self._valid_shapes.setdefault(name, set())
         shape = _shape(value)
         if shape in valid:
             return None
-        problem = _problem(validator, value)
+        problem = compiled.problem(value)
         if problem is None:
             if len(valid) >= _SHAPES_KEPT:
                 valid.clear()
@@ -235,6 +277,8 @@ def _drop_forbidden(schema: Any, value: Any, where: str) -> tuple[Any, list[str]
 
 
 def _problem(validator: Draft7Validator, value: Any) -> str | None:
+    from jsonschema.exceptions import best_match
+
     error = best_match(validator.iter_errors(value))
     if error is None:
         return None

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lem_dcbm.bounded_json import MAX_JSON_DEPTH, nesting_depth
+from lem_dcbm.errors import LemDcbmError
 from lem_dcbm.everest import envelope, validation
 
 #: The longest topic MQTT allows, in bytes.
@@ -35,7 +36,7 @@ START_FIELDS = (
 )
 
 
-class RequestError(Exception):
+class RequestError(LemDcbmError):
     """A request the module cannot carry out; ``reply_to`` is where to say so, if anywhere."""
 
     def __init__(self, reason: str, reply_to: str | None) -> None:

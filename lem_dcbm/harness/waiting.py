@@ -8,10 +8,12 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from lem_dcbm.errors import LemDcbmError
+
 T = TypeVar("T")
 
 
-class HarnessError(RuntimeError):
+class HarnessError(LemDcbmError, RuntimeError):
     """A process of the harness did not start, stop or answer in time; the message says which."""
 
 

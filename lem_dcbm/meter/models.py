@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from lem_dcbm.errors import LemDcbmError
+
 #: Status bits in ``status.value`` order (bit 0 first), as the meter names them.
 STATUS_BITS: tuple[str, ...] = (
     "suLinkStatusIsOk",
@@ -43,7 +45,7 @@ BILLABLE_TRANSACTION_STATUS = 17
 TRANSACTION_ONGOING_BIT = 1 << 2
 
 
-class ShapeError(ValueError):
+class ShapeError(LemDcbmError, ValueError):
     """A meter answer lacks a field or has one of the wrong type."""
 
 

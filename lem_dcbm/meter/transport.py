@@ -56,6 +56,7 @@ from urllib3.exceptions import (
 
 from lem_dcbm.errors import (
     ConfigError,
+    LemDcbmError,
     MeterBodyError,
     MeterConnectionError,
     MeterError,
@@ -101,7 +102,7 @@ _CONNECT_FAILURES: tuple[type[BaseException], ...] = (
 )
 
 
-class _DeadlinePassed(TimeoutError):
+class _DeadlinePassed(LemDcbmError, TimeoutError):
     """The whole exchange took longer than the timeout; its socket was shut down."""
 
 

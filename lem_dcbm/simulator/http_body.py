@@ -11,6 +11,8 @@ import re
 from email.message import Message
 from typing import Protocol
 
+from lem_dcbm.errors import LemDcbmError
+
 #: The meter's request bodies are a few hundred bytes; anything this large is refused.
 MAX_BODY_BYTES = 64 * 1024
 #: A chunk-size line or trailer line longer than this is malformed.
@@ -30,7 +32,7 @@ class Stream(Protocol):
         ...
 
 
-class BodyError(Exception):
+class BodyError(LemDcbmError):
     """A body that cannot be read; ``status`` is the HTTP answer, the connection must close."""
 
     def __init__(self, status: int, message: str) -> None:

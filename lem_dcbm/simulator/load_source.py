@@ -28,6 +28,8 @@ from typing import Any, Protocol
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from lem_dcbm.errors import LemDcbmError
+
 _LOGGER = logging.getLogger(__name__)
 
 #: How deep the framework's envelopes are searched for the ``Powermeter`` object.
@@ -56,7 +58,7 @@ class LoadTarget(Protocol):
         ...
 
 
-class LoadMessageError(ValueError):
+class LoadMessageError(LemDcbmError, ValueError):
     """A message that carries no usable load."""
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from lem_dcbm.errors import LemDcbmError
 
-class Refusal(Exception):
+
+class Refusal(LemDcbmError):
     """A request the meter does not carry out; ``status`` and ``body`` form the answer."""
 
     status = 400

@@ -37,6 +37,7 @@ from lem_dcbm.errors import (
     MeterConnectionError,
     MeterStatusError,
     MeterTlsError,
+    UsageError,
 )
 from lem_dcbm.meter.client import MeterClient
 from lem_dcbm.meter.probe import ProbeTarget, presented_certificate
@@ -53,10 +54,6 @@ DEFAULT_TRANSACTIONS = 10
 _MODULE_DEFAULTS = {item.name: item.default for item in fields(ModuleConfig)}
 
 Action = Callable[[argparse.Namespace], int]
-
-
-class UsageError(Exception):
-    """A bad option: one line naming the flag, exit code 2."""
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from lem_dcbm.cli_common import Subcommands, add_command
+from lem_dcbm.errors import UsageError
 from lem_dcbm.ocmf import PREFIX, load_public_key
 from lem_dcbm.records.checks import RecordExpectation, RecordVerdict, check_record, checks_run
 from lem_dcbm.records.summary import RecordSummary, summarize
@@ -33,10 +34,6 @@ EXIT_CODES = (
     "3 no check failed, but the signature was not checked (no key: give --key or "
     "--from-meter)"
 )
-
-
-class UsageError(Exception):
-    """Bad options or input: said in one line, exit code 2."""
 
 
 @dataclass(frozen=True, slots=True)

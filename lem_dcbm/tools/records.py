@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 from lem_dcbm.cli_common import Subcommands, add_broker_arguments, add_command, broker_from_args
 from lem_dcbm.clock import rfc3339
-from lem_dcbm.errors import ConfigError
+from lem_dcbm.errors import ConfigError, UsageError
 from lem_dcbm.journal import JournalEntry, read_journal
 from lem_dcbm.records import export
 from lem_dcbm.records.checks import FORMAT
@@ -46,10 +46,6 @@ EXIT_NO_BROKER = 3
 FORMATS = ("json", "csv", "ocmf", "transparenz")
 #: Environment variable of EVerest's external MQTT prefix.
 EXTERNAL_PREFIX_ENV = "EV_MQTT_EXTERNAL_PREFIX"
-
-
-class UsageError(Exception):
-    """Bad options, or no journal where they point: one line, exit code 2."""
 
 
 @dataclass(frozen=True, slots=True)

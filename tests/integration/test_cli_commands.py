@@ -13,13 +13,19 @@ from lem_dcbm.harness import Broker, Simulator, simulator_config, start_module, 
 pytestmark = pytest.mark.integration
 
 #: What ``run`` in the module protocol never needs: the API mode's adapter and its parts
-#: (only its switch, ``everest_api.mode``, is read), the tools, the simulator, and the
-#: meter probes that only a failed request calls for.
+#: (only its switch, ``everest_api.mode``, is read), the tools, the simulator, the
+#: meter probes that only a failed request calls for, jsonschema (valid values are
+#: judged by ``schema_check``), cryptography (records are verified with ecdsa) and,
+#: without a transaction, the verifier itself.
 NOT_FOR_THE_MODULE_PROTOCOL = (
     "lem_dcbm.everest_api.",
     "lem_dcbm.tools",
     "lem_dcbm.simulator",
     "lem_dcbm.meter.probe",
+    "jsonschema",
+    "referencing",
+    "cryptography",
+    "ecdsa",
 )
 
 

@@ -16,7 +16,7 @@ from jsonschema import Draft7Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7
 
-from lem_dcbm.everest.validation import FORMAT_CHECKER
+from lem_dcbm.everest.validation import format_checker
 
 API_DIR = Path(__file__).parents[3] / "shared" / "reference" / "everest" / "api"
 DEFINITION = API_DIR / "powermeter_API.yaml"
@@ -53,7 +53,7 @@ def message_validator(message: str) -> Draft7Validator:
     resource = Resource.from_contents(definition(), default_specification=DRAFT7)
     registry: Registry[Any] = Registry().with_resource(_URI, resource)
     schema = {"$ref": f"{_URI}#/components/messages/{message}/payload"}
-    return Draft7Validator(schema, registry=registry, format_checker=FORMAT_CHECKER)
+    return Draft7Validator(schema, registry=registry, format_checker=format_checker())
 
 
 def problems(message: str, value: Any) -> list[str]:

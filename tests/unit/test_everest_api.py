@@ -20,7 +20,7 @@ from lem_dcbm.core.results import SignedRecord, StartResult, StopResult
 from lem_dcbm.errors import ConfigError
 from lem_dcbm.everest import results
 from lem_dcbm.everest.bus import Message, MqttBus
-from lem_dcbm.everest.validation import FORMAT_CHECKER, interface_document
+from lem_dcbm.everest.validation import format_checker, interface_document
 from lem_dcbm.everest_api import codecs
 from lem_dcbm.everest_api.adapter import ApiAdapter
 from lem_dcbm.everest_api.conditions import ConditionBoard, status_schema
@@ -173,7 +173,7 @@ def test_status_messages_fit_their_shipped_schema() -> None:
     board.raise_error("CommunicationFault", "", "meter communication failed")
     board.raise_error("VendorWarning", "OcmfCheckFailed", "record of another meter", "Low")
     board.set_heartbeat("missing")
-    validator = Draft202012Validator(status_schema(), format_checker=FORMAT_CHECKER)
+    validator = Draft202012Validator(status_schema(), format_checker=format_checker())
     for document in [*published, board.document(), board.offline_document()]:
         assert list(validator.iter_errors(document)) == [], document
     assert list(validator.iter_errors({**board.document(), "online": "yes"}))

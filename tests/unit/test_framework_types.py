@@ -27,7 +27,7 @@ from lem_dcbm.everest.framework_types import (
     derive,
     schema_from_types,
 )
-from lem_dcbm.everest.validation import FORMAT_CHECKER, own_schema
+from lem_dcbm.everest.validation import format_checker, own_schema
 from lem_dcbm.meter.models import LiveMeasure
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "everest-types"
@@ -50,7 +50,7 @@ def release_validator(release: str, type_name: str) -> Draft7Validator:
     """The framework's check of one powermeter type: refs resolved in the release's files."""
     definitions = {name: derive(body) for name, body in release_types(release).items()}
     document = {"$ref": f"#/definitions/powermeter/{type_name}", "definitions": definitions}
-    return Draft7Validator(document, format_checker=FORMAT_CHECKER)
+    return Draft7Validator(document, format_checker=format_checker())
 
 
 def answers() -> list[tuple[str, str, dict[str, Any]]]:

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    decode_dss_signature,
+    encode_dss_signature,
+)
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lem_dcbm.ocmf import load_public_key, parse_ocmf, verify_ocmf
 
@@ -135,3 +144,82 @@ def test_unsupported_algorithm_and_wrong_curve_are_errors_not_false() -> None:
         verify_ocmf(text, other_curve)
     with pytest.raises(ValueError, match="neither hex nor base64"):
         verify_ocmf(text, "not a key!")
+
+
+def _cryptography_verdict(text: str, key: ec.EllipticCurvePrivateKey) -> bool:
+    """The verdict of cryptography (OpenSSL) on ``text``, the verifier ecdsa replaced."""
+    record = parse_ocmf(text)
+    try:
+        key.public_key().verify(
+            bytes.fromhex(record.signature_hex),
+            record.payload_text.encode("utf-8"),
+            ec.ECDSA(hashes.SHA256()),
+        )
+    except InvalidSignature:
+        return False
+    return True
+
+
+def _with_signature(text: str, signature: bytes) -> str:
+    payload = parse_ocmf(text).payload_text
+    return f'OCMF|{payload}|{{"SA":"ECDSA-secp256r1-SHA256","SD":"{signature.hex().upper()}"}}'
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    payload=st.text(max_size=40),
+    change=st.sampled_from(["none", "payload", "flip", "truncate", "append", "random", "high_s"]),
+    where=st.integers(0, 200),
+    noise=st.binary(min_size=1, max_size=80),
+)
+def test_verdicts_equal_cryptographys(payload: str, change: str, where: int, noise: bytes) -> None:
+    """Genuine, tampered, truncated, padded, random and high-S signatures alike."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    text = sign(json.dumps({"FV": "1.0", "CI": payload}), key)
+    signature = bytes.fromhex(parse_ocmf(text).signature_hex)
+    if change == "payload":
+        text = text.replace('"FV":"1.0"', '"FV":"1.1"', 1).replace('"1.0"', '"1.1"', 1)
+    elif change == "flip":
+        at = where % len(signature)
+        text = _with_signature(
+            text, signature[:at] + bytes([signature[at] ^ 1]) + signature[at + 1 :]
+        )
+    elif change == "truncate":
+        text = _with_signature(text, signature[: where % len(signature)] or b"\x30")
+    elif change == "append":
+        text = _with_signature(text, signature + noise)
+    elif change == "random":
+        text = _with_signature(text, noise)
+    elif change == "high_s":
+        r, s = decode_dss_signature(signature)
+        text = _with_signature(text, encode_dss_signature(r, SECP256R1_ORDER - s))
+    assert verify_ocmf(text, key_hex(key)) is _cryptography_verdict(text, key)
+
+
+SECP256R1_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+
+
+def test_a_key_that_is_not_ec_is_an_error_not_false() -> None:
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=1024).public_key()
+    der = rsa_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    text = sign('{"FV":"1.0"}', ec.generate_private_key(ec.SECP256R1()))
+    with pytest.raises(ValueError, match="not an EC public key"):
+        verify_ocmf(text, der.hex())
+    with pytest.raises(ValueError, match="not an EC public key"):
+        verify_ocmf(text, "04" + "00" * 64)  # a bare point that is not on the curve
+
+
+def test_a_running_module_verifies_without_cryptography() -> None:
+    """The verifier loads at the first verification; cryptography never does."""
+    code = (
+        "import sys, json\n"
+        "import lem_dcbm.cli, lem_dcbm.service\n"
+        "from lem_dcbm.ocmf import verify_ocmf\n"
+        "assert 'ecdsa' not in sys.modules, 'the verifier loaded before a verification'\n"
+        f"vector = json.loads(open({str(VECTOR)!r}).read())\n"
+        "assert verify_ocmf(vector['ocmf'], vector['public_key_ocmf_hex'])\n"
+        "assert 'cryptography' not in sys.modules, 'cryptography loaded'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -11,8 +11,9 @@ from lem_dcbm.simulator import meter_bits
 
 SIMULATOR = Path(lem_dcbm.simulator.__file__).parent
 #: What the simulator may import from this project besides itself: time as a dependency.
-#: The simulator may use its own package, the clock and the CLI plumbing, nothing of the client.
-ALLOWED = ("lem_dcbm.simulator", "lem_dcbm.clock", "lem_dcbm.cli_common")
+#: The simulator may use its own package, the clock, the CLI plumbing and the package's
+#: exception tree (a leaf: its refusals are LemDcbmErrors too), nothing of the client.
+ALLOWED = ("lem_dcbm.simulator", "lem_dcbm.clock", "lem_dcbm.cli_common", "lem_dcbm.errors")
 
 
 def imported_modules(source: str, package: str) -> set[str]:
