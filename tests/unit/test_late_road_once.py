@@ -211,3 +211,15 @@ def test_a_stop_asked_again_after_its_answer_was_written_is_only_answered(
     rig.restart()
     assert rig.controller.stop_transaction("tx-1").record == answered.record
     assert rig.late.published == []
+
+
+def test_the_start_up_clean_up_stop_of_anything_running_also_sends_the_record_late(
+    tmp_path: Path,
+) -> None:
+    """EvseManager without a store only calls stop("") at boot, and drops its answer."""
+    rig = charging(tmp_path)
+    rig.restart()
+    cleaned = rig.controller.stop_transaction("")
+    assert cleaned.ok
+    [late] = rig.late.published
+    assert (late.ocmf, late.answered) == (rig.record_at_meter("tx-1"), True)
