@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Set
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -120,6 +120,8 @@ class ControllerSettings:
     #: Whether a stop left unanswered by the module's death is asked again after the restart:
     #: under the EVerest manager a module that dies restarts the stack, and EvseManager asks
     #: for the id it remembers; in API mode nobody asks again, so such a record goes late.
+    #: Also whether a stop of a transaction the journal held at start-up is EvseManager's
+    #: start-up recovery (see :func:`is_start_up_recovery_stop`).
     unanswered_stop_asked_again: bool = True
 
     @property
@@ -183,6 +185,9 @@ class MeterController:
         self._new_clock: ClockSettings | None = None
         #: When this process saw each transaction's start confirmed (monotonic).
         self._started_mono: dict[str, float] = {}
+        #: Transactions the journal held unfinished when this process started, and which
+        #: this process has not started since (see :func:`is_start_up_recovery_stop`).
+        self._held_at_start: set[str] = set()
         #: Stops answered before the meter allowed them: transaction id -> when due.
         self._deferred_stops: dict[str, float] = {}
         #: Set at shutdown: a stop waiting for the minimum duration gives up waiting.
@@ -278,6 +283,7 @@ class MeterController:
     def _reconcile(self, running_id: str | None) -> None:
         """Match what the journal remembers with what the meter runs now."""
         unfinished, awaiting, started = self._book.unfinished()
+        self._held_at_start = {*unfinished, *awaiting}
         now = self._clock.monotonic()
         for transaction_id in unfinished:
             if transaction_id == running_id:
@@ -555,6 +561,7 @@ class MeterController:
                 "; ".join(blocked),
             )
         self._book.new_session(transaction_id)
+        self._held_at_start.discard(transaction_id)  # a session of this process from now on
         sent = {
             "evse_id": body["evseId"],
             "client_id": body["clientId"],
@@ -861,7 +868,11 @@ class MeterController:
                 transaction_id,
             )
             collected = held
-        self._keep(transaction_id, collected, late=False)
+        self._keep(transaction_id, collected, late=False, answered=True)
+        if is_start_up_recovery_stop(
+            transaction_id, self._held_at_start, self._settings.unanswered_stop_asked_again
+        ):
+            self._publish_recovered(transaction_id, collected)
         return self._stop_answer(transaction_id, collected.record)
 
     def _stop_unknown(self, transaction_id: str) -> StopResult:
@@ -878,7 +889,7 @@ class MeterController:
                     f"holds a record for it ({missing})",
                 )
             )
-        self._keep(transaction_id, collected, late=False)
+        self._keep(transaction_id, collected, late=False, answered=True)
         return self._stop_answer(transaction_id, collected.record)
 
     def _kept_record(
@@ -1100,8 +1111,13 @@ class MeterController:
         kept = self._book.kept(transaction_id)
         return expectation_from(kept.facts if kept else {}, self._meter_id)
 
-    def _keep(self, transaction_id: str, collected: CollectedRecord, *, late: bool) -> None:
-        """Store a taken record; a late one also goes out on the late-record road."""
+    def _keep(
+        self, transaction_id: str, collected: CollectedRecord, *, late: bool, answered: bool = False
+    ) -> None:
+        """Store a taken record; a late one also goes out on the late-record road.
+
+        ``answered``: a stop's answer carries it (noted, so a resend says so too).
+        """
         fetched_at = rfc3339(self._clock.utc_now())
         self._book.store_record(
             transaction_id,
@@ -1110,24 +1126,49 @@ class MeterController:
             verdict=collected.verdict_facts(),
             fetched_at=fetched_at,
             late=late,
+            **({"answered": True} if answered else {}),
         )
-        if late and self._late is not None:
-            kept = self._book.kept(transaction_id)
-            facts = kept.facts if kept else {}
-            record = KeptRecord(
-                transaction_id=transaction_id,
-                meter_id=self._meter_id,
-                ocmf=collected.record,
-                public_key_ocmf=self.public_key_ocmf,
-                signature_valid=collected.verdict.signature_valid,
-                failed_checks=collected.verdict.failures,
-                started_at=_text(facts.get("started_at")),
-                stopped_at=_text(facts.get("stopped_at")),
-                fetched_at=fetched_at,
-                expected=self._expectation(transaction_id),
-            )
-            if self._late.publish(record):
-                self._book.note(transaction_id, late_published_at=rfc3339(self._clock.utc_now()))
+        if late:
+            self._publish_late(transaction_id, collected, fetched_at, answered=False)
+
+    def _publish_recovered(self, transaction_id: str, collected: CollectedRecord) -> None:
+        """The record answered to EvseManager's start-up recovery stop also goes late, once."""
+        self._held_at_start.discard(transaction_id)
+        kept = self._book.kept(transaction_id)
+        if kept is not None and kept.facts.get("late_published_at"):
+            return  # already on the late road (it was owed): once is enough
+        fetched_at = _text(kept.facts.get("fetched_at")) if kept is not None else None
+        _LOGGER.warning(
+            "stop of %s is EvseManager's start-up recovery: OCPP does not end that transaction "
+            "with its record, so the record also goes on the late-record road, marked answered",
+            transaction_id,
+        )
+        self._publish_late(
+            transaction_id, collected, fetched_at or rfc3339(self._clock.utc_now()), answered=True
+        )
+
+    def _publish_late(
+        self, transaction_id: str, collected: CollectedRecord, fetched_at: str, *, answered: bool
+    ) -> None:
+        if self._late is None:
+            return
+        kept = self._book.kept(transaction_id)
+        facts = kept.facts if kept else {}
+        record = KeptRecord(
+            transaction_id=transaction_id,
+            meter_id=self._meter_id,
+            ocmf=collected.record,
+            public_key_ocmf=self.public_key_ocmf,
+            signature_valid=collected.verdict.signature_valid,
+            failed_checks=collected.verdict.failures,
+            started_at=_text(facts.get("started_at")),
+            stopped_at=_text(facts.get("stopped_at")),
+            fetched_at=fetched_at,
+            expected=self._expectation(transaction_id),
+            answered=answered,
+        )
+        if self._late.publish(record):
+            self._book.note(transaction_id, late_published_at=rfc3339(self._clock.utc_now()))
 
     def _report_billable(self, transaction_id: str, status: int) -> None:
         if status == BILLABLE_STATUS:
@@ -1152,6 +1193,22 @@ class MeterController:
 
 #: ``meterValue.transactionStatus`` of a transaction the meter saw nothing wrong in.
 BILLABLE_STATUS = 17
+
+
+def is_start_up_recovery_stop(
+    transaction_id: str, held_at_start: Set[str], unanswered_stop_asked_again: bool
+) -> bool:
+    """Whether a stop can only be EvseManager's start-up recovery after a power loss.
+
+    At boot EvseManager stops the transaction it remembers (``stop_transaction(id)``) and
+    ends it with ``TransactionFinished(PowerLoss)``, but OCPP 2.0.1 does not end that
+    transaction at the CSMS with the record: answered only there, the bill reaches nobody.
+    Under the EVerest manager (``unanswered_stop_asked_again``) a module that dies takes
+    the whole stack down, so a stop naming a transaction this process did not start, one
+    the journal held unfinished when it started (``held_at_start``), comes from that
+    recovery. In API mode the module restarts alone and the inference does not hold.
+    """
+    return unanswered_stop_asked_again and transaction_id in held_at_start
 
 
 def _described(running: Running, transaction_id: str) -> str:

@@ -12,7 +12,7 @@ meter had given before the start); ``pagination``, ``started_at``, ``stopped_at`
 ``transaction_status``; with the record ``public_key_ocmf``, ``verdict``, ``fetched_at``
 and ``late`` (the record reached EVerest only by the late-record road), then
 ``late_published_at``; ``record_owed`` (True) once it is known that no stop answer carried
-the record (see :meth:`RecordBook.owe`).
+the record (see :meth:`RecordBook.owe`); ``answered`` (True) once a stop's answer carried it.
 """
 
 from __future__ import annotations

@@ -65,6 +65,8 @@ class KeptRecord:
     fetched_at: str
     #: What the record must say (the facts of the start), for checking it again.
     expected: RecordExpectation = field(default_factory=RecordExpectation)
+    #: A stop's answer carried the record to EvseManager as well (its start-up recovery).
+    answered: bool = False
 
 
 def late_record_topic(external_prefix: str, module_id: str, transaction_id: str) -> str:
@@ -133,6 +135,8 @@ def late_record_message(kept: KeptRecord, *, module_id: str, published_at: str) 
         "stopped_at": kept.stopped_at,
         "fetched_at": kept.fetched_at,
         "published_at": published_at,
+        # Only when true, so a message of a record no answer carried reads as before.
+        **({"answered": True} if kept.answered else {}),
     }
 
 
@@ -153,6 +157,7 @@ def kept_record_from_entry(entry: JournalEntry) -> KeptRecord | None:
         stopped_at=_text(data.get("stopped_at")) or None,
         fetched_at=_text(data.get("fetched_at")) or entry.updated_at,
         expected=expectation_of(data),
+        answered=data.get("answered") is True,
     )
 
 

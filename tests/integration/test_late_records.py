@@ -156,7 +156,8 @@ def test_record_later_than_the_budget_is_published_and_listed(
 def test_record_answered_while_the_journal_could_not_be_written_is_not_published_again(
     tmp_path: Path, simulator: Simulator, mosquitto: Broker, peer: EverestPeer
 ) -> None:
-    """Exactly once: a restart never puts a record the stop answered with on the late road.
+    """Exactly once: a restart never puts a record the stop answered with on the late road
+    on its own; only EvseManager's start-up stop(id), whose answer OCPP drops, does.
 
     The journal directory is replaced by a file for the stop (every write then fails, as
     on a full or read-only disk) and put back before the restart.
@@ -187,13 +188,50 @@ def test_record_answered_while_the_journal_could_not_be_written_is_not_published
         # A publication would follow the journal write at once; give it time to arrive.
         assert peer.wait_for_optional(lambda: peer.on_topic(topic), timeout=3) is None
         assert f"record of stopped transaction {transaction_id} fetched and kept" in second.log()
-        # EvseManager's own stop(remembered id) is answered with the same record.
+        # EvseManager asks again only when the power went before it took the answer in;
+        # then OCPP drops its PowerLoss event, so the record also goes late, marked answered.
         again = stop(peer, transaction_id)
         assert again["signed_meter_value"] == answered["signed_meter_value"]
+        [published] = peer.wait_for(lambda: peer.on_topic(topic), 30, "the late record")
+        assert published.json()["answered"] is True
         assert second.terminate() == 0
-    assert peer.on_topic(topic) == []
+    assert len(peer.on_topic(topic)) == 1
 
 
 def kept(journal: Path) -> list[JournalEntry]:
     """The journal's entries, read without touching it."""
     return read_journal(journal)[0]
+
+
+def test_power_loss_mid_session_the_recovery_stop_is_answered_and_published_marked(
+    tmp_path: Path, simulator: Simulator, mosquitto: Broker, peer: EverestPeer
+) -> None:
+    """The whole charger loses power mid-session; at boot EvseManager stops the id it kept.
+
+    OCPP drops that TransactionFinished(PowerLoss), so its record also goes late, marked.
+    """
+    values = simulator_config(simulator, journal_dir=str(tmp_path / "journal"))
+    config = write_config(tmp_path / "config.yaml", values)
+    env = {"EV_MQTT_EXTERNAL_PREFIX": EXTERNAL_PREFIX}
+    with start_module(tmp_path / "first", config, mosquitto.port, env=env) as first:
+        peer.wait_for_var("public_key_ocmf", 1, timeout=20)
+        transaction_id, key = start(peer)
+        first.kill()  # power lost with the car charging; the meter keeps the transaction
+    assert simulator.state()["running_transaction"] is not None
+    topic = f"{EXTERNAL_PREFIX}lem_dcbm/{MODULE_ID}/records/{transaction_id}"
+    with start_module(tmp_path / "second", config, mosquitto.port, env=env) as second:
+        peer.wait_for_var("public_key_ocmf", 2, timeout=20)
+        answered = stop(peer, transaction_id)  # cleanup_transactions_on_startup
+        assert answered["status"] == "OK", f"{answered}\n{second.log()[-3000:]}"
+        record = answered["signed_meter_value"]["signed_meter_data"]
+        assert verify_ocmf(record, key)
+        [published] = peer.wait_for(lambda: peer.on_topic(topic), 30, "the late record")
+        message = published.json()
+        jsonschema.validate(message, message_schema())
+        assert message["answered"] is True
+        assert message["signed_meter_value"] == answered["signed_meter_value"]
+        # EvseManager's clean-up of anything else, then asked again: nothing more goes late.
+        stop(peer, "")
+        assert stop(peer, transaction_id)["signed_meter_value"] == answered["signed_meter_value"]
+        assert second.terminate() == 0
+    assert len(peer.on_topic(topic)) == 1

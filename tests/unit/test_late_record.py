@@ -231,6 +231,25 @@ def test_kept_record_from_a_sparse_entry(tmp_path: Path) -> None:
     validator().validate(message)
 
 
+def test_a_record_a_stop_answered_with_says_so(tmp_path: Path) -> None:
+    entry = journal(tmp_path).record("tx-1", "ocmf_fetched", ocmf=RECORD, answered=True)
+
+    record = kept_record_from_entry(entry)
+
+    assert record is not None
+    assert record.answered
+    message = late_record_message(record, module_id="pm1", published_at=entry.updated_at)
+    validator().validate(message)
+    assert message["answered"] is True
+    # Absent, not false, when no answer carried it: the message reads as before.
+    assert "answered" not in late_record_message(
+        kept(), module_id="pm1", published_at=entry.updated_at
+    )
+    message["answered"] = False
+    with pytest.raises(jsonschema.ValidationError):
+        validator().validate(message)
+
+
 def test_no_kept_record_without_a_record(tmp_path: Path) -> None:
     entry = journal(tmp_path).record("tx-1", "stop_confirmed")
 

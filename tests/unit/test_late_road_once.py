@@ -1,4 +1,6 @@
-"""Exactly once: a record the stop answered with is never published as late.
+"""Exactly once: a record the stop answered with is never published as late, except the
+record of EvseManager's start-up recovery stop, which OCPP drops: that one goes late once,
+marked answered.
 
 The simulated meter in process behind the real client, the real journal on disk; the
 disk is made to refuse writes at the moment of the stop, as a full or read-only disk does.
@@ -10,10 +12,11 @@ import errno
 from collections.abc import Callable
 from pathlib import Path
 
+import jsonschema
 import pytest
 
 from lem_dcbm.journal import TransactionJournal
-from lem_dcbm.records.late_record import late_record_message
+from lem_dcbm.records.late_record import late_record_message, message_schema
 from tests.support.faulty_transport import Rule
 from tests.support.record_rig import Rig, request
 
@@ -155,3 +158,68 @@ def test_own_transaction_left_running_goes_late_once_when_the_next_start_stops_i
     assert late.ocmf == rig.record_at_meter("tx-1")
     background_until(rig, 600)
     assert len(rig.late.published) == 1
+
+
+def test_the_start_up_recovery_stop_is_answered_and_its_record_goes_late_once(
+    tmp_path: Path,
+) -> None:
+    """Power lost mid-session: EvseManager's boot stop(remembered id) goes nowhere in OCPP."""
+    rig = charging(tmp_path)
+    rig.restart()  # the whole charger comes back; the meter kept tx-1 running
+    recovered = rig.controller.stop_transaction("tx-1")
+    assert recovered.ok
+    record = rig.record_at_meter("tx-1")
+    assert recovered.record.ocmf == record
+    [late] = rig.late.published
+    assert late.ocmf == record
+    assert late.answered
+    message = late_record_message(late, module_id="pm", published_at="2026-11-22T10:00:00Z")
+    jsonschema.validate(message, message_schema())
+    assert message["answered"] is True
+    assert (message["meter_id"], message["pagination"]) == (rig.device.status()["meterId"], 1)
+    # Asked again, left to the background, restarted and asked again: still once.
+    assert rig.controller.stop_transaction("tx-1").record == recovered.record
+    background_until(rig, 600)
+    rig.restart()
+    assert rig.controller.stop_transaction("tx-1").record == recovered.record
+    background_until(rig, 600)
+    assert len(rig.late.published) == 1
+    entry = TransactionJournal(rig.journal_dir).get("tx-1")
+    assert entry is not None
+    assert entry.data["late"] is False  # it reached EVerest by the stop's answer too
+    assert entry.data["answered"] is True
+    assert "late_published_at" in entry.data
+
+
+def test_in_api_mode_a_stop_after_a_restart_is_only_answered(tmp_path: Path) -> None:
+    """The module restarts alone there: the stop is a live EvseManager's, OCPP gets it."""
+    rig = charging(tmp_path)
+    rig.restart(unanswered_stop_asked_again=False)
+    recovered = rig.controller.stop_transaction("tx-1")
+    assert recovered.ok
+    assert recovered.record.ocmf == rig.record_at_meter("tx-1")
+    background_until(rig, 600)
+    assert rig.late.published == []
+
+
+def test_a_stop_asked_again_after_its_answer_was_written_is_only_answered(
+    tmp_path: Path,
+) -> None:
+    """The journal held the record at start-up: not a transaction left open by the loss."""
+    rig = charging(tmp_path)
+    answered = rig.controller.stop_transaction("tx-1")
+    rig.restart()
+    assert rig.controller.stop_transaction("tx-1").record == answered.record
+    assert rig.late.published == []
+
+
+def test_the_start_up_clean_up_stop_of_anything_running_also_sends_the_record_late(
+    tmp_path: Path,
+) -> None:
+    """EvseManager without a store only calls stop("") at boot, and drops its answer."""
+    rig = charging(tmp_path)
+    rig.restart()
+    cleaned = rig.controller.stop_transaction("")
+    assert cleaned.ok
+    [late] = rig.late.published
+    assert (late.ocmf, late.answered) == (rig.record_at_meter("tx-1"), True)
