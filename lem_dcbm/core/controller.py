@@ -36,6 +36,7 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from lem_dcbm.clock import Clock, rfc3339
+from lem_dcbm.core.meter_limits import METER_INDEX, UNSAVED_RECORDS, MeterLimits, SyncState
 from lem_dcbm.core.ports import Alerts, LateRecords, MeterApi
 from lem_dcbm.core.powermeter import to_powermeter
 from lem_dcbm.core.record_book import RecordBook
@@ -153,7 +154,9 @@ class MeterController:
             alerts=alerts,
             sleep=self._sleep,
             identity_checks=settings.record_identity_checks,
+            slot_of=self._meter_index_of,
         )
+        self._limits = MeterLimits(clock)
 
     @property
     def info(self) -> MeterInfo | None:
@@ -444,6 +447,7 @@ class MeterController:
         v2 = self._meter.api_version == "v2"
         body = build_start_body(request, self._settings.start, v2=v2)
         status, running = self._meter_state()
+        self._limits.check_logbook(status)
         if running is not None and running.transaction_id is not None:
             if running.transaction_id == transaction_id:
                 # A start repeated after its answer was lost: the meter already runs it.
@@ -455,6 +459,13 @@ class MeterController:
         self._sync_before_start(status)
         if not status.time_sync_ok:
             status = self._read("read the meter status", self._meter.status)
+            if self._timesync.settings.ntp_servers:
+                status = self._limits.await_ntp_sync(
+                    status,
+                    lambda: self._read("read the meter status", self._meter.status),
+                    self._sleep,
+                )
+        self._check_ring(status)
         blocked = start_blockers(status, self._legal_missing is not None)
         if blocked:
             # The bits may be wrong (a mock's are): the meter decides, the bits explain.
@@ -485,7 +496,33 @@ class MeterController:
             raise
         self._running_id = transaction_id
         _LOGGER.info("transaction %s started", transaction_id)
-        return self._start_answer(transaction_id, confirm=True)
+        after = self._optional("read the meter status", self._meter.status)
+        slot = self._limits.started(status, after) if after is not None else None
+        return self._start_answer(transaction_id, confirm=True, meter_index=slot)
+
+    def _check_ring(self, status: MeterStatus) -> None:
+        """Refuse a start that would overwrite a record the journal still waits for."""
+        unsaved: dict[str, int] = {}
+        for transaction_id in self._book.pending:
+            slot = self._meter_index_of(transaction_id)
+            if slot is not None:
+                unsaved[transaction_id] = slot
+        try:
+            self._limits.check_ring(status, unsaved)
+        except LemDcbmError as err:
+            if self._alerts is not None:
+                self._alerts.warn(UNSAVED_RECORDS, str(err))
+            raise
+        self._clear_alert(UNSAVED_RECORDS)
+
+    def _meter_index_of(self, transaction_id: str) -> int | None:
+        """The ring slot the journal noted for a transaction at its start, if any."""
+        kept = self._book.kept(transaction_id)
+        slot = kept.facts.get(METER_INDEX) if kept is not None else None
+        return slot if isinstance(slot, int) and not isinstance(slot, bool) else None
+
+    def _sync_state(self) -> SyncState:
+        return SyncState(self._timesync.synced_at, self._timesync.next_due)
 
     def _sync_before_start(self, status: MeterStatus) -> None:
         self._take_new_clock()
@@ -493,6 +530,7 @@ class MeterController:
             self._timesync.sync()
         except LemDcbmError as err:
             if status.time_sync_ok:
+                self._limits.check_sync(self._sync_state(), err)
                 _LOGGER.warning("clock sync before start failed, time sync still valid: %s", err)
             else:
                 raise ControllerError(
@@ -538,17 +576,23 @@ class MeterController:
                 )
                 self._sleep(self._policy.delay(attempt - 1))
 
-    def _start_answer(self, transaction_id: str, *, confirm: bool) -> StartResult:
+    def _start_answer(
+        self, transaction_id: str, *, confirm: bool, meter_index: int | None = None
+    ) -> StartResult:
         now = self._clock.utc_now()
         begin = None
         facts: dict[str, Any] = {"started_at": rfc3339(now)}
+        if meter_index is not None:
+            facts[METER_INDEX] = meter_index
         if self._settings.signed_start_value:
             begin = self._begin_record(transaction_id, facts)
         if confirm:
             self._book.step(transaction_id, "start_confirmed", **facts)
         return StartResult(
             min_stop_time=now + MIN_TRANSACTION_DURATION,
-            max_stop_time=now + MAX_TRANSACTION_DURATION,
+            max_stop_time=self._limits.max_stop_time(
+                self._sync_state(), now + MAX_TRANSACTION_DURATION
+            ),
             begin_record=begin,
         )
 

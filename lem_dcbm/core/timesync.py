@@ -100,6 +100,8 @@ class TimeSync:
         self._failures = 0
         #: The longest settings write seen, to judge whether another fits before a deadline.
         self._slowest_write_s = 0.0
+        #: When the last clock write of a completed sync began (UTC mode), None before one.
+        self._synced_at: float | None = None
 
     @property
     def settings(self) -> ClockSettings:
@@ -123,6 +125,11 @@ class TimeSync:
         self._failures = 0
         self._next_due = self._clock.monotonic()
         _LOGGER.info("clock settings changed; written to the meter at the next sync")
+
+    @property
+    def synced_at(self) -> float | None:
+        """Monotonic start of the last completed UTC sync (None before one, or with NTP)."""
+        return self._synced_at
 
     @property
     def next_due(self) -> float | None:
@@ -215,6 +222,7 @@ class TimeSync:
 
     def _finished(self, started: float) -> None:
         self._failures = 0
+        self._synced_at = None if self._ntp_servers else started
         after_window = started >= self._window_end
         if self._ntp_servers and after_window:
             self._ntp_settled = True
