@@ -226,12 +226,92 @@ def print_soak(result: dict[str, Any]) -> None:
     )
 
 
+# -- sessions -----------------------------------------------------------------------------
+
+
+def sessions(args: argparse.Namespace) -> dict[str, Any]:
+    """A simulated year through the controller with crashes (see ``endurance_sessions``)."""
+    import logging
+    import tempfile
+
+    import endurance_sessions
+
+    # Thousands of crashes log thousands of warnings; the table tells what matters.
+    logging.getLogger("lem_dcbm").setLevel(logging.CRITICAL)
+    shm = Path("/dev/shm")
+    work = Path(tempfile.mkdtemp(prefix="lem-endurance-", dir=shm if shm.is_dir() else None))
+    try:
+        return endurance_sessions.run_year(
+            work,
+            sessions=args.sessions,
+            crashes=args.crashes,
+            seed=args.seed,
+            big_journal=args.big_journal,
+        ) | {"work_dir": str(work)}
+    finally:
+        if not args.keep:
+            import shutil
+
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def print_sessions(result: dict[str, Any]) -> None:
+    """The year's table."""
+    harness.print_table(
+        f"sessions: {result['sessions']} sessions over {result['simulated_days']:.0f} simulated "
+        f"days, {result['crashes']} crashes ({result['run_s']:.0f} s wall)",
+        ("figure", "value", "target"),
+        [
+            ["transactions the meter ran", result["transactions_at_meter"], "-"],
+            ["records billed", result["records_billed"], "= transactions"],
+            ["  by the stop answer", result["by_stop_answer"], "-"],
+            ["  by the late road", result["by_late_road"], "-"],
+            ["lost", result["lost"], "0"],
+            ["duplicate", result["duplicate"], "0"],
+            ["foreign", result["foreign"], "0"],
+            ["starts refused", result["start_refused"], "-"],
+            ["crashes (module restarts)", f"{result['crashes']} ({result['restarts']})", "1000"],
+            [
+                "crash points",
+                ", ".join(f"{k}: {v}" for k, v in sorted(result["crash_points"].items())),
+                "-",
+            ],
+            [
+                "journal at the end",
+                f"{result['journal_files']} files, {result['journal_bytes'] / 1024:.0f} kB",
+                "bounded",
+            ],
+            ["start-up with that journal s", result["startup_s"], "-"],
+            ["records list on it s", result["records_list_s"], "-"],
+            [
+                "journal grown to",
+                f"{result['big_journal_files']} files, {result['big_journal_bytes'] / 1024:.0f} kB",
+                "-",
+            ],
+            ["start-up with it s", result["big_startup_s"], "-"],
+            ["records list on it s", result["big_records_list_s"], "-"],
+        ],
+    )
+
+
 # -- entry point -------------------------------------------------------------------------
 
 
 def run(args: argparse.Namespace) -> None:
     """Run the chosen part and print its table."""
-    if args.part == "soak":
+    if args.part == "sessions":
+        result = sessions(args)
+        print_sessions(result)
+        harness.write_results("endurance_sessions", result, args.out)
+    elif args.part == "slow-fsync":
+        import endurance_fsync
+
+        result = endurance_fsync.run(
+            args.sessions, args.fsync_delay_ms / 1000.0, args.charge_seconds, args.keep
+        )
+        endurance_fsync.print_result(result)
+        harness.write_results("endurance_fsync", result, args.out)
+    elif args.part == "soak":
         result = soak(args)
         print_soak(result)
         harness.write_results("endurance_soak", result, args.out)
@@ -254,8 +334,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--session-every", type=float, default=10.0, help="soak: seconds between sessions"
     )
+    parser.add_argument(
+        "--sessions", type=int, help="sessions (default 10 000) and slow-fsync (default 100)"
+    )
+    parser.add_argument(
+        "--fsync-delay-ms", type=float, default=200.0, help="slow-fsync: delay of each fsync"
+    )
+    parser.add_argument(
+        "--charge-seconds", type=float, default=1.0, help="slow-fsync: pause between commands"
+    )
+    parser.add_argument("--crashes", type=int, default=1_000, help="sessions: crash points")
+    parser.add_argument("--seed", type=int, default=2027, help="sessions: random seed")
+    parser.add_argument(
+        "--big-journal", type=int, default=10_000, help="sessions: entries of the grown journal"
+    )
     parser.add_argument("--progress", type=Path, help="soak: rewrite this JSON after each sample")
-    return harness.run_main(run, parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    if args.sessions is None:
+        args.sessions = 100 if args.part == "slow-fsync" else 10_000
+    return harness.run_main(run, args)
 
 
 if __name__ == "__main__":
