@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import threading
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -45,6 +46,8 @@ ONGOING = BIT["transactionIsOnGoing"]
 #: Bits that say "all is well"; a transaction keeps them only if they held throughout.
 HEALTH_BITS = BIT["suLinkStatusIsOk"] | BIT["timeSyncStatusIsOk"]
 __all__ = ["LOGBOOK_CAPACITY", "MeterConfig", "SimulatedMeter"]
+#: Settings writes ``state()`` reports (the latest).
+SETTINGS_WRITES_KEPT = 1000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -166,7 +169,8 @@ class SimulatedMeter:
             make_history=self._history,
         )
         self._running: Transaction | None = None
-        self._settings_writes: list[dict[str, Any]] = []
+        #: The latest settings writes, for tests; bounded so that a long run stays small.
+        self._settings_writes: deque[dict[str, Any]] = deque(maxlen=SETTINGS_WRITES_KEPT)
         self._logbook = Logbook(self.config.logbook_capacity, prefilled=self.config.logbook_filled)
         self._log("powerOn")
 
@@ -694,7 +698,7 @@ class SimulatedMeter:
                 },
                 "settings": copy.deepcopy(self._live.settings),
                 "persisted_settings": copy.deepcopy(self._stored.settings),
-                "settings_writes": copy.deepcopy(self._settings_writes),
+                "settings_writes": copy.deepcopy(list(self._settings_writes)),
                 "running_transaction": (
                     self._running.request.transaction_id if self._running else None
                 ),

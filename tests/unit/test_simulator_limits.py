@@ -176,3 +176,13 @@ def test_the_command_line_starts_at_the_limits() -> None:
     assert args.sync_expires_in_seconds == 60
     assert args.lookup_window == 5
     assert args.ntp_answer_seconds == 30
+
+
+def test_a_year_of_settings_writes_keeps_the_simulator_small(clock: ManualClock) -> None:
+    meter = make(clock)
+    for n in range(3 * 10_000 // 10):
+        meter.put_settings({"time": {"tz": "+01:00"}})
+        clock.advance(1)
+    writes = meter.state()["settings_writes"]
+    assert len(writes) == 1000
+    assert writes[-1]["since_power_on_s"] == 3 * 10_000 // 10 - 1
