@@ -180,7 +180,7 @@ def test_the_command_line_starts_at_the_limits() -> None:
 
 def test_a_year_of_settings_writes_keeps_the_simulator_small(clock: ManualClock) -> None:
     meter = make(clock)
-    for n in range(3 * 10_000 // 10):
+    for _ in range(3 * 10_000 // 10):
         meter.put_settings({"time": {"tz": "+01:00"}})
         clock.advance(1)
     writes = meter.state()["settings_writes"]
