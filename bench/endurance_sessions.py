@@ -417,6 +417,8 @@ def run_year(
     finally:
         journal_module.write_atomic = journal_module_write  # type: ignore[assignment]
     figures = audit(year)
+    figures["pending_at_end"] = sorted(year.controller.pending_records)
+    figures["meter_requests"] = year.transport.requests
     files, size = directory_size(year.directory)
     big = work / "big"
     grow_journal(year.directory, big / MODULE_ID, big_journal)

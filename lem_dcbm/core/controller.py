@@ -354,6 +354,8 @@ class MeterController:
         try:
             collected = self._records.attempt(transaction_id, self._expectation(transaction_id))
         except RecordMissing as missing:
+            if missing.unknown and self._book.never_started(transaction_id):
+                return
             delay = self._book.failed_again(transaction_id, self._clock.monotonic())
             _LOGGER.warning(
                 "record of %s still missing, next try in %.0f s: %s", transaction_id, delay, missing

@@ -254,6 +254,25 @@ class RecordBook:
             # No record to write it with: the confirmed stop goes to disk on its own.
             self.step(transaction_id, "stop_confirmed", **stop)
 
+    def never_started(self, transaction_id: str) -> bool:
+        """After the meter said it holds no record of a transaction: was it never started?
+
+        True for a start only requested (the module died before the meter's answer, or
+        before the request went out) and no longer pending: the meter ran no transaction
+        of that id, so there is no record to fetch, now or after the next restart.
+        """
+        kept = self.kept(transaction_id)
+        if kept is None or set(kept.steps) - {"start_requested"}:
+            return False
+        self._pending.pop(transaction_id, None)
+        _LOGGER.warning(
+            "transaction %s was never started at the meter (its start was requested before "
+            "a restart and the meter holds no record of it); nothing to fetch",
+            transaction_id,
+        )
+        self.step(transaction_id, "start_requested", not_started_at_meter=True)
+        return True
+
     @property
     def next_attempt(self) -> float | None:
         """When the earliest pending fetch is due (monotonic), None with nothing pending."""
@@ -292,7 +311,11 @@ class RecordBook:
         requested = [
             e.transaction_id
             for e in self._journal.entries()
-            if "start_requested" in e.steps and not e.started and not e.stopped and self._ours(e)
+            if "start_requested" in e.steps
+            and not e.started
+            and not e.stopped
+            and not e.data.get("not_started_at_meter")
+            and self._ours(e)
         ]
         awaiting = [e.transaction_id for e in self._journal.awaiting_record() if self._ours(e)]
         return open_ids + requested, awaiting, set(open_ids)

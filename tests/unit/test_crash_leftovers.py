@@ -1,0 +1,45 @@
+"""What a crash leaves in the journal is settled once, not fetched for ever.
+
+Found by ``bench/endurance.py sessions``: a module killed after it wrote
+``start_requested`` but before the meter ran the start left a transaction that every
+later run took as stopped-while-away and tried to fetch the record of, every few
+minutes for ever, though the meter never held one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lem_dcbm.journal import TransactionJournal
+from tests.support.record_rig import Rig, request
+
+
+def test_a_start_the_meter_never_ran_is_not_fetched_for_ever(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    # The module died right after the journal write that comes before the POST.
+    TransactionJournal(rig.journal_dir).record("tx-ghost", "start_requested", evse_id="E1")
+    rig.restart()
+    assert rig.controller.pending_records == ["tx-ghost"]
+    rig.clock.advance(1)
+    rig.controller.housekeeping()
+    assert rig.controller.pending_records == []
+    assert rig.late.published == []
+    # Settled for good: the next run does not take it up again.
+    rig.restart()
+    assert rig.controller.pending_records == []
+    entry = TransactionJournal(rig.journal_dir).get("tx-ghost")
+    assert entry is not None
+    assert entry.data["not_started_at_meter"] is True
+
+
+def test_a_start_the_meter_did_run_is_still_fetched(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    assert rig.controller.start_transaction(request("tx-1")).ok
+    rig.charge()
+    # The module died after the meter stopped it, before the journal heard of the stop.
+    rig.device.stop_transaction("tx-1", {"running": False})
+    rig.restart()
+    rig.clock.advance(1)
+    rig.controller.housekeeping()
+    assert [r.transaction_id for r in rig.late.published] == ["tx-1"]
+    assert rig.late.published[0].ocmf == rig.record_at_meter("tx-1")
