@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -274,7 +275,8 @@ class Year:
             self.crashed()
             return
         if not started.ok:
-            self.start_refused[(started.error or "")[:80]] += 1
+            reason = re.sub(r"y\d{5}", "<id>", started.error or "")
+            self.start_refused[re.sub(r"\d+", "<n>", reason)[:300]] += 1
             return
         self.device.set_load(power_kw=self.rng.uniform(20, 150))
         self.clock.advance(charge_s / 2)

@@ -528,6 +528,8 @@ class MeterController:
 
     def _sync_before_start(self, status: MeterStatus) -> None:
         self._take_new_clock()
+        if self._limits.sync_fresh(self._sync_state(), status):
+            return  # each clock write costs an entry of the meter's logbook
         try:
             self._timesync.sync()
         except LemDcbmError as err:
