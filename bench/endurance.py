@@ -286,6 +286,8 @@ def print_sessions(result: dict[str, Any]) -> None:
             ["duplicate", result["duplicate"], "0"],
             ["foreign", result["foreign"], "0"],
             ["starts refused", result["start_refused"], "-"],
+            ["pending records at the end", len(result["pending_at_end"]), "0"],
+            ["meter logbook entries (of 40 000)", result["logbook_events"], "< 40 000"],
             ["crashes (module restarts)", f"{result['crashes']} ({result['restarts']})", "1000"],
             [
                 "crash points",

@@ -421,6 +421,7 @@ def run_year(
     figures = audit(year)
     figures["pending_at_end"] = sorted(year.controller.pending_records)
     figures["meter_requests"] = year.transport.requests
+    figures["logbook_events"] = year.device.logbook()["count"]
     files, size = directory_size(year.directory)
     big = work / "big"
     grow_journal(year.directory, big / MODULE_ID, big_journal)
