@@ -145,6 +145,8 @@ class MeterController:
         self._running_id: str | None = None
         #: Why ``GET /legal`` is not asked (once it answered 404/405), None while it is.
         self._legal_missing: str | None = None
+        #: Late records kept before a restart but never published: published by housekeeping.
+        self._late_unpublished: list[str] = []
         #: Clock settings changed at run time, handed to the time sync under the lock.
         self._new_clock: ClockSettings | None = None
         self._records = RecordCollector(
@@ -211,6 +213,7 @@ class MeterController:
                 api_version=api,
             )
             self._reconcile(self._running_id)
+            self._late_unpublished = self._book.unpublished_late()
             self._optional("check the OCMF identification type", self._ensure_identification_type)
             self._take_new_clock()
             self._timesync.restart_window()
@@ -312,6 +315,8 @@ class MeterController:
                 if self._commands_waiting:
                     return  # the rest at the next call, after the command
                 self._fetch_pending_record(transaction_id)
+            while self._late_unpublished and not self._commands_waiting:
+                self._publish_kept_late(self._late_unpublished.pop(0))
             # The meter refuses time writes during a transaction.
             if self._running_id is None and not self._commands_waiting:
                 self._timesync.sync_if_due(deadline)
@@ -344,11 +349,26 @@ class MeterController:
         if self._info is None:
             return None
         planned = [self._book.next_attempt]
+        if self._late_unpublished:
+            planned.append(self._clock.monotonic())
         if self._new_clock is not None:
             planned.append(self._clock.monotonic())
         if self._running_id is None:
             planned.append(self._timesync.next_due)
         return min((due for due in planned if due is not None), default=None)
+
+    def _publish_kept_late(self, transaction_id: str) -> None:
+        """Publish a late record the module kept but died before publishing."""
+        record = self._book.record_of(transaction_id)
+        if record is None:
+            return
+        try:
+            collected = self._records.judge(record, self._expectation(transaction_id))
+        except RecordMissing as missing:
+            _LOGGER.error("kept late record of %s not published: %s", transaction_id, missing)
+            return
+        _LOGGER.warning("publishing the late record of %s, kept before a restart", transaction_id)
+        self._keep(transaction_id, collected, late=True)
 
     def _fetch_pending_record(self, transaction_id: str) -> None:
         try:

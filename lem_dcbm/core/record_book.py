@@ -254,6 +254,19 @@ class RecordBook:
             # No record to write it with: the confirmed stop goes to disk on its own.
             self.step(transaction_id, "stop_confirmed", **stop)
 
+    def unpublished_late(self) -> list[str]:
+        """Late records kept in the journal that were never published (the module died)."""
+        if self._journal is None:
+            return []
+        return [
+            e.transaction_id
+            for e in self._journal.entries()
+            if e.ocmf is not None
+            and e.data.get("late") is True
+            and not e.data.get("late_published_at")
+            and self._ours(e)
+        ]
+
     def never_started(self, transaction_id: str) -> bool:
         """After the meter said it holds no record of a transaction: was it never started?
 

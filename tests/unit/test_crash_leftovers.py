@@ -1,17 +1,23 @@
-"""What a crash leaves in the journal is settled once, not fetched for ever.
+"""What a crash leaves in the journal is settled once after the restart.
 
 Found by ``bench/endurance.py sessions``: a module killed after it wrote
 ``start_requested`` but before the meter ran the start left a transaction that every
 later run took as stopped-while-away and tried to fetch the record of, every few
-minutes for ever, though the meter never held one.
+minutes for ever, though the meter never held one; and a module killed between keeping
+a late record and publishing it never published it (the record was in the journal, but
+not on the bill).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from lem_dcbm.journal import TransactionJournal
-from tests.support.record_rig import Rig, request
+from lem_dcbm.records.late_record import KeptRecord
+from tests.support.faulty_transport import Rule
+from tests.support.record_rig import LateRoad, Rig, request
 
 
 def test_a_start_the_meter_never_ran_is_not_fetched_for_ever(tmp_path: Path) -> None:
@@ -43,3 +49,36 @@ def test_a_start_the_meter_did_run_is_still_fetched(tmp_path: Path) -> None:
     rig.controller.housekeeping()
     assert [r.transaction_id for r in rig.late.published] == ["tx-1"]
     assert rig.late.published[0].ocmf == rig.record_at_meter("tx-1")
+
+
+class Died(BaseException):
+    """The module process dies here."""
+
+
+def test_a_late_record_the_module_died_before_publishing_goes_out_after_the_restart(
+    tmp_path: Path,
+) -> None:
+    rig = Rig(tmp_path)
+    assert rig.controller.start_transaction(request("tx-1")).ok
+    rig.charge()
+    rig.transport.add(
+        Rule("GET", "/v1/ocmf", "status", status=500, until=rig.clock.monotonic() + 60)
+    )
+    assert not rig.controller.stop_transaction("tx-1").ok  # the record goes the late road
+    rig.clock.advance(120)
+
+    def die(record: KeptRecord) -> bool:
+        raise Died
+
+    rig.late.publish = die  # type: ignore[method-assign]
+    # The record is fetched and kept, and the module dies before it is published.
+    with pytest.raises(Died):
+        rig.controller.housekeeping()
+    rig.late = LateRoad()
+    rig.restart()
+    rig.controller.housekeeping()
+    assert [r.transaction_id for r in rig.late.published] == ["tx-1"]
+    assert rig.late.published[0].ocmf == rig.record_at_meter("tx-1")
+    rig.restart()
+    rig.controller.housekeeping()
+    assert len(rig.late.published) == 1
