@@ -8,8 +8,9 @@ record it receives, so losing our copy is bad, but withholding the bill is worse
 What is kept per transaction (journal data keys, read by ``lem-dcbm records``):
 ``meter_id``; the start body as sent (``evse_id``, ``client_id``, ``tariff_id``,
 ``cable_id``, ``tariff_text``); ``previous_pagination`` (the highest record number this
-meter had given before the start); ``pagination``, ``started_at``, ``stopped_at``,
-``transaction_status``; with the record ``public_key_ocmf``, ``verdict``, ``fetched_at``
+meter had given before the start); ``pagination``, ``started_at``, ``meter_index`` (the
+slot of the meter's ring the transaction took), ``stopped_at``, ``transaction_status``;
+``not_started_at_meter`` for a start only requested that the meter never ran; with the record ``public_key_ocmf``, ``verdict``, ``fetched_at``
 and ``late`` (the record reached EVerest only by the late-record road), then
 ``late_published_at``.
 """
