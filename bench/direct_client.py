@@ -24,6 +24,7 @@ START_SEQUENCE: tuple[tuple[str, str], ...] = (
     ("PUT", "/v1/settings"),
     ("PUT", "/v1/settings"),
     ("POST", "/v2/legal"),
+    ("GET", "/v1/status"),
     ("GET", "/v2/ocmf"),
 )
 STOP_SEQUENCE: tuple[tuple[str, str], ...] = (
@@ -67,7 +68,7 @@ class DirectClient:
         return text if text.startswith("OCMF|") else json.loads(text)
 
     def start(self, transaction_id: str) -> None:
-        """Status, clock, timezone and DST, POST /legal, the begin record."""
+        """Status, clock, timezone and DST, POST /legal, status, the begin record."""
         self._send("GET", "/v1/status", 200)
         utc = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         self._send("PUT", "/v1/settings", 200, {"time": {"utc": utc}})
@@ -86,6 +87,7 @@ class DirectClient:
             "SC": 0,
         }
         self._send("POST", "/v2/legal", 201, body)
+        self._send("GET", "/v1/status", 200)  # the ring slot the transaction took
         self._send("GET", "/v2/ocmf", 200, transaction_id=transaction_id)
 
     def stop(self, transaction_id: str) -> None:

@@ -10,7 +10,8 @@ What is kept per transaction (journal data keys, read by ``lem-dcbm records``):
 ``cable_id``, ``tariff_text``); ``previous_pagination`` (the highest record number this
 meter had given before the start); ``pagination``, ``started_at``, ``meter_index`` (the
 slot of the meter's ring the transaction took), ``stopped_at``, ``transaction_status``;
-``not_started_at_meter`` for a start only requested that the meter never ran; with the record ``public_key_ocmf``, ``verdict``, ``fetched_at``
+``not_started_at_meter`` for a start only requested that the meter never ran; with the
+record ``public_key_ocmf``, ``verdict``, ``fetched_at``
 and ``late`` (the record reached EVerest only by the late-record road), then
 ``late_published_at``.
 """

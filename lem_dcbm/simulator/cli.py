@@ -114,7 +114,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     limits.add_argument(
         "--sync-expires-in-seconds",
         type=float,
-        help="the time sync made before this start expires this soon",
+        help="the time sync made before this start expires this soon "
+        "(default: valid for the full --time-sync-validity-seconds)",
     )
     limits.add_argument(
         "--ntp-answer-seconds",
