@@ -179,3 +179,19 @@ def test_a_start_waits_for_the_ntp_answer_instead_of_aborting_the_sync(
     assert rig.sim.device.state()["running_transaction"] == "tx-1"
     events = [e["event"] for e in rig.sim.device.logbook()["entries"]]
     assert "ntpSyncAborted" not in events
+
+
+# -- the settings window --------------------------------------------------------------------
+
+
+def test_the_clock_written_in_the_first_two_minutes_is_written_again_to_last(
+    rigs: list[SocketRig], tmp_path: Path
+) -> None:
+    rig = make(rigs, tmp_path, synced=False, settings_window_seconds=120)
+    # Init wrote the clock inside the window: a power cycle now would lose it.
+    assert rig.sim.device.state()["settings_writes"][0]["persisted"] is False
+    rig.clock.advance(120)
+    rig.controller.housekeeping()
+    rig.sim.device.reboot()
+    assert rig.sim.device.status()["status"]["bits"]["timeSyncStatusIsOk"] is True
+    assert rig.controller.start_transaction(request("tx-1")).ok
