@@ -35,6 +35,7 @@ START_SEQUENCE: tuple[tuple[str, str], ...] = (
     ("PUT", "/v1/settings"),
     ("PUT", "/v1/settings"),
     ("POST", "/v2/legal"),
+    ("GET", "/v1/status"),
     ("GET", "/v2/ocmf"),
 )
 STOP_SEQUENCE: tuple[tuple[str, str], ...] = (
@@ -78,7 +79,7 @@ class DirectClient:
         return text if text.startswith("OCMF|") else json.loads(text)
 
     def start(self, transaction_id: str) -> None:
-        """Status, (the meter's clock,) clock, timezone and DST, POST /legal, the begin record."""
+        """Status, (meter clock,) clock, timezone, DST, POST /legal, status, begin record."""
         self._send("GET", "/v1/status", 200)
         if JUDGED_BY_THE_METER:
             self._send("GET", "/v1/status", 200)
@@ -99,6 +100,7 @@ class DirectClient:
             "SC": 0,
         }
         self._send("POST", "/v2/legal", 201, body)
+        self._send("GET", "/v1/status", 200)  # the ring slot the transaction took
         self._send("GET", "/v2/ocmf", 200, transaction_id=transaction_id)
 
     def stop(self, transaction_id: str) -> None:

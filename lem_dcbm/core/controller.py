@@ -36,6 +36,7 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from lem_dcbm.clock import Clock, rfc3339
+from lem_dcbm.core.meter_limits import METER_INDEX, UNSAVED_RECORDS, MeterLimits, SyncState
 from lem_dcbm.core.ownership import RunningTransaction, why_not_ours
 from lem_dcbm.core.ports import Alerts, LateRecords, MeterApi, MeterOwners
 from lem_dcbm.core.powermeter import to_powermeter
@@ -181,6 +182,8 @@ class MeterController:
         self._running_id: str | None = None
         #: Why ``GET /legal`` is not asked (once it answered 404/405), None while it is.
         self._legal_missing: str | None = None
+        #: Late records kept before a restart but never published: published by housekeeping.
+        self._late_unpublished: list[str] = []
         #: Clock settings changed at run time, handed to the time sync under the lock.
         self._new_clock: ClockSettings | None = None
         #: When this process saw each transaction's start confirmed (monotonic).
@@ -199,7 +202,9 @@ class MeterController:
             alerts=alerts,
             sleep=self._sleep,
             identity_checks=settings.record_identity_checks,
+            slot_of=self._meter_index_of,
         )
+        self._limits = MeterLimits(clock)
 
     @property
     def info(self) -> MeterInfo | None:
@@ -257,6 +262,7 @@ class MeterController:
                 api_version=api,
             )
             self._reconcile(self._running_id)
+            self._late_unpublished = self._book.unpublished_late()
             self._optional("check the OCMF identification type", self._ensure_identification_type)
             self._take_new_clock()
             self._timesync.restart_window()
@@ -368,6 +374,8 @@ class MeterController:
                 if self._commands_waiting:
                     return  # the rest at the next call, after the command
                 self._fetch_pending_record(transaction_id)
+            while self._late_unpublished and not self._commands_waiting:
+                self._publish_kept_late(self._late_unpublished.pop(0))
             # The meter refuses time writes during a transaction.
             if self._running_id is None and not self._commands_waiting:
                 self._timesync.sync_if_due(deadline)
@@ -402,6 +410,8 @@ class MeterController:
         if self._info is None:
             return None
         planned = [self._book.next_attempt, *self._deferred_stops.values()]
+        if self._late_unpublished:
+            planned.append(self._clock.monotonic())
         if self._new_clock is not None:
             planned.append(self._clock.monotonic())
         if self._running_id is None:
@@ -410,10 +420,25 @@ class MeterController:
             planned.append(self._foreign_check)
         return min((due for due in planned if due is not None), default=None)
 
+    def _publish_kept_late(self, transaction_id: str) -> None:
+        """Publish a late record the module kept but died before publishing."""
+        record = self._book.record_of(transaction_id)
+        if record is None:
+            return
+        try:
+            collected = self._records.judge(record, self._expectation(transaction_id))
+        except RecordMissing as missing:
+            _LOGGER.error("kept late record of %s not published: %s", transaction_id, missing)
+            return
+        _LOGGER.warning("publishing the late record of %s, kept before a restart", transaction_id)
+        self._keep(transaction_id, collected, late=True)
+
     def _fetch_pending_record(self, transaction_id: str) -> None:
         try:
             collected = self._records.attempt(transaction_id, self._expectation(transaction_id))
         except RecordMissing as missing:
+            if missing.unknown and self._book.never_started(transaction_id):
+                return
             delay = self._book.failed_again(transaction_id, self._clock.monotonic())
             _LOGGER.warning(
                 "record of %s still missing, next try in %.0f s: %s", transaction_id, delay, missing
@@ -537,6 +562,7 @@ class MeterController:
         v2 = self._meter.api_version == "v2"
         body = build_start_body(request, self._settings.start, v2=v2)
         status, running = self._meter_state()
+        self._limits.check_logbook(status)
         if running is not None and running.transaction_id is not None:
             if running.transaction_id == transaction_id:
                 # A start repeated after its answer was lost: the meter already runs it.
@@ -552,6 +578,13 @@ class MeterController:
         self._sync_before_start(status)
         if not status.time_sync_ok:
             status = self._read("read the meter status", self._meter.status)
+            if self._timesync.settings.ntp_servers:
+                status = self._limits.await_ntp_sync(
+                    status,
+                    lambda: self._read("read the meter status", self._meter.status),
+                    self._sleep,
+                )
+        self._check_ring(status)
         blocked = start_blockers(status, self._legal_missing is not None)
         if blocked:
             # The bits may be wrong (a mock's are): the meter decides, the bits explain.
@@ -583,14 +616,43 @@ class MeterController:
             raise
         self._running_id = transaction_id
         _LOGGER.info("transaction %s started", transaction_id)
-        return self._start_answer(transaction_id, confirm=True)
+        after = self._optional("read the meter status", self._meter.status)
+        slot = self._limits.started(status, after) if after is not None else None
+        return self._start_answer(transaction_id, confirm=True, meter_index=slot)
+
+    def _check_ring(self, status: MeterStatus) -> None:
+        """Refuse a start that would overwrite a record the journal still waits for."""
+        unsaved: dict[str, int] = {}
+        for transaction_id in self._book.pending:
+            slot = self._meter_index_of(transaction_id)
+            if slot is not None:
+                unsaved[transaction_id] = slot
+        try:
+            self._limits.check_ring(status, unsaved)
+        except LemDcbmError as err:
+            if self._alerts is not None:
+                self._alerts.warn(UNSAVED_RECORDS, str(err))
+            raise
+        self._clear_alert(UNSAVED_RECORDS)
+
+    def _meter_index_of(self, transaction_id: str) -> int | None:
+        """The ring slot the journal noted for a transaction at its start, if any."""
+        kept = self._book.kept(transaction_id)
+        slot = kept.facts.get(METER_INDEX) if kept is not None else None
+        return slot if isinstance(slot, int) and not isinstance(slot, bool) else None
+
+    def _sync_state(self) -> SyncState:
+        return SyncState(self._timesync.synced_at, self._timesync.next_due)
 
     def _sync_before_start(self, status: MeterStatus) -> None:
         self._take_new_clock()
+        if self._limits.sync_fresh(self._sync_state(), status):
+            return  # each clock write costs an entry of the meter's logbook
         try:
             self._timesync.sync()
         except LemDcbmError as err:
             if status.time_sync_ok:
+                self._limits.check_sync(self._sync_state(), err)
                 _LOGGER.warning("clock sync before start failed, time sync still valid: %s", err)
             else:
                 raise ControllerError(
@@ -636,10 +698,14 @@ class MeterController:
                 )
                 self._sleep(self._policy.delay(attempt - 1))
 
-    def _start_answer(self, transaction_id: str, *, confirm: bool) -> StartResult:
+    def _start_answer(
+        self, transaction_id: str, *, confirm: bool, meter_index: int | None = None
+    ) -> StartResult:
         now = self._clock.utc_now()
         begin = None
         facts: dict[str, Any] = {"started_at": rfc3339(now)}
+        if meter_index is not None:
+            facts[METER_INDEX] = meter_index
         if self._settings.signed_start_value:
             begin = self._begin_record(transaction_id, facts)
         if confirm:
@@ -647,7 +713,9 @@ class MeterController:
             self._started_mono.setdefault(transaction_id, self._clock.monotonic())
         return StartResult(
             min_stop_time=now + timedelta(seconds=self._settings.min_transaction_s),
-            max_stop_time=now + MAX_TRANSACTION_DURATION,
+            max_stop_time=self._limits.max_stop_time(
+                self._sync_state(), now + MAX_TRANSACTION_DURATION
+            ),
             begin_record=begin,
         )
 

@@ -42,6 +42,10 @@ class MeterApi(Protocol):
         """``GET /{v}/ocmf[?transactionId=...]``: the signed record, unchanged."""
         ...
 
+    def ocmf_by_index(self, index: int) -> str:
+        """``GET /ocmf/{index}``: the record in a ring slot (negative: back from the latest)."""
+        ...
+
     def settings(self) -> dict[str, Any]:
         """``GET /v1/settings``."""
         ...

@@ -8,8 +8,10 @@ record it receives, so losing our copy is bad, but withholding the bill is worse
 What is kept per transaction (journal data keys, read by ``lem-dcbm records``):
 ``meter_id``; the start body as sent (``evse_id``, ``client_id``, ``tariff_id``,
 ``cable_id``, ``tariff_text``); ``previous_pagination`` (the highest record number this
-meter had given before the start); ``pagination``, ``started_at``, ``stopped_at``,
-``transaction_status``; with the record ``public_key_ocmf``, ``verdict``, ``fetched_at``
+meter had given before the start); ``pagination``, ``started_at``, ``meter_index`` (the
+slot of the meter's ring the transaction took), ``stopped_at``, ``transaction_status``;
+``not_started_at_meter`` for a start only requested that the meter never ran; with the
+record ``public_key_ocmf``, ``verdict``, ``fetched_at``
 and ``late`` (the record reached EVerest only by the late-record road), then
 ``late_published_at``; ``record_owed`` (True) once it is known that no stop answer carried
 the record (see :meth:`RecordBook.owe`); ``answered`` (True) once a stop's answer carried it.
@@ -290,6 +292,38 @@ class RecordBook:
             # No record to write it with: the confirmed stop goes to disk on its own.
             self.step(transaction_id, "stop_confirmed", **stop)
 
+    def unpublished_late(self) -> list[str]:
+        """Late records kept in the journal that were never published (the module died)."""
+        if self._journal is None:
+            return []
+        return [
+            e.transaction_id
+            for e in self._journal.entries()
+            if e.ocmf is not None
+            and e.data.get("late") is True
+            and not e.data.get("late_published_at")
+            and self._ours(e)
+        ]
+
+    def never_started(self, transaction_id: str) -> bool:
+        """After the meter said it holds no record of a transaction: was it never started?
+
+        True for a start only requested (the module died before the meter's answer, or
+        before the request went out) and no longer pending: the meter ran no transaction
+        of that id, so there is no record to fetch, now or after the next restart.
+        """
+        kept = self.kept(transaction_id)
+        if kept is None or set(kept.steps) - {"start_requested"}:
+            return False
+        self._pending.pop(transaction_id, None)
+        _LOGGER.warning(
+            "transaction %s was never started at the meter (its start was requested before "
+            "a restart and the meter holds no record of it); nothing to fetch",
+            transaction_id,
+        )
+        self.step(transaction_id, "start_requested", not_started_at_meter=True)
+        return True
+
     @property
     def next_attempt(self) -> float | None:
         """When the earliest pending fetch is due (monotonic), None with nothing pending."""
@@ -328,7 +362,11 @@ class RecordBook:
         requested = [
             e.transaction_id
             for e in self._journal.entries()
-            if "start_requested" in e.steps and not e.started and not e.stopped and self._ours(e)
+            if "start_requested" in e.steps
+            and not e.started
+            and not e.stopped
+            and not e.data.get("not_started_at_meter")
+            and self._ours(e)
         ]
         awaiting = [e.transaction_id for e in self._journal.awaiting_record() if self._ours(e)]
         return open_ids + requested, awaiting, set(open_ids)

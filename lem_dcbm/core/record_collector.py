@@ -85,6 +85,7 @@ class RecordCollector:
         sleep: Callable[[float], None] | None = None,
         wait_policy: RetryPolicy = RECORD_WAIT,
         identity_checks: IdentityChecks = "enforce",
+        slot_of: Callable[[str], int | None] | None = None,
     ) -> None:
         self._meter = meter
         self._clock = clock
@@ -93,6 +94,7 @@ class RecordCollector:
         self._sleep = sleep or clock.sleep
         self._policy = wait_policy
         self._enforce = identity_checks == "enforce"
+        self._slot_of = slot_of
 
     def attempt(self, transaction_id: str, expected: RecordExpectation) -> CollectedRecord:
         """One fetch, with one more right away if the signature fails; ``RecordMissing`` else."""
@@ -126,7 +128,9 @@ class RecordCollector:
         try:
             record = self._meter.ocmf(transaction_id)
         except MeterStatusError as err:
-            raise RecordMissing(str(err), unknown=err.status == NOT_FOUND) from err
+            if err.status != NOT_FOUND:
+                raise RecordMissing(str(err)) from err
+            record = self._fetch_by_slot(transaction_id, expected, err)
         except MeterError as err:
             raise RecordMissing(str(err)) from err
         finished = has_end_reading(record)
@@ -140,6 +144,31 @@ class RecordCollector:
             verdict, f"the meter handed a record that is not {transaction_id}'s"
         )
         return CollectedRecord(record, verdict)
+
+    def _fetch_by_slot(
+        self, transaction_id: str, expected: RecordExpectation, not_found: MeterStatusError
+    ) -> str:
+        """The record from the ring slot the journal noted, when the lookup by id misses it.
+
+        ``GET /ocmf?transactionId=`` searches only the last 840 transactions. The slot may
+        hold a later transaction's record by now: only a known record number (``PG``) lets
+        the checks tell, so without one the record stays missing.
+        """
+        slot = self._slot_of(transaction_id) if self._slot_of is not None else None
+        if slot is None or expected.pagination is None:
+            raise RecordMissing(str(not_found), unknown=True) from not_found
+        _LOGGER.info(
+            "record of %s beyond the meter's lookup by id (%s); reading ring slot %d",
+            transaction_id,
+            not_found,
+            slot,
+        )
+        try:
+            return self._meter.ocmf_by_index(slot)
+        except MeterStatusError as err:
+            raise RecordMissing(str(err), unknown=err.status == NOT_FOUND) from err
+        except MeterError as err:
+            raise RecordMissing(str(err)) from err
 
     def judge(self, record: str, expected: RecordExpectation) -> CollectedRecord:
         """Check a kept record again (no fetch); raise ``RecordMissing`` if it is foreign."""

@@ -118,6 +118,11 @@ class TimeSync:
         self._alerts = alerts
         #: Why the host time is kept out of the meter, None while it is trusted.
         self._untrusted: Verdict | None = None
+        #: When the last clock write of a completed sync began (UTC mode), None before one.
+        self._synced_at: float | None = None
+        #: Timezone and DST rules written after the settings window: the meter keeps them,
+        #: and each write is an entry in its logbook, so they are not written again.
+        self._rules_kept = False
 
     @property
     def settings(self) -> ClockSettings:
@@ -138,9 +143,15 @@ class TimeSync:
         self._ntp_settled = False
         self._plan = None
         self._refused.clear()  # a new value deserves a new try
+        self._rules_kept = False
         self._failures = 0
         self._next_due = self._clock.monotonic()
         _LOGGER.info("clock settings changed; written to the meter at the next sync")
+
+    @property
+    def synced_at(self) -> float | None:
+        """Monotonic start of the last completed UTC sync (None before one, or with NTP)."""
+        return self._synced_at
 
     @property
     def next_due(self) -> float | None:
@@ -281,6 +292,8 @@ class TimeSync:
             ("timezone", lambda: {"time": {"tz": self._timezone}}),
             ("daylight saving rules", lambda: {"time": {"dst": self._dst}}),
         ]
+        if self._rules_kept:
+            return [first]
         return [first, *(write for write in optional if write[0] not in self._refused)]
 
     def _utc_patch(self) -> dict[str, Any]:
@@ -288,7 +301,9 @@ class TimeSync:
 
     def _finished(self, started: float) -> None:
         self._failures = 0
+        self._synced_at = None if self._ntp_servers else started
         after_window = started >= self._window_end
+        self._rules_kept = self._rules_kept or after_window
         if self._ntp_servers and after_window:
             self._ntp_settled = True
             _LOGGER.info("NTP settings written after the settings window; the meter keeps time")

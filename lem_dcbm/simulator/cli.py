@@ -18,7 +18,9 @@ from lem_dcbm.clock import SystemClock
 from lem_dcbm.simulator.certs import load_or_create_certificate, meter_pem_form
 from lem_dcbm.simulator.device import MeterConfig, SimulatedMeter
 from lem_dcbm.simulator.load_source import LoadFollower, MqttLoadSource
+from lem_dcbm.simulator.logbook import LOGBOOK_CAPACITY
 from lem_dcbm.simulator.ocmf_signer import OcmfSigner
+from lem_dcbm.simulator.ring import LOOKUP_WINDOW, RING_CAPACITY
 from lem_dcbm.simulator.server import MeterServer, server_tls_context
 
 _LOGGER = logging.getLogger(__name__)
@@ -80,6 +82,48 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=172800.0,
         help="a time sync expires this long after it was made (meter: 48 h)",
     )
+    limits = parser.add_argument_group(
+        "the meter's limits", "start at a limit, so that tests reach it without waiting"
+    )
+    limits.add_argument(
+        "--ring-capacity",
+        type=int,
+        default=RING_CAPACITY,
+        help="transaction records the meter keeps, the oldest overwritten (meter: 20 399)",
+    )
+    limits.add_argument(
+        "--lookup-window",
+        type=int,
+        default=LOOKUP_WINDOW,
+        help="transactions GET /ocmf?transactionId= searches back (meter: 840)",
+    )
+    limits.add_argument(
+        "--ring-filled",
+        type=int,
+        default=0,
+        help="transactions made before this start (--ring-capacity or more: a full ring)",
+    )
+    limits.add_argument(
+        "--logbook-capacity",
+        type=int,
+        default=LOGBOOK_CAPACITY,
+        help="events the logbook holds before logbookIsFull (meter: about 40 000)",
+    )
+    limits.add_argument(
+        "--logbook-filled", type=int, default=0, help="events logged before this start"
+    )
+    limits.add_argument(
+        "--sync-expires-in-seconds",
+        type=float,
+        help="the time sync made before this start expires this soon "
+        "(default: valid for the full --time-sync-validity-seconds)",
+    )
+    limits.add_argument(
+        "--ntp-answer-seconds",
+        type=float,
+        default=0.0,
+        help="an NTP sync takes this long (meter: up to 30 s); a start aborts it",
+    )
     parser.add_argument(
         "--signing-key",
         type=Path,
@@ -134,6 +178,13 @@ def simulate_command(args: argparse.Namespace) -> int:
         settings_window_seconds=args.settings_window_seconds,
         time_sync_validity_seconds=args.time_sync_validity_seconds,
         synced=not args.unsynced,
+        storage_capacity=args.ring_capacity,
+        ocmf_search_window=args.lookup_window,
+        ring_filled=args.ring_filled,
+        logbook_capacity=args.logbook_capacity,
+        logbook_filled=min(args.logbook_filled, args.logbook_capacity),
+        sync_expires_in_seconds=args.sync_expires_in_seconds,
+        ntp_answer_seconds=args.ntp_answer_seconds,
         tls_on=args.tls,
         ip_address=args.host,
         certificate_pem=meter_pem_form(pair.cert_pem),

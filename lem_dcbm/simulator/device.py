@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import threading
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -19,6 +20,7 @@ from typing import Any
 
 from lem_dcbm.clock import Clock, rfc3339
 from lem_dcbm.simulator.legal_request import StartRequest, parse_start
+from lem_dcbm.simulator.logbook import LOGBOOK_CAPACITY, Logbook
 from lem_dcbm.simulator.meter_bits import BIT, ERROR_NAMES, PRECONDITIONS, STATUS_NAMES
 from lem_dcbm.simulator.meter_time import (
     iso_seconds,
@@ -35,6 +37,7 @@ from lem_dcbm.simulator.ocmf_signer import (
     build_payload,
 )
 from lem_dcbm.simulator.refusals import ConditionError, FieldError, NotFound
+from lem_dcbm.simulator.ring import LOOKUP_WINDOW, RING_CAPACITY, TransactionRing
 from lem_dcbm.simulator.settings_store import CABLE_TABLE, check_write, default_settings, merge
 
 _LOGGER = logging.getLogger(__name__)
@@ -42,7 +45,9 @@ _LOGGER = logging.getLogger(__name__)
 ONGOING = BIT["transactionIsOnGoing"]
 #: Bits that say "all is well"; a transaction keeps them only if they held throughout.
 HEALTH_BITS = BIT["suLinkStatusIsOk"] | BIT["timeSyncStatusIsOk"]
-LOGBOOK_CAPACITY = 40_000
+__all__ = ["LOGBOOK_CAPACITY", "MeterConfig", "SimulatedMeter"]
+#: Settings writes ``state()`` reports (the latest).
+SETTINGS_WRITES_KEPT = 1000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,8 +71,17 @@ class MeterConfig:
     ip_address: str = "127.0.0.1"
     #: The TLS certificate as ``/v1/certificate`` serves it.
     certificate_pem: str = ""
-    storage_capacity: int = 20_400
-    ocmf_search_window: int = 840
+    storage_capacity: int = RING_CAPACITY
+    ocmf_search_window: int = LOOKUP_WINDOW
+    logbook_capacity: int = LOGBOOK_CAPACITY
+    #: Transactions made before this power-on (the ring full at ``storage_capacity``).
+    ring_filled: int = 0
+    #: Logbook events logged before this power-on (full at ``logbook_capacity``).
+    logbook_filled: int = 0
+    #: With ``synced``: the last sync was made so long ago that it expires this soon.
+    sync_expires_in_seconds: float | None = None
+    #: How long an NTP sync waits for its answer (meter: up to 30 s); a start aborts it.
+    ntp_answer_seconds: float = 0.0
     over_temperature_c: float = 85.0
 
 
@@ -133,9 +147,14 @@ class SimulatedMeter:
         self._power_on = now
         self._reboots = 0
         synced_at = now if self.config.synced else None
+        expires_in = self.config.sync_expires_in_seconds
+        if synced_at is not None and expires_in is not None:
+            synced_at = now - self.config.time_sync_validity_seconds + expires_in
         self._stored = Memory(default_settings(self.config.tls_on), synced_at)
         self._live = copy.deepcopy(self._stored)
         self._clock_offset = timedelta(0)
+        #: When the NTP sync under way gets its answer (None: none under way).
+        self._ntp_answer_at: float | None = None
         self._load = Load()
         self._import_kwh = 0.0
         self._export_kwh = 0.0
@@ -143,11 +162,16 @@ class SimulatedMeter:
         self._reversed_latched = False
         self._forced_status: dict[str, bool] = {}
         self._forced_errors: dict[str, bool] = {}
-        self._transactions: dict[int, Transaction] = {}
-        self._count = 0
+        self._ring: TransactionRing[Transaction] = TransactionRing(
+            self.config.storage_capacity,
+            self.config.ocmf_search_window,
+            prefilled=self.config.ring_filled,
+            make_history=self._history,
+        )
         self._running: Transaction | None = None
-        self._settings_writes: list[dict[str, Any]] = []
-        self._logbook: list[dict[str, Any]] = []
+        #: The latest settings writes, for tests; bounded so that a long run stays small.
+        self._settings_writes: deque[dict[str, Any]] = deque(maxlen=SETTINGS_WRITES_KEPT)
+        self._logbook = Logbook(self.config.logbook_capacity, prefilled=self.config.logbook_filled)
         self._log("powerOn")
 
     @property
@@ -166,9 +190,27 @@ class SimulatedMeter:
     def _ntp_active(self) -> bool:
         return bool(self._live.settings["ntp"]["ntpActivated"])
 
+    def _ntp_catch_up(self) -> None:
+        """NTP syncs at its answer, then keeps the clock synced while no transaction runs."""
+        if not self._ntp_active():
+            return
+        now = self._clock.monotonic()
+        answer = self._ntp_answer_at
+        if answer is not None and now >= answer:
+            self._ntp_answer_at = None
+            self._live.last_sync = answer
+            if self._stored.settings["ntp"]["ntpActivated"]:
+                self._stored.last_sync = answer
+        last = self._live.last_sync
+        if self._ntp_answer_at is None and self._running is None and last is not None:
+            self._live.last_sync = max(last, now)
+
+    def _start_ntp_sync(self) -> None:
+        self._ntp_answer_at = self._clock.monotonic() + self.config.ntp_answer_seconds
+        self._ntp_catch_up()
+
     def _time_synced(self) -> bool:
-        if self._ntp_active():
-            return True
+        self._ntp_catch_up()
         last = self._live.last_sync
         validity = self.config.time_sync_validity_seconds
         return last is not None and self._clock.monotonic() - last < validity
@@ -189,7 +231,7 @@ class SimulatedMeter:
 
     def _error_bits(self) -> dict[str, bool]:
         bits = dict.fromkeys(ERROR_NAMES, False)
-        bits["logbookIsFull"] = len(self._logbook) >= LOGBOOK_CAPACITY
+        bits["logbookIsFull"] = self._logbook.full
         bits.update(self._forced_errors)
         return bits
 
@@ -215,9 +257,7 @@ class SimulatedMeter:
         return value
 
     def _log(self, event: str, **detail: Any) -> None:
-        if len(self._logbook) < LOGBOOK_CAPACITY:
-            entry = {"index": len(self._logbook), "time": iso_seconds(self._now_local())}
-            self._logbook.append({**entry, "event": event, **detail})
+        self._logbook.add(iso_seconds(self._now_local()), event, **detail)
 
     def status(self) -> dict[str, Any]:
         """``GET /v1/status``."""
@@ -240,8 +280,8 @@ class SimulatedMeter:
                 "errors": {"value": _value(errors, ERROR_NAMES), "bits": errors},
                 "publicKey": self._signer.public_key_raw,
                 "publicKeyOcmf": self._signer.public_key_ocmf,
-                "indexOfLastTransaction": self._last_index(),
-                "numberOfStoredTransactions": len(self._transactions),
+                "indexOfLastTransaction": self._ring.last_index,
+                "numberOfStoredTransactions": self._ring.stored,
             }
 
     def livemeasure(self) -> dict[str, Any]:
@@ -265,7 +305,7 @@ class SimulatedMeter:
     def logbook(self) -> dict[str, Any]:
         """``GET /v1/logbook``: the meter's event log (shape not documented; ours)."""
         with self._lock:
-            return {"count": len(self._logbook), "entries": list(self._logbook[-100:])}
+            return {"count": self._logbook.count, "entries": self._logbook.recent()}
 
     def certificate(self) -> dict[str, str]:
         """``GET /v1/certificate``: the TLS certificate without line breaks at BEGIN/END."""
@@ -273,8 +313,33 @@ class SimulatedMeter:
 
     # -- transactions -----------------------------------------------------------------
 
-    def _last_index(self) -> int:
-        return (self._count - 1) % self.config.storage_capacity if self._count else 0
+    def _history(self, pagination: int, index: int) -> Transaction:
+        """A finished transaction made before the simulation began (a prefilled ring)."""
+        body = {
+            "evseId": "DE*SIM*HISTORY",
+            "transactionId": f"history-{pagination}",
+            "clientId": "",
+            "tariffId": 0,
+            "cableId": 0,
+            "userData": "",
+        }
+        tx = Transaction(
+            index=index,
+            pagination=pagination,
+            api="v1",
+            request=parse_start(body, "v1"),
+            identification_type=0,
+            start_mono=self._power_on,
+            start_local=self._now_local(),
+            start_import=0.0,
+            start_export=0.0,
+            running=False,
+            stop_mono=self._power_on,
+        )
+        end = OcmfReading(ocmf_time(tx.start_local, True), 0.0, 0.0)
+        tx.record = self._signer.record(build_payload(self._ocmf_content(tx, end, "G")))
+        tx.report = {"paginationCounter": pagination, "transactionId": body["transactionId"]}
+        return tx
 
     def _ocmf_content(self, tx: Transaction, end: OcmfReading | None, state: str) -> OcmfContent:
         request = tx.request
@@ -302,9 +367,13 @@ class SimulatedMeter:
             for bit in PRECONDITIONS:
                 if bits[bit.name] != bit.start_needs:
                     raise ConditionError(bit.name, f"start refused: {bit.refusal}")
+            if self._ntp_answer_at is not None:
+                # The manual: starting a transaction aborts a running NTP sync.
+                self._ntp_answer_at = None
+                self._log("ntpSyncAborted")
             tx = Transaction(
-                index=self._count % self.config.storage_capacity,
-                pagination=self._count + 1,
+                index=self._ring.next_index,
+                pagination=self._ring.count + 1,
                 api=api,
                 request=request,
                 identification_type=int(self._live.settings["ocmfId"]["IT"]),
@@ -314,8 +383,7 @@ class SimulatedMeter:
                 start_export=self._export_kwh,
             )
             tx.record = self._signer.record(build_payload(self._ocmf_content(tx, None, "G")))
-            self._transactions[tx.index] = tx
-            self._count += 1
+            self._ring.add(tx)
             self._running = tx
             tx.status = _value(self._status_bits(), STATUS_NAMES)
             self._log("transactionStart", transactionId=request.transaction_id)
@@ -404,9 +472,11 @@ class SimulatedMeter:
         report["signature"] = self._signer.sign(signed)
         report["publicKey"] = self._signer.public_key_raw
         tx.report = report
+        if self._ntp_active() and self._ntp_answer_at is None:
+            self._start_ntp_sync()
 
     def _latest(self) -> Transaction | None:
-        return self._transactions.get(self._last_index()) if self._count else None
+        return self._ring.latest()
 
     def legal(self) -> dict[str, Any]:
         """``GET /{api}/legal``: the current or last transaction."""
@@ -451,23 +521,21 @@ class SimulatedMeter:
                 if tx is None:
                     raise NotFound("no transaction is stored")
                 return tx.record
-            window = min(self._count, self.config.ocmf_search_window, self.config.storage_capacity)
-            for back in range(window):
-                slot = (self._count - 1 - back) % self.config.storage_capacity
-                candidate = self._transactions[slot]
+            for candidate in self._ring.searched():
                 if candidate.request.transaction_id == transaction_id:
                     return candidate.record
+            window = min(self._ring.stored, self._ring.window)
             raise NotFound(f"no transaction {transaction_id} among the last {window}")
 
     def ocmf_at(self, index: int) -> str:
         """``GET /{api}/ocmf/{index}`` by storage index, or ``/-{n}`` back from the latest (-1)."""
         with self._lock:
-            stored = len(self._transactions)
+            stored = self._ring.stored
             if index < 0:
                 if -index > stored:
                     raise NotFound(f"only {stored} transactions are stored")
-                index = (self._count + index) % self.config.storage_capacity
-            tx = self._transactions.get(index)
+                index = (self._ring.count + index) % self._ring.capacity
+            tx = self._ring.at(index)
             if tx is None:
                 raise NotFound(f"no transaction is stored at index {index}")
             return tx.record
@@ -511,6 +579,7 @@ class SimulatedMeter:
             elif body.get("ntp", {}).get("ntpActivated") is True:
                 # Our NTP servers are the host's clock.
                 self._clock_offset = timedelta(0)
+                self._start_ntp_sync()
             record.update(accepted=True, persisted=persisted, result=1)
             self._log("settingsWrite", persisted=persisted)
             return {"meterId": self.config.meter_id, "result": 1}
@@ -539,6 +608,8 @@ class SimulatedMeter:
             self._forced_status.pop("reversedVoltage", None)
             self._reboots += 1
             self._log("powerOn")
+            if self._ntp_active():
+                self._start_ntp_sync()
             self._observe()
             _LOGGER.info("power cycle %d (TLS %s)", self._reboots, self.tls_active)
 
@@ -627,14 +698,22 @@ class SimulatedMeter:
                 },
                 "settings": copy.deepcopy(self._live.settings),
                 "persisted_settings": copy.deepcopy(self._stored.settings),
-                "settings_writes": copy.deepcopy(self._settings_writes),
+                "settings_writes": copy.deepcopy(list(self._settings_writes)),
                 "running_transaction": (
                     self._running.request.transaction_id if self._running else None
                 ),
-                "transactions": [
-                    self._describe(self._transactions[i % self.config.storage_capacity])
-                    for i in range(max(0, self._count - len(self._transactions)), self._count)
-                ],
+                "transactions": [self._describe(tx) for tx in self._ring.made_here()],
+                "ring": {
+                    "capacity": self._ring.capacity,
+                    "stored": self._ring.stored,
+                    "count": self._ring.count,
+                    "next_index": self._ring.next_index,
+                },
+                "logbook": {
+                    "capacity": self._logbook.capacity,
+                    "count": self._logbook.count,
+                    "full": self._logbook.full,
+                },
             }
 
     def _describe(self, tx: Transaction) -> dict[str, Any]:

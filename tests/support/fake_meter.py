@@ -163,6 +163,10 @@ class FakeMeter:
         self.ended.add(transaction_id)
         return StopReport(transaction_id=transaction_id, transaction_status=self.stop_status)
 
+    def ocmf_by_index(self, index: int) -> str:
+        self._enter("ocmf_by_index")
+        raise MeterStatusError("GET", f"/v1/ocmf/{index}", 404, "not found")
+
     def ocmf(self, transaction_id: str | None = None) -> str:
         self._enter("ocmf")
         tid = transaction_id or self.last_id

@@ -14,7 +14,7 @@ from typing import Any
 from lem_dcbm.clock import ManualClock
 from lem_dcbm.core.controller import ControllerSettings, MeterController
 from lem_dcbm.core.record_book import RecordBook
-from lem_dcbm.core.timesync import TimeSync
+from lem_dcbm.core.timesync import NtpServer, TimeSync
 from lem_dcbm.core.transaction_request import StartSettings
 from lem_dcbm.journal import TransactionJournal
 from lem_dcbm.meter.client import MeterClient
@@ -63,6 +63,37 @@ class Alerts:
         self.active.pop(sub_type, None)
 
 
+def build_controller(
+    client: MeterClient,
+    clock: ManualClock,
+    journal_dir: Path,
+    alerts: Alerts,
+    late: LateRoad,
+    *,
+    ntp_servers: tuple[NtpServer, ...] = (),
+    **settings: Any,
+) -> MeterController:
+    """An initialised controller with its journal in ``journal_dir``, as a module has it."""
+    controller = MeterController(
+        client,
+        ControllerSettings(
+            start=StartSettings(tariff_id=0, cable_id=1),
+            stop_record_wait_s=WAIT_S,
+            transaction_retries=2,
+            **settings,
+        ),
+        clock,
+        TimeSync(
+            client, clock, timezone="+01:00", dst={"activated": False}, ntp_servers=ntp_servers
+        ),
+        records=RecordBook(TransactionJournal(journal_dir, clock=clock)),
+        alerts=alerts,
+        late_records=late,
+    )
+    controller.initialize()
+    return controller
+
+
 class Rig:
     """Simulated meter, faulty transport, journal and controller on one manual clock."""
 
@@ -79,24 +110,15 @@ class Rig:
 
     def restart(self, **settings: Any) -> MeterController:
         """A new module process: new controller, same meter, same journal."""
-        client = MeterClient(self.transport)
-        controller = MeterController(
-            client,
-            ControllerSettings(
-                start=StartSettings(tariff_id=0, cable_id=1),
-                stop_record_wait_s=WAIT_S,
-                transaction_retries=2,
-                **settings,
-            ),
+        self.controller = build_controller(
+            MeterClient(self.transport),
             self.clock,
-            TimeSync(client, self.clock, timezone="+01:00", dst={"activated": False}),
-            records=RecordBook(TransactionJournal(self.journal_dir, clock=self.clock)),
-            alerts=self.alerts,
-            late_records=self.late,
+            self.journal_dir,
+            self.alerts,
+            self.late,
+            **settings,
         )
-        controller.initialize()
-        self.controller = controller
-        return controller
+        return self.controller
 
     def transactions(self) -> list[dict[str, Any]]:
         return list(self.device.state()["transactions"])

@@ -12,7 +12,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from lem_dcbm.clock import SystemClock
+from lem_dcbm.clock import Clock, SystemClock
 from lem_dcbm.simulator.certs import CertificatePair, generate_certificate, meter_pem_form
 from lem_dcbm.simulator.device import MeterConfig, SimulatedMeter
 from lem_dcbm.simulator.ocmf_signer import OcmfSigner
@@ -79,9 +79,18 @@ class InProcessSimulator:
 
 
 def start_in_process(
-    workdir: Path, *, tls: bool = False, host: str = "127.0.0.1", **config: object
+    workdir: Path,
+    *,
+    tls: bool = False,
+    host: str = "127.0.0.1",
+    clock: Clock | None = None,
+    **config: object,
 ) -> InProcessSimulator:
-    """Serve a fresh meter on a free port (minimum duration and settings window 0)."""
+    """Serve a fresh meter on a free port (minimum duration and settings window 0).
+
+    ``clock`` drives the meter (default: the system clock); tests share a manual one with
+    the controller to reach hours-long limits at once.
+    """
     pair, signer = _identity()
     workdir.mkdir(parents=True, exist_ok=True)
     cert_path = workdir / "meter-cert.pem"
@@ -93,7 +102,7 @@ def start_in_process(
         certificate_pem=meter_pem_form(pair.cert_pem),
         **config,  # type: ignore[arg-type]
     )
-    clock = SystemClock()
+    clock = clock or SystemClock()
     device = SimulatedMeter(clock, signer, meter_config)
     server = MeterServer((host, 0), device, clock, server_tls_context(pair))
     thread = threading.Thread(

@@ -42,7 +42,10 @@ def test_manual_sync_schedule() -> None:
     assert not sync.sync_if_due()
     clock.advance(1)
     assert sync.sync_if_due()
-    assert meter.settings_writes[-3] == {"time": {"utc": "2026-11-23T10:02:00Z"}}
+    # Timezone and DST rules persisted after the window are not written again: each write
+    # is an entry of the meter's logbook, which never empties.
+    assert meter.settings_writes[-1] == {"time": {"utc": "2026-11-23T10:02:00Z"}}
+    assert len(meter.settings_writes) == 7
 
 
 def test_failed_sync_retried_after_a_minute() -> None:
@@ -105,11 +108,15 @@ def test_controller_walks_init_window_daily_and_start_syncs() -> None:
     controller.housekeeping()  # daily
     assert utc_writes()[-1] == "2026-11-23T10:02:00Z"
     clock.advance(600)
-    answer = controller.start_transaction({"evse_id": "E1", "transaction_id": "t1"})
+    assert controller.start_transaction({"evse_id": "E1", "transaction_id": "t1"}).ok
+    assert len(meter.settings_writes) == 7  # synced 10 minutes ago: valid for 47 h more
+    assert controller.stop_transaction("t1").ok
+    clock.advance(3600)
+    answer = controller.start_transaction({"evse_id": "E1", "transaction_id": "t2"})
     assert answer.ok
-    assert utc_writes()[-1] == "2026-11-23T10:12:00Z"  # right before the start
-    assert kinds(meter)[-3:] == ["time.utc", "time.tz", "time.dst"]
-    assert len(meter.settings_writes) == 12
+    assert utc_writes()[-1] == "2026-11-23T11:12:00Z"  # right before the start
+    assert kinds(meter)[-1] == "time.utc"
+    assert len(meter.settings_writes) == 8
 
 
 def test_due_sync_spreads_its_writes_to_keep_a_deadline() -> None:
