@@ -284,6 +284,11 @@ def print_sessions(result: dict[str, Any]) -> None:
             ["  by the late road", result["by_late_road"], "-"],
             ["lost", result["lost"], "0"],
             ["duplicate", result["duplicate"], "0"],
+            [
+                "  marked copies of recovery answers (dropped by record number)",
+                result.get("marked_copies_of_answers", 0),
+                "-",
+            ],
             ["foreign", result["foreign"], "0"],
             ["starts refused", result["start_refused"], "-"],
             ["pending records at the end", len(result["pending_at_end"]), "0"],
