@@ -168,7 +168,7 @@ class ModuleConfig:
     #: The longest a command arriving at start-up waits for the meter to be set up, ms.
     startup_command_wait_ms: int = 60000
     #: The longest a stop inside the meter's minimum duration waits for it to pass, ms.
-    stop_minimum_wait_ms: int = 105000
+    stop_minimum_wait_ms: int = 15000
     #: The meter's minimum transaction duration, ms (shorter only for simulators).
     meter_min_transaction_ms: int = 120000
     #: ``enforce``, or ``report`` (simulations only): pass on records failing identity checks.

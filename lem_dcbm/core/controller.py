@@ -117,7 +117,7 @@ class ControllerSettings:
     #: The meter's minimum transaction duration (120 s; shorter only for simulators).
     min_transaction_s: float = MIN_TRANSACTION_DURATION.total_seconds()
     #: The longest a stop inside the minimum waits at the meter for it to pass.
-    stop_minimum_wait_s: float = 105.0
+    stop_minimum_wait_s: float = 15.0
     #: Whether a stop left unanswered by the module's death is asked again after the restart:
     #: under the EVerest manager a module that dies restarts the stack, and EvseManager asks
     #: for the id it remembers; in API mode nobody asks again, so such a record goes late.

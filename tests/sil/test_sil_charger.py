@@ -18,6 +18,7 @@ from collections.abc import Callable
 import pytest
 
 from lem_dcbm.harness import HarnessError
+from lem_dcbm.harness.waiting import wait_until
 from lem_dcbm.ocmf import parse_ocmf
 from lem_dcbm.records.readings import OBIS_IMPORT, only, readings_of
 from tests.sil.bill import Bill, Outcome, bills, ended, late_verified, outcome, started
@@ -31,19 +32,8 @@ START_TIMEOUT_S = 90.0
 #: Unplug to the Ended event; above lem-dcbm's stop_record_wait_ms (30 s).
 END_TIMEOUT_S = 90.0
 SESSION_S = 20.0
-#: What the colleague's work on the module (issue 23, build items 3 and 4) fixes.
-PENDING_SHORT = "a stop inside the meter's 2-minute minimum loses its record (issue 23, item 3)"
-PENDING_STARTUP = "a command waiting in the broker is refused while the module starts (item 4)"
-PENDING_PREFIX = "API replies ignore mqtt_external_prefix (issue 23, item 4)"
-PENDING_ENERGY = "the simulator does not meter what the car draws (issue 23, item 5)"
 
 MakeCharger = Callable[..., Charger]
-
-
-def pending(request: pytest.FixtureRequest, meter: str, reason: str) -> None:
-    """Mark a lem-dcbm run as expected to fail until the named work is merged."""
-    if meter in (LEM_DCBM, API):
-        request.applymarker(pytest.mark.xfail(reason=reason, strict=False))
 
 
 def up(charger: Charger) -> Charger:
@@ -142,9 +132,8 @@ def test_normal_session(make_charger: MakeCharger, meter: str, ocpp: str) -> Non
 
 @BOTH
 def test_short_session_against_the_two_minute_minimum(
-    request: pytest.FixtureRequest, make_charger: MakeCharger, meter: str
+    make_charger: MakeCharger, meter: str
 ) -> None:
-    pending(request, meter, PENDING_SHORT)
     charger = up(make_charger(meter, min_transaction_seconds=120))
     # EvseManager waits up to 120 s for its stop (deadlock detector); the bill may take that.
     plug_in(charger)
@@ -157,11 +146,20 @@ def test_short_session_against_the_two_minute_minimum(
         plug_in(charger, 2)
     except HarnessError:
         healthy = False
-    report("20 s session, 2-minute minimum", charger, f"next session started: {healthy}")
+    if meter == LEM_DCBM:
+        # The stop is not held past stop_minimum_wait_ms (15 s): a 100 s wait took the
+        # stack down (EnergyManager lost its broker link). The record goes the late road
+        # once the meter allows the stop, about 2 minutes after the start.
+        wait_until(
+            lambda: late_verified(charger.late_records(2), charger.csms.meter_key or ""),
+            150,
+            interval=5,
+            what="the stop record on the late road",
+        )
+    found = report("20 s session, 2-minute minimum", charger, f"next session started: {healthy}")
     assert_nothing_wrong_billed(charger)
     if meter == LEM_DCBM:
-        assert the_bill(charger).stop_verified, charger.csms.summary()
-        assert not failed_stop_logged(charger), charger.tail()
+        assert the_bill(charger).stop_verified or found.late_road, charger.csms.summary()
         assert healthy, charger.tail()
 
 
@@ -308,10 +306,7 @@ def test_api_module_killed_and_back_before_the_unplug(make_charger: MakeCharger)
     assert_whole_bill(charger)
 
 
-def test_api_module_killed_and_back_after_the_unplug(
-    request: pytest.FixtureRequest, make_charger: MakeCharger
-) -> None:
-    pending(request, API, PENDING_STARTUP)
+def test_api_module_killed_and_back_after_the_unplug(make_charger: MakeCharger) -> None:
     charger = up(make_charger(API))
     plug_in(charger)
     wait_seconds(10)
@@ -324,10 +319,7 @@ def test_api_module_killed_and_back_after_the_unplug(
     assert_whole_bill(charger)
 
 
-def test_api_with_external_prefix(
-    request: pytest.FixtureRequest, make_charger: MakeCharger
-) -> None:
-    pending(request, API, PENDING_PREFIX)
+def test_api_with_external_prefix(make_charger: MakeCharger) -> None:
     charger = up(make_charger(API, external_prefix="site/"))
     try:
         session(charger)
@@ -339,10 +331,7 @@ def test_api_with_external_prefix(
 # --- the numbers on the bill --------------------------------------------------------------
 
 
-def test_bill_energy_is_the_energy_delivered(
-    request: pytest.FixtureRequest, make_charger: MakeCharger
-) -> None:
-    pending(request, LEM_DCBM, PENDING_ENERGY)
+def test_bill_energy_is_the_energy_delivered(make_charger: MakeCharger) -> None:
     charger = up(make_charger(LEM_DCBM))
     session(charger, 30)
     bill = the_bill(charger)

@@ -33,6 +33,8 @@ class ShortRig:
         self.transport = DeviceTransport(self.device)
         self.late = LateRoad()
         self.journal_dir = tmp_path / "journal"
+        # The longest configurable wait (a charger known to bear it); the default is below.
+        settings.setdefault("stop_minimum_wait_s", 105.0)
         self.settings = settings
         self.controller = self.restart()
 
@@ -86,6 +88,33 @@ def test_a_20_s_session_waits_for_the_minimum_and_ends_with_its_record(
     assert rig.controller.start_transaction(request("short-2")).ok
     rig.clock.advance(130.0)
     assert rig.controller.stop_transaction("short-2").ok
+
+
+def test_by_default_a_stop_waits_at_most_15_s_so_a_20_s_session_goes_the_late_road(
+    tmp_path: Path,
+) -> None:
+    # In a whole EVerest charger a stop that blocks EvseManager much past the framework's
+    # 20 s MQTT keepalive took the stack down (docs/everest-sil.md): 15 s by default.
+    default = ControllerSettings(start=StartSettings(tariff_id=0, cable_id=0))
+    assert default.stop_minimum_wait_s == 15.0
+    rig = ShortRig(tmp_path, stop_minimum_wait_s=default.stop_minimum_wait_s)
+    assert rig.controller.start_transaction(request("short-20")).ok
+    rig.clock.advance(20.0)
+    arrival = rig.clock.monotonic()
+    answer = rig.controller.stop_transaction("short-20")
+    assert not answer.ok
+    assert rig.clock.monotonic() - arrival < 1.0
+    rig.clock.advance(102.0)
+    rig.controller.housekeeping()
+    assert [r.transaction_id for r in rig.late.published] == ["short-20"]
+    # A session of 106 s waits its 15 s and ends with its record.
+    assert rig.controller.start_transaction(request("short-106")).ok
+    rig.clock.advance(106.0)
+    arrival = rig.clock.monotonic()
+    answer = rig.controller.stop_transaction("short-106")
+    assert answer.ok, answer.error
+    assert answer.record is not None
+    assert 14.0 <= rig.clock.monotonic() - arrival <= 20.0
 
 
 def test_a_stop_too_early_to_wait_for_answers_at_once_and_the_record_goes_late(
