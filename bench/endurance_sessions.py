@@ -343,6 +343,9 @@ def audit(year: Year) -> dict[str, Any]:
         "lost_ids": lost[:20],
         "duplicate": sum(n - 1 for n in duplicate.values()),
         "duplicate_ids": sorted(duplicate)[:20],
+        "duplicate_roads": {
+            tid: [road for road, _ in year.deliveries.by_id[tid]] for tid in sorted(duplicate)[:20]
+        },
         "foreign": len(foreign),
         "foreign_ids": foreign[:20],
     }
