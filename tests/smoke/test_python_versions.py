@@ -36,6 +36,10 @@ for name in names:
 print("%d.%d" % sys.version_info[:2], len(names))
 """
 
+#: The environment of every step, without a PYTHON the caller chose (CI picks one for
+#: its suite): each step names the interpreter it is about, or takes the default.
+_ENV = {name: value for name, value in os.environ.items() if name != "PYTHON"}
+
 
 def supported_pythons() -> list[str]:
     """The ``3.X`` versions pyproject.toml's classifiers name, oldest first."""
@@ -103,19 +107,19 @@ def test_fresh_clone_installs_and_imports(version: str, tmp_path: Path) -> None:
     # scripts/setup as docs/install.md says (PYTHON=python3.X where that name is on PATH,
     # a pyenv shim included), then every module imported from the venv.
     named = f"python{version}" if shutil.which(f"python{version}") else python
-    output = run(["./scripts/setup", "run"], clone, env={**os.environ, "PYTHON": named})
+    output = run(["./scripts/setup", "run"], clone, env={**_ENV, "PYTHON": named})
     assert f"ready: {clone}/.venv/bin/python" in output
     imported = run([clone / ".venv/bin/python", "-I", "-c", IMPORT_ALL], elsewhere)
     assert imported.split()[0] == version
     check = [clone / "config" / "real-meter.yaml", "--check"]
-    state = {**os.environ, "LEM_DCBM_STATE_DIR": str(tmp_path / "state")}
+    state = {**_ENV, "LEM_DCBM_STATE_DIR": str(tmp_path / "state")}
     lem_dcbm = clone / ".venv" / "bin" / "lem-dcbm"
     assert "is valid" in run([lem_dcbm, "run", "--config", *check], clone, state)
 
     # The offline route into an EVerest module folder: a wheelhouse for this Python, a
     # venv in the folder, module.py and manifest.yaml from the wheelhouse, no index.
     house, folder = tmp_path / "wheelhouse", tmp_path / "modules" / "LemDCBM400600Py"
-    run(["./scripts/wheelhouse", house], clone, env={**os.environ, "LEM_WHEEL_PYTHON": version})
+    run(["./scripts/wheelhouse", house], clone, env={**_ENV, "LEM_WHEEL_PYTHON": version})
     folder.mkdir(parents=True)
     offline = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
