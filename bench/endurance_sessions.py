@@ -32,7 +32,6 @@ own: none missing (lost), none twice (duplicate), none differing (foreign).
 
 from __future__ import annotations
 
-import json
 import random
 import re
 import shutil
@@ -45,21 +44,23 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode, urlsplit
 
-import lem_dcbm.journal as journal_module
-from lem_dcbm.clock import ManualClock
-from lem_dcbm.config import ModuleConfig
-from lem_dcbm.core.controller import MeterController
-from lem_dcbm.core.record_book import RecordBook
-from lem_dcbm.core.timesync import TimeSync
-from lem_dcbm.journal import TransactionJournal
-from lem_dcbm.meter.client import MeterClient
-from lem_dcbm.records.late_record import KeptRecord
-from lem_dcbm.runtime_config import clock_settings, controller_settings
-from lem_dcbm.simulator.device import MeterConfig, SimulatedMeter
-from lem_dcbm.simulator.ocmf_signer import OcmfSigner
-from lem_dcbm.simulator.routes import meter_response
+# The simulated meter behind the client is the tests' own DeviceTransport.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import lem_dcbm.journal as journal_module  # noqa: E402
+from lem_dcbm.clock import ManualClock  # noqa: E402
+from lem_dcbm.config import ModuleConfig  # noqa: E402
+from lem_dcbm.core.controller import MeterController  # noqa: E402
+from lem_dcbm.core.record_book import RecordBook  # noqa: E402
+from lem_dcbm.core.timesync import TimeSync  # noqa: E402
+from lem_dcbm.journal import TransactionJournal  # noqa: E402
+from lem_dcbm.meter.client import MeterClient  # noqa: E402
+from lem_dcbm.records.late_record import KeptRecord  # noqa: E402
+from lem_dcbm.runtime_config import clock_settings, controller_settings  # noqa: E402
+from lem_dcbm.simulator.device import MeterConfig, SimulatedMeter  # noqa: E402
+from lem_dcbm.simulator.ocmf_signer import OcmfSigner  # noqa: E402
+from tests.support.device_transport import DeviceTransport  # noqa: E402
 
 YEAR_S = 365 * 86_400.0
 START = datetime(2027, 1, 1, 0, 0, tzinfo=timezone.utc)
@@ -130,6 +131,7 @@ class CrashingTransport:
         self.device = device
         self.plan = plan
         self.requests = 0
+        self._meter = DeviceTransport(device)
 
     def request(
         self,
@@ -142,13 +144,12 @@ class CrashingTransport:
     ) -> tuple[int, str]:
         """Answer as the meter would, unless the module dies before or after."""
         self.plan.point("before a meter request")
-        raw = json.dumps(json_body).encode() if json_body is not None else b""
-        split = urlsplit(path)
-        query = "&".join(q for q in (split.query, urlencode(dict(params or {}))) if q)
-        status, payload, _ = meter_response(self.device, method, split.path, query, raw)
+        answer = self._meter.request(
+            method, path, json_body=json_body, params=params, timeout_s=timeout_s
+        )
         self.requests += 1
         self.plan.point("after a meter request, answer lost")
-        return status, payload.decode("utf-8")
+        return answer
 
     def close(self) -> None:
         """Nothing to close."""
