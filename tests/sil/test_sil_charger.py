@@ -348,8 +348,11 @@ def test_api_module_killed_and_back_before_the_unplug(make_charger: MakeCharger)
     assert_whole_bill(charger)
 
 
-def test_api_module_killed_and_back_after_the_unplug(make_charger: MakeCharger) -> None:
-    charger = up(make_charger(API))
+@pytest.mark.parametrize("prefix", ["", "site/"], ids=["no-prefix", "external-prefix"])
+def test_api_module_killed_and_back_after_the_unplug(
+    make_charger: MakeCharger, prefix: str
+) -> None:
+    charger = up(make_charger(API, external_prefix=prefix))
     plug_in(charger)
     wait_seconds(10)
     charger.kill_api_module()
@@ -357,7 +360,8 @@ def test_api_module_killed_and_back_after_the_unplug(make_charger: MakeCharger) 
     wait_seconds(5)  # the stop waits in the broker for the module's persistent session
     charger.start_api_module().wait_ready(60)
     charger.csms.wait_for("the transaction to end", ended, END_TIMEOUT_S)
-    report("API mode: module killed mid-session, back after the unplug", charger)
+    with_prefix = f", mqtt_external_prefix {prefix!r}" if prefix else ""
+    report(f"API mode: module killed mid-session, back after the unplug{with_prefix}", charger)
     assert_whole_bill(charger)
 
 
