@@ -171,6 +171,8 @@ class ModuleConfig:
     stop_minimum_wait_ms: int = 15000
     #: The meter's minimum transaction duration, ms (shorter only for simulators).
     meter_min_transaction_ms: int = 120000
+    #: Idle time a record no transaction event carries rides on the powermeter var, ms.
+    record_on_powermeter_ms: int = 905000
     #: ``enforce``, or ``report`` (simulations only): pass on records failing identity checks.
     record_identity_checks: str = "enforce"
     #: API mode: topic prefixes a request's replyTo may start with besides the API's own

@@ -61,6 +61,7 @@ def controller_settings(config: ModuleConfig) -> ControllerSettings:
         stop_record_wait_s=config.stop_record_wait_ms / 1000.0,
         min_transaction_s=config.meter_min_transaction_ms / 1000.0,
         stop_minimum_wait_s=config.stop_minimum_wait_ms / 1000.0,
+        record_ride_s=config.record_on_powermeter_ms / 1000.0,
         record_identity_checks="report" if config.record_identity_checks == "report" else "enforce",
     )
 

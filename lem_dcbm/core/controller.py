@@ -48,6 +48,7 @@ from lem_dcbm.core.record_collector import (
     RecordMissing,
     expectation_from,
 )
+from lem_dcbm.core.record_rider import RecordRider
 from lem_dcbm.core.results import SignedRecord, StartResult, StopResult
 from lem_dcbm.core.short_session import (
     REFUSED_PAUSE_S,
@@ -64,7 +65,7 @@ from lem_dcbm.core.transaction_request import RequestRejected, StartSettings, bu
 from lem_dcbm.errors import ControllerError, LemDcbmError, MeterError, MeterStatusError
 from lem_dcbm.meter.models import LegalState, MeterStatus
 from lem_dcbm.records.checks import RecordExpectation, check_record, pagination_of
-from lem_dcbm.records.late_record import KeptRecord
+from lem_dcbm.records.late_record import KeptRecord, verified_now
 from lem_dcbm.retry import RetryPolicy, answer_lost
 
 _LOGGER = logging.getLogger(__name__)
@@ -124,6 +125,9 @@ class ControllerSettings:
     #: Also whether a stop of a transaction the journal held at start-up is EvseManager's
     #: start-up recovery (see :func:`is_start_up_recovery_stop`).
     unanswered_stop_asked_again: bool = True
+    #: Idle seconds a record that no transaction event carries (short session, power-loss
+    #: recovery) rides on the ``powermeter`` var for OCPP's aligned meter values; 0: never.
+    record_ride_s: float = 0.0
 
     @property
     def request_policy(self) -> RetryPolicy:
@@ -166,6 +170,7 @@ class MeterController:
         self._book = records or RecordBook()
         self._alerts = alerts
         self._late = late_records
+        self._rider = RecordRider(settings.record_ride_s)
         #: Other modules on this meter, and where a foreign transaction is reported.
         self._owners = owners
         #: The foreign transaction that refused the last start, until it ends (and when to
@@ -356,7 +361,10 @@ class MeterController:
         if info is None:
             raise ControllerError("the meter is not initialised yet")
         measure = self._measurements.livemeasure(timeout_s=self._settings.measurement_timeout_s)
-        return to_powermeter(measure, info.meter_id, self._clock.utc_now())
+        riding = self._rider.current(
+            self._clock.monotonic(), transaction_running=self._running_id is not None
+        )
+        return to_powermeter(measure, info.meter_id, self._clock.utc_now(), signed=riding)
 
     def housekeeping(self, deadline: float | None = None) -> None:
         """Background work: missing records, then the clock sync when due.
@@ -1237,6 +1245,24 @@ class MeterController:
         )
         if self._late.publish(record):
             self._book.note(transaction_id, late_published_at=rfc3339(self._clock.utc_now()))
+        self._ride(record)
+
+    def _ride(self, record: KeptRecord) -> None:
+        """Put a record no transaction event carries on the powermeter var, if it verifies now."""
+        if not self._rider.enabled:
+            return
+        checked = verified_now(record)
+        if checked.signature_valid is not True or checked.failed_checks:
+            _LOGGER.warning(
+                "record of %s not put on the powermeter var: it does not verify now",
+                record.transaction_id,
+            )
+            return
+        self._rider.carry(
+            record.transaction_id,
+            SignedRecord(record.ocmf, record.public_key_ocmf),
+            self._clock.monotonic(),
+        )
 
     def _report_billable(self, transaction_id: str, status: int) -> None:
         if status == BILLABLE_STATUS:

@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from lem_dcbm.clock import rfc3339
+from lem_dcbm.core.results import SignedRecord
 from lem_dcbm.meter.models import LiveMeasure
 
 
@@ -24,9 +25,15 @@ def meter_timestamp_rfc3339(timestamp: str, fallback: datetime) -> str:
     return rfc3339(moment.astimezone(timezone.utc))
 
 
-def to_powermeter(measure: LiveMeasure, meter_id: str, now: datetime) -> dict[str, Any]:
-    """Build the ``powermeter`` var from a live measurement (kW -> W, kWh -> Wh)."""
-    return {
+def to_powermeter(
+    measure: LiveMeasure, meter_id: str, now: datetime, *, signed: SignedRecord | None = None
+) -> dict[str, Any]:
+    """Build the ``powermeter`` var from a live measurement (kW -> W, kWh -> Wh).
+
+    ``signed``: a record riding on the var (``core.record_rider``), as its
+    ``signed_meter_value``.
+    """
+    value: dict[str, Any] = {
         "timestamp": meter_timestamp_rfc3339(measure.timestamp, now),
         "meter_id": meter_id,
         "energy_Wh_import": {"total": round(measure.energy_import_kwh * 1000.0, 3)},
@@ -46,4 +53,17 @@ def to_powermeter(measure: LiveMeasure, meter_id: str, now: datetime) -> dict[st
                 "location": "temperatureL",
             },
         ],
+    }
+    if signed is not None:
+        value["signed_meter_value"] = signed_meter_value(signed)
+    return value
+
+
+def signed_meter_value(record: SignedRecord) -> dict[str, Any]:
+    """A ``units_signed/SignedMeterValue`` holding an OCMF record unchanged."""
+    return {
+        "signed_meter_data": record.ocmf,
+        "signing_method": "",
+        "encoding_method": "OCMF",
+        "public_key": record.public_key_ocmf,
     }

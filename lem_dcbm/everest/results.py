@@ -5,20 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from lem_dcbm.clock import rfc3339
-from lem_dcbm.core.results import SignedRecord, StartResult, StopResult
+from lem_dcbm.core.powermeter import signed_meter_value
+from lem_dcbm.core.results import StartResult, StopResult
 
 OK = "OK"
 UNEXPECTED_ERROR = "UNEXPECTED_ERROR"
-
-
-def signed_meter_value(record: SignedRecord) -> dict[str, Any]:
-    """A ``units_signed/SignedMeterValue`` holding an OCMF record unchanged."""
-    return {
-        "signed_meter_data": record.ocmf,
-        "signing_method": "",
-        "encoding_method": "OCMF",
-        "public_key": record.public_key_ocmf,
-    }
 
 
 def start_response(result: StartResult) -> dict[str, Any]:

@@ -75,6 +75,18 @@ def stop(peer: EverestPeer, transaction_id: str) -> dict[str, Any]:
     return retval
 
 
+def stopped_too_early(peer: EverestPeer, transaction_id: str, key: str) -> str:
+    """Stop within the minimum, too early to wait: the verified record from the late road."""
+    retval = stop(peer, transaction_id)
+    assert retval["status"] == "UNEXPECTED_ERROR", retval
+    topic = f"lem_dcbm/{MODULE_ID}/records/{transaction_id}"
+    assert topic in retval["error"], retval
+    [published] = peer.wait_for(lambda: peer.on_topic(topic), 30, "the late record")
+    record: str = published.json()["signed_meter_value"]["signed_meter_data"]
+    assert verify_ocmf(record, key)
+    return record
+
+
 def test_a_short_session_ends_with_a_verified_stop_record(
     tmp_path: Path, short_simulator: Simulator, mosquitto: Broker, peer: EverestPeer
 ) -> None:
@@ -101,21 +113,45 @@ def test_a_short_session_ends_with_a_verified_stop_record(
         assert module.terminate() == 0, module.log()[-3000:]
 
 
-def test_a_stop_too_early_to_wait_sends_its_record_by_the_late_road(
+def riding(peer: EverestPeer, since: int = 0) -> list[str | None]:
+    """The record each powermeter publication from index ``since`` on carries (or None)."""
+    carried: list[str | None] = []
+    for sample in peer.vars("powermeter")[since:]:
+        value = sample.value if isinstance(sample.value, dict) else {}
+        signed = value.get("signed_meter_value")
+        carried.append(signed["signed_meter_data"] if isinstance(signed, dict) else None)
+    return carried
+
+
+def test_a_stop_too_early_to_wait_sends_its_record_late_and_on_the_powermeter_var(
     tmp_path: Path, short_simulator: Simulator, mosquitto: Broker, peer: EverestPeer
 ) -> None:
+    # OCPP 2.0.1 sends no TransactionEvent with this record; libocpp's clock-aligned
+    # MeterValues of an idle EVSE carry the powermeter var's signed_meter_value instead.
     module = run_module(tmp_path, short_simulator, mosquitto, stop_minimum_wait_ms=1000)
     try:
         peer.wait_for_var("public_key_ocmf", 1, timeout=20)
         transaction_id, key, _ = start(peer)
-        retval = stop(peer, transaction_id)
-        assert retval["status"] == "UNEXPECTED_ERROR", retval
-        topic = f"lem_dcbm/{MODULE_ID}/records/{transaction_id}"
-        assert topic in retval["error"], retval
-        [published] = peer.wait_for(lambda: peer.on_topic(topic), 30, "the late record")
-        record = published.json()["signed_meter_value"]["signed_meter_data"]
-        assert verify_ocmf(record, key)
+        during = len(peer.vars("powermeter"))
+        record = stopped_too_early(peer, transaction_id, key)
         assert '"TX":"E"' in record
         assert short_simulator.state()["running_transaction"] is None
+        first = peer.wait_for(
+            lambda: next((i for i, r in enumerate(riding(peer)) if r), None),
+            15,
+            "a powermeter publication carrying the record",
+        )
+        assert riding(peer)[first] == record
+        # Nothing rode before the record was fetched, and only this record rides.
+        assert not any(riding(peer, during)[: first - during])
+        peer.wait_for(lambda: len(riding(peer, first)) >= 3, 10, "three more publications")
+        assert set(riding(peer, first)) == {record}
+        # The next transaction's publications never carry it.
+        start(peer)
+        after_start = len(peer.vars("powermeter"))
+        peer.wait_for(lambda: len(riding(peer, after_start)) >= 2, 10, "two publications")
+        assert riding(peer, after_start) == [None] * len(riding(peer, after_start))
+        powermeter = [s.value for s in peer.vars("powermeter")[after_start:]]
+        assert all("signed_meter_value" not in v for v in powermeter if isinstance(v, dict))
     finally:
         assert module.terminate() == 0, module.log()[-3000:]

@@ -22,6 +22,9 @@ class Bill:
 
     transaction_id: str
     values: list[SignedValue]
+    #: Signed values that came without a transaction, in OCPP 2.0.1's clock-aligned
+    #: MeterValues of an idle EVSE, matched to this transaction by the meter session.
+    idle: list[SignedValue] = field(default_factory=list)
 
     @property
     def begins(self) -> list[SignedValue]:
@@ -46,9 +49,19 @@ class Bill:
         return all(same_session(b.record, e.record) for b in self.begins for e in self.ends)
 
     @property
+    def stop_by_meter_values(self) -> bool:
+        """A whole record of this meter session arrived verified in idle MeterValues."""
+        return any(v.verified and v.kind == "whole" for v in self.idle)
+
+    @property
+    def stop_reached(self) -> bool:
+        """The verified stop record is at the CSMS, by the Ended event or by MeterValues."""
+        return self.stop_verified or self.stop_by_meter_values
+
+    @property
     def unverified(self) -> list[SignedValue]:
         """Every signed value that does not verify (a wrong bill)."""
-        return [v for v in self.values if not v.verified]
+        return [v for v in self.values + self.idle if not v.verified]
 
     def describe(self) -> str:
         """``start+stop verified``, ``stop only``, ``start only``, ``none``, plus any bad value."""
@@ -58,6 +71,9 @@ class Bill:
             (True, False): "start verified, NO STOP RECORD",
             (False, False): "no signed value",
         }[(self.start_verified, self.stop_verified)]
+        if self.stop_by_meter_values and not self.stop_verified:
+            parts = parts.replace("NO STOP RECORD", "stop verified")
+            parts += " (the stop record by clock-aligned MeterValues)"
         if self.unverified:
             parts += f"; {len(self.unverified)} NOT VERIFIED"
         return parts
@@ -71,11 +87,22 @@ def bills(csms: Csms) -> list[Bill]:
             tx = str((message.payload.get("transactionInfo") or {}).get("transactionId", ""))
             if tx and tx not in order:
                 order.append(tx)
-    for value in csms.signed_values():
-        if value.transaction_id not in order:
-            order.append(value.transaction_id)
     values = csms.signed_values()
-    return [Bill(tx, [v for v in values if v.transaction_id == tx]) for tx in order]
+    for value in values:
+        if value.transaction_id and value.transaction_id not in order:
+            order.append(value.transaction_id)
+    found = [Bill(tx, [v for v in values if v.transaction_id == tx]) for tx in order]
+    for value in (v for v in values if not v.transaction_id):
+        owner = next((b for b in found if b.begins and _of_session(b, value)), None)
+        if owner is None:
+            found.append(Bill("", [], idle=[value]))  # of no transaction the CSMS knows
+        else:
+            owner.idle.append(value)
+    return found
+
+
+def _of_session(bill: Bill, value: SignedValue) -> bool:
+    return all(same_session(begin.record, value.record) for begin in bill.begins)
 
 
 def ended(csms: Csms, count: int = 1) -> bool:

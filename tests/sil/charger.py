@@ -132,6 +132,8 @@ class Charger:
     ocpp: str = OCPP201
     #: ``SampledDataCtrlr.SignReadings`` in OCPP 2.0.1's device model.
     sign_readings: bool = True
+    #: ``AlignedDataCtrlr.Interval`` in OCPP 2.0.1's device model (None: as shipped, 900 s).
+    aligned_interval_s: int | None = None
     #: More ``config_module`` for the meter module (lem-dcbm or the C++ one).
     meter_config: dict[str, Any] = field(default_factory=dict)
     #: The manager's ``mqtt_external_prefix`` (also given to lem-dcbm in API mode).
@@ -318,6 +320,9 @@ class Charger:
             )
             sampled = components / "standardized" / "SampledDataCtrlr.json"
             _set_variable(sampled, "SignReadings", True if self.sign_readings else None)
+            if self.aligned_interval_s is not None:
+                aligned = components / "standardized" / "AlignedDataCtrlr.json"
+                _set_variable(aligned, "Interval", self.aligned_interval_s)
         root = self.workdir / "ocpp201"
         for folder in ("core", "messages"):
             (root / folder).mkdir(parents=True, exist_ok=True)

@@ -281,7 +281,11 @@ class Csms:
     def _signed_values_in(self, entry: Received) -> list[SignedValue]:
         payload = entry.payload
         found: list[SignedValue] = []
-        if entry.action == "TransactionEvent":
+        if entry.action == "TransactionEvent" or (
+            entry.action == "MeterValues" and entry.ocpp != "ocpp1.6"
+        ):
+            # 2.0.1 carries a signed value as the sampled value's signedMeterValue, in the
+            # transaction events and in the (clock-aligned, idle) MeterValues alike.
             info = payload.get("transactionInfo") or {}
             for meter_value in payload.get("meterValue") or []:
                 for sampled in meter_value.get("sampledValue") or []:

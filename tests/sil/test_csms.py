@@ -159,3 +159,24 @@ def test_record_decoding() -> None:
     assert record_kind(START) == "begin"
     assert record_kind(STOP) == "whole"
     assert record_kind("OCMF|{}") == "unreadable"
+
+
+def test_ocpp201_idle_meter_values_carry_a_record_that_is_verified(csms: Csms) -> None:
+    """libocpp's clock-aligned MeterValues of an idle EVSE: how a short session's record comes."""
+    aligned = call201.MeterValues(
+        evse_id=1,
+        meter_value=[
+            {"timestamp": "2026-12-05T08:15:00Z", "sampled_value": [_signed(STOP, "Sample.Clock")]}
+        ],
+    )
+    asyncio.run(_station(ChargePoint201, csms.url, [aligned]))
+
+    [value] = csms.signed_values()
+    assert (value.ocpp, value.action, value.context, value.kind) == (
+        "2.0.1",
+        "MeterValues",
+        "Sample.Clock",
+        "whole",
+    )
+    assert value.verified, csms.summary()
+    assert value.record == STOP
