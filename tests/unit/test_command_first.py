@@ -62,4 +62,3 @@ def _command(lock: CommandFirstLock, done: threading.Event) -> None:
 def _try_background(lock: CommandFirstLock) -> bool:
     with lock.background() as taken:
         return taken
-

@@ -92,7 +92,8 @@ def test_the_journal_refuses_a_step_back_and_writes_nothing(tmp_path: Path) -> N
     with pytest.raises(IllegalStep):
         journal.record("tx", Step.START_REQUESTED)
     entry = journal.get("tx")
-    assert entry is not None and entry.steps == ("start_confirmed", "stop_confirmed")
+    assert entry is not None
+    assert entry.steps == ("start_confirmed", "stop_confirmed")
     files = [p for p in tmp_path.iterdir() if p.is_file()]
     assert [p.read_bytes() for p in files] == [before]
     # The file holds the plain values: the format of entries written before.
@@ -113,7 +114,8 @@ def test_the_book_does_not_note_a_step_back(caplog: pytest.LogCaptureFixture) ->
     book.stop_confirmed("tx")
     book.step("tx", Step.START_REQUESTED)
     kept = book.kept("tx")
-    assert kept is not None and kept.steps == (Step.START_CONFIRMED, Step.STOP_CONFIRMED)
+    assert kept is not None
+    assert kept.steps == (Step.START_CONFIRMED, Step.STOP_CONFIRMED)
     assert "start_requested may not follow stop_confirmed" in caplog.text
     book.store_record("tx", RECORD)  # a record is never refused
     assert book.record_of("tx") == RECORD
