@@ -811,7 +811,8 @@ class MeterController:
                 deadline = answer_deadline(arrival, self._clock.monotonic(), record_wait)
         elif kept is None and transaction_id not in self._book.pending:
             return self._stop_unknown(transaction_id)
-        expected = self._expectation(transaction_id)
+        # What the record must say was kept at the start: the stop adds nothing to it.
+        expected = expectation_from(kept.facts if kept else {}, self._meter_id)
         try:
             collected = self._records.wait(transaction_id, expected, deadline)
         except RecordMissing as missing:
@@ -1000,13 +1001,14 @@ class MeterController:
         facts: dict[str, Any] = {"stopped_at": rfc3339(self._clock.utc_now())}
         if status is not None:
             facts["transaction_status"] = status
-            self._report_billable(transaction_id, status)
         self._book.stop_confirmed(transaction_id, **facts)
         self._deferred_stops.pop(transaction_id, None)
         self._started_mono.pop(transaction_id, None)
         if self._running_id == transaction_id:
             self._running_id = None
         _LOGGER.info("transaction %s stopped at the meter", transaction_id)
+        if status is not None:
+            self._report_billable(transaction_id, status)
 
     # -- records -----------------------------------------------------------------------------
 
@@ -1071,7 +1073,7 @@ class MeterController:
             started_at=_text(facts.get("started_at")),
             stopped_at=_text(facts.get("stopped_at")),
             fetched_at=fetched_at,
-            expected=self._expectation(transaction_id),
+            expected=expectation_from(facts, self._meter_id),
             answered=answered,
         )
         if self._late.publish(record):
