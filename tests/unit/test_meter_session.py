@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timezone
 
 import pytest
@@ -34,14 +35,19 @@ def new_session(meter: FakeMeter, clock: ManualClock | None = None) -> MeterSess
     )
 
 
-def test_a_start_whose_answer_was_lost_but_that_runs_is_not_sent_again() -> None:
-    meter = FakeMeter()
+def runs_then_lost(meter: FakeMeter, transaction_id: str) -> Callable[[], None]:
+    """A failure injected into a start: the meter runs ``transaction_id``, the answer is lost."""
 
-    def carried_out_then_lost() -> None:
-        meter.running_id = "tx-1"
+    def fail() -> None:
+        meter.running_id = transaction_id
         raise lost("legal")
 
-    meter.fail["start_transaction"] = [carried_out_then_lost]
+    return fail
+
+
+def test_a_start_whose_answer_was_lost_but_that_runs_is_not_sent_again() -> None:
+    meter = FakeMeter()
+    meter.fail["start_transaction"] = [runs_then_lost(meter, "tx-1")]
     new_session(meter).start(BODY, "tx-1")
     assert meter.calls.count("start_transaction") == 1
     assert meter.running_id == "tx-1"
@@ -57,12 +63,7 @@ def test_a_start_not_carried_out_is_sent_again() -> None:
 
 def test_a_start_is_never_sent_again_when_the_meter_cannot_say_what_runs() -> None:
     meter = FakeMeter(no_get_legal=True)
-
-    def carried_out_then_lost() -> None:
-        meter.running_id = "tx-1"
-        raise lost("legal")
-
-    meter.fail["start_transaction"] = [carried_out_then_lost]
+    meter.fail["start_transaction"] = [runs_then_lost(meter, "tx-1")]
     with pytest.raises(ControllerError, match="not sent again"):
         new_session(meter).start(BODY, "tx-1")
     assert meter.calls.count("start_transaction") == 1
@@ -70,12 +71,7 @@ def test_a_start_is_never_sent_again_when_the_meter_cannot_say_what_runs() -> No
 
 def test_a_lost_start_that_another_transaction_took_is_refused() -> None:
     meter = FakeMeter()
-
-    def other_started() -> None:
-        meter.running_id = "other"
-        raise lost("legal")
-
-    meter.fail["start_transaction"] = [other_started]
+    meter.fail["start_transaction"] = [runs_then_lost(meter, "other")]
     with pytest.raises(MeterError, match="now runs transaction other instead"):
         new_session(meter).start(BODY, "tx-1")
 
