@@ -1,8 +1,9 @@
 """The meter controller: init, measurements and transactions, as pure logic.
 
-It talks to the meter only through injected ``MeterApi`` clients and reads time only
-from an injected ``Clock``. Commands never raise: every failure becomes a
-result with an ``error`` that says what the meter answered.
+It talks to the meter only through injected ``MeterApi`` clients, every command and
+record request through its ``MeterSession`` (``core/meter_session.py``: retries, and the
+settling of lost answers), and reads time only from an injected ``Clock``. Commands never
+raise: every failure becomes a result with an ``error`` that says what the meter answered.
 
 The meter is the source of truth. Before a command is answered the meter is asked what
 runs; a request whose answer was lost (no answer, a 5xx, an unreadable body) is settled by
@@ -183,7 +184,7 @@ class MeterController:
         #: Set at shutdown: a stop waiting for the minimum duration gives up waiting.
         self._interrupted = threading.Event()
         self._records = RecordCollector(
-            meter,
+            self._session,
             clock,
             lambda: self.public_key_ocmf,
             alerts=alerts,

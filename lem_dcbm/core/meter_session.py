@@ -93,8 +93,12 @@ class MeterSession:
         return self._meter.put_settings(patch)
 
     def ocmf(self, transaction_id: str) -> str:
-        """The transaction's record as the meter holds it now (unretried: a peek)."""
+        """The transaction's record as the meter holds it now (unretried: its callers wait)."""
         return self._meter.ocmf(transaction_id)
+
+    def ocmf_by_index(self, index: int) -> str:
+        """The record in slot ``index`` of the meter's ring (unretried, as ``ocmf``)."""
+        return self._meter.ocmf_by_index(index)
 
     # -- reads -------------------------------------------------------------------------------
 

@@ -17,10 +17,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from lem_dcbm.clock import Clock
-from lem_dcbm.core.ports import Alerts, MeterApi
+from lem_dcbm.core.ports import Alerts
 from lem_dcbm.errors import LemDcbmError, MeterError, MeterStatusError
 from lem_dcbm.ocmf import parse_ocmf
 from lem_dcbm.records.checks import CheckFailure, RecordExpectation, RecordVerdict, check_record
@@ -72,12 +72,20 @@ class RecordMissing(LemDcbmError):
         self.unknown = unknown
 
 
+class RecordSource(Protocol):
+    """Where records come from: the meter, through the controller's session."""
+
+    def ocmf(self, transaction_id: str) -> str: ...
+
+    def ocmf_by_index(self, index: int) -> str: ...
+
+
 class RecordCollector:
     """Fetches, checks and (within a deadline) waits for transaction records."""
 
     def __init__(
         self,
-        meter: MeterApi,
+        meter: RecordSource,
         clock: Clock,
         public_key: Callable[[], str],
         *,
