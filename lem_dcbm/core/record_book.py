@@ -97,11 +97,9 @@ class RecordBook:
         refused with an error line and not noted: it would mislead the start-up
         reconciliation, and a record is never refused (it may follow any step).
         """
-        kept = self.kept(transaction_id)
-        try:
-            check_next(kept.steps if kept is not None else (), step)
-        except IllegalStep as err:
-            _LOGGER.error("transaction %s: %s; not noted", transaction_id, err)
+        refused = self._refusal(transaction_id, step)
+        if refused is not None:
+            _LOGGER.error("transaction %s: %s; not noted", transaction_id, refused)
             return
         self._remember(transaction_id, data, step=step)
         if self._journal is None:
@@ -114,6 +112,15 @@ class RecordBook:
             self._write_failed(f"journal write failed ({step} of {transaction_id}): {err}")
         else:
             self._write_succeeded()
+
+    def _refusal(self, transaction_id: str, step: Step) -> IllegalStep | None:
+        """Why ``step`` may not be noted for the transaction now (``TRANSITIONS``), or None."""
+        kept = self.kept(transaction_id)
+        try:
+            check_next(kept.steps if kept is not None else (), step)
+        except IllegalStep as err:
+            return err
+        return None
 
     def _write_failed(self, message: str) -> None:
         _LOGGER.error(message)
@@ -187,12 +194,15 @@ class RecordBook:
         self._pending.pop(transaction_id, None)
         stop = self._unwritten_stops.pop(transaction_id, None)
         facts = {**(stop or {}), **data}
+        # The record is never refused: a confirmed stop that may not be noted where the
+        # journal stands (a transaction already finished) leaves only its facts.
+        noted = stop is not None and self._refusal(transaction_id, Step.STOP_CONFIRMED) is None
+        also = (Step.STOP_CONFIRMED,) if noted else ()
         self._remember(transaction_id, facts, step=Step.OCMF_FETCHED, record=record)
         if self._journal is None:
             return
         if self.meter_id:
             facts["meter_id"] = self.meter_id
-        also = (Step.STOP_CONFIRMED,) if stop is not None else ()
         try:
             self._journal.record(transaction_id, Step.OCMF_FETCHED, ocmf=record, also=also, **facts)
         except (OSError, ValueError, TypeError) as err:

@@ -119,3 +119,18 @@ def test_the_book_does_not_note_a_step_back(caplog: pytest.LogCaptureFixture) ->
     assert "start_requested may not follow stop_confirmed" in caplog.text
     book.store_record("tx", RECORD)  # a record is never refused
     assert book.record_of("tx") == RECORD
+
+
+def test_a_record_is_written_even_where_its_confirmed_stop_may_not_be(tmp_path: Path) -> None:
+    """A transaction the journal holds finished (its record only) and stopped once more."""
+    journal = TransactionJournal(tmp_path)
+    book = RecordBook(journal)
+    book.store_record("tx", RECORD)
+    book.stop_confirmed("tx", stopped_at="2026-11-22T10:05:00Z")
+    later = 'OCMF|{}|{"SD": "later"}'
+    book.store_record("tx", later)
+    entry = TransactionJournal(tmp_path).get("tx")
+    assert entry is not None
+    assert entry.ocmf == later
+    assert entry.steps == (Step.OCMF_FETCHED,)
+    assert entry.data["stopped_at"] == "2026-11-22T10:05:00Z"
