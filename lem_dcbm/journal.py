@@ -51,11 +51,11 @@ from lem_dcbm.atomic_file import (
 )
 from lem_dcbm.clock import Clock, SystemClock, rfc3339
 from lem_dcbm.errors import ConfigError, LemDcbmError
+from lem_dcbm.transaction_steps import STEPS as STEPS
+from lem_dcbm.transaction_steps import Step, as_step, check_next
 
 _LOGGER = logging.getLogger(__name__)
 
-#: The steps of a transaction, in the order they normally happen.
-STEPS = ("start_requested", "start_confirmed", "stop_requested", "stop_confirmed", "ocmf_fetched")
 #: The largest entry file read: a record is a few KiB, an entry with it well under this.
 MAX_ENTRY_BYTES = 256 * 1024
 #: Sub-directory that receives files which could not be read.
@@ -73,7 +73,7 @@ class JournalEntry:
 
     transaction_id: str
     sequence: int  #: the journal's write counter at this entry's last write
-    steps: tuple[str, ...]  #: steps passed, each once, in the order first recorded
+    steps: tuple[Step, ...]  #: steps passed, each once, in the order first recorded
     ocmf: str | None  #: the signed record exactly as the meter sent it
     updated_at: str  #: RFC 3339 UTC time of the last write
     data: Mapping[str, Any] = field(hash=False)  #: facts the caller stored along
@@ -83,12 +83,12 @@ class JournalEntry:
     @property
     def started(self) -> bool:
         """The meter confirmed the start."""
-        return "start_confirmed" in self.steps
+        return Step.START_CONFIRMED in self.steps
 
     @property
     def stopped(self) -> bool:
         """The meter confirmed the stop."""
-        return "stop_confirmed" in self.steps
+        return Step.STOP_CONFIRMED in self.steps
 
     @property
     def has_record(self) -> bool:
@@ -165,7 +165,7 @@ def decode_entry(raw: bytes) -> JournalEntry:
     return JournalEntry(
         transaction_id=transaction_id,
         sequence=sequence,
-        steps=tuple(steps),
+        steps=tuple(Step(step) for step in steps),
         ocmf=ocmf,
         updated_at=updated_at,
         data=MappingProxyType(data),
@@ -245,17 +245,17 @@ class TransactionJournal:
         several steps). ``ocmf`` is required with ``ocmf_fetched`` and refused without it.
         A failed write raises ``OSError`` and leaves the journal as it was.
         """
-        new_steps = (*also, step)
-        for name in new_steps:
-            if name not in STEPS:
-                raise ValueError(f"unknown journal step {name!r}; expected one of {STEPS}")
-        if ("ocmf_fetched" in new_steps) != (ocmf is not None):
+        new_steps = tuple(as_step(name) for name in (*also, step))
+        if (Step.OCMF_FETCHED in new_steps) != (ocmf is not None):
             raise ValueError("an OCMF record goes with the step ocmf_fetched, and only there")
         if not transaction_id:
             raise ValueError("a journal entry needs a transaction id")
         with self._lock:
             previous = self._entries.get(transaction_id)
             steps = previous.steps if previous else ()
+            passed: tuple[str, ...] = steps
+            for name in new_steps:
+                passed = (*passed, check_next(passed, name))
             entry = JournalEntry(
                 transaction_id=transaction_id,
                 sequence=self._sequence + 1,

@@ -98,36 +98,46 @@ class RetryPolicy:
         fn: Callable[[], T],
         *,
         what: str,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], object] = time.sleep,
         monotonic: Callable[[], float] = time.monotonic,
         deadline: float | None = None,
         before_retry: Callable[[BaseException], None] | None = None,
         quiet: bool = False,
+        policy_for: Callable[[BaseException], RetryPolicy] | None = None,
     ) -> T:
         """Call ``fn`` until it succeeds or the policy (or ``deadline``) says stop.
 
         The last error is re-raised unchanged. ``deadline`` is on ``monotonic``'s clock: no
-        retry starts whose pause would end after it. ``before_retry`` runs before each
-        further attempt (e.g. to drop stale connections). ``quiet`` logs the sequence at
-        DEBUG only: for a caller whose previous sequence failed the same way and was logged.
+        retry starts whose pause would end after it. A ``sleep`` that returns True was
+        interrupted (``Event.wait``, ``Clock.wait``): the last error is re-raised then.
+        ``before_retry`` runs before each further attempt (e.g. to drop stale connections).
+        ``quiet`` logs the sequence at DEBUG only: for a caller whose previous sequence
+        failed the same way and was logged, or that says itself what failed.
+        ``policy_for`` picks the policy that judges and paces a failure, when failures of
+        different kinds back off differently; each policy's pauses count its own retries.
         """
         info, warning = (_LOGGER.debug, _LOGGER.debug) if quiet else (_LOGGER.info, _LOGGER.warning)
         attempt = 1
         first_error: BaseException | None = None
+        retries: dict[int, int] = {}
         while True:
             try:
                 result = fn()
             except Exception as exc:
-                pause = self.delay(attempt - 1)
+                policy = self if policy_for is None else policy_for(exc)
+                retry = retries.get(id(policy), 0)
+                pause = policy.delay(retry)
                 late = deadline is not None and monotonic() + pause > deadline
-                if late or not self.may_retry(exc, attempt):
+                if late or not policy.may_retry(exc, attempt):
                     if first_error is not None:
                         warning("%s: gave up after %d attempts: %s", what, attempt, exc)
                     raise
                 if first_error is None:
                     first_error = exc
                     info("%s failed, trying again: %s", what, exc)
-                sleep(pause)
+                retries[id(policy)] = retry + 1
+                if sleep(pause) is True:
+                    raise
                 if before_retry is not None:
                     before_retry(exc)
                 attempt += 1

@@ -150,11 +150,25 @@ def command_bound_s(config: ModuleConfig) -> float:
     return min(SHUTDOWN_COMMAND_WAIT_CAP_S, wanted)
 
 
+def _unavailable(error: BaseException) -> bool:
+    return isinstance(error, BrokerUnavailable)
+
+
 #: Reaching the MQTT broker at start-up: every 2 s until it answers (or the service stops).
-BROKER_RETRY = RetryPolicy(attempts=None, first_delay_s=2.0, max_delay_s=2.0)
+BROKER_RETRY = RetryPolicy(
+    attempts=None, first_delay_s=2.0, max_delay_s=2.0, retryable=_unavailable
+)
 #: Pauses after the broker refused the module (credentials, TLS): only a fix of the
 #: configuration helps, so the module asks less and less often, but never gives up.
-BROKER_REFUSED_RETRY = RetryPolicy(attempts=None, first_delay_s=2.0, max_delay_s=60.0)
+BROKER_REFUSED_RETRY = RetryPolicy(
+    attempts=None, first_delay_s=2.0, max_delay_s=60.0, retryable=_unavailable
+)
+
+
+def _broker_policy(error: BaseException) -> RetryPolicy:
+    return BROKER_REFUSED_RETRY if isinstance(error, BrokerRefused) else BROKER_RETRY
+
+
 #: How long one attempt to reach the broker may take.
 BROKER_CONNECT_TIMEOUT_S = 3.0
 
@@ -489,33 +503,44 @@ class Service:
 
         Raises ``DuplicateInstance`` when another instance holds the module id.
         """
-        waited = refused = 0
+        waited = 0
         reported = ""
-        while not self.stop_event.is_set():
+
+        def attempt() -> Adapter:
+            nonlocal waited, reported
             try:
                 self._claim()
                 adapter = self._new_adapter(error_namespace)
                 adapter.connect(timeout_s=BROKER_CONNECT_TIMEOUT_S)
             except BrokerUnavailable as err:
-                if isinstance(err, BrokerRefused):
-                    pause = BROKER_REFUSED_RETRY.delay(refused)
-                    how = f"with backoff up to {BROKER_REFUSED_RETRY.max_delay_s:.0f} s"
-                    refused += 1
-                else:
-                    pause = BROKER_RETRY.delay(waited)
-                    how = f"every {BROKER_RETRY.max_delay_s:.0f} s"
+                policy = _broker_policy(err)
+                how = f"every {policy.max_delay_s:.0f} s"
+                if policy is BROKER_REFUSED_RETRY:
+                    how = f"with backoff up to {policy.max_delay_s:.0f} s"
                 # One line per kind of failure, not one per attempt.
                 if str(err) != reported:
                     reported = str(err)
                     _LOGGER.error("%s; retrying %s", err, how)
                 waited += 1
-                self.stop_event.wait(pause)
-                continue
-            if waited:
-                _LOGGER.info("MQTT broker %s reachable again", self._broker.describe())
-            self._watch_takeovers(adapter)
+                raise
             return adapter
-        return None
+
+        if self.stop_event.is_set():
+            return None
+        try:
+            adapter = BROKER_RETRY.run(
+                attempt,
+                what="reach the MQTT broker",
+                sleep=self.stop_event.wait,
+                quiet=True,  # said above, once per kind of failure
+                policy_for=_broker_policy,
+            )
+        except BrokerUnavailable:
+            return None  # the service stops
+        if waited:
+            _LOGGER.info("MQTT broker %s reachable again", self._broker.describe())
+        self._watch_takeovers(adapter)
+        return adapter
 
     def _serve(self, adapter: Adapter, config: ModuleConfig, *, wait_global_ready: bool) -> int:
         directory = journal_directory(config.journal_dir, self.module_id)

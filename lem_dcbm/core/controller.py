@@ -1,8 +1,9 @@
 """The meter controller: init, measurements and transactions, as pure logic.
 
-It talks to the meter only through injected ``MeterApi`` clients and reads time only
-from an injected ``Clock``. Commands never raise: every failure becomes a
-result with an ``error`` that says what the meter answered.
+It talks to the meter only through injected ``MeterApi`` clients, every command and
+record request through its ``MeterSession`` (``core/meter_session.py``: retries, and the
+settling of lost answers), and reads time only from an injected ``Clock``. Commands never
+raise: every failure becomes a result with an ``error`` that says what the meter answered.
 
 The meter is the source of truth. Before a command is answered the meter is asked what
 runs; a request whose answer was lost (no answer, a 5xx, an unreadable body) is settled by
@@ -20,7 +21,7 @@ Threads: commands run on the adapter's command thread, background work (clock sy
 missing records) on the housekeeping thread; both take ``_lock`` (background work only
 when it is free), so the command client is used by one thread at a time. A command
 waits for at most the one background step in progress: background work stops between
-steps as soon as a command waits (``_command_lock``). Measurements use their own client
+steps as soon as a command waits (``CommandFirstLock``). Measurements use their own client
 (``measurements``) and never wait for either.
 """
 
@@ -29,14 +30,15 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Callable, Iterator, Set
-from contextlib import contextmanager
+from collections.abc import Callable, Set
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
 from lem_dcbm.clock import Clock, rfc3339
+from lem_dcbm.core.command_first import CommandFirstLock
 from lem_dcbm.core.meter_limits import METER_INDEX, UNSAVED_RECORDS, MeterLimits, SyncState
+from lem_dcbm.core.meter_session import NO_GET_LEGAL, MeterSession, Running
 from lem_dcbm.core.ownership import RunningTransaction, why_not_ours
 from lem_dcbm.core.ports import Alerts, LateRecords, MeterApi, MeterOwners
 from lem_dcbm.core.powermeter import to_powermeter
@@ -51,22 +53,21 @@ from lem_dcbm.core.record_collector import (
 from lem_dcbm.core.record_rider import RecordRider
 from lem_dcbm.core.results import SignedRecord, StartResult, StopResult
 from lem_dcbm.core.short_session import (
-    REFUSED_PAUSE_S,
     REFUSED_WINDOW_S,
     STOP_ANSWER_LIMIT_S,
     STOP_RESERVE_S,
     answer_deadline,
-    meter_elapsed_s,
     plan_wait,
     wall_elapsed_s,
 )
 from lem_dcbm.core.timesync import ClockSettings, TimeSync
 from lem_dcbm.core.transaction_request import RequestRejected, StartSettings, build_start_body
-from lem_dcbm.errors import ControllerError, LemDcbmError, MeterError, MeterStatusError
-from lem_dcbm.meter.models import LegalState, MeterStatus
+from lem_dcbm.errors import ControllerError, LemDcbmError, MeterStatusError
+from lem_dcbm.meter.models import MeterStatus
 from lem_dcbm.records.checks import RecordExpectation, check_record, pagination_of
 from lem_dcbm.records.late_record import KeptRecord, verified_now
-from lem_dcbm.retry import RetryPolicy, answer_lost
+from lem_dcbm.retry import RetryPolicy
+from lem_dcbm.transaction_steps import Step
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -80,23 +81,8 @@ DEFERRED_STOP_RETRY_S = 10.0
 MAX_TRANSACTION_DURATION = timedelta(hours=48) - timedelta(minutes=1)
 #: Vendor warning sub-type the controller raises about transactions.
 NOT_BILLABLE = "TransactionNotBillable"
-#: HTTP statuses saying the meter does not offer an endpoint at all.
-ENDPOINT_MISSING = frozenset({404, 405})
-NO_GET_LEGAL = "the meter offers no GET /legal"
 #: How often housekeeping asks whether a foreign transaction that refused a start ended.
 FOREIGN_CHECK_S = 10.0
-
-
-@dataclass(frozen=True, slots=True)
-class Running:
-    """A transaction running at the meter; ``transaction_id`` None when none can say which."""
-
-    transaction_id: str | None
-    #: How long it has run by the meter's own count, when the meter says.
-    elapsed_s: float | None = None
-    #: What the meter says the transaction was started with (None: it did not say).
-    evse_id: str | None = None
-    client_id: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -162,7 +148,6 @@ class MeterController:
         sleep: Callable[[float], None] | None = None,
         owners: MeterOwners | None = None,
     ) -> None:
-        self._meter = meter
         self._measurements = measurements or meter
         self._settings = settings
         self._clock = clock
@@ -178,15 +163,18 @@ class MeterController:
         self._foreign: str | None = None
         self._foreign_check = 0.0
         self._sleep = sleep or clock.sleep
-        self._policy = settings.request_policy
-        self._lock = threading.RLock()
-        #: Commands waiting for ``_lock``: background work gives way to them between steps.
-        self._commands_waiting = 0
-        self._waiting_lock = threading.Lock()
+        #: Every request of the controller to the meter goes through it.
+        self._session = MeterSession(
+            meter,
+            clock,
+            settings.request_policy,
+            sleep=self._sleep,
+            started=lambda: self._running_id,
+        )
+        #: Commands take it ahead of background work, which gives way to them between steps.
+        self._lock = CommandFirstLock()
         self._info: MeterInfo | None = None
         self._running_id: str | None = None
-        #: Why ``GET /legal`` is not asked (once it answered 404/405), None while it is.
-        self._legal_missing: str | None = None
         #: Late records kept before a restart but never published: published by housekeeping.
         self._late_unpublished: list[str] = []
         #: Clock settings changed at run time, handed to the time sync under the lock.
@@ -201,7 +189,7 @@ class MeterController:
         #: Set at shutdown: a stop waiting for the minimum duration gives up waiting.
         self._interrupted = threading.Event()
         self._records = RecordCollector(
-            meter,
+            self._session,
             clock,
             lambda: self.public_key_ocmf,
             alerts=alerts,
@@ -230,7 +218,7 @@ class MeterController:
         with: its start request is sent, and the clock is written only while none runs.
         """
         self._settings = settings
-        self._policy = settings.request_policy
+        self._session.policy = settings.request_policy
         self._new_clock = clock
 
     def _take_new_clock(self) -> None:
@@ -244,20 +232,20 @@ class MeterController:
     def initialize(self) -> MeterInfo:
         """Ask the meter who it is; raise ``MeterError`` when the required status fails."""
         with self._lock:
-            status = self._meter.status()
+            status = self._session.status_once()
             if self._owners is not None:
                 # Before any transaction is touched: another module on this meter shows now.
                 self._owners.claim(status.meter_id)
             api = self._settings.api_version
             if api == "auto":
                 api = self._ask_api_version(status.firmware_version)
-            self._meter.api_version = api
+            self._session.api_version = api
             self._measurements.api_version = api
-            running = self._optional("read the current transaction", self._ask_legal)
+            running = self._optional("read the current transaction", self._session.legal)
             if status.transaction_ongoing and running is not None and running.running:
                 self._running_id = running.transaction_id
                 _LOGGER.warning("a transaction is running at the meter: %s", self._running_id)
-            elif status.transaction_ongoing and self._legal_missing is not None:
+            elif status.transaction_ongoing and self._session.legal_missing is not None:
                 self._running_id = self._started_by_us()
             self._book.meter_id = status.meter_id
             self._info = MeterInfo(
@@ -280,7 +268,7 @@ class MeterController:
     def _ask_api_version(self, firmware: str) -> str:
         """Ask the meter whether it serves ``/v2``; guess from the firmware if it won't say."""
         try:
-            return "v2" if self._meter.supports_v2() else "v1"
+            return "v2" if self._session.supports_v2() else "v1"
         except MeterStatusError as err:
             guess = api_version_from_firmware(firmware)
             _LOGGER.warning(
@@ -299,7 +287,7 @@ class MeterController:
         for transaction_id in unfinished:
             if transaction_id == running_id:
                 _LOGGER.info("resuming transaction %s, still running at the meter", transaction_id)
-                self._book.step(transaction_id, "start_confirmed", resumed=True)
+                self._book.step(transaction_id, Step.START_CONFIRMED, resumed=True)
                 kept = self._book.kept(transaction_id)
                 if kept is not None and kept.facts.get("stop_deferred"):
                     _LOGGER.warning(
@@ -344,11 +332,11 @@ class MeterController:
         wanted = self._settings.identification_type
         if wanted < 0:
             return
-        current = self._meter.settings().get("ocmfId", {}).get("IT")
+        current = self._session.settings().get("ocmfId", {}).get("IT")
         if current == wanted:
             _LOGGER.info("OCMF identification type already %d", wanted)
             return
-        result = self._meter.put_settings({"ocmfId": {"IT": wanted}})
+        result = self._session.put_settings({"ocmfId": {"IT": wanted}})
         if not result.accepted:
             raise ControllerError("the meter refused the OCMF identification type (result 0)")
         _LOGGER.info("OCMF identification type set to %d (was %s)", wanted, current)
@@ -373,44 +361,31 @@ class MeterController:
         steps as soon as one waits: the command goes first, and the rest runs at the next
         call. ``deadline`` (monotonic) bounds the clock writes.
         """
-        if self._info is None or self._commands_waiting or not self._lock.acquire(blocking=False):
+        if self._info is None:
             return
-        try:
-            self._take_new_clock()
-            self._run_deferred_stops()
-            for transaction_id in self._book.due(self._clock.monotonic()):
-                if self._commands_waiting:
-                    return  # the rest at the next call, after the command
-                self._fetch_pending_record(transaction_id)
-            while self._late_unpublished and not self._commands_waiting:
-                self._publish_kept_late(self._late_unpublished.pop(0))
-            # The meter refuses time writes during a transaction.
-            if self._running_id is None and not self._commands_waiting:
-                self._timesync.sync_if_due(deadline)
-            if self._foreign is not None and not self._commands_waiting:
-                self._look_at_foreign()
-        finally:
-            self._lock.release()
+        with self._lock.background() as taken:
+            if taken:
+                self._housekeep(deadline)
 
-    @contextmanager
-    def _command_lock(self) -> Iterator[None]:
-        """``_lock`` for a command; background work sees it waiting and gives way."""
-        with self._waiting_lock:
-            self._commands_waiting += 1
-        try:
-            self._lock.acquire()
-        finally:
-            with self._waiting_lock:
-                self._commands_waiting -= 1
-        try:
-            yield
-        finally:
-            self._lock.release()
+    def _housekeep(self, deadline: float | None) -> None:
+        self._take_new_clock()
+        self._run_deferred_stops()
+        for transaction_id in self._book.due(self._clock.monotonic()):
+            if self.commands_waiting:
+                return  # the rest at the next call, after the command
+            self._fetch_pending_record(transaction_id)
+        while self._late_unpublished and not self.commands_waiting:
+            self._publish_kept_late(self._late_unpublished.pop(0))
+        # The meter refuses time writes during a transaction.
+        if self._running_id is None and not self.commands_waiting:
+            self._timesync.sync_if_due(deadline)
+        if self._foreign is not None and not self.commands_waiting:
+            self._look_at_foreign()
 
     @property
     def commands_waiting(self) -> int:
         """Commands waiting for the controller (for background work in progress)."""
-        return self._commands_waiting
+        return self._lock.commands_waiting
 
     @property
     def next_background_work(self) -> float | None:
@@ -479,54 +454,6 @@ class MeterController:
 
     # -- asking the meter ----------------------------------------------------------------
 
-    def _read(self, what: str, fn: Callable[[], T], deadline: float | None = None) -> T:
-        """An idempotent read, retried like any such request."""
-        return self._policy.run(
-            fn, what=what, sleep=self._sleep, monotonic=self._clock.monotonic, deadline=deadline
-        )
-
-    def _transaction_at_meter(self, deadline: float | None = None) -> Running | None:
-        """The transaction running at the meter now, or None."""
-        return self._meter_state(deadline)[1]
-
-    def _meter_state(self, deadline: float | None = None) -> tuple[MeterStatus, Running | None]:
-        """The meter's status and the transaction it runs now (None when none runs).
-
-        Without ``GET /legal`` the running one is the one this module started, if any.
-        """
-        status = self._read("read the meter status", self._meter.status, deadline)
-        if not status.transaction_ongoing:
-            return status, None
-        legal = self._ask_legal(deadline)
-        if legal is None:
-            return status, Running(self._running_id)
-        if not legal.running:
-            return status, None
-        return status, Running(
-            legal.transaction_id,
-            elapsed_s=meter_elapsed_s(legal.raw),
-            evse_id=legal.evse_id,
-            client_id=legal.client_id,
-        )
-
-    def _ask_legal(self, deadline: float | None = None) -> LegalState | None:
-        """``GET /legal``, or None once the meter showed it does not offer it (404/405)."""
-        if self._legal_missing is not None:
-            return None
-        try:
-            return self._read("read the running transaction", self._meter.legal, deadline)
-        except MeterStatusError as err:
-            if err.status not in ENDPOINT_MISSING:
-                raise
-            self._legal_missing = f"HTTP {err.status}"
-            _LOGGER.warning(
-                "%s (%s): the running transaction is taken from the status bits and from what "
-                "this module started; not asked again this run",
-                NO_GET_LEGAL,
-                err,
-            )
-            return None
-
     # -- start -------------------------------------------------------------------------------
 
     def start_transaction(
@@ -538,7 +465,7 @@ class MeterController:
         """
         transaction_id = str(request.get("transaction_id", ""))
         arrival = self._clock.monotonic() if received_at is None else received_at
-        with self._command_lock():
+        with self._lock:
             try:
                 return self._start(request, transaction_id, arrival)
             except Exception as err:  # noqa: BLE001 - a command must answer, never crash
@@ -567,9 +494,9 @@ class MeterController:
             return StartResult(
                 error=self._failure("start", transaction_id, "the meter is not initialised yet")
             )
-        v2 = self._meter.api_version == "v2"
+        v2 = self._session.api_version == "v2"
         body = build_start_body(request, self._settings.start, v2=v2)
-        status, running = self._meter_state()
+        status, running = self._session.state()
         self._limits.check_logbook(status)
         if running is not None and running.transaction_id is not None:
             if running.transaction_id == transaction_id:
@@ -581,19 +508,19 @@ class MeterController:
             if refused is not None:
                 return StartResult(error=self._failure("start", transaction_id, refused))
             self._stop_dangling(running, arrival)
-            status = self._read("read the meter status", self._meter.status)
+            status = self._session.status()
         self._foreign_ended()
         self._sync_before_start(status)
         if not status.time_sync_ok:
-            status = self._read("read the meter status", self._meter.status)
+            status = self._session.status()
             if self._timesync.settings.ntp_servers:
                 status = self._limits.await_ntp_sync(
                     status,
-                    lambda: self._read("read the meter status", self._meter.status),
+                    self._session.status,
                     self._sleep,
                 )
         self._check_ring(status)
-        blocked = start_blockers(status, self._legal_missing is not None)
+        blocked = start_blockers(status, self._session.legal_missing is not None)
         if blocked:
             # The bits may be wrong (a mock's are): the meter decides, the bits explain.
             _LOGGER.warning(
@@ -613,9 +540,9 @@ class MeterController:
         previous = self._book.highest_pagination()
         if previous is not None:
             sent["previous_pagination"] = previous
-        self._book.step(transaction_id, "start_requested", **sent)
+        self._book.step(transaction_id, Step.START_REQUESTED, **sent)
         try:
-            self._post_start(body, transaction_id)
+            self._session.start(body, transaction_id)
         except MeterStatusError as err:
             if blocked and 400 <= err.status < 500:
                 raise ControllerError(
@@ -624,7 +551,7 @@ class MeterController:
             raise
         self._running_id = transaction_id
         _LOGGER.info("transaction %s started", transaction_id)
-        after = self._optional("read the meter status", self._meter.status)
+        after = self._optional("read the meter status", self._session.status_once)
         slot = self._limits.started(status, after) if after is not None else None
         return self._start_answer(transaction_id, confirm=True, meter_index=slot)
 
@@ -667,45 +594,6 @@ class MeterController:
                     f"the meter's time sync is invalid and could not be fixed: {err}"
                 ) from err
 
-    def _post_start(self, body: dict[str, Any], transaction_id: str) -> None:
-        """``POST /legal``; a lost answer is settled by asking the meter, never re-sent blindly."""
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                self._meter.start_transaction(body)
-                return
-            except MeterError as err:
-                lost = answer_lost(err)
-                if lost or attempt > 1:
-                    running = self._transaction_at_meter()
-                    if running is not None and running.transaction_id is None:
-                        raise ControllerError(
-                            f"the start's answer was lost ({err}) and {NO_GET_LEGAL} to tell "
-                            "whether it was carried out; it is not sent again"
-                        ) from err
-                    if running is not None and running.transaction_id == transaction_id:
-                        _LOGGER.warning(
-                            "start of %s: the answer was lost (%s) but the meter runs it",
-                            transaction_id,
-                            err,
-                        )
-                        return
-                    if running is not None:
-                        raise MeterError(
-                            err.method,
-                            err.endpoint,
-                            f"{err.detail}; the meter now runs transaction "
-                            f"{running.transaction_id} instead",
-                            base_url=err.base_url,
-                        ) from err
-                if not lost or attempt >= (self._policy.attempts or attempt):
-                    raise
-                _LOGGER.info(
-                    "start of %s not carried out (%s); sending it again", transaction_id, err
-                )
-                self._sleep(self._policy.delay(attempt - 1))
-
     def _start_answer(
         self, transaction_id: str, *, confirm: bool, meter_index: int | None = None
     ) -> StartResult:
@@ -717,7 +605,7 @@ class MeterController:
         if self._settings.signed_start_value:
             begin = self._begin_record(transaction_id, facts)
         if confirm:
-            self._book.step(transaction_id, "start_confirmed", **facts)
+            self._book.step(transaction_id, Step.START_CONFIRMED, **facts)
             self._started_mono.setdefault(transaction_id, self._clock.monotonic())
         return StartResult(
             min_stop_time=now + timedelta(seconds=self._settings.min_transaction_s),
@@ -730,7 +618,7 @@ class MeterController:
     def _begin_record(self, transaction_id: str, facts: dict[str, Any]) -> SignedRecord | None:
         """The running transaction's begin record, if it is this transaction's and reads."""
         try:
-            record = self._meter.ocmf(transaction_id)
+            record = self._session.ocmf(transaction_id)
         except LemDcbmError as err:
             _LOGGER.warning("begin record of %s not available: %s", transaction_id, err)
             return None
@@ -799,7 +687,7 @@ class MeterController:
             return
         self._foreign_check = self._clock.monotonic() + FOREIGN_CHECK_S
         try:
-            running = self._transaction_at_meter()
+            running = self._session.running()
         except LemDcbmError as err:
             _LOGGER.debug("could not ask whether the foreign transaction ended: %s", err)
             return
@@ -870,7 +758,7 @@ class MeterController:
         here: the time limits of the stop count from then.
         """
         arrival = self._clock.monotonic() if received_at is None else received_at
-        with self._command_lock():
+        with self._lock:
             try:
                 return self._stop(transaction_id, arrival)
             except Exception as err:  # noqa: BLE001 - a command must answer, never crash
@@ -887,7 +775,7 @@ class MeterController:
             )
         record_wait = self._settings.stop_record_wait_s
         deadline = answer_deadline(arrival, self._clock.monotonic(), record_wait)
-        running = self._transaction_at_meter(deadline)
+        running = self._session.running(deadline)
         if transaction_id == "":
             if running is None:
                 self._running_id = None
@@ -932,7 +820,8 @@ class MeterController:
                 deadline = answer_deadline(arrival, self._clock.monotonic(), record_wait)
         elif kept is None and transaction_id not in self._book.pending:
             return self._stop_unknown(transaction_id)
-        expected = self._expectation(transaction_id)
+        # What the record must say was kept at the start: the stop adds nothing to it.
+        expected = expectation_from(kept.facts if kept else {}, self._meter_id)
         try:
             collected = self._records.wait(transaction_id, expected, deadline)
         except RecordMissing as missing:
@@ -1067,7 +956,7 @@ class MeterController:
     def _defer_stop(self, transaction_id: str, ran: str, wait_s: float, reason: str) -> StopResult:
         """Answer now; stop at the meter once it allows it and send the record late."""
         self._deferred_stops[transaction_id] = self._clock.monotonic() + wait_s
-        self._book.step(transaction_id, "stop_requested", stop_deferred=True)
+        self._book.step(transaction_id, Step.STOP_REQUESTED, stop_deferred=True)
         where = self._late.where(transaction_id) if self._late is not None else "the journal"
         return StopResult(
             error=self._failure(
@@ -1084,10 +973,10 @@ class MeterController:
         """Housekeeping: stop the transactions whose stop had to wait for the minimum."""
         now = self._clock.monotonic()
         for transaction_id, due in list(self._deferred_stops.items()):
-            if due > now or self._commands_waiting:
+            if due > now or self.commands_waiting:
                 continue
             try:
-                running = self._transaction_at_meter()
+                running = self._session.running()
                 if running is None or running.transaction_id not in (transaction_id, None):
                     # Stopped meanwhile (by the meter or another stop): fetch its record.
                     del self._deferred_stops[transaction_id]
@@ -1116,66 +1005,19 @@ class MeterController:
         Until ``refused_until`` (monotonic), a refusal still means the meter's minimum
         duration has not quite passed: the stop is sent again a moment later.
         """
-        self._book.step(transaction_id, "stop_requested")
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                report = self._meter.stop_transaction(transaction_id)
-            except MeterError as err:
-                if (
-                    refused_until is not None
-                    and isinstance(err, MeterStatusError)
-                    and 400 <= err.status < 500
-                    and self._clock.monotonic() + REFUSED_PAUSE_S <= refused_until
-                ):
-                    _LOGGER.info("stop of %s refused (%s); sending it again", transaction_id, err)
-                    self._sleep(REFUSED_PAUSE_S)
-                    continue
-                running = self._transaction_at_meter(deadline)
-                # Without GET /legal a running transaction may be this one: never assume not.
-                unsure = running is not None and self._legal_missing is not None
-                if not unsure and (running is None or running.transaction_id != transaction_id):
-                    _LOGGER.warning(
-                        "stop of %s: no answer usable (%s), but the meter stopped it",
-                        transaction_id,
-                        err,
-                    )
-                    last = self._ask_legal(deadline)
-                    status = (
-                        last.transaction_status
-                        if last is not None and last.transaction_id == transaction_id
-                        else None
-                    )
-                    break
-                pause = self._policy.delay(attempt - 1)
-                late = deadline is not None and self._clock.monotonic() + pause > deadline
-                if not answer_lost(err) or late or attempt >= (self._policy.attempts or attempt):
-                    if unsure and answer_lost(err):
-                        raise ControllerError(
-                            f"the stop's answer was lost ({err}); the meter still reports a "
-                            f"running transaction and {NO_GET_LEGAL} to tell which"
-                        ) from err
-                    raise
-                self._sleep(pause)
-                continue
-            if report.still_running:
-                raise ControllerError(
-                    f"the meter reports transaction status {report.transaction_status} "
-                    "(still running) after the stop",
-                )
-            status = report.transaction_status
-            break
+        self._book.step(transaction_id, Step.STOP_REQUESTED)
+        status = self._session.stop(transaction_id, deadline, refused_until=refused_until)
         facts: dict[str, Any] = {"stopped_at": rfc3339(self._clock.utc_now())}
         if status is not None:
             facts["transaction_status"] = status
-            self._report_billable(transaction_id, status)
         self._book.stop_confirmed(transaction_id, **facts)
         self._deferred_stops.pop(transaction_id, None)
         self._started_mono.pop(transaction_id, None)
         if self._running_id == transaction_id:
             self._running_id = None
         _LOGGER.info("transaction %s stopped at the meter", transaction_id)
+        if status is not None:
+            self._report_billable(transaction_id, status)
 
     # -- records -----------------------------------------------------------------------------
 
@@ -1240,7 +1082,7 @@ class MeterController:
             started_at=_text(facts.get("started_at")),
             stopped_at=_text(facts.get("stopped_at")),
             fetched_at=fetched_at,
-            expected=self._expectation(transaction_id),
+            expected=expectation_from(facts, self._meter_id),
             answered=answered,
         )
         if self._late.publish(record):

@@ -54,6 +54,7 @@ class LoopTiming:
             attempts=None,
             first_delay_s=self.init_retry_delay_s,
             max_delay_s=self.init_retry_delay_s,
+            retryable=lambda error: isinstance(error, MeterError),
         )
 
 
@@ -139,25 +140,39 @@ class ReadyLoop:
             self._outputs.publish_public_key_ocmf(key)
 
     def _initialize(self, stop: threading.Event) -> bool:
-        attempt = 0
-        while not stop.is_set():
-            attempt += 1
+        """Init until it succeeds (True) or ``stop`` is set (False)."""
+        policy = self._timing.init_policy
+        attempts = 0
+
+        def attempt() -> None:
+            nonlocal attempts
+            attempts += 1
             try:
                 self._controller.initialize()
             except MeterError as err:
                 self._communication_failed(err)
-                delay = self._timing.init_policy.delay(attempt - 1)
-                if attempt == 1 + self._timing.init_retries:
+                if attempts == 1 + self._timing.init_retries:
                     _LOGGER.error(
                         "meter still unreachable after %d start-up attempts; "
                         "not giving up: asking again every %g s",
-                        attempt,
-                        delay,
+                        attempts,
+                        policy.delay(attempts - 1),
                     )
-                self._clock.wait(stop, delay)
-                continue
-            return True
-        return False
+                raise
+
+        if stop.is_set():
+            return False
+        try:
+            policy.run(
+                attempt,
+                what="initialise the meter",
+                sleep=lambda pause: self._clock.wait(stop, pause),
+                monotonic=self._clock.monotonic,
+                quiet=True,  # said above, once per outage
+            )
+        except MeterError:
+            return False  # stopped
+        return True
 
     def _cycle(self) -> None:
         try:

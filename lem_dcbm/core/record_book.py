@@ -27,6 +27,7 @@ from typing import Any
 
 from lem_dcbm.core.ports import Alerts, Journal, JournalEntryView
 from lem_dcbm.retry import RetryPolicy
+from lem_dcbm.transaction_steps import IllegalStep, Step, check_next
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ class KeptTransaction:
     @property
     def finished(self) -> bool:
         """Stopped at the meter or holding its record: a new start is a new session."""
-        return self.record is not None or "stop_confirmed" in self.steps
+        return self.record is not None or Step.STOP_CONFIRMED in self.steps
 
 
 @dataclass
@@ -89,8 +90,17 @@ class RecordBook:
 
     # -- steps ------------------------------------------------------------------------------
 
-    def step(self, transaction_id: str, step: str, **data: Any) -> None:
-        """Note a step of a transaction (durably when possible)."""
+    def step(self, transaction_id: str, step: Step, **data: Any) -> None:
+        """Note a step of a transaction (durably when possible).
+
+        A step that may not follow the ones passed (``transaction_steps.TRANSITIONS``) is
+        refused with an error line and not noted: it would mislead the start-up
+        reconciliation, and a record is never refused (it may follow any step).
+        """
+        refused = self._refusal(transaction_id, step)
+        if refused is not None:
+            _LOGGER.error("transaction %s: %s; not noted", transaction_id, refused)
+            return
         self._remember(transaction_id, data, step=step)
         if self._journal is None:
             return
@@ -102,6 +112,15 @@ class RecordBook:
             self._write_failed(f"journal write failed ({step} of {transaction_id}): {err}")
         else:
             self._write_succeeded()
+
+    def _refusal(self, transaction_id: str, step: Step) -> IllegalStep | None:
+        """Why ``step`` may not be noted for the transaction now (``TRANSITIONS``), or None."""
+        kept = self.kept(transaction_id)
+        try:
+            check_next(kept.steps if kept is not None else (), step)
+        except IllegalStep as err:
+            return err
+        return None
 
     def _write_failed(self, message: str) -> None:
         _LOGGER.error(message)
@@ -167,7 +186,7 @@ class RecordBook:
         journal still holds ``stop_requested``, and start-up reconciliation finds the
         transaction stopped at the meter and fetches its record.
         """
-        self._remember(transaction_id, data, step="stop_confirmed")
+        self._remember(transaction_id, data, step=Step.STOP_CONFIRMED)
         self._unwritten_stops[transaction_id] = data
 
     def store_record(self, transaction_id: str, record: str, **data: Any) -> None:
@@ -175,14 +194,17 @@ class RecordBook:
         self._pending.pop(transaction_id, None)
         stop = self._unwritten_stops.pop(transaction_id, None)
         facts = {**(stop or {}), **data}
-        self._remember(transaction_id, facts, step="ocmf_fetched", record=record)
+        # The record is never refused: a confirmed stop that may not be noted where the
+        # journal stands (a transaction already finished) leaves only its facts.
+        noted = stop is not None and self._refusal(transaction_id, Step.STOP_CONFIRMED) is None
+        also = (Step.STOP_CONFIRMED,) if noted else ()
+        self._remember(transaction_id, facts, step=Step.OCMF_FETCHED, record=record)
         if self._journal is None:
             return
         if self.meter_id:
             facts["meter_id"] = self.meter_id
-        also = ("stop_confirmed",) if stop is not None else ()
         try:
-            self._journal.record(transaction_id, "ocmf_fetched", ocmf=record, also=also, **facts)
+            self._journal.record(transaction_id, Step.OCMF_FETCHED, ocmf=record, also=also, **facts)
         except (OSError, ValueError, TypeError) as err:
             self._write_failed(f"journal write of the record of {transaction_id} failed: {err}")
         else:
@@ -200,7 +222,9 @@ class RecordBook:
         if kept is not None and kept.record is not None:
             return
         steps = kept.steps if kept is not None else ()
-        self.step(transaction_id, steps[-1] if steps else "stop_requested", **{RECORD_OWED: True})
+        self.step(
+            transaction_id, Step(steps[-1]) if steps else Step.STOP_REQUESTED, **{RECORD_OWED: True}
+        )
 
     def owed(self, transaction_id: str) -> bool:
         """True when the journal (or, if it could not be written, this run) owes the record."""
@@ -219,7 +243,7 @@ class RecordBook:
         turned read-only between the two writes.
         """
         entry = self._entry(transaction_id)
-        return entry is not None and entry.ocmf is None and "stop_requested" in entry.steps
+        return entry is not None and entry.ocmf is None and Step.STOP_REQUESTED in entry.steps
 
     def note(self, transaction_id: str, **data: Any) -> None:
         """Add facts to a transaction that already holds its record (e.g. its publication)."""
@@ -256,7 +280,7 @@ class RecordBook:
         return max(numbers, default=None)
 
     def _remember(
-        self, transaction_id: str, data: Mapping[str, Any], *, step: str, record: str | None = None
+        self, transaction_id: str, data: Mapping[str, Any], *, step: Step, record: str | None = None
     ) -> None:
         previous = self._memory.get(transaction_id)
         steps = previous.steps if previous else ()
@@ -290,7 +314,7 @@ class RecordBook:
         stop = self._unwritten_stops.pop(transaction_id, None)
         if stop is not None:
             # No record to write it with: the confirmed stop goes to disk on its own.
-            self.step(transaction_id, "stop_confirmed", **stop)
+            self.step(transaction_id, Step.STOP_CONFIRMED, **stop)
 
     def unpublished_late(self) -> list[str]:
         """Late records kept in the journal that were never published (the module died)."""
@@ -313,7 +337,7 @@ class RecordBook:
         of that id, so there is no record to fetch, now or after the next restart.
         """
         kept = self.kept(transaction_id)
-        if kept is None or set(kept.steps) - {"start_requested"}:
+        if kept is None or set(kept.steps) - {Step.START_REQUESTED}:
             return False
         self._pending.pop(transaction_id, None)
         _LOGGER.warning(
@@ -321,7 +345,7 @@ class RecordBook:
             "a restart and the meter holds no record of it); nothing to fetch",
             transaction_id,
         )
-        self.step(transaction_id, "start_requested", not_started_at_meter=True)
+        self.step(transaction_id, Step.START_REQUESTED, not_started_at_meter=True)
         return True
 
     @property
@@ -362,7 +386,7 @@ class RecordBook:
         requested = [
             e.transaction_id
             for e in self._journal.entries()
-            if "start_requested" in e.steps
+            if Step.START_REQUESTED in e.steps
             and not e.started
             and not e.stopped
             and not e.data.get("not_started_at_meter")

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, replace
+from typing import Any, Literal, Protocol
 
 from lem_dcbm.clock import Clock
-from lem_dcbm.core.ports import Alerts, MeterApi
+from lem_dcbm.core.ports import Alerts
 from lem_dcbm.errors import LemDcbmError, MeterError, MeterStatusError
 from lem_dcbm.ocmf import parse_ocmf
 from lem_dcbm.records.checks import CheckFailure, RecordExpectation, RecordVerdict, check_record
@@ -72,12 +72,20 @@ class RecordMissing(LemDcbmError):
         self.unknown = unknown
 
 
+class RecordSource(Protocol):
+    """Where records come from: the meter, through the controller's session."""
+
+    def ocmf(self, transaction_id: str) -> str: ...
+
+    def ocmf_by_index(self, index: int) -> str: ...
+
+
 class RecordCollector:
     """Fetches, checks and (within a deadline) waits for transaction records."""
 
     def __init__(
         self,
-        meter: MeterApi,
+        meter: RecordSource,
         clock: Clock,
         public_key: Callable[[], str],
         *,
@@ -92,7 +100,8 @@ class RecordCollector:
         self._public_key = public_key
         self._alerts = alerts
         self._sleep = sleep or clock.sleep
-        self._policy = wait_policy
+        #: Only a missing record is waited for: another failure is no reason to wait.
+        self._policy = replace(wait_policy, retryable=_missing)
         self._enforce = identity_checks == "enforce"
         self._slot_of = slot_of
 
@@ -109,20 +118,13 @@ class RecordCollector:
         self, transaction_id: str, expected: RecordExpectation, deadline: float
     ) -> CollectedRecord:
         """Try until a usable record comes or ``deadline`` (monotonic) would pass."""
-        retry = 0
-        while True:
-            try:
-                return self.attempt(transaction_id, expected)
-            except RecordMissing as missing:
-                pause = self._policy.delay(retry)
-                if self._clock.monotonic() + pause > deadline:
-                    raise
-                if retry == 0:
-                    _LOGGER.info(
-                        "record of %s not there yet (%s); waiting", transaction_id, missing
-                    )
-                retry += 1
-                self._sleep(pause)
+        return self._policy.run(
+            lambda: self.attempt(transaction_id, expected),
+            what=f"fetch the record of {transaction_id}",
+            sleep=self._sleep,
+            monotonic=self._clock.monotonic,
+            deadline=deadline,
+        )
 
     def _fetch_checked(self, transaction_id: str, expected: RecordExpectation) -> CollectedRecord:
         try:
@@ -214,6 +216,10 @@ class RecordCollector:
     def _clear(self, sub_type: str) -> None:
         if self._alerts is not None:
             self._alerts.clear(sub_type)
+
+
+def _missing(error: BaseException) -> bool:
+    return isinstance(error, RecordMissing)
 
 
 def expectation_from(facts: Mapping[str, Any], meter_id: str) -> RecordExpectation:

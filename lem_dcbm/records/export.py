@@ -188,7 +188,7 @@ def export_object(report: TransactionReport, module_id: str) -> dict[str, Any]:
         **message,
         "state": report.state,
         "late": report.late,
-        "steps": list(report.entry.steps),
+        "steps": [str(step) for step in report.entry.steps],  # plain text, not the enum
         "updated_at": report.entry.updated_at,
         "start": {key: data.get(key) for key in _START_FACTS},
         "transaction_status": data.get("transaction_status"),
