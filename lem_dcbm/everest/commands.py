@@ -22,16 +22,10 @@ from lem_dcbm.everest.bus import Message
 from lem_dcbm.everest.serial_worker import SerialWorker
 from lem_dcbm.everest.topics import Topics
 from lem_dcbm.everest.validation import InterfaceSchema, own_schema
+from lem_dcbm.request_limits import MAX_PAYLOAD_BYTES, MAX_ROUTABLE_BYTES, MAX_WAITING
 
 _LOGGER = logging.getLogger(__name__)
 
-#: Calls waiting behind the one in progress before new ones are refused. EvseManager sends
-#: one call at a time per connector; a flood must not queue work for hours.
-MAX_WAITING = 32
-#: Larger requests are refused. The largest valid call is a few KiB.
-MAX_PAYLOAD_BYTES = 64 * 1024
-#: Refused requests up to this size are still read, only to address the refusal.
-MAX_ROUTABLE_BYTES = 4 * 1024 * 1024
 _EXCERPT_BYTES = 120
 #: A start the broker kept for the module's session longer than this (while the module
 #: was disconnected or not running) is refused with ``CmdTimeout`` instead of run late:
