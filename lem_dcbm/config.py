@@ -262,7 +262,7 @@ def config_from_mapping(
     return ModuleConfig(**{key: value for key, value in complete.items() if key in known})
 
 
-def unknown_key_problem(key: str, known: Mapping[str, Any]) -> str:
+def unknown_key_problem(key: str, known: Mapping[str, object]) -> str:
     """``unknown key``, with the closest known key when one is close enough to be meant."""
     close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.75)
     if not close:
@@ -272,7 +272,7 @@ def unknown_key_problem(key: str, known: Mapping[str, Any]) -> str:
     return f"unknown key (not declared in manifest.yaml){hint}"
 
 
-def _missing_problem(key: str, values: Mapping[str, Any]) -> str:
+def _missing_problem(key: str, values: Mapping[str, object]) -> str:
     """``missing``, or where the key is when it sits one level too deep (indentation)."""
     for parent, value in values.items():
         if isinstance(value, Mapping) and key in value:
@@ -325,7 +325,7 @@ def _check_schema(key: str, value: Any, spec: dict[str, Any]) -> None:
     raise ConfigError(key, cut(error.message, 200))
 
 
-def _describe(value: Any) -> str:
+def _describe(value: object) -> str:
     kind = {bool: "boolean", int: "integer", float: "number", str: "string"}.get(type(value))
     if kind is None:
         kind = (
@@ -561,7 +561,7 @@ def load_everest_config_file(path: Path, module_id: str | None) -> tuple[str, Mo
         ) from err
 
 
-def _check_entry_level(entry: Mapping[str, Any], module_id: str) -> None:
+def _check_entry_level(entry: Mapping[str, object], module_id: str) -> None:
     """A config key written beside ``config_module`` instead of under it (indentation)."""
     config_keys = _packaged_manifest()["config"]
     under = entry.get("config_module")
@@ -586,7 +586,7 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     return f"not valid YAML{where}: {' '.join(str(problem).split())}"
 
 
-def _entry_values(entry: Mapping[str, Any], module_id: str) -> dict[str, Any]:
+def _entry_values(entry: Mapping[str, object], module_id: str) -> dict[str, Any]:
     values: dict[str, Any] = {}
     module_values = entry.get("config_module") or {}
     if not isinstance(module_values, dict):
@@ -627,7 +627,7 @@ def config_from_manager_parameters(params: list[dict[str, Any]]) -> ModuleConfig
 _INTEGER_TEXT = re.compile(r"-?(?:0|[1-9][0-9]*)", re.ASCII)
 
 
-def _from_text(key: str, value: Any, datatype: object) -> Any:
+def _from_text(key: str, value: object, datatype: object) -> Any:
     """Values arrive typed; a string for a non-string datatype is converted as the manager does.
 
     Only the canonical text of an integer is read as one, so the value a change stores is

@@ -60,11 +60,11 @@ class Unsupported(LemDcbmError):  # a signal that never leaves compile_check
     """The schema uses a keyword this module does not compile."""
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: object) -> bool:
     return isinstance(value, numbers.Number) and not isinstance(value, bool)
 
 
-def _is_integer(value: Any) -> bool:
+def _is_integer(value: object) -> bool:
     if isinstance(value, bool):
         return False
     if isinstance(value, float):
@@ -83,7 +83,7 @@ _TYPES: Mapping[str, Check] = {
 }
 
 
-def _unbool(value: Any) -> Any:
+def _unbool(value: object) -> Any:
     if value is True:
         return _TRUE
     if value is False:
@@ -94,7 +94,7 @@ def _unbool(value: Any) -> Any:
 _TRUE, _FALSE = object(), object()
 
 
-def equal(one: Any, two: Any) -> bool:
+def equal(one: object, two: object) -> bool:
     """JSON equality as jsonschema judges it: ``True`` is not ``1``, ``1`` is ``1.0``."""
     if one is two:
         return True
@@ -107,7 +107,7 @@ def equal(one: Any, two: Any) -> bool:
     return bool(_unbool(one) == _unbool(two))
 
 
-def compile_check(schema: Any, formats: Mapping[str, FormatCheck] | None = None) -> Check | None:
+def compile_check(schema: object, formats: Mapping[str, FormatCheck] | None = None) -> Check | None:
     """A predicate with jsonschema's draft-7 verdict on ``schema``, or None (see module doc)."""
     try:
         return _compile(schema, formats or {})
@@ -115,7 +115,7 @@ def compile_check(schema: Any, formats: Mapping[str, FormatCheck] | None = None)
         return None
 
 
-def _compile(schema: Any, formats: Mapping[str, FormatCheck]) -> Check:
+def _compile(schema: object, formats: Mapping[str, FormatCheck]) -> Check:
     if schema is True:
         return lambda value: True
     if schema is False:
@@ -164,7 +164,7 @@ _BOUNDS: Mapping[str, Callable[[Any, Any], bool]] = {
 }
 
 
-def _number_checks(schema: Mapping[str, Any]) -> list[Check]:
+def _number_checks(schema: Mapping[str, object]) -> list[Check]:
     checks: list[Check] = []
     for keyword, fails in _BOUNDS.items():
         if keyword not in schema:
@@ -174,7 +174,7 @@ def _number_checks(schema: Mapping[str, Any]) -> list[Check]:
             raise Unsupported(f"{keyword} {limit!r}")
 
         def within(
-            value: Any, fails: Callable[[Any, Any], bool] = fails, limit: Any = limit
+            value: object, fails: Callable[[object, object], bool] = fails, limit: object = limit
         ) -> bool:
             return not (_is_number(value) and fails(value, limit))
 
@@ -204,7 +204,7 @@ def _string_checks(schema: Mapping[str, Any], formats: Mapping[str, FormatCheck]
     format_check = formats.get(schema.get("format", ""))
     if format_check is not None:
 
-        def conforms(value: Any, check: FormatCheck = format_check) -> bool:
+        def conforms(value: object, check: FormatCheck = format_check) -> bool:
             if not isinstance(value, str):
                 return True
             try:
@@ -216,7 +216,7 @@ def _string_checks(schema: Mapping[str, Any], formats: Mapping[str, FormatCheck]
     return checks
 
 
-def _array_checks(schema: Mapping[str, Any], formats: Mapping[str, FormatCheck]) -> list[Check]:
+def _array_checks(schema: Mapping[str, object], formats: Mapping[str, FormatCheck]) -> list[Check]:
     checks = _length_checks(schema, list, "minItems", "maxItems")
     if "items" in schema:
         if isinstance(schema["items"], list):
@@ -238,7 +238,7 @@ def _object_checks(schema: Mapping[str, Any], formats: Mapping[str, FormatCheck]
     }
     if properties:
 
-        def known(value: Any) -> bool:
+        def known(value: object) -> bool:
             if not isinstance(value, dict):
                 return True
             return all(check(value[name]) for name, check in properties.items() if name in value)
@@ -247,7 +247,7 @@ def _object_checks(schema: Mapping[str, Any], formats: Mapping[str, FormatCheck]
     if "additionalProperties" in schema:
         extra = _compile(schema["additionalProperties"], formats)
 
-        def others(value: Any) -> bool:
+        def others(value: object) -> bool:
             if not isinstance(value, dict):
                 return True
             return all(extra(item) for key, item in value.items() if key not in properties)

@@ -37,7 +37,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from lem_dcbm.clock import Clock, SystemClock, rfc3339
 from lem_dcbm.config import BrokerSettings, ModuleConfig
@@ -364,7 +364,7 @@ class Service:
 
         return self._guarded(run)
 
-    def run_with_manager(self, load: Callable[[list[dict[str, Any]]], ModuleConfig]) -> int:
+    def run_with_manager(self, load: Callable[[list[dict[str, object]]], ModuleConfig]) -> int:
         """Run under the EVerest manager: config over MQTT, ready handshake, shutdown.
 
         Raises ``DuplicateInstance`` when another instance runs with this module id.

@@ -38,7 +38,7 @@ class MeterApi(Protocol):
         """``GET /{v}/legal``: the current or last transaction."""
         ...
 
-    def start_transaction(self, body: Mapping[str, Any]) -> LegalState:
+    def start_transaction(self, body: Mapping[str, object]) -> LegalState:
         """``POST /{v}/legal``."""
         ...
 
@@ -58,7 +58,7 @@ class MeterApi(Protocol):
         """``GET /v1/settings``."""
         ...
 
-    def put_settings(self, patch: Mapping[str, Any]) -> SettingsResult:
+    def put_settings(self, patch: Mapping[str, object]) -> SettingsResult:
         """``PUT /v1/settings``."""
         ...
 
@@ -248,7 +248,7 @@ class Journal(Protocol):
         *,
         ocmf: str | None = None,
         also: tuple[str, ...] = (),
-        **data: Any,
+        **data: object,
     ) -> JournalEntryView:
         """Add ``step`` durably; raise ``OSError`` when the disk refuses."""
         ...

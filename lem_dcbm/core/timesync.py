@@ -92,7 +92,7 @@ class TimeSync:
         clock: Clock,
         *,
         timezone: str,
-        dst: dict[str, Any],
+        dst: dict[str, object],
         ntp_servers: tuple[NtpServer, ...] = (),
         timing: TimeSyncTiming | None = None,
         host_clock: HostClockCheck | None = None,
@@ -318,7 +318,7 @@ class TimeSync:
         servers = [{"ipAddress": s.ip_address, "port": s.port} for s in self._ntp_servers]
         return {"servers": servers, "syncPeriod": 120, "ntpActivated": True}
 
-    def _write(self, what: str, patch: dict[str, Any]) -> None:
+    def _write(self, what: str, patch: dict[str, object]) -> None:
         result = self._meter.put_settings(patch)
         if not result.accepted:
             raise SettingRejected(

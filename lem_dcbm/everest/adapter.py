@@ -212,7 +212,7 @@ class EverestAdapter:
         """Publish the meter's OCMF public key (dropped while offline)."""
         return self._publish_var("public_key_ocmf", key)
 
-    def _publish_var(self, name: str, value: Any) -> bool:
+    def _publish_var(self, name: str, value: object) -> bool:
         schema = self.framework_types.schema()
         value, dropped = schema.shape_var(name, value)
         if dropped and f"{name}:dropped" not in self._invalid_var_logged:

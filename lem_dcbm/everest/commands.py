@@ -52,7 +52,7 @@ class _Call:
     request: envelope.CommandRequest
 
 
-def _not_unicode(value: Any, where: str = "") -> str | None:
+def _not_unicode(value: object, where: str = "") -> str | None:
     """Where a string holds a lone surrogate (JSON can carry one; the meter cannot), or None."""
     if isinstance(value, str):
         try:
@@ -241,7 +241,7 @@ class CommandDispatcher:
             payload = envelope.result_payload(request.call_id, self._topics.module_id, retval)
         self._publish(self._topics.cmd_response(name, request.origin), payload)
 
-    def _shaped(self, name: str, retval: Any) -> Any:
+    def _shaped(self, name: str, retval: object) -> Any:
         """``retval`` without the properties the schema in use forbids (logged once each)."""
         schema = self._schema()
         shaped, dropped = schema.shape_result(name, retval)

@@ -73,7 +73,7 @@ def interface_document() -> dict[str, Any]:
     return document
 
 
-def _inline(node: Any, definitions: Mapping[str, Any]) -> Any:
+def _inline(node: object, definitions: Mapping[str, object]) -> Any:
     """``node`` with every ``#/definitions/...`` reference replaced by its definition.
 
     The powermeter types are not recursive, so the result is finite; a validator of an
@@ -141,7 +141,7 @@ class _Compiled:
             self.validator = Draft7Validator(self.schema, format_checker=format_checker())
         return self.validator
 
-    def problem(self, value: Any) -> str | None:
+    def problem(self, value: object) -> str | None:
         """The first problem of ``value`` in the framework's words, or None when valid."""
         if self.check is not None and self.check(value):
             return None
@@ -151,7 +151,7 @@ class _Compiled:
 class InterfaceSchema:
     """The powermeter interface's commands and variables under one set of type definitions."""
 
-    def __init__(self, definitions: Mapping[str, Any], source: str) -> None:
+    def __init__(self, definitions: Mapping[str, object], source: str) -> None:
         #: The draft-7 definitions per type file (``powermeter``, ``units_signed``, ...).
         self.definitions = definitions
         #: Where the definitions come from, for log lines.
@@ -198,23 +198,23 @@ class InterfaceSchema:
         """jsonschema's validator of a variable's value."""
         return self._compile("var", name).jsonschema_validator()
 
-    def check_arguments(self, command: str, args: Any) -> str | None:
+    def check_arguments(self, command: str, args: object) -> str | None:
         """The first problem of ``args`` for ``command``, or None when they are valid."""
         return self._compile("arguments", command).problem(args)
 
-    def check_result(self, command: str, value: Any) -> str | None:
+    def check_result(self, command: str, value: object) -> str | None:
         """The first problem of a return value of ``command``, or None."""
         return self._compile("result", command).problem(value)
 
-    def shape_result(self, command: str, value: Any) -> tuple[Any, list[str]]:
+    def shape_result(self, command: str, value: object) -> tuple[Any, list[str]]:
         """``value`` without what the result schema forbids, and the paths dropped."""
         return _drop_forbidden(self._compile("result", command).schema, value, "")
 
-    def shape_var(self, name: str, value: Any) -> tuple[Any, list[str]]:
+    def shape_var(self, name: str, value: object) -> tuple[Any, list[str]]:
         """A variable's ``value`` without what its schema forbids, and the paths dropped."""
         return _drop_forbidden(self._compile("var", name).schema, value, "")
 
-    def check_var(self, name: str, value: Any) -> str | None:
+    def check_var(self, name: str, value: object) -> str | None:
         """The first problem of a value of variable ``name``, or None.
 
         When the variable's schema judges only structure and types (the ``powermeter``
@@ -246,7 +246,7 @@ def own_schema() -> InterfaceSchema:
     return InterfaceSchema(interface_document()["definitions"], "the module's own schema")
 
 
-def _drop_forbidden(schema: Any, value: Any, where: str) -> tuple[Any, list[str]]:
+def _drop_forbidden(schema: object, value: object, where: str) -> tuple[Any, list[str]]:
     """``value`` without the properties an (inlined) object schema forbids, at any depth."""
     if not isinstance(schema, dict):
         return value, []
@@ -276,7 +276,7 @@ def _drop_forbidden(schema: Any, value: Any, where: str) -> tuple[Any, list[str]
     return (kept if dropped else value), dropped
 
 
-def _problem(validator: Draft7Validator, value: Any) -> str | None:
+def _problem(validator: Draft7Validator, value: object) -> str | None:
     from jsonschema.exceptions import best_match
 
     error = best_match(validator.iter_errors(value))
@@ -307,22 +307,22 @@ def var_validator(name: str) -> Draft7Validator:
     return own_schema().var_validator(name)
 
 
-def check_arguments(command: str, args: Any) -> str | None:
+def check_arguments(command: str, args: object) -> str | None:
     """The first problem of ``args`` for ``command``, or None when they are valid."""
     return own_schema().check_arguments(command, args)
 
 
-def check_result(command: str, value: Any) -> str | None:
+def check_result(command: str, value: object) -> str | None:
     """The first problem of a return value of ``command`` (own schema), or None."""
     return own_schema().check_result(command, value)
 
 
-def check_var(name: str, value: Any) -> str | None:
+def check_var(name: str, value: object) -> str | None:
     """The first problem of a value of variable ``name`` (own schema), or None."""
     return own_schema().check_var(name, value)
 
 
-def _uses_value_keywords(schema: Any) -> bool:
+def _uses_value_keywords(schema: object) -> bool:
     if isinstance(schema, dict):
         return any(key in _VALUE_KEYWORDS for key in schema) or any(
             _uses_value_keywords(part) for part in schema.values()
@@ -332,7 +332,7 @@ def _uses_value_keywords(schema: Any) -> bool:
     return False
 
 
-def _shape(value: Any) -> Any:
+def _shape(value: object) -> Any:
     """The structure and JSON types of ``value``, without the values themselves."""
     if isinstance(value, dict):
         return ("object", tuple((key, _shape(item)) for key, item in value.items()))

@@ -17,7 +17,6 @@ import json
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
 
 from lem_dcbm.clock import Clock, SystemClock, rfc3339
 from lem_dcbm.config import BrokerSettings
@@ -276,7 +275,7 @@ class ApiAdapter:
         # QoS 2 and queued while the link is down: every reply goes out exactly once.
         return self._bus.publish(reply_topic(reply_to, self._external_prefix), payload)
 
-    def _publish_status(self, document: dict[str, Any]) -> object:
+    def _publish_status(self, document: dict[str, object]) -> object:
         return self._bus.publish(self.status_topic, codecs.encode(document), qos=1, retain=True)
 
     def _republish_status(self) -> None:

@@ -27,7 +27,7 @@ MODULE_ID = "powermeter_1"
 Entry = Literal["cli", "module.py"]
 
 
-def simulator_config(sim: Simulator, **overrides: Any) -> dict[str, Any]:
+def simulator_config(sim: Simulator, **overrides: object) -> dict[str, Any]:
     """Config values for a module talking to ``sim`` (quick retries, short timeouts)."""
     values: dict[str, Any] = {
         "ip_address": sim.host,
@@ -43,7 +43,7 @@ def simulator_config(sim: Simulator, **overrides: Any) -> dict[str, Any]:
     return values
 
 
-def write_config(path: Path, values: Mapping[str, Any], module_id: str = MODULE_ID) -> Path:
+def write_config(path: Path, values: Mapping[str, object], module_id: str = MODULE_ID) -> Path:
     """Write an EVerest config file with one lem-dcbm module."""
     document = {
         "active_modules": {module_id: {"module": MODULE_NAME, "config_module": dict(values)}}

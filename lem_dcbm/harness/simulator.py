@@ -169,7 +169,7 @@ class Simulator:
         answer: dict[str, Any] = self.control("GET", "/_sim/state")
         return answer
 
-    def set_faults(self, **faults: Any) -> None:
+    def set_faults(self, **faults: object) -> None:
         """``PUT /_sim/faults`` with the given fault fields."""
         self.control("PUT", "/_sim/faults", faults)
 

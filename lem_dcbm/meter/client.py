@@ -123,7 +123,7 @@ class MeterClient:
         method: str,
         path: str,
         expected: int,
-        json_body: Any = None,
+        json_body: object = None,
         timeout_s: float | None = None,
     ) -> tuple[int, str]:
         if timeout_s is None:
@@ -140,7 +140,7 @@ class MeterClient:
         method: str,
         path: str,
         expected: int,
-        json_body: Any = None,
+        json_body: object = None,
         timeout_s: float | None = None,
     ) -> tuple[int, str, Any]:
         status, text = self._call(method, path, expected, json_body, timeout_s)
@@ -156,8 +156,8 @@ class MeterClient:
         method: str,
         path: str,
         expected: int,
-        parser: Callable[[Any], T],
-        json_body: Any = None,
+        parser: Callable[[object], T],
+        json_body: object = None,
         timeout_s: float | None = None,
     ) -> T:
         status, text, data = self._get_json(method, path, expected, json_body, timeout_s)
@@ -197,7 +197,7 @@ class MeterClient:
         path = endpoints.legal(self._api_version)
         return self._parse("GET", path, endpoints.OK, parse_legal)
 
-    def start_transaction(self, body: Mapping[str, Any]) -> LegalState:
+    def start_transaction(self, body: Mapping[str, object]) -> LegalState:
         """``POST /v1|v2/legal``: start a transaction; the meter must answer 201, running."""
         path = endpoints.legal(self._api_version)
         state = self._parse("POST", path, endpoints.CREATED, parse_legal, json_body=dict(body))
@@ -264,7 +264,7 @@ class MeterClient:
             )
         return data
 
-    def put_settings(self, patch: Mapping[str, Any]) -> SettingsResult:
+    def put_settings(self, patch: Mapping[str, object]) -> SettingsResult:
         """``PUT /v1/settings`` with a partial object; ``accepted`` is the meter's verdict."""
         return self._parse(
             "PUT", endpoints.SETTINGS, endpoints.OK, parse_settings_result, json_body=dict(patch)

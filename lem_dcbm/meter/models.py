@@ -49,7 +49,9 @@ class ShapeError(LemDcbmError, ValueError):
     """A meter answer lacks a field or has one of the wrong type."""
 
 
-def _get(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], path: str = "") -> Any:
+def _get(
+    data: Mapping[str, object], key: str, kind: type | tuple[type, ...], path: str = ""
+) -> Any:
     where = f"{path}{key}"
     if not isinstance(data, Mapping):
         raise ShapeError(f"expected an object at '{path.rstrip('.') or '/'}'")
@@ -64,7 +66,7 @@ def _get(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], path:
     return value
 
 
-def _number(data: Mapping[str, Any], key: str, path: str = "") -> float:
+def _number(data: Mapping[str, object], key: str, path: str = "") -> float:
     return float(_get(data, key, (int, float), path))
 
 
@@ -105,7 +107,7 @@ class MeterStatus:
         return bool(self.bits.get("muFatalErrorOccured", False))
 
 
-def _bits(data: Mapping[str, Any], names: tuple[str, ...], path: str) -> dict[str, bool]:
+def _bits(data: Mapping[str, object], names: tuple[str, ...], path: str) -> dict[str, bool]:
     raw = _get(data, "bits", Mapping, path)
     out: dict[str, bool] = {}
     for name in names:
@@ -201,7 +203,7 @@ class LegalState:
         return _optional_int(meter_value, "transactionStatus")
 
 
-def _optional_int(data: Mapping[str, Any], key: str) -> int | None:
+def _optional_int(data: Mapping[str, object], key: str) -> int | None:
     value = data.get(key)
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 

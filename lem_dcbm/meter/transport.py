@@ -226,7 +226,7 @@ class Transport(Protocol):
         method: str,
         path: str,
         *,
-        json_body: Any = None,
+        json_body: object = None,
         params: Mapping[str, str] | None = None,
         timeout_s: float | None = None,
     ) -> tuple[int, str]:
@@ -395,7 +395,7 @@ class HttpTransport:
         method: str,
         path: str,
         *,
-        json_body: Any = None,
+        json_body: object = None,
         params: Mapping[str, str] | None = None,
         timeout_s: float | None = None,
     ) -> tuple[int, str]:
@@ -483,7 +483,7 @@ class HttpTransport:
         self,
         method: str,
         path: str,
-        json_body: Any,
+        json_body: object,
         params: Mapping[str, str] | None,
         timeout_s: float,
     ) -> tuple[int, str]:

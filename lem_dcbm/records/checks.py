@@ -139,7 +139,7 @@ class RecordVerdict:
         }
 
     @classmethod
-    def from_json(cls, value: Any) -> RecordVerdict | None:
+    def from_json(cls, value: object) -> RecordVerdict | None:
         """Read a stored verdict back; None when ``value`` is not one."""
         if not isinstance(value, Mapping):
             return None

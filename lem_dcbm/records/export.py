@@ -252,7 +252,7 @@ def export_ocmf(rows: Sequence[TransactionReport]) -> tuple[str, list[str]]:
     return "".join(lines), skipped
 
 
-def _blank(value: Any) -> Any:
+def _blank(value: object) -> Any:
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -260,5 +260,5 @@ def _blank(value: Any) -> Any:
     return value
 
 
-def _text(value: Any) -> str | None:
+def _text(value: object) -> str | None:
     return value if isinstance(value, str) else None

@@ -99,7 +99,7 @@ def summarize(record: str) -> RecordSummary:
     )
 
 
-def _text(payload: Mapping[str, Any], key: str) -> str | None:
+def _text(payload: Mapping[str, object], key: str) -> str | None:
     value = payload.get(key)
     return value if isinstance(value, str) else None
 

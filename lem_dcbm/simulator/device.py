@@ -256,7 +256,7 @@ class SimulatedMeter:
             self._running.status = _fold(self._running.status, value)
         return value
 
-    def _log(self, event: str, **detail: Any) -> None:
+    def _log(self, event: str, **detail: object) -> None:
         self._logbook.add(iso_seconds(self._now_local()), event, **detail)
 
     def status(self) -> dict[str, Any]:
@@ -358,7 +358,7 @@ class SimulatedMeter:
             end_state=state,
         )
 
-    def start_transaction(self, body: Any, api: str) -> dict[str, Any]:
+    def start_transaction(self, body: object, api: str) -> dict[str, Any]:
         """``POST /{api}/legal``: validate, check preconditions, start; the 201 body."""
         with self._lock:
             request = parse_start(body, api)
@@ -390,7 +390,7 @@ class SimulatedMeter:
             _LOGGER.info("transaction %s started", request.transaction_id)
             return {**request.echo, "running": True}
 
-    def stop_transaction(self, transaction_id: str | None, body: Any) -> dict[str, Any]:
+    def stop_transaction(self, transaction_id: str | None, body: object) -> dict[str, Any]:
         """``PUT /{api}/legal?transactionId=ID`` with ``{"running": false}``: the report."""
         with self._lock:
             if not transaction_id:

@@ -61,7 +61,7 @@ class Faults:
         return not self.paths or any(path.startswith(prefix) for prefix in self.paths)
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -81,7 +81,7 @@ def _strings(body: Mapping[str, Any], name: str, allowed: tuple[str, ...] = ()) 
     return tuple(values)
 
 
-def parse_faults(body: Any) -> Faults:
+def parse_faults(body: object) -> Faults:
     """Validate a ``PUT /_sim/faults`` body; raise ``FieldError`` naming a bad field."""
     if not isinstance(body, Mapping):
         raise FieldError("body", "the body must be a JSON object")

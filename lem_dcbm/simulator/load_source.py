@@ -62,14 +62,14 @@ class LoadMessageError(LemDcbmError, ValueError):
     """A message that carries no usable load."""
 
 
-def _number(value: Any) -> float | None:
+def _number(value: object) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     number = float(value)
     return number if math.isfinite(number) else None
 
 
-def _powermeter(document: Any) -> Mapping[str, Any]:
+def _powermeter(document: object) -> Mapping[str, Any]:
     for _ in range(MAX_ENVELOPES + 1):
         if not isinstance(document, Mapping):
             break
@@ -79,7 +79,7 @@ def _powermeter(document: Any) -> Mapping[str, Any]:
     raise LoadMessageError("no power_W, voltage_V or current_A in the message")
 
 
-def _voltage(value: Any) -> float | None:
+def _voltage(value: object) -> float | None:
     if isinstance(value, Mapping):
         for key in ("DC", "L1"):
             found = _number(value.get(key))
@@ -89,7 +89,7 @@ def _voltage(value: Any) -> float | None:
     return _number(value)
 
 
-def _power_from_current(record: Mapping[str, Any], voltage: float | None) -> float | None:
+def _power_from_current(record: Mapping[str, object], voltage: float | None) -> float | None:
     current = record.get("current_A")
     volts = record.get("voltage_V")
     if isinstance(current, Mapping):

@@ -32,7 +32,7 @@ class Logbook:
         """True once the logbook is full; it stays full."""
         return self.count >= self.capacity
 
-    def add(self, time: str, event: str, **detail: Any) -> bool:
+    def add(self, time: str, event: str, **detail: object) -> bool:
         """Log one event; False (nothing logged) when full."""
         if self.full:
             return False

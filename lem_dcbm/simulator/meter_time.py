@@ -38,7 +38,7 @@ def parse_utc(text: str) -> datetime:
     return moment.astimezone(timezone.utc)
 
 
-def parse_tz(text: Any) -> timedelta:
+def parse_tz(text: object) -> timedelta:
     """Parse a meter timezone offset ``+HH:MM`` (-11:00..+14:00, quarter hours)."""
     match = _TZ.match(text) if isinstance(text, str) else None
     if not match:
@@ -50,7 +50,7 @@ def parse_tz(text: Any) -> timedelta:
     return sign * timedelta(hours=hours, minutes=minutes)
 
 
-def check_transition(rule: Any) -> None:
+def check_transition(rule: object) -> None:
     """Validate a DST transition ``{"order", "day", "month", "hour"}``; raise ValueError."""
     if not isinstance(rule, Mapping):
         raise ValueError("expected an object with order, day, month and hour")
@@ -93,7 +93,7 @@ def dst_offset(moment_utc: datetime, dst: Mapping[str, Any]) -> timedelta:
     return timedelta(minutes=int(dst.get("offset", 60))) if inside else timedelta(0)
 
 
-def local_time(moment_utc: datetime, tz_offset: timedelta, dst: Mapping[str, Any]) -> datetime:
+def local_time(moment_utc: datetime, tz_offset: timedelta, dst: Mapping[str, object]) -> datetime:
     """``moment_utc`` on the meter's local clock, as an aware datetime with fixed offset."""
     offset = tz_offset + dst_offset(moment_utc, dst)
     return moment_utc.astimezone(timezone(offset))

@@ -47,17 +47,17 @@ def default_settings(tls_on: bool) -> dict[str, Any]:
     }
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _object(value: Any, field: str) -> Mapping[str, Any]:
+def _object(value: object, field: str) -> Mapping[str, Any]:
     if not isinstance(value, Mapping) or not value:
         raise FieldError(field, f"{field} must be a non-empty object")
     return value
 
 
-def _only(section: Mapping[str, Any], allowed: tuple[str, ...], path: str) -> None:
+def _only(section: Mapping[str, object], allowed: tuple[str, ...], path: str) -> None:
     for key in section:
         if key not in allowed:
             raise FieldError(f"{path}.{key}", f"unknown setting {path}.{key}")
@@ -111,7 +111,7 @@ def _check_ntp(section: Mapping[str, Any]) -> None:
         raise FieldError("ntp.ntpActivated", "ntp.ntpActivated must be a boolean")
 
 
-def check_write(body: Any) -> Mapping[str, Any]:
+def check_write(body: object) -> Mapping[str, Any]:
     """Validate a partial settings object; raise ``FieldError`` naming the bad field."""
     if not isinstance(body, Mapping) or not body:
         raise FieldError("body", "the body must be a non-empty JSON object")

@@ -172,7 +172,7 @@ def _no_values(
     consumer: Consumer,
     args: argparse.Namespace,
     rows: int,
-    other: tuple[Consumer, queue.SimpleQueue[Any]] | None = None,
+    other: tuple[Consumer, queue.SimpleQueue[object]] | None = None,
 ) -> str:
     """Why watch stops: which module id and topic stayed silent, for how long."""
     topic = _powermeter_topic(consumer)

@@ -93,11 +93,11 @@ def status_report(
     }
 
 
-def _lines(pairs: Sequence[tuple[str, Any]]) -> list[str]:
+def _lines(pairs: Sequence[tuple[str, object]]) -> list[str]:
     return [f"{label:<{_LABEL_WIDTH}}{_text(value)}" for label, value in pairs]
 
 
-def _text(value: Any) -> str:
+def _text(value: object) -> str:
     if value is None:
         return "-"
     if isinstance(value, bool):
@@ -172,7 +172,7 @@ def live_header() -> str:
     return " ".join(name.rjust(width) for name, width in LIVE_COLUMNS)
 
 
-def render_live_row(row: Mapping[str, Any]) -> str:
+def render_live_row(row: Mapping[str, object]) -> str:
     """One live row as a table line."""
     cells = (
         str(row["timestamp"]),
@@ -261,7 +261,7 @@ TRANSACTION_COLUMNS = (
 )
 
 
-def render_transactions(rows: Sequence[Mapping[str, Any]]) -> str:
+def render_transactions(rows: Sequence[Mapping[str, object]]) -> str:
     """Stored transactions, newest first, as a table."""
     lines = [" ".join(name.ljust(width) for name, width in TRANSACTION_COLUMNS).rstrip()]
     for row in rows:
@@ -282,7 +282,7 @@ def render_transactions(rows: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def render_record(report: Mapping[str, Any]) -> str:
+def render_record(report: Mapping[str, object]) -> str:
     """One record: its facts, the signature verdict, then the record itself."""
     pairs = [
         ("transaction counter (PG)", report.get("pagination")),
