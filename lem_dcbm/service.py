@@ -62,6 +62,7 @@ from lem_dcbm.everest.bus import BrokerRefused, BrokerUnavailable
 from lem_dcbm.everest.meter_claim import MeterClaim
 from lem_dcbm.everest.presence import InstanceGuard
 from lem_dcbm.journal import TransactionJournal
+from lem_dcbm.json_types import JsonObject
 from lem_dcbm.meter.client import MeterClient
 from lem_dcbm.records.late_record import KeptRecord, kept_record_from_entry
 from lem_dcbm.retry import RetryPolicy
@@ -364,7 +365,7 @@ class Service:
 
         return self._guarded(run)
 
-    def run_with_manager(self, load: Callable[[list[dict[str, object]]], ModuleConfig]) -> int:
+    def run_with_manager(self, load: Callable[[list[JsonObject]], ModuleConfig]) -> int:
         """Run under the EVerest manager: config over MQTT, ready handshake, shutdown.
 
         Raises ``DuplicateInstance`` when another instance runs with this module id.

@@ -11,7 +11,6 @@ import json
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
 
 from lem_dcbm.config import BrokerSettings
 from lem_dcbm.core.ports import (
@@ -32,6 +31,7 @@ from lem_dcbm.everest.manager import DEFAULT_MODULE_NAME, ManagerLink
 from lem_dcbm.everest.presence import TakeoverWatch, takeover_message
 from lem_dcbm.everest.raised_errors import ErrorReporter
 from lem_dcbm.everest.topics import Topics
+from lem_dcbm.json_types import JsonObject
 from lem_dcbm.records.late_record import KeptRecord, late_record_message, late_record_topic
 from lem_dcbm.retry import RetryPolicy
 
@@ -130,7 +130,7 @@ class EverestAdapter:
 
     def fetch_manager_config(
         self, timeout_s: float = 10.0, *, generation: str = "auto"
-    ) -> list[dict[str, Any]]:
+    ) -> list[JsonObject]:
         """Ask the manager for the configuration; return its ``"!module"`` parameter list.
 
         ``generation`` is ``auto`` (told by the manager's retained settings), ``2026`` or

@@ -15,6 +15,7 @@ from typing import Any
 
 from lem_dcbm.bounded_json import MAX_JSON_DEPTH, TooDeep, loads_bounded, nesting_depth
 from lem_dcbm.errors import LemDcbmError
+from lem_dcbm.json_types import JsonObject
 
 VAR = "Var"
 CMD = "Cmd"
@@ -375,7 +376,7 @@ class ErrorRecord:
     vendor_id: str = ""
     state: str = field(default="Active")
 
-    def to_data(self) -> dict[str, Any]:
+    def to_data(self) -> JsonObject:
         """The error object as it appears in ``data``."""
         return {
             "type": self.type,

@@ -43,7 +43,7 @@ from lem_dcbm.everest_api.topics import (
     reply_topic,
     status_topic,
 )
-from lem_dcbm.json_types import JsonObject
+from lem_dcbm.json_types import JsonMapping, JsonObject
 from lem_dcbm.records.late_record import KeptRecord, late_record_message, late_record_topic
 from lem_dcbm.retry import RetryPolicy
 
@@ -275,7 +275,7 @@ class ApiAdapter:
         # QoS 2 and queued while the link is down: every reply goes out exactly once.
         return self._bus.publish(reply_topic(reply_to, self._external_prefix), payload)
 
-    def _publish_status(self, document: dict[str, object]) -> object:
+    def _publish_status(self, document: JsonMapping) -> object:
         return self._bus.publish(self.status_topic, codecs.encode(document), qos=1, retain=True)
 
     def _republish_status(self) -> None:

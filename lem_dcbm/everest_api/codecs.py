@@ -16,6 +16,7 @@ from typing import Any
 from lem_dcbm.bounded_json import MAX_JSON_DEPTH, nesting_depth
 from lem_dcbm.errors import LemDcbmError
 from lem_dcbm.everest import envelope, validation
+from lem_dcbm.json_types import JsonObject
 
 #: The longest topic MQTT allows, in bytes.
 MAX_TOPIC_BYTES = 65535
@@ -91,7 +92,7 @@ def _salvaged_reply_to(text: str) -> str | None:
     return reply_topic({"replyTo": envelope.salvaged_string(text, "replyTo")})
 
 
-def start_request(payload: object) -> dict[str, Any]:
+def start_request(payload: object) -> JsonObject:
     """The ``TransactionReq`` of a start's payload; raise ``RequestError`` when invalid."""
     if not isinstance(payload, dict):
         raise RequestError(_not_object(payload), None)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
 
 from lem_dcbm.core.ports import PowermeterHandlers
 from lem_dcbm.errors import shown
@@ -22,6 +21,7 @@ from lem_dcbm.everest.bus import Message
 from lem_dcbm.everest.serial_worker import SerialWorker
 from lem_dcbm.everest_api import codecs
 from lem_dcbm.everest_api.topics import REQUESTS, ApiTopics, reply_topic_allowed
+from lem_dcbm.json_types import JsonObject
 from lem_dcbm.request_limits import MAX_PAYLOAD_BYTES, MAX_ROUTABLE_BYTES, MAX_WAITING
 
 _LOGGER = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ class RequestWorker(SerialWorker[Message]):
             return
         self._publish(request.reply_to, codecs.encode(reply))
 
-    def _run(self, name: str, request: codecs.ApiRequest) -> dict[str, Any]:
+    def _run(self, name: str, request: codecs.ApiRequest) -> JsonObject:
         try:
             if name == "start_transaction":
                 value = codecs.start_request(request.payload)

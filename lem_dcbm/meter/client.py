@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 from lem_dcbm.errors import ConfigError, MeterBodyError, MeterStatusError
+from lem_dcbm.json_types import JsonObject
 from lem_dcbm.meter import endpoints
 from lem_dcbm.meter.models import (
     LegalState,
@@ -248,15 +249,15 @@ class MeterClient:
             )
         return record
 
-    def settings(self) -> dict[str, Any]:
+    def settings(self) -> JsonObject:
         """``GET /v1/settings``: the settings object as the meter sends it."""
         return self._get_object(endpoints.SETTINGS)
 
-    def logbook(self) -> dict[str, Any]:
+    def logbook(self) -> JsonObject:
         """``GET /v1/logbook``: the meter's event log, as sent (its shape is not documented)."""
         return self._get_object(endpoints.LOGBOOK)
 
-    def _get_object(self, path: str) -> dict[str, Any]:
+    def _get_object(self, path: str) -> JsonObject:
         status, text, data = self._get_json("GET", path, endpoints.OK)
         if not isinstance(data, dict):
             raise MeterBodyError(

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from lem_dcbm.json_types import JsonObject
 from lem_dcbm.ocmf import parse_ocmf, verify_ocmf
 from lem_dcbm.records.readings import (
     BEGIN,
@@ -131,7 +132,7 @@ class RecordVerdict:
         """The names of the failed checks, in check order."""
         return tuple(failure.check for failure in self.failures)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         """The verdict as the journal stores it (``JournalEntry.data["verdict"]``)."""
         return {
             "signature_valid": self.signature_valid,

@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import quote
 
 from lem_dcbm.journal import JournalEntry
+from lem_dcbm.json_types import JsonObject
 from lem_dcbm.ocmf import parse_ocmf
 from lem_dcbm.records.checks import (
     CHECKS,
@@ -108,7 +109,7 @@ def verified_now(kept: KeptRecord) -> KeptRecord:
     )
 
 
-def late_record_message(kept: KeptRecord, *, module_id: str, published_at: str) -> dict[str, Any]:
+def late_record_message(kept: KeptRecord, *, module_id: str, published_at: str) -> JsonObject:
     """The JSON payload published on :func:`late_record_topic` (schema version 1).
 
     The ``verification`` is the one of :func:`verified_now`, made at this moment.
@@ -174,7 +175,7 @@ def expectation_of(data: Any) -> RecordExpectation:
     )
 
 
-def message_schema() -> dict[str, Any]:
+def message_schema() -> JsonObject:
     """The JSON Schema of the late-record message, as shipped in the package."""
     text = resources.files(__package__).joinpath(SCHEMA_FILE).read_text(encoding="utf-8")
     schema: dict[str, Any] = json.loads(text)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
+from lem_dcbm.json_types import JsonObject
 from lem_dcbm.ocmf import parse_ocmf
 from lem_dcbm.records.readings import (
     BEGIN,
@@ -57,7 +57,7 @@ class RecordSummary:
         energy = self.energy_kwh
         return None if energy is None else round(energy * 1000)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         """Every field and the energy as a JSON object."""
         return {
             "meter_serial": self.meter_serial,

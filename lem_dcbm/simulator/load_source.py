@@ -29,6 +29,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from lem_dcbm.errors import LemDcbmError
+from lem_dcbm.json_types import JsonMapping
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ def _number(value: object) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _powermeter(document: object) -> Mapping[str, Any]:
+def _powermeter(document: object) -> JsonMapping:
     for _ in range(MAX_ENVELOPES + 1):
         if not isinstance(document, Mapping):
             break

@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from lem_dcbm.clock import Clock
+from lem_dcbm.json_types import JsonObject
 from lem_dcbm.simulator.certs import CertificatePair
 from lem_dcbm.simulator.connections import Connection, ConnectionRegistry
 from lem_dcbm.simulator.device import SimulatedMeter
@@ -133,7 +134,7 @@ class MeterServer(ThreadingHTTPServer):
         with self._counts_lock:
             return dict(self._counts)
 
-    def state(self) -> dict[str, Any]:
+    def state(self) -> JsonObject:
         """The device's state plus request, connection and fault bookkeeping."""
         return {
             **self.device.state(),

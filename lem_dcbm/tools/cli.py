@@ -13,6 +13,7 @@ from typing import Any, TypeAlias
 from lem_dcbm.cli_common import add_broker_arguments, broker_from_args
 from lem_dcbm.errors import ConfigError
 from lem_dcbm.health import positive_seconds
+from lem_dcbm.json_types import JsonObject
 from lem_dcbm.tools import table
 from lem_dcbm.tools.api_client import VAR_TOPICS, ApiClient
 from lem_dcbm.tools.consumer import ConsumerError, EverestConsumer, result_json
@@ -91,7 +92,7 @@ def configure_call(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(handler=call_command)
 
 
-def start_arguments(args: argparse.Namespace) -> dict[str, Any]:
+def start_arguments(args: argparse.Namespace) -> JsonObject:
     """The ``TransactionReq`` built from the flags."""
     value: dict[str, Any] = {
         "evse_id": args.evse_id,
