@@ -24,11 +24,11 @@ import numbers
 import operator
 import re
 from collections.abc import Callable, Mapping, Sequence, Sized
-from typing import Any
 
 from lem_dcbm.errors import LemDcbmError
 
-Check = Callable[[Any], bool]
+#: A compiled schema: True when a value conforms.
+Check = Callable[[object], bool]
 #: A format's check: False (or ValueError) for a string not in that format.
 FormatCheck = Callable[[str], bool]
 
@@ -83,7 +83,7 @@ _TYPES: Mapping[str, Check] = {
 }
 
 
-def _unbool(value: object) -> Any:
+def _unbool(value: object) -> object:
     if value is True:
         return _TRUE
     if value is False:
@@ -144,9 +144,11 @@ def _compile(schema: object, formats: Mapping[str, FormatCheck]) -> Check:
     return lambda value: all(check(value) for check in checks)
 
 
-def _type_check(kind: Any) -> Check:
-    names = [kind] if isinstance(kind, str) else list(kind)
+def _type_check(kind: object) -> Check:
+    names = [kind] if isinstance(kind, str) else kind
     try:
+        if not isinstance(names, list):
+            raise TypeError(kind)
         tests = [_TYPES[name] for name in names]
     except (KeyError, TypeError) as exc:
         raise Unsupported(f"type {kind!r}") from exc
@@ -156,7 +158,7 @@ def _type_check(kind: Any) -> Check:
 
 
 #: Numeric keywords and the comparison that fails a value against the keyword's limit.
-_BOUNDS: Mapping[str, Callable[[Any, Any], bool]] = {
+_BOUNDS: Mapping[str, Callable[[float, float], bool]] = {
     "minimum": operator.lt,
     "maximum": operator.gt,
     "exclusiveMinimum": operator.le,
@@ -170,38 +172,53 @@ def _number_checks(schema: Mapping[str, object]) -> list[Check]:
         if keyword not in schema:
             continue
         limit = schema[keyword]
-        if not _is_number(limit):
+        if not isinstance(limit, int | float) or isinstance(limit, bool):
             raise Unsupported(f"{keyword} {limit!r}")
 
         def within(
-            value: object, fails: Callable[[object, object], bool] = fails, limit: object = limit
+            value: object, fails: Callable[[float, float], bool] = fails, limit: float = limit
         ) -> bool:
-            return not (_is_number(value) and fails(value, limit))
+            return not (
+                isinstance(value, int | float)
+                and not isinstance(value, bool)
+                and fails(value, limit)
+            )
 
         checks.append(within)
     return checks
 
 
 def _length_checks(
-    schema: Mapping[str, Any], kind: type[Sized], least: str, most: str
+    schema: Mapping[str, object], kind: type[Sized], least: str, most: str
 ) -> list[Check]:
     """Checks of ``len()`` for values of ``kind`` (strings: code points, as jsonschema)."""
     checks: list[Check] = []
     if least in schema:
-        shortest = schema[least]
+        shortest = _count(schema, least)
         checks.append(lambda value: not isinstance(value, kind) or len(value) >= shortest)
     if most in schema:
-        longest = schema[most]
+        longest = _count(schema, most)
         checks.append(lambda value: not isinstance(value, kind) or len(value) <= longest)
     return checks
 
 
-def _string_checks(schema: Mapping[str, Any], formats: Mapping[str, FormatCheck]) -> list[Check]:
+def _count(schema: Mapping[str, object], keyword: str) -> int:
+    value = schema[keyword]
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise Unsupported(f"{keyword} {value!r}")
+    return value
+
+
+def _string_checks(schema: Mapping[str, object], formats: Mapping[str, FormatCheck]) -> list[Check]:
     checks = _length_checks(schema, str, "minLength", "maxLength")
     if "pattern" in schema:
-        pattern = re.compile(schema["pattern"])
+        source = schema["pattern"]
+        if not isinstance(source, str):
+            raise Unsupported(f"pattern {source!r}")
+        pattern = re.compile(source)
         checks.append(lambda value: not isinstance(value, str) or bool(pattern.search(value)))
-    format_check = formats.get(schema.get("format", ""))
+    name = schema.get("format", "")
+    format_check = formats.get(name) if isinstance(name, str) else None
     if format_check is not None:
 
         def conforms(value: object, check: FormatCheck = format_check) -> bool:
@@ -226,16 +243,19 @@ def _array_checks(schema: Mapping[str, object], formats: Mapping[str, FormatChec
     return checks
 
 
-def _object_checks(schema: Mapping[str, Any], formats: Mapping[str, FormatCheck]) -> list[Check]:
+def _object_checks(schema: Mapping[str, object], formats: Mapping[str, FormatCheck]) -> list[Check]:
     checks: list[Check] = []
     if "required" in schema:
-        required = list(schema["required"])
+        required = schema["required"]
+        if not isinstance(required, list):
+            raise Unsupported(f"required {required!r}")
         checks.append(
             lambda value: not isinstance(value, dict) or all(k in value for k in required)
         )
-    properties: dict[str, Check] = {
-        name: _compile(sub, formats) for name, sub in schema.get("properties", {}).items()
-    }
+    declared = schema.get("properties", {})
+    if not isinstance(declared, dict):
+        raise Unsupported(f"properties {declared!r}")
+    properties: dict[str, Check] = {name: _compile(sub, formats) for name, sub in declared.items()}
     if properties:
 
         def known(value: object) -> bool:
