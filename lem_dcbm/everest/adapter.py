@@ -91,7 +91,9 @@ class EverestAdapter:
         )
         self._commands.register(
             "stop_transaction",
-            lambda args: results.stop_response(handlers.stop_transaction(args["transaction_id"])),
+            lambda args: results.stop_response(
+                handlers.stop_transaction(str(args["transaction_id"]))
+            ),
         )
         for topic in self._commands.command_topics():
             self._bus.subscribe(topic, self._commands.submit)

@@ -6,13 +6,16 @@ the wire; the core never sees them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from lem_dcbm.clock import rfc3339
 from lem_dcbm.core.results import PowermeterValue, TransactionRequest
-from lem_dcbm.json_types import JsonMapping, JsonObject
+from lem_dcbm.json_types import JsonObject, JsonValue
 
 
-def transaction_request(value: JsonMapping) -> TransactionRequest:
+def transaction_request(request: JsonValue) -> TransactionRequest:
     """The core's start request from a ``powermeter/TransactionReq`` (validated before)."""
+    value = request if isinstance(request, Mapping) else {}
     return TransactionRequest(
         transaction_id=str(value.get("transaction_id", "")),
         evse_id=str(value.get("evse_id", "")),

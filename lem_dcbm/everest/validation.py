@@ -19,11 +19,11 @@ import functools
 import json
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from lem_dcbm.schema_check import Check, compile_check
 
@@ -73,7 +73,7 @@ def interface_document() -> dict[str, Any]:
     return document
 
 
-def _inline(node: object, definitions: Mapping[str, object]) -> Any:
+def _inline(node: object, definitions: Mapping[str, object]) -> object:
     """``node`` with every ``#/definitions/...`` reference replaced by its definition.
 
     The powermeter types are not recursive, so the result is finite; a validator of an
@@ -157,7 +157,7 @@ class InterfaceSchema:
         #: Where the definitions come from, for log lines.
         self.source = source
         self._compiled: dict[tuple[str, str], _Compiled] = {}
-        self._valid_shapes: dict[str, set[Any]] = {}
+        self._valid_shapes: dict[str, set[Hashable]] = {}
         self._by_shape: dict[str, bool] = {}
         self._lock = threading.Lock()
 
@@ -181,7 +181,8 @@ class InterfaceSchema:
             schema = interface["cmds"][name]["result"]
         else:
             schema = interface["vars"][name]
-        inlined = _inline(schema, self.definitions)
+        # An object schema inlines to an object schema.
+        inlined = cast("dict[str, Any]", _inline(schema, self.definitions))
         compiled = _Compiled(inlined, compile_check(inlined, FORMATS))
         with self._lock:
             return self._compiled.setdefault(key, compiled)
@@ -206,11 +207,11 @@ class InterfaceSchema:
         """The first problem of a return value of ``command``, or None."""
         return self._compile("result", command).problem(value)
 
-    def shape_result(self, command: str, value: object) -> tuple[Any, list[str]]:
+    def shape_result(self, command: str, value: object) -> tuple[object, list[str]]:
         """``value`` without what the result schema forbids, and the paths dropped."""
         return _drop_forbidden(self._compile("result", command).schema, value, "")
 
-    def shape_var(self, name: str, value: object) -> tuple[Any, list[str]]:
+    def shape_var(self, name: str, value: object) -> tuple[object, list[str]]:
         """A variable's ``value`` without what its schema forbids, and the paths dropped."""
         return _drop_forbidden(self._compile("var", name).schema, value, "")
 
@@ -246,12 +247,12 @@ def own_schema() -> InterfaceSchema:
     return InterfaceSchema(interface_document()["definitions"], "the module's own schema")
 
 
-def _drop_forbidden(schema: object, value: object, where: str) -> tuple[Any, list[str]]:
+def _drop_forbidden(schema: object, value: object, where: str) -> tuple[object, list[str]]:
     """``value`` without the properties an (inlined) object schema forbids, at any depth."""
     if not isinstance(schema, dict):
         return value, []
     if isinstance(value, list) and isinstance(schema.get("items"), dict):
-        items: list[Any] = []
+        items: list[object] = []
         dropped_in_items: list[str] = []
         for index, item in enumerate(value):
             kept_item, below = _drop_forbidden(schema["items"], item, f"{where}/{index}")
@@ -263,7 +264,7 @@ def _drop_forbidden(schema: object, value: object, where: str) -> tuple[Any, lis
     properties = schema.get("properties")
     properties = properties if isinstance(properties, dict) else {}
     closed = schema.get("additionalProperties") is False
-    kept: dict[str, Any] = {}
+    kept: dict[str, object] = {}
     dropped: list[str] = []
     for key, item in value.items():
         if key in properties:
@@ -332,7 +333,7 @@ def _uses_value_keywords(schema: object) -> bool:
     return False
 
 
-def _shape(value: object) -> Any:
+def _shape(value: object) -> Hashable:
     """The structure and JSON types of ``value``, without the values themselves."""
     if isinstance(value, dict):
         return ("object", tuple((key, _shape(item)) for key, item in value.items()))

@@ -25,7 +25,7 @@ from importlib import resources
 from typing import Any
 
 from lem_dcbm.clock import Clock, rfc3339
-from lem_dcbm.json_types import JsonObject
+from lem_dcbm.json_types import JsonMapping, JsonObject
 
 #: File name of the JSON Schema of the status message, in this package.
 SCHEMA_FILE = "status.schema.json"
@@ -37,7 +37,7 @@ STATUS_VERSION = 1
 #: The conditions under which the meter cannot bill (the module protocol stops charging).
 BILLING_FATAL = frozenset({"CommunicationFault", "VendorError"})
 
-Publish = Callable[[dict[str, Any]], object]
+Publish = Callable[[JsonMapping], object]
 
 
 @dataclass(frozen=True)
