@@ -289,7 +289,7 @@ def parse_command(payload: bytes) -> CommandRequest:
     return CommandRequest(call_id, origin, args)
 
 
-def _loads_or_none(text: str) -> Any:
+def _loads_or_none(text: str) -> object:
     try:
         return json.loads(text)
     except (ValueError, RecursionError):

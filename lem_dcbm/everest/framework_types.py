@@ -26,7 +26,7 @@ _LOGGER = logging.getLogger(__name__)
 TYPE_FILES = ("powermeter", "units", "units_signed", "temperature")
 
 
-def derive(node: object) -> Any:
+def derive(node: object) -> object:
     """An EVerest type schema as draft-7: descriptions and keys beside ``$ref`` go, refs are local.
 
     ``/units_signed#/SignedMeterValue`` becomes ``#/definitions/units_signed/SignedMeterValue``;

@@ -127,7 +127,7 @@ def encode(value: object) -> bytes:
     return json.dumps(_clean(value), separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def _clean(value: object) -> Any:
+def _clean(value: object) -> object:
     if isinstance(value, str):
         return value.encode("utf-8", "replace").decode("utf-8")
     if isinstance(value, dict):

@@ -238,12 +238,12 @@ class Transport(Protocol):
         ...
 
 
-def interface_socket_options(interface: str) -> list[tuple[int, int, Any]]:
+def interface_socket_options(interface: str) -> list[tuple[int, int, int | bytes]]:
     """Socket options that send every request out of network ``interface`` ("" for any).
 
     Raises ``ConfigError`` naming ``interface`` when the machine has no such interface.
     """
-    options: list[tuple[int, int, Any]] = list(HTTPConnection.default_socket_options)
+    options: list[tuple[int, int, int | bytes]] = list(HTTPConnection.default_socket_options)
     if not interface:
         return options
     try:

@@ -210,7 +210,7 @@ def pagination_of(record: str) -> int | None:
         return None
 
 
-def _session_key(record: str) -> tuple[Any, Any, Any]:
+def _session_key(record: str) -> tuple[object, object, object]:
     payload = parse_ocmf(record).payload
     begin = next((r for r in readings_of(payload) if r.kind == BEGIN), None)
     return payload.get("MS"), payload.get("PG"), begin.time if begin else None

@@ -12,10 +12,9 @@ import io
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from typing import Any
 
 from lem_dcbm.journal import JournalEntry
-from lem_dcbm.json_types import JsonMapping, JsonObject
+from lem_dcbm.json_types import JsonMapping, JsonObject, JsonValue
 from lem_dcbm.records.checks import RecordVerdict
 from lem_dcbm.records.late_record import (
     KeptRecord,
@@ -253,7 +252,7 @@ def export_ocmf(rows: Sequence[TransactionReport]) -> tuple[str, list[str]]:
     return "".join(lines), skipped
 
 
-def _blank(value: object) -> Any:
+def _blank(value: JsonValue) -> JsonValue:
     if value is None:
         return ""
     if isinstance(value, bool):

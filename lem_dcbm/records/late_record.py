@@ -17,6 +17,7 @@ the record (in the journal, on a disk anybody with access may edit) never vouche
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from typing import Any
@@ -162,7 +163,7 @@ def kept_record_from_entry(entry: JournalEntry) -> KeptRecord | None:
     )
 
 
-def expectation_of(data: Any) -> RecordExpectation:
+def expectation_of(data: Mapping[str, object]) -> RecordExpectation:
     """What a transaction's record must say, from the facts the journal stored with it."""
     return RecordExpectation(
         meter_id=_text(data.get("meter_id")) or None,

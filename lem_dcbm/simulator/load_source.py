@@ -23,7 +23,7 @@ import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -162,7 +162,9 @@ class MqttLoadSource:
         )
         self._client.reconnect_delay_set(1, 10)
 
-    def _on_connect(self, client: Any, _userdata: Any, _flags: Any, reason: Any, _p: Any) -> None:
+    def _on_connect(
+        self, client: mqtt.Client, _userdata: object, _flags: object, reason: object, _p: object
+    ) -> None:
         if getattr(reason, "is_failure", False):
             _LOGGER.warning("load broker %s:%d refused: %s", self._host, self._port, reason)
             return

@@ -311,7 +311,7 @@ class MeterRequestHandler(BaseHTTPRequestHandler):
 
     # -- the control API --------------------------------------------------------------
 
-    def _control(self, method: str, path: str, body: object) -> Any:
+    def _control(self, method: str, path: str, body: object) -> object:
         server, device = self.server, self.server.device
         route = (method, path.rstrip("/"))
         if route == ("GET", "/_sim/state"):

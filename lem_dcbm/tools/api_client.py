@@ -91,7 +91,7 @@ class ApiClient:
         """Publish any bytes with QoS 2 (a hostile or broken bridge, in tests)."""
         self._bus.publish(topic, payload)
 
-    def request(self, name: str, payload: object, timeout_s: float = 10.0) -> Any:
+    def request(self, name: str, payload: object, timeout_s: float = 10.0) -> object:
         """Send request ``name`` with ``payload``; return the decoded reply."""
         token = str(uuid.uuid4())
         inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 COLUMNS = (
     ("time (UTC)", 24),
     ("import Wh", 12),
@@ -20,7 +18,7 @@ def header() -> str:
     return " ".join(name.rjust(width) for name, width in COLUMNS)
 
 
-def _total(value: object, key: str) -> Any:
+def _total(value: object, key: str) -> object:
     part = value.get(key) if isinstance(value, dict) else None
     return part.get("total", part.get("DC")) if isinstance(part, dict) else None
 
