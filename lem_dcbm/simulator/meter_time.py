@@ -6,7 +6,6 @@ import calendar
 import re
 from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
-from typing import Any
 
 _TZ = re.compile(r"^([+-])(\d{2}):(\d{2})$")
 _HOUR = re.compile(r"^T(\d{2}):(\d{2})Z$")
@@ -66,8 +65,10 @@ def check_transition(rule: object) -> None:
         raise ValueError("hour must look like T01:00Z")
 
 
-def transition_moment(rule: Mapping[str, Any], year: int) -> datetime:
-    """The UTC moment a DST transition rule names in ``year``."""
+def transition_moment(rule: object, year: int) -> datetime:
+    """The UTC moment a DST transition rule (checked by ``check_rule``) names in ``year``."""
+    if not isinstance(rule, Mapping):
+        raise ValueError("a DST transition rule is an object")
     month = MONTHS.index(rule["month"]) + 1
     weekday = DAYS.index(rule["day"])
     days = [
@@ -82,7 +83,7 @@ def transition_moment(rule: Mapping[str, Any], year: int) -> datetime:
     return datetime(year, month, day, int(match.group(1)), int(match.group(2)), tzinfo=timezone.utc)
 
 
-def dst_offset(moment_utc: datetime, dst: Mapping[str, Any]) -> timedelta:
+def dst_offset(moment_utc: datetime, dst: Mapping[str, object]) -> timedelta:
     """The daylight saving shift in force at ``moment_utc`` under the rule ``dst``."""
     if not dst.get("activated"):
         return timedelta(0)
@@ -90,7 +91,9 @@ def dst_offset(moment_utc: datetime, dst: Mapping[str, Any]) -> timedelta:
     end = transition_moment(dst["end"], moment_utc.year)
     # Southern-hemisphere rules start late in the year and end early in the next.
     inside = start <= moment_utc < end if start < end else moment_utc >= start or moment_utc < end
-    return timedelta(minutes=int(dst.get("offset", 60))) if inside else timedelta(0)
+    offset = dst.get("offset", 60)
+    minutes = offset if isinstance(offset, int | float | str) else 60
+    return timedelta(minutes=int(minutes)) if inside else timedelta(0)
 
 
 def local_time(moment_utc: datetime, tz_offset: timedelta, dst: Mapping[str, object]) -> datetime:
