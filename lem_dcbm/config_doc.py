@@ -27,13 +27,14 @@ def _default(spec: Mapping[str, object]) -> str:
     return f"`{text}`".replace("|", "\\|")
 
 
-def _range(key: str, spec: Mapping[str, Any]) -> str:
+def _range(key: str, spec: Mapping[str, object]) -> str:
     clamp = CLAMPS.get(key)
     if clamp is not None:
         return f"any; {clamp.lowest}..{'' if clamp.highest is None else clamp.highest} used"
     parts = []
-    if "enum" in spec:
-        parts.append(" / ".join(str(v) for v in spec["enum"]))
+    choices = spec.get("enum")
+    if isinstance(choices, list):
+        parts.append(" / ".join(str(v) for v in choices))
     if "minimum" in spec or "maximum" in spec:
         parts.append(f"{spec.get('minimum', '')}..{spec.get('maximum', '')}")
     return ", ".join(parts)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import TypeVar
 from urllib.parse import quote
 
 from lem_dcbm.errors import ConfigError, MeterBodyError, MeterStatusError
@@ -143,7 +143,7 @@ class MeterClient:
         expected: int,
         json_body: object = None,
         timeout_s: float | None = None,
-    ) -> tuple[int, str, Any]:
+    ) -> tuple[int, str, object]:
         status, text = self._call(method, path, expected, json_body, timeout_s)
         try:
             return status, text, json.loads(text)

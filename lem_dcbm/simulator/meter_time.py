@@ -27,7 +27,7 @@ MONTHS = (
 )
 
 
-def parse_utc(text: str) -> datetime:
+def parse_utc(text: object) -> datetime:
     """Parse an RFC 3339 time (``Z`` or an offset, optional fraction) into aware UTC."""
     if not isinstance(text, str) or "T" not in text:
         raise ValueError("not an RFC 3339 date-time")
