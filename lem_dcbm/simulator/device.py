@@ -551,20 +551,20 @@ class SimulatedMeter:
             live["time"] = {"utc": utc.strftime("%Y-%m-%dT%H:%M:%SZ"), **live["time"]}
             return live
 
-    def put_settings(self, body: Any) -> JsonObject:
+    def put_settings(self, request: object) -> JsonObject:
         """``PUT /v1/settings``: apply a partial write; ``result`` 0 during a transaction."""
         with self._lock:
             record: dict[str, Any] = {
                 "monotonic": self._clock.monotonic(),
                 "at": rfc3339(self._clock.utc_now()),
                 "since_power_on_s": self._clock.monotonic() - self._power_on,
-                "body": body,
+                "body": request,
                 "accepted": False,
                 "persisted": False,
             }
             self._settings_writes.append(record)
             try:
-                check_write(body)
+                body = check_write(request)
             except FieldError as exc:
                 record["error"] = exc.message
                 raise
@@ -575,9 +575,10 @@ class SimulatedMeter:
             self._apply(self._live, body)
             if persisted:
                 self._apply(self._stored, body)
-            if "time" in body and "utc" in body["time"]:
-                self._clock_offset = parse_utc(body["time"]["utc"]) - self._clock.utc_now()
-            elif body.get("ntp", {}).get("ntpActivated") is True:
+            time, ntp = body.get("time"), body.get("ntp")
+            if isinstance(time, Mapping) and "utc" in time:
+                self._clock_offset = parse_utc(time["utc"]) - self._clock.utc_now()
+            elif isinstance(ntp, Mapping) and ntp.get("ntpActivated") is True:
                 # Our NTP servers are the host's clock.
                 self._clock_offset = timedelta(0)
                 self._start_ntp_sync()

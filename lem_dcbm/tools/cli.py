@@ -151,7 +151,7 @@ def _watch(consumer: Consumer, args: argparse.Namespace) -> int:
 
 def _other_mode(
     consumer: Consumer, args: argparse.Namespace
-) -> tuple[Consumer, queue.SimpleQueue[Any]] | None:
+) -> tuple[Consumer, queue.SimpleQueue[object]] | None:
     """A consumer of the protocol not asked for, and what it hears; None if unreachable."""
     broker = broker_from_args(args)
     other: Consumer = (
@@ -159,7 +159,7 @@ def _other_mode(
         if isinstance(consumer, ApiClient)
         else ApiClient(broker, args.module_id)
     )
-    heard: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    heard: queue.SimpleQueue[object] = queue.SimpleQueue()
     try:
         other.connect()
         other.on_var("powermeter", heard.put)
