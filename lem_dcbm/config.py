@@ -303,7 +303,7 @@ def _clamped(key: str, value: int, clamp: Clamp) -> int:
     return value
 
 
-def _check_schema(key: str, value: Any, spec: dict[str, Any]) -> None:
+def _check_schema(key: str, value: object, spec: dict[str, Any]) -> None:
     check = compile_check(spec)
     if check is not None and check(value):
         return
@@ -439,7 +439,7 @@ def runtime_keys(manifest: Mapping[str, Any] | None = None) -> frozenset[str]:
 
 
 def config_with_change(
-    config: ModuleConfig, key: str, value: Any, manifest: Mapping[str, Any] | None = None
+    config: ModuleConfig, key: str, value: object, manifest: Mapping[str, Any] | None = None
 ) -> ModuleConfig:
     """``config`` with ``key`` set to ``value``, validated exactly as at start-up.
 
@@ -496,7 +496,7 @@ _Yaml12Loader.add_implicit_resolver(
 )
 
 
-def _load_yaml(text: str) -> Any:
+def _load_yaml(text: str) -> object:
     loader = _Yaml12Loader(text)
     try:
         return loader.get_single_data()
@@ -586,8 +586,8 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     return f"not valid YAML{where}: {' '.join(str(problem).split())}"
 
 
-def _entry_values(entry: Mapping[str, object], module_id: str) -> dict[str, Any]:
-    values: dict[str, Any] = {}
+def _entry_values(entry: Mapping[str, object], module_id: str) -> dict[str, object]:
+    values: dict[str, object] = {}
     module_values = entry.get("config_module") or {}
     if not isinstance(module_values, dict):
         raise ConfigError("config_module", f"of '{module_id}' is not a mapping")
@@ -607,7 +607,7 @@ def _entry_values(entry: Mapping[str, object], module_id: str) -> dict[str, Any]
     return values
 
 
-def config_from_manager_parameters(params: list[dict[str, Any]]) -> ModuleConfig:
+def config_from_manager_parameters(params: object) -> ModuleConfig:
     """Build the config from the manager's ``configuration_parameters["!module"]`` list."""
     values: dict[str, Any] = {}
     if not isinstance(params, list):
@@ -627,7 +627,7 @@ def config_from_manager_parameters(params: list[dict[str, Any]]) -> ModuleConfig
 _INTEGER_TEXT = re.compile(r"-?(?:0|[1-9][0-9]*)", re.ASCII)
 
 
-def _from_text(key: str, value: object, datatype: object) -> Any:
+def _from_text(key: str, value: object, datatype: object) -> object:
     """Values arrive typed; a string for a non-string datatype is converted as the manager does.
 
     Only the canonical text of an integer is read as one, so the value a change stores is
