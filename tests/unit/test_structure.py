@@ -79,3 +79,24 @@ def test_no_alias_stands_for_any() -> None:
     """``X = Any`` would hide ``Any`` from the count above: type JSON as ``json_types`` does."""
     bare = {where for where, value in _aliases().values() if value in ("Any", "typing.Any")}
     assert bare == set()
+
+
+def test_the_service_never_asks_which_adapter_it_holds() -> None:
+    """Mode differences are members of ``PowermeterAdapter``, not ``isinstance`` branches."""
+    tree = ast.parse((PACKAGE / "service.py").read_text(encoding="utf-8"))
+    asked = [
+        ast.unparse(node)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and ast.unparse(node.func) == "isinstance"
+        and "Adapter" in ast.unparse(node.args[1])
+    ]
+    assert asked == []
+
+
+def test_the_core_builds_no_everest_type() -> None:
+    """The core speaks its own types; EVerest's names appear only in the adapters."""
+    everest_keys = ("energy_Wh_import", "identification_data", "transaction_min_stop_time")
+    for path in sorted((PACKAGE / "core").glob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        assert not [key for key in everest_keys if f'"{key}"' in text], path.name
