@@ -81,7 +81,7 @@ AdapterT = TypeVar("AdapterT", bound=PowermeterAdapter)
 
 
 class LateBoundHandlers:
-    """The controller's commands as EVerest answers, once the meter is set up.
+    """The controller's commands for both adapters, once the meter is set up.
 
     The adapter subscribes before the controller exists (in manager mode even before the
     configuration is known), and a broker hands over calls it kept across a restart at
