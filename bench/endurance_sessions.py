@@ -54,6 +54,7 @@ from lem_dcbm.config import ModuleConfig  # noqa: E402
 from lem_dcbm.core.controller import MeterController  # noqa: E402
 from lem_dcbm.core.record_book import RecordBook  # noqa: E402
 from lem_dcbm.core.timesync import TimeSync  # noqa: E402
+from lem_dcbm.everest.shapes import transaction_request
 from lem_dcbm.journal import TransactionJournal  # noqa: E402
 from lem_dcbm.meter.client import MeterClient  # noqa: E402
 from lem_dcbm.records.late_record import KeptRecord  # noqa: E402
@@ -274,7 +275,7 @@ class Year:
             "identification_data": f"card-{number % 97}",
         }
         try:
-            started = self.controller.start_transaction(request)
+            started = self.controller.start_transaction(transaction_request(request))
         except SimulatedCrash:
             self.crashed()
             return

@@ -8,9 +8,9 @@ deep ends in ``RecursionError`` (or worse on a thread with a small stack), which
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from lem_dcbm.errors import LemDcbmError
+from lem_dcbm.json_types import JsonValue
 
 #: Deepest nesting of arrays and objects parsed; a valid call is nested 5 levels at most.
 MAX_JSON_DEPTH = 32
@@ -42,7 +42,7 @@ def nesting_depth(text: str) -> int:
     return deepest
 
 
-def loads_bounded(text: str, max_depth: int = MAX_JSON_DEPTH) -> Any:
+def loads_bounded(text: str, max_depth: int = MAX_JSON_DEPTH) -> JsonValue:
     """``json.loads``, refusing text nested deeper than ``max_depth`` with ``TooDeep``.
 
     Raises ``ValueError`` (``TooDeep`` included) for anything that is not JSON.
@@ -50,4 +50,5 @@ def loads_bounded(text: str, max_depth: int = MAX_JSON_DEPTH) -> Any:
     depth = nesting_depth(text)
     if depth > max_depth:
         raise TooDeep(f"nested {depth} levels deep, more than the {max_depth} allowed")
-    return json.loads(text)
+    value: JsonValue = json.loads(text)
+    return value

@@ -158,7 +158,7 @@ class RefusePassword(argparse.Action):
         self,
         parser: argparse.ArgumentParser,
         namespace: argparse.Namespace,
-        values: Any,
+        values: object,
         option_string: str | None = None,
     ) -> None:
         """Stop with a usage error; the value is never repeated."""

@@ -264,7 +264,7 @@ def config_from_mapping(
     return ModuleConfig(**{key: value for key, value in complete.items() if key in known})
 
 
-def unknown_key_problem(key: str, known: Mapping[str, Any]) -> str:
+def unknown_key_problem(key: str, known: Mapping[str, object]) -> str:
     """``unknown key``, with the closest known key when one is close enough to be meant."""
     close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.75)
     if not close:
@@ -274,7 +274,7 @@ def unknown_key_problem(key: str, known: Mapping[str, Any]) -> str:
     return f"unknown key (not declared in manifest.yaml){hint}"
 
 
-def _missing_problem(key: str, values: Mapping[str, Any]) -> str:
+def _missing_problem(key: str, values: Mapping[str, object]) -> str:
     """``missing``, or where the key is when it sits one level too deep (indentation)."""
     for parent, value in values.items():
         if isinstance(value, Mapping) and key in value:
@@ -305,7 +305,7 @@ def _clamped(key: str, value: int, clamp: Clamp) -> int:
     return value
 
 
-def _check_schema(key: str, value: Any, spec: dict[str, Any]) -> None:
+def _check_schema(key: str, value: object, spec: dict[str, Any]) -> None:
     check = compile_check(spec)
     if check is not None and check(value):
         return
@@ -327,7 +327,7 @@ def _check_schema(key: str, value: Any, spec: dict[str, Any]) -> None:
     raise ConfigError(key, cut(error.message, 200))
 
 
-def _describe(value: Any) -> str:
+def _describe(value: object) -> str:
     kind = {bool: "boolean", int: "integer", float: "number", str: "string"}.get(type(value))
     if kind is None:
         kind = (
@@ -441,7 +441,7 @@ def runtime_keys(manifest: Mapping[str, Any] | None = None) -> frozenset[str]:
 
 
 def config_with_change(
-    config: ModuleConfig, key: str, value: Any, manifest: Mapping[str, Any] | None = None
+    config: ModuleConfig, key: str, value: object, manifest: Mapping[str, Any] | None = None
 ) -> ModuleConfig:
     """``config`` with ``key`` set to ``value``, validated exactly as at start-up.
 
@@ -498,7 +498,7 @@ _Yaml12Loader.add_implicit_resolver(
 )
 
 
-def _load_yaml(text: str) -> Any:
+def _load_yaml(text: str) -> object:
     loader = _Yaml12Loader(text)
     try:
         return loader.get_single_data()
@@ -563,7 +563,7 @@ def load_everest_config_file(path: Path, module_id: str | None) -> tuple[str, Mo
         ) from err
 
 
-def _check_entry_level(entry: Mapping[str, Any], module_id: str) -> None:
+def _check_entry_level(entry: Mapping[str, object], module_id: str) -> None:
     """A config key written beside ``config_module`` instead of under it (indentation)."""
     config_keys = _packaged_manifest()["config"]
     under = entry.get("config_module")
@@ -588,8 +588,8 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     return f"not valid YAML{where}: {' '.join(str(problem).split())}"
 
 
-def _entry_values(entry: Mapping[str, Any], module_id: str) -> dict[str, Any]:
-    values: dict[str, Any] = {}
+def _entry_values(entry: Mapping[str, object], module_id: str) -> dict[str, object]:
+    values: dict[str, object] = {}
     module_values = entry.get("config_module") or {}
     if not isinstance(module_values, dict):
         raise ConfigError("config_module", f"of '{module_id}' is not a mapping")
@@ -609,7 +609,7 @@ def _entry_values(entry: Mapping[str, Any], module_id: str) -> dict[str, Any]:
     return values
 
 
-def config_from_manager_parameters(params: list[dict[str, Any]]) -> ModuleConfig:
+def config_from_manager_parameters(params: object) -> ModuleConfig:
     """Build the config from the manager's ``configuration_parameters["!module"]`` list."""
     values: dict[str, Any] = {}
     if not isinstance(params, list):
@@ -629,7 +629,7 @@ def config_from_manager_parameters(params: list[dict[str, Any]]) -> ModuleConfig
 _INTEGER_TEXT = re.compile(r"-?(?:0|[1-9][0-9]*)", re.ASCII)
 
 
-def _from_text(key: str, value: Any, datatype: object) -> Any:
+def _from_text(key: str, value: object, datatype: object) -> object:
     """Values arrive typed; a string for a non-string datatype is converted as the manager does.
 
     Only the canonical text of an integer is read as one, so the value a change stores is

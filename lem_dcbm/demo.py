@@ -71,12 +71,12 @@ class Watcher:
         consumer.on_var("powermeter", self._powermeter)
         consumer.on_var("public_key_ocmf", self._key)
 
-    def _powermeter(self, value: Any) -> None:
+    def _powermeter(self, value: object) -> None:
         with self.changed:
             self.values.append(value)
             self.changed.notify_all()
 
-    def _key(self, value: Any) -> None:
+    def _key(self, value: object) -> None:
         with self.changed:
             self.public_key = str(value)
             self.changed.notify_all()
@@ -132,7 +132,7 @@ def run_demo(workdir: Path, *, everest_api: bool = False) -> bool:
 NOTHING_RUNNING = "no transaction running"
 
 
-def boot_stop_summary(retval: Any) -> str:
+def boot_stop_summary(retval: object) -> str:
     """One line on the answer to EvseManager's boot-time ``stop_transaction("")``.
 
     After a boot nothing runs, so UNEXPECTED_ERROR "no transaction running" is the

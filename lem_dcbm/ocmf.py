@@ -22,6 +22,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from lem_dcbm.json_types import JsonObject
+
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import ec
     from ecdsa import VerifyingKey
@@ -53,7 +55,7 @@ class OcmfRecord:
     signature_hex: str
 
 
-def _object_at(text: str, start: int, what: str) -> tuple[dict[str, Any], int]:
+def _object_at(text: str, start: int, what: str) -> tuple[JsonObject, int]:
     """Decode the JSON object at ``start`` (after blanks); return it and its end index."""
     begin = start
     while begin < len(text) and text[begin] in " \t\r\n":

@@ -15,7 +15,7 @@ import logging
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple
+from typing import Literal, NamedTuple
 
 from lem_dcbm.config import ModuleConfig, config_with_change, runtime_keys
 from lem_dcbm.core.controller import ControllerSettings, MeterController
@@ -124,7 +124,7 @@ class RuntimeConfig:
         """The configuration in use now."""
         return self._config
 
-    def change(self, key: str, value: Any) -> ChangeAnswer:
+    def change(self, key: str, value: object) -> ChangeAnswer:
         """Validate ``key = value`` as start-up does; apply it now if ``key`` allows it."""
         with self._lock:
             try:

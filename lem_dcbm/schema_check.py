@@ -24,11 +24,11 @@ import numbers
 import operator
 import re
 from collections.abc import Callable, Mapping, Sequence, Sized
-from typing import Any
 
 from lem_dcbm.errors import LemDcbmError
 
-Check = Callable[[Any], bool]
+#: A compiled schema: True when a value conforms.
+Check = Callable[[object], bool]
 #: A format's check: False (or ValueError) for a string not in that format.
 FormatCheck = Callable[[str], bool]
 
@@ -60,11 +60,11 @@ class Unsupported(LemDcbmError):  # a signal that never leaves compile_check
     """The schema uses a keyword this module does not compile."""
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: object) -> bool:
     return isinstance(value, numbers.Number) and not isinstance(value, bool)
 
 
-def _is_integer(value: Any) -> bool:
+def _is_integer(value: object) -> bool:
     if isinstance(value, bool):
         return False
     if isinstance(value, float):
@@ -83,7 +83,7 @@ _TYPES: Mapping[str, Check] = {
 }
 
 
-def _unbool(value: Any) -> Any:
+def _unbool(value: object) -> object:
     if value is True:
         return _TRUE
     if value is False:
@@ -94,7 +94,7 @@ def _unbool(value: Any) -> Any:
 _TRUE, _FALSE = object(), object()
 
 
-def equal(one: Any, two: Any) -> bool:
+def equal(one: object, two: object) -> bool:
     """JSON equality as jsonschema judges it: ``True`` is not ``1``, ``1`` is ``1.0``."""
     if one is two:
         return True
@@ -107,7 +107,7 @@ def equal(one: Any, two: Any) -> bool:
     return bool(_unbool(one) == _unbool(two))
 
 
-def compile_check(schema: Any, formats: Mapping[str, FormatCheck] | None = None) -> Check | None:
+def compile_check(schema: object, formats: Mapping[str, FormatCheck] | None = None) -> Check | None:
     """A predicate with jsonschema's draft-7 verdict on ``schema``, or None (see module doc)."""
     try:
         return _compile(schema, formats or {})
@@ -115,7 +115,7 @@ def compile_check(schema: Any, formats: Mapping[str, FormatCheck] | None = None)
         return None
 
 
-def _compile(schema: Any, formats: Mapping[str, FormatCheck]) -> Check:
+def _compile(schema: object, formats: Mapping[str, FormatCheck]) -> Check:
     if schema is True:
         return lambda value: True
     if schema is False:
@@ -144,9 +144,11 @@ def _compile(schema: Any, formats: Mapping[str, FormatCheck]) -> Check:
     return lambda value: all(check(value) for check in checks)
 
 
-def _type_check(kind: Any) -> Check:
-    names = [kind] if isinstance(kind, str) else list(kind)
+def _type_check(kind: object) -> Check:
+    names = [kind] if isinstance(kind, str) else kind
     try:
+        if not isinstance(names, list):
+            raise TypeError(kind)
         tests = [_TYPES[name] for name in names]
     except (KeyError, TypeError) as exc:
         raise Unsupported(f"type {kind!r}") from exc
@@ -156,7 +158,7 @@ def _type_check(kind: Any) -> Check:
 
 
 #: Numeric keywords and the comparison that fails a value against the keyword's limit.
-_BOUNDS: Mapping[str, Callable[[Any, Any], bool]] = {
+_BOUNDS: Mapping[str, Callable[[float, float], bool]] = {
     "minimum": operator.lt,
     "maximum": operator.gt,
     "exclusiveMinimum": operator.le,
@@ -164,47 +166,62 @@ _BOUNDS: Mapping[str, Callable[[Any, Any], bool]] = {
 }
 
 
-def _number_checks(schema: Mapping[str, Any]) -> list[Check]:
+def _number_checks(schema: Mapping[str, object]) -> list[Check]:
     checks: list[Check] = []
     for keyword, fails in _BOUNDS.items():
         if keyword not in schema:
             continue
         limit = schema[keyword]
-        if not _is_number(limit):
+        if not isinstance(limit, int | float) or isinstance(limit, bool):
             raise Unsupported(f"{keyword} {limit!r}")
 
         def within(
-            value: Any, fails: Callable[[Any, Any], bool] = fails, limit: Any = limit
+            value: object, fails: Callable[[float, float], bool] = fails, limit: float = limit
         ) -> bool:
-            return not (_is_number(value) and fails(value, limit))
+            return not (
+                isinstance(value, int | float)
+                and not isinstance(value, bool)
+                and fails(value, limit)
+            )
 
         checks.append(within)
     return checks
 
 
 def _length_checks(
-    schema: Mapping[str, Any], kind: type[Sized], least: str, most: str
+    schema: Mapping[str, object], kind: type[Sized], least: str, most: str
 ) -> list[Check]:
     """Checks of ``len()`` for values of ``kind`` (strings: code points, as jsonschema)."""
     checks: list[Check] = []
     if least in schema:
-        shortest = schema[least]
+        shortest = _count(schema, least)
         checks.append(lambda value: not isinstance(value, kind) or len(value) >= shortest)
     if most in schema:
-        longest = schema[most]
+        longest = _count(schema, most)
         checks.append(lambda value: not isinstance(value, kind) or len(value) <= longest)
     return checks
 
 
-def _string_checks(schema: Mapping[str, Any], formats: Mapping[str, FormatCheck]) -> list[Check]:
+def _count(schema: Mapping[str, object], keyword: str) -> int:
+    value = schema[keyword]
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise Unsupported(f"{keyword} {value!r}")
+    return value
+
+
+def _string_checks(schema: Mapping[str, object], formats: Mapping[str, FormatCheck]) -> list[Check]:
     checks = _length_checks(schema, str, "minLength", "maxLength")
     if "pattern" in schema:
-        pattern = re.compile(schema["pattern"])
+        source = schema["pattern"]
+        if not isinstance(source, str):
+            raise Unsupported(f"pattern {source!r}")
+        pattern = re.compile(source)
         checks.append(lambda value: not isinstance(value, str) or bool(pattern.search(value)))
-    format_check = formats.get(schema.get("format", ""))
+    name = schema.get("format", "")
+    format_check = formats.get(name) if isinstance(name, str) else None
     if format_check is not None:
 
-        def conforms(value: Any, check: FormatCheck = format_check) -> bool:
+        def conforms(value: object, check: FormatCheck = format_check) -> bool:
             if not isinstance(value, str):
                 return True
             try:
@@ -216,7 +233,7 @@ def _string_checks(schema: Mapping[str, Any], formats: Mapping[str, FormatCheck]
     return checks
 
 
-def _array_checks(schema: Mapping[str, Any], formats: Mapping[str, FormatCheck]) -> list[Check]:
+def _array_checks(schema: Mapping[str, object], formats: Mapping[str, FormatCheck]) -> list[Check]:
     checks = _length_checks(schema, list, "minItems", "maxItems")
     if "items" in schema:
         if isinstance(schema["items"], list):
@@ -226,19 +243,22 @@ def _array_checks(schema: Mapping[str, Any], formats: Mapping[str, FormatCheck])
     return checks
 
 
-def _object_checks(schema: Mapping[str, Any], formats: Mapping[str, FormatCheck]) -> list[Check]:
+def _object_checks(schema: Mapping[str, object], formats: Mapping[str, FormatCheck]) -> list[Check]:
     checks: list[Check] = []
     if "required" in schema:
-        required = list(schema["required"])
+        required = schema["required"]
+        if not isinstance(required, list):
+            raise Unsupported(f"required {required!r}")
         checks.append(
             lambda value: not isinstance(value, dict) or all(k in value for k in required)
         )
-    properties: dict[str, Check] = {
-        name: _compile(sub, formats) for name, sub in schema.get("properties", {}).items()
-    }
+    declared = schema.get("properties", {})
+    if not isinstance(declared, dict):
+        raise Unsupported(f"properties {declared!r}")
+    properties: dict[str, Check] = {name: _compile(sub, formats) for name, sub in declared.items()}
     if properties:
 
-        def known(value: Any) -> bool:
+        def known(value: object) -> bool:
             if not isinstance(value, dict):
                 return True
             return all(check(value[name]) for name, check in properties.items() if name in value)
@@ -247,7 +267,7 @@ def _object_checks(schema: Mapping[str, Any], formats: Mapping[str, FormatCheck]
     if "additionalProperties" in schema:
         extra = _compile(schema["additionalProperties"], formats)
 
-        def others(value: Any) -> bool:
+        def others(value: object) -> bool:
             if not isinstance(value, dict):
                 return True
             return all(extra(item) for key, item in value.items() if key not in properties)

@@ -37,30 +37,32 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
+from typing import TypeVar
 
 from lem_dcbm.clock import Clock, SystemClock, rfc3339
 from lem_dcbm.config import BrokerSettings, ModuleConfig
 from lem_dcbm.core.controller import MeterController
 from lem_dcbm.core.health_monitor import HealthMonitor
 from lem_dcbm.core.host_clock_trust import HostClockCheck
-from lem_dcbm.core.ports import Alerts, EverestOutputs, LateRecords
+from lem_dcbm.core.ports import (
+    Alerts,
+    EverestOutputs,
+    LateRecords,
+    PowermeterAdapter,
+    RecordTopics,
+)
 from lem_dcbm.core.ready_loop import LoopTiming, ReadyLoop
 from lem_dcbm.core.record_book import RecordBook
+from lem_dcbm.core.results import StartResult, StopResult, TransactionRequest
 from lem_dcbm.core.temperature_monitor import TemperatureMonitor
 from lem_dcbm.core.timesync import TimeSync
 from lem_dcbm.errors import ConfigError
-from lem_dcbm.everest import results
 from lem_dcbm.everest.adapter import EverestAdapter
 from lem_dcbm.everest.bus import BrokerRefused, BrokerUnavailable
-from lem_dcbm.everest.error_policy import PolicedOutputs
 from lem_dcbm.everest.meter_claim import MeterClaim
-from lem_dcbm.everest.presence import (
-    InstanceGuard,
-    TakeoverWatch,
-    takeover_message,
-)
+from lem_dcbm.everest.presence import InstanceGuard
 from lem_dcbm.journal import TransactionJournal
+from lem_dcbm.json_types import JsonObject
 from lem_dcbm.meter.client import MeterClient
 from lem_dcbm.records.late_record import KeptRecord, kept_record_from_entry
 from lem_dcbm.retry import RetryPolicy
@@ -73,15 +75,13 @@ from lem_dcbm.runtime_config import (
 )
 from lem_dcbm.startup_gate import StartupGate
 
-if TYPE_CHECKING:
-    # Imported where the API mode is chosen: the module protocol's run does without it.
-    from lem_dcbm.everest_api.adapter import ApiAdapter
-
 _LOGGER = logging.getLogger(__name__)
+
+AdapterT = TypeVar("AdapterT", bound=PowermeterAdapter)
 
 
 class LateBoundHandlers:
-    """The controller's commands as EVerest answers, once the meter is set up.
+    """The controller's commands for both adapters, once the meter is set up.
 
     The adapter subscribes before the controller exists (in manager mode even before the
     configuration is known), and a broker hands over calls it kept across a restart at
@@ -91,21 +91,19 @@ class LateBoundHandlers:
     def __init__(self, clock: Clock) -> None:
         self.gate: StartupGate[MeterController] = StartupGate(clock)
 
-    def start_transaction(self, value: dict[str, Any]) -> dict[str, Any]:
+    def start_transaction(self, request: TransactionRequest) -> StartResult:
         """Forward to the controller once the meter is set up, or say why not."""
-        admitted = self.gate.admit(f"start_transaction of {value.get('transaction_id', '')!r}")
+        admitted = self.gate.admit(f"start_transaction of {request.transaction_id!r}")
         if isinstance(admitted, str):
-            return results.failed(admitted)
-        result = admitted.target.start_transaction(value, received_at=admitted.arrived)
-        return results.start_response(result)
+            return StartResult(error=admitted)
+        return admitted.target.start_transaction(request, received_at=admitted.arrived)
 
-    def stop_transaction(self, transaction_id: str) -> dict[str, Any]:
+    def stop_transaction(self, transaction_id: str) -> StopResult:
         """Forward to the controller once the meter is set up, or say why not."""
         admitted = self.gate.admit(f"stop_transaction of {transaction_id!r}")
         if isinstance(admitted, str):
-            return results.failed(admitted)
-        result = admitted.target.stop_transaction(transaction_id, received_at=admitted.arrived)
-        return results.stop_response(result)
+            return StopResult(error=admitted)
+        return admitted.target.stop_transaction(transaction_id, received_at=admitted.arrived)
 
 
 @dataclass
@@ -192,22 +190,6 @@ class VendorWarnings:
     def clear(self, sub_type: str) -> None:
         """Clear ``VendorWarning``/``sub_type``."""
         self._outputs.clear_error(VENDOR_WARNING, sub_type)
-
-
-class RecordTopics(Protocol):
-    """Where an adapter publishes late records (both adapters do it the same way)."""
-
-    def publish_late_record(self, record: KeptRecord, published_at: str) -> bool:
-        """Publish ``record`` retained."""
-        ...
-
-    def late_record_topic(self, transaction_id: str) -> str:
-        """The retained topic of ``transaction_id``'s record."""
-        ...
-
-
-#: The bus side: EVerest's module protocol, or its external powermeter API.
-Adapter: TypeAlias = "EverestAdapter | ApiAdapter"
 
 
 class LateRecordRoad:
@@ -367,8 +349,6 @@ class Service:
         self._outputs: EverestOutputs | None = None
         self._conflict: str | None = None
         self._conflict_lock = threading.Lock()
-        #: API mode: where a request's replyTo may point besides the API's reply space.
-        self._api_reply_prefixes: tuple[str, ...] = ()
 
     def install_signal_handlers(self) -> None:
         """Make SIGTERM and SIGINT end the service cleanly."""
@@ -392,15 +372,14 @@ class Service:
         """
 
         def run() -> int:
-            self._api_reply_prefixes = config.api_reply_prefixes
-            adapter = self._connect(config.error_namespace)
+            adapter = self._connect(lambda: self._new_adapter(config))
             if adapter is None:
                 return 0  # stopped before the broker ever answered
             return self._serve(adapter, config, wait_global_ready=False)
 
         return self._guarded(run)
 
-    def run_with_manager(self, load: Callable[[list[dict[str, Any]]], ModuleConfig]) -> int:
+    def run_with_manager(self, load: Callable[[list[JsonObject]], ModuleConfig]) -> int:
         """Run under the EVerest manager: config over MQTT, ready handshake, shutdown.
 
         Raises ``DuplicateInstance`` when another instance runs with this module id.
@@ -409,10 +388,11 @@ class Service:
             raise ConfigError("--everest-api", "the API mode runs from a config file: lem-dcbm run")
 
         def run() -> int:
-            adapter = self._connect("powermeter")
+            adapter = self._connect(
+                lambda: EverestAdapter(self._broker, self.module_id, self._handlers)
+            )
             if adapter is None:
                 return 0
-            assert isinstance(adapter, EverestAdapter)
             try:
                 config = load(adapter.fetch_manager_config())
             except Exception:
@@ -458,19 +438,6 @@ class Service:
         if conflict is not None:
             outputs.raise_error(VENDOR_ERROR, DUPLICATE_MODULE_ID, conflict, "High")
 
-    def _watch_takeovers(self, adapter: Adapter) -> None:
-        """Name the cause when another client keeps taking the module's MQTT client id."""
-        if not isinstance(adapter, EverestAdapter):
-            return
-        watch = TakeoverWatch()
-        client_id = adapter.client_id
-
-        def lost() -> None:
-            if watch.lost(self._guard is not None and self._guard.connected):
-                _LOGGER.error("%s", takeover_message(self.module_id, client_id))
-
-        adapter.on_link_lost(lost)
-
     def _claim(self) -> None:
         """Take the module id before its MQTT client id connects (which would evict another)."""
         if self._guard is None:
@@ -483,8 +450,10 @@ class Service:
             guard.claim(BROKER_CONNECT_TIMEOUT_S)
             self._guard = guard
 
-    def _new_adapter(self, error_namespace: str) -> Adapter:
+    def _new_adapter(self, config: ModuleConfig) -> PowermeterAdapter:
+        """The adapter of the mode asked for: the external API, or the module protocol."""
         if self.everest_api:
+            # Imported only in this mode: the module protocol's run does without it.
             from lem_dcbm.everest_api.adapter import ApiAdapter
 
             return ApiAdapter(
@@ -492,13 +461,13 @@ class Service:
                 self.module_id,
                 self._handlers,
                 clock=self._clock,
-                reply_prefixes=self._api_reply_prefixes,
+                reply_prefixes=config.api_reply_prefixes,
             )
         return EverestAdapter(
-            self._broker, self.module_id, self._handlers, error_namespace=error_namespace
+            self._broker, self.module_id, self._handlers, error_namespace=config.error_namespace
         )
 
-    def _connect(self, error_namespace: str) -> Adapter | None:
+    def _connect(self, new_adapter: Callable[[], AdapterT]) -> AdapterT | None:
         """Claim the module id, then connect, retrying until the broker answers or a stop.
 
         Raises ``DuplicateInstance`` when another instance holds the module id.
@@ -506,11 +475,11 @@ class Service:
         waited = 0
         reported = ""
 
-        def attempt() -> Adapter:
+        def attempt() -> AdapterT:
             nonlocal waited, reported
             try:
                 self._claim()
-                adapter = self._new_adapter(error_namespace)
+                adapter = new_adapter()
                 adapter.connect(timeout_s=BROKER_CONNECT_TIMEOUT_S)
             except BrokerUnavailable as err:
                 policy = _broker_policy(err)
@@ -539,10 +508,12 @@ class Service:
             return None  # the service stops
         if waited:
             _LOGGER.info("MQTT broker %s reachable again", self._broker.describe())
-        self._watch_takeovers(adapter)
+        adapter.watch_takeovers(lambda: self._guard is not None and self._guard.connected)
         return adapter
 
-    def _serve(self, adapter: Adapter, config: ModuleConfig, *, wait_global_ready: bool) -> int:
+    def _serve(
+        self, adapter: PowermeterAdapter, config: ModuleConfig, *, wait_global_ready: bool
+    ) -> int:
         directory = journal_directory(config.journal_dir, self.module_id)
         try:
             journal = TransactionJournal(
@@ -554,12 +525,7 @@ class Service:
             adapter.close()
             raise
         _LOGGER.info("transaction journal in %s", directory)
-        # The API has no error path: its adapter keeps and reports every condition itself.
-        outputs: EverestOutputs = (
-            PolicedOutputs(adapter, config.error_profile)
-            if isinstance(adapter, EverestAdapter)
-            else adapter
-        )
+        outputs = adapter.condition_outputs(config.error_profile)
         self._conditions_to(outputs)
         stack = build_meter_stack(
             config,
@@ -570,8 +536,7 @@ class Service:
             claim=MeterClaim(
                 self._broker, self.module_id, address=meter_address(config), outputs=outputs
             ),
-            # Only the module protocol's EvseManager asks again after a stack restart.
-            unanswered_stop_asked_again=isinstance(adapter, EverestAdapter),
+            unanswered_stop_asked_again=adapter.unanswered_stop_asked_again,
         )
         temperature, health = build_monitors(config, stack.measurements, outputs, self._clock)
         loop = ReadyLoop(
@@ -591,13 +556,9 @@ class Service:
         )
         adapter.on_connected(loop.republish_public_key)
         self._handlers.gate.wait_s = config.startup_command_wait_ms / 1000.0
-        if isinstance(adapter, EverestAdapter):
-            # Runtime changes come from the manager's config service, which only the
-            # module protocol reaches; the external API has no such request.
-            parts = RunningParts(stack.controller, (stack.client, stack.measurements), temperature)
-            adapter.serve_config_changes(RuntimeConfig(config, parts).change)
-        else:
-            adapter.records_from(lambda tid: _kept_record(journal, tid))
+        parts = RunningParts(stack.controller, (stack.client, stack.measurements), temperature)
+        adapter.serve_config_changes(RuntimeConfig(config, parts).change)
+        adapter.records_from(lambda tid: _kept_record(journal, tid))
         threading.Thread(
             target=self._forward_shutdown, args=(adapter,), name="shutdown-watch", daemon=True
         ).start()
@@ -618,7 +579,7 @@ class Service:
         self.stop_event.wait()
         return self._shutdown(adapter, stack, loop_thread, command_bound_s(config))
 
-    def _forward_shutdown(self, adapter: Adapter) -> None:
+    def _forward_shutdown(self, adapter: PowermeterAdapter) -> None:
         """Turn the manager's shutdown message into the service's stop.
 
         Waits without a timeout (no wake-ups at 1 Hz idle); ``_shutdown`` releases it.
@@ -630,7 +591,7 @@ class Service:
 
     def _shutdown(
         self,
-        adapter: Adapter,
+        adapter: PowermeterAdapter,
         stack: MeterStack,
         loop_thread: threading.Thread | None,
         command_wait_s: float,

@@ -41,7 +41,7 @@ from lem_dcbm.core.meter_limits import METER_INDEX, UNSAVED_RECORDS, MeterLimits
 from lem_dcbm.core.meter_session import NO_GET_LEGAL, MeterSession, Running
 from lem_dcbm.core.ownership import RunningTransaction, why_not_ours
 from lem_dcbm.core.ports import Alerts, LateRecords, MeterApi, MeterOwners
-from lem_dcbm.core.powermeter import to_powermeter
+from lem_dcbm.core.powermeter import powermeter_value
 from lem_dcbm.core.record_book import RecordBook
 from lem_dcbm.core.record_collector import (
     CollectedRecord,
@@ -51,7 +51,13 @@ from lem_dcbm.core.record_collector import (
     expectation_from,
 )
 from lem_dcbm.core.record_rider import RecordRider
-from lem_dcbm.core.results import SignedRecord, StartResult, StopResult
+from lem_dcbm.core.results import (
+    PowermeterValue,
+    SignedRecord,
+    StartResult,
+    StopResult,
+    TransactionRequest,
+)
 from lem_dcbm.core.short_session import (
     REFUSED_WINDOW_S,
     STOP_ANSWER_LIMIT_S,
@@ -343,8 +349,8 @@ class MeterController:
 
     # -- measurements ------------------------------------------------------------------------
 
-    def read_powermeter(self) -> dict[str, Any]:
-        """One live measurement as the EVerest ``powermeter`` var; raises ``MeterError``."""
+    def read_powermeter(self) -> PowermeterValue:
+        """One live measurement; raises ``MeterError``."""
         info = self._info
         if info is None:
             raise ControllerError("the meter is not initialised yet")
@@ -352,7 +358,7 @@ class MeterController:
         riding = self._rider.current(
             self._clock.monotonic(), transaction_running=self._running_id is not None
         )
-        return to_powermeter(measure, info.meter_id, self._clock.utc_now(), signed=riding)
+        return powermeter_value(measure, info.meter_id, self._clock.utc_now(), signed=riding)
 
     def housekeeping(self, deadline: float | None = None) -> None:
         """Background work: missing records, then the clock sync when due.
@@ -457,13 +463,13 @@ class MeterController:
     # -- start -------------------------------------------------------------------------------
 
     def start_transaction(
-        self, request: dict[str, Any], *, received_at: float | None = None
+        self, request: TransactionRequest, *, received_at: float | None = None
     ) -> StartResult:
-        """Start a signed transaction (``request`` is EVerest's ``TransactionReq``).
+        """Start a signed transaction.
 
         ``received_at`` (monotonic): when the start arrived, if it waited before it got here.
         """
-        transaction_id = str(request.get("transaction_id", ""))
+        transaction_id = request.transaction_id
         arrival = self._clock.monotonic() if received_at is None else received_at
         with self._lock:
             try:
@@ -489,7 +495,9 @@ class MeterController:
         _LOGGER.error(message)
         return message
 
-    def _start(self, request: dict[str, Any], transaction_id: str, arrival: float) -> StartResult:
+    def _start(
+        self, request: TransactionRequest, transaction_id: str, arrival: float
+    ) -> StartResult:
         if self._info is None:
             return StartResult(
                 error=self._failure("start", transaction_id, "the meter is not initialised yet")

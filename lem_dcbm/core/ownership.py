@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from lem_dcbm.core.transaction_request import MAX_ID_BYTES, utf8_len
 
@@ -46,7 +45,7 @@ class RunningTransaction:
 def why_not_ours(
     running: RunningTransaction,
     *,
-    held: Mapping[str, Any] | None,
+    held: Mapping[str, object] | None,
     evse_id: str | None,
     other_modules: tuple[str, ...],
 ) -> str | None:

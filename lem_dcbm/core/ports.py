@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
+from lem_dcbm.core.results import PowermeterValue, StartResult, StopResult, TransactionRequest
+from lem_dcbm.json_types import JsonValue
 from lem_dcbm.meter.models import LegalState, LiveMeasure, MeterStatus, SettingsResult, StopReport
 from lem_dcbm.records.late_record import KeptRecord
+
+#: A runtime configuration change: ``(key, value) -> (status, message)``.
+ConfigChangeHandler = Callable[[str, JsonValue], tuple[str, str]]
+#: Where the record of a transaction is kept (the journal), by transaction id.
+RecordLookup = Callable[[str], "KeptRecord | None"]
 
 
 class MeterApi(Protocol):
@@ -30,7 +38,7 @@ class MeterApi(Protocol):
         """``GET /{v}/legal``: the current or last transaction."""
         ...
 
-    def start_transaction(self, body: Mapping[str, Any]) -> LegalState:
+    def start_transaction(self, body: Mapping[str, object]) -> LegalState:
         """``POST /{v}/legal``."""
         ...
 
@@ -50,7 +58,7 @@ class MeterApi(Protocol):
         """``GET /v1/settings``."""
         ...
 
-    def put_settings(self, patch: Mapping[str, Any]) -> SettingsResult:
+    def put_settings(self, patch: Mapping[str, object]) -> SettingsResult:
         """``PUT /v1/settings``."""
         ...
 
@@ -58,8 +66,8 @@ class MeterApi(Protocol):
 class EverestOutputs(Protocol):
     """What the core publishes towards EVerest (implemented by the MQTT adapter)."""
 
-    def publish_powermeter(self, value: dict[str, Any]) -> object:
-        """Publish the ``powermeter`` var (dropped while the broker is away)."""
+    def publish_powermeter(self, value: PowermeterValue) -> object:
+        """Publish a measurement (dropped while the broker is away)."""
         ...
 
     def publish_public_key_ocmf(self, key: str) -> object:
@@ -72,6 +80,87 @@ class EverestOutputs(Protocol):
 
     def clear_error(self, name: str, sub_type: str) -> None:
         """Clear ``<namespace>/<name>`` with ``sub_type`` if raised."""
+        ...
+
+
+class PowermeterHandlers(Protocol):
+    """What the core provides for the two commands of the powermeter interface."""
+
+    def start_transaction(self, request: TransactionRequest) -> StartResult:
+        """Start a transaction."""
+        ...
+
+    def stop_transaction(self, transaction_id: str) -> StopResult:
+        """Stop a transaction (an empty id: whatever runs)."""
+        ...
+
+
+class RecordTopics(Protocol):
+    """Where an adapter publishes late records (both adapters do it the same way)."""
+
+    def publish_late_record(self, record: KeptRecord, published_at: str) -> bool:
+        """Publish ``record`` retained."""
+        ...
+
+    def late_record_topic(self, transaction_id: str) -> str:
+        """The retained topic of ``transaction_id``'s record."""
+        ...
+
+
+class PowermeterAdapter(EverestOutputs, RecordTopics, Protocol):
+    """The bus side of one module instance: EVerest's module protocol or its external API.
+
+    Where the two modes differ, the adapter says so through these members; the service
+    composing the module never asks which adapter it holds.
+    """
+
+    #: Set when the module is asked to shut down (by the manager, or by ``close``).
+    shutdown_requested: threading.Event
+
+    @property
+    def unanswered_stop_asked_again(self) -> bool:
+        """True when a stop whose answer was lost is asked again after a stack restart."""
+        ...
+
+    @property
+    def command_running(self) -> bool:
+        """True while a command is being carried out."""
+        ...
+
+    def connect(self, timeout_s: float = 10.0) -> None:
+        """Connect and subscribe; raise ``BrokerUnavailable`` when the broker stays away."""
+        ...
+
+    def condition_outputs(self, error_profile: str) -> EverestOutputs:
+        """Where the core's outputs and conditions go under ``error_profile``."""
+        ...
+
+    def watch_takeovers(self, holds_module_id: Callable[[], bool]) -> None:
+        """Name the cause when another client keeps taking this module's MQTT client id."""
+        ...
+
+    def serve_config_changes(self, handler: ConfigChangeHandler) -> None:
+        """Answer runtime configuration changes with ``handler`` where the mode has them."""
+        ...
+
+    def records_from(self, lookup: RecordLookup) -> None:
+        """Where a stop's record is found when its answer had nowhere to go."""
+        ...
+
+    def on_connected(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` after every (re)connect."""
+        ...
+
+    def announce_ready(self) -> None:
+        """Tell EVerest the module is ready."""
+        ...
+
+    def wait_global_ready(self, stop: threading.Event) -> bool:
+        """Wait until EVerest lets modules run; False if stopped first."""
+        ...
+
+    def close(self, timeout_s: float = 5.0, *, flush_s: float | None = None) -> None:
+        """Finish the command in flight (up to ``timeout_s``), answer it, disconnect."""
         ...
 
 
@@ -159,7 +248,7 @@ class Journal(Protocol):
         *,
         ocmf: str | None = None,
         also: tuple[str, ...] = (),
-        **data: Any,
+        **data: object,
     ) -> JournalEntryView:
         """Add ``step`` durably; raise ``OSError`` when the disk refuses."""
         ...

@@ -1,17 +1,15 @@
-"""Mapping a live measurement to EVerest's ``powermeter/Powermeter`` type."""
+"""A live measurement as the core's ``PowermeterValue`` (kW -> W, kWh -> Wh, UTC time)."""
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
 
-from lem_dcbm.clock import rfc3339
-from lem_dcbm.core.results import SignedRecord
+from lem_dcbm.core.results import PowermeterValue, SignedRecord
 from lem_dcbm.meter.models import LiveMeasure
 
 
-def meter_timestamp_rfc3339(timestamp: str, fallback: datetime) -> str:
-    """Convert the meter's ISO 8601 timestamp (with offset) to RFC 3339 UTC.
+def meter_timestamp(timestamp: str, fallback: datetime) -> datetime:
+    """The meter's ISO 8601 timestamp (with offset) in UTC.
 
     A timestamp without offset or that does not parse is replaced by ``fallback``:
     EVerest requires a valid date-time, and a missing field would fail the schema.
@@ -19,51 +17,28 @@ def meter_timestamp_rfc3339(timestamp: str, fallback: datetime) -> str:
     try:
         moment = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
     except ValueError:
-        return rfc3339(fallback)
+        return fallback
     if moment.tzinfo is None:
-        return rfc3339(fallback)
-    return rfc3339(moment.astimezone(timezone.utc))
+        return fallback
+    return moment.astimezone(timezone.utc)
 
 
-def to_powermeter(
+def powermeter_value(
     measure: LiveMeasure, meter_id: str, now: datetime, *, signed: SignedRecord | None = None
-) -> dict[str, Any]:
-    """Build the ``powermeter`` var from a live measurement (kW -> W, kWh -> Wh).
+) -> PowermeterValue:
+    """The measurement in the core's terms; ``now`` stands in for a bad meter timestamp.
 
-    ``signed``: a record riding on the var (``core.record_rider``), as its
-    ``signed_meter_value``.
+    ``signed``: a record riding on the var (``core.record_rider``).
     """
-    value: dict[str, Any] = {
-        "timestamp": meter_timestamp_rfc3339(measure.timestamp, now),
-        "meter_id": meter_id,
-        "energy_Wh_import": {"total": round(measure.energy_import_kwh * 1000.0, 3)},
-        "energy_Wh_export": {"total": round(measure.energy_export_kwh * 1000.0, 3)},
-        "power_W": {"total": round(measure.power_kw * 1000.0, 3)},
-        "voltage_V": {"DC": measure.voltage_v},
-        "current_A": {"DC": measure.current_a},
-        "temperatures": [
-            {
-                "temperature": measure.temperature_h_c,
-                "identification": "temperatureH",
-                "location": "temperatureH",
-            },
-            {
-                "temperature": measure.temperature_l_c,
-                "identification": "temperatureL",
-                "location": "temperatureL",
-            },
-        ],
-    }
-    if signed is not None:
-        value["signed_meter_value"] = signed_meter_value(signed)
-    return value
-
-
-def signed_meter_value(record: SignedRecord) -> dict[str, Any]:
-    """A ``units_signed/SignedMeterValue`` holding an OCMF record unchanged."""
-    return {
-        "signed_meter_data": record.ocmf,
-        "signing_method": "",
-        "encoding_method": "OCMF",
-        "public_key": record.public_key_ocmf,
-    }
+    return PowermeterValue(
+        timestamp=meter_timestamp(measure.timestamp, now),
+        meter_id=meter_id,
+        energy_import_wh=round(measure.energy_import_kwh * 1000.0, 3),
+        energy_export_wh=round(measure.energy_export_kwh * 1000.0, 3),
+        power_w=round(measure.power_kw * 1000.0, 3),
+        voltage_v=measure.voltage_v,
+        current_a=measure.current_a,
+        temperature_h_c=measure.temperature_h_c,
+        temperature_l_c=measure.temperature_l_c,
+        signed=signed,
+    )

@@ -1,4 +1,7 @@
-"""What a start or stop command achieved, as values; the EVerest adapter shapes the answer."""
+"""What the core takes and gives as values: requests, measurements, command outcomes.
+
+The EVerest adapters shape them into the interface's types (``lem_dcbm.everest.shapes``).
+"""
 
 from __future__ import annotations
 
@@ -45,3 +48,38 @@ class StopResult:
     def ok(self) -> bool:
         """True when the record is there."""
         return self.error is None
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionRequest:
+    """A start as the core reads it: the parts the meter's start body is made of."""
+
+    transaction_id: str
+    evse_id: str = ""
+    #: The customer's identification (an RFID uid, an eMAID), signed in the record.
+    identification_data: str = ""
+    #: The tariff text a v2 meter signs with the transaction.
+    tariff_text: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PowermeterValue:
+    """One live measurement in SI units (W, Wh, V, A, degC), stamped in UTC."""
+
+    timestamp: datetime
+    meter_id: str
+    energy_import_wh: float
+    energy_export_wh: float
+    power_w: float
+    voltage_v: float
+    current_a: float
+    #: The meter's two temperature sensors (``temperatureH`` and ``temperatureL``).
+    temperature_h_c: float
+    temperature_l_c: float
+    #: A record no transaction event carries, riding on the var (``core.record_rider``).
+    signed: SignedRecord | None = None
+
+    @property
+    def temperatures(self) -> tuple[float, float]:
+        """Both sensors' readings."""
+        return (self.temperature_h_c, self.temperature_l_c)

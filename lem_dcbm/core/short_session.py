@@ -20,7 +20,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 #: A stop answers within this time of its arrival: EvseManager's deadlock detector gives
 #: up after 120 s, and the answer still has to cross MQTT and EvseManager's own work.
@@ -71,7 +70,7 @@ def answer_deadline(arrival: float, waited_until: float, record_wait_s: float) -
     return min(waited_until + record_wait_s, arrival + STOP_ANSWER_LIMIT_S)
 
 
-def meter_elapsed_s(legal: Mapping[str, Any]) -> float | None:
+def meter_elapsed_s(legal: Mapping[str, object]) -> float | None:
     """``meterValue.transactionDuration`` of a running transaction, in seconds, if sent."""
     meter_value = legal.get("meterValue")
     if not isinstance(meter_value, Mapping):

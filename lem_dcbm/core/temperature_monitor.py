@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import Any
 
 from lem_dcbm.clock import Clock
 from lem_dcbm.core.ports import EverestOutputs
+from lem_dcbm.core.results import PowermeterValue
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -85,14 +85,9 @@ class TemperatureMonitor:
         """True while the warning or error named ``sub_type`` is raised."""
         return any(level.active for level in self._levels if level.sub_type == sub_type)
 
-    def observe(self, powermeter: Mapping[str, Any]) -> None:
-        """Take the temperatures of one ``powermeter`` publication."""
-        entries = powermeter.get("temperatures") or []
-        self.update(
-            entry["temperature"]
-            for entry in entries
-            if isinstance(entry, Mapping) and isinstance(entry.get("temperature"), int | float)
-        )
+    def observe(self, value: PowermeterValue) -> None:
+        """Take the temperatures of one measurement."""
+        self.update(value.temperatures)
 
     def update(self, temperatures: Iterable[float]) -> None:
         """Take one reading of the sensors (degC); readings that are not numbers are ignored."""

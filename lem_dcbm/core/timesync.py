@@ -32,6 +32,7 @@ from lem_dcbm.core.host_clock_trust import (
 )
 from lem_dcbm.core.ports import Alerts, MeterApi
 from lem_dcbm.errors import LemDcbmError, MeterStatusError
+from lem_dcbm.json_types import JsonObject
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ class TimeSync:
         clock: Clock,
         *,
         timezone: str,
-        dst: dict[str, Any],
+        dst: dict[str, object],
         ntp_servers: tuple[NtpServer, ...] = (),
         timing: TimeSyncTiming | None = None,
         host_clock: HostClockCheck | None = None,
@@ -281,7 +282,7 @@ class TimeSync:
         delay = self._timing.retry_after_failure_s * 2 ** min(self._failures - 1, 16)
         self._next_due = started + min(delay, self._timing.max_retry_after_failure_s)
 
-    def _writes(self) -> list[tuple[str, Callable[[], dict[str, Any]]]]:
+    def _writes(self) -> list[tuple[str, Callable[[], JsonObject]]]:
         """The settings writes of one sync, each making its body when it is sent."""
         first: tuple[str, Callable[[], dict[str, Any]]]
         if self._ntp_servers:
@@ -296,7 +297,7 @@ class TimeSync:
             return [first]
         return [first, *(write for write in optional if write[0] not in self._refused)]
 
-    def _utc_patch(self) -> dict[str, Any]:
+    def _utc_patch(self) -> JsonObject:
         return {"time": {"utc": self._clock.utc_now().strftime("%Y-%m-%dT%H:%M:%SZ")}}
 
     def _finished(self, started: float) -> None:
@@ -314,11 +315,14 @@ class TimeSync:
             self._next_due = self._window_end
         _LOGGER.info("meter clock synchronised (%s)", "NTP" if self._ntp_servers else "UTC")
 
-    def _ntp_body(self) -> dict[str, Any]:
-        servers = [{"ipAddress": s.ip_address, "port": s.port} for s in self._ntp_servers]
-        return {"servers": servers, "syncPeriod": 120, "ntpActivated": True}
+    def _ntp_body(self) -> JsonObject:
+        return {
+            "servers": [{"ipAddress": s.ip_address, "port": s.port} for s in self._ntp_servers],
+            "syncPeriod": 120,
+            "ntpActivated": True,
+        }
 
-    def _write(self, what: str, patch: dict[str, Any]) -> None:
+    def _write(self, what: str, patch: dict[str, object]) -> None:
         result = self._meter.put_settings(patch)
         if not result.accepted:
             raise SettingRejected(

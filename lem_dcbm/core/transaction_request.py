@@ -1,11 +1,11 @@
-"""Turning an EVerest ``TransactionReq`` into the meter's start body, within its limits."""
+"""Turning a start request into the meter's start body, within its limits."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from lem_dcbm.core.results import TransactionRequest
 from lem_dcbm.errors import LemDcbmError
 
 #: Field limits of the operation manual, in bytes of UTF-8.
@@ -43,11 +43,11 @@ class StartSettings:
 
 
 def build_start_body(
-    request: Mapping[str, Any], settings: StartSettings, *, v2: bool
+    request: TransactionRequest, settings: StartSettings, *, v2: bool
 ) -> dict[str, Any]:
     """Build the ``POST /legal`` body; raise ``RequestRejected`` when a limit is broken."""
-    transaction_id = str(request.get("transaction_id", ""))
-    evse_id = str(request.get("evse_id", ""))
+    transaction_id = request.transaction_id
+    evse_id = request.evse_id
     if not transaction_id:
         raise RequestRejected("transaction_id must not be empty")
     if utf8_len(transaction_id) > MAX_ID_BYTES:
@@ -65,7 +65,7 @@ def build_start_body(
     if settings.cable_id not in CABLE_ID_RANGE:
         raise RequestRejected(f"cable_id {settings.cable_id} is outside 0..7")
     # The meter signs clientId; identification data comes first so that a cut keeps it.
-    identification = str(request.get("identification_data", ""))
+    identification = request.identification_data
     client_id = cut_utf8(f"{identification},{transaction_id}", MAX_ID_BYTES)
     body: dict[str, Any] = {
         "evseId": evse_id,
@@ -76,7 +76,7 @@ def build_start_body(
         "userData": "",
     }
     if v2:
-        body["TT"] = str(request.get("tariff_text", ""))
+        body["TT"] = request.tariff_text
         body["UV"] = settings.uv
         body["UD"] = settings.ud
         body["SC"] = settings.sc

@@ -11,18 +11,27 @@ import json
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any, Protocol
 
 from lem_dcbm.config import BrokerSettings
-from lem_dcbm.everest import envelope
+from lem_dcbm.core.ports import (
+    ConfigChangeHandler,
+    EverestOutputs,
+    PowermeterHandlers,
+    RecordLookup,
+)
+from lem_dcbm.core.results import PowermeterValue
+from lem_dcbm.everest import envelope, results, shapes
 from lem_dcbm.everest.bus import BrokerUnavailable, Message, MqttBus, stable_client_id
 from lem_dcbm.everest.commands import STALE_CALL_S, CommandDispatcher
-from lem_dcbm.everest.config_changes import ChangeHandler, ConfigChanges
+from lem_dcbm.everest.config_changes import ConfigChanges
 from lem_dcbm.everest.envelope import Generation
+from lem_dcbm.everest.error_policy import PolicedOutputs
 from lem_dcbm.everest.framework_types import FrameworkTypes
 from lem_dcbm.everest.manager import DEFAULT_MODULE_NAME, ManagerLink
+from lem_dcbm.everest.presence import TakeoverWatch, takeover_message
 from lem_dcbm.everest.raised_errors import ErrorReporter
 from lem_dcbm.everest.topics import Topics
+from lem_dcbm.json_types import JsonObject
 from lem_dcbm.records.late_record import KeptRecord, late_record_message, late_record_topic
 from lem_dcbm.retry import RetryPolicy
 
@@ -35,20 +44,11 @@ _GENERATIONS = {
 }
 
 
-class PowermeterHandlers(Protocol):
-    """What the core provides for the two commands of the powermeter interface."""
-
-    def start_transaction(self, value: dict[str, Any]) -> dict[str, Any]:
-        """Start a transaction; return a ``TransactionStartResponse``."""
-        ...
-
-    def stop_transaction(self, transaction_id: str) -> dict[str, Any]:
-        """Stop a transaction; return a ``TransactionStopResponse``."""
-        ...
-
-
 class EverestAdapter:
     """One ``powermeter`` implementation on the EVerest MQTT bus."""
+
+    #: EvseManager asks again for a stop whose answer a stack restart lost.
+    unanswered_stop_asked_again = True
 
     def __init__(
         self,
@@ -84,10 +84,16 @@ class EverestAdapter:
             stale_after_s=stale_call_s,
         )
         self._commands.register(
-            "start_transaction", lambda args: handlers.start_transaction(args["value"])
+            "start_transaction",
+            lambda args: results.start_response(
+                handlers.start_transaction(shapes.transaction_request(args["value"]))
+            ),
         )
         self._commands.register(
-            "stop_transaction", lambda args: handlers.stop_transaction(args["transaction_id"])
+            "stop_transaction",
+            lambda args: results.stop_response(
+                handlers.stop_transaction(str(args["transaction_id"]))
+            ),
         )
         for topic in self._commands.command_topics():
             self._bus.subscribe(topic, self._commands.submit)
@@ -126,7 +132,7 @@ class EverestAdapter:
 
     def fetch_manager_config(
         self, timeout_s: float = 10.0, *, generation: str = "auto"
-    ) -> list[dict[str, Any]]:
+    ) -> list[JsonObject]:
         """Ask the manager for the configuration; return its ``"!module"`` parameter list.
 
         ``generation`` is ``auto`` (told by the manager's retained settings), ``2026`` or
@@ -154,9 +160,31 @@ class EverestAdapter:
         """The MQTT client id of the module's connection."""
         return self._client_id
 
-    def serve_config_changes(self, handler: ChangeHandler) -> None:
+    def watch_takeovers(self, holds_module_id: Callable[[], bool]) -> None:
+        """Name the cause when another client keeps taking the module's MQTT client id.
+
+        ``holds_module_id``: the instance's other connection (its presence) is up, so the
+        broker itself is fine.
+        """
+        watch = TakeoverWatch()
+        module_id = self.topics.module_id
+
+        def lost() -> None:
+            if watch.lost(holds_module_id()):
+                _LOGGER.error("%s", takeover_message(module_id, self._client_id))
+
+        self.on_link_lost(lost)
+
+    def serve_config_changes(self, handler: ConfigChangeHandler) -> None:
         """Answer the manager's runtime configuration changes (2026 framework) with ``handler``."""
         self._config_changes.serve(handler)
+
+    def records_from(self, lookup: RecordLookup) -> None:
+        """Nothing to do: every stop is answered on its response topic, late or not."""
+
+    def condition_outputs(self, error_profile: str) -> EverestOutputs:
+        """The adapter behind the error policy ``error_profile`` (which errors reach EVerest)."""
+        return PolicedOutputs(self, error_profile)
 
     def on_connected(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` after every (re)connect, on the bus's dispatch thread."""
@@ -178,15 +206,15 @@ class EverestAdapter:
 
     # --- variables ---------------------------------------------------------------------
 
-    def publish_powermeter(self, value: dict[str, Any]) -> bool:
+    def publish_powermeter(self, value: PowermeterValue) -> bool:
         """Publish a measurement; dropped while offline or when it breaks the interface."""
-        return self._publish_var("powermeter", value)
+        return self._publish_var("powermeter", shapes.powermeter_var(value))
 
     def publish_public_key_ocmf(self, key: str) -> bool:
         """Publish the meter's OCMF public key (dropped while offline)."""
         return self._publish_var("public_key_ocmf", key)
 
-    def _publish_var(self, name: str, value: Any) -> bool:
+    def _publish_var(self, name: str, value: object) -> bool:
         schema = self.framework_types.schema()
         value, dropped = schema.shape_var(name, value)
         if dropped and f"{name}:dropped" not in self._invalid_var_logged:

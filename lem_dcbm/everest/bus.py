@@ -30,7 +30,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NoReturn, cast
+from typing import NoReturn, cast
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
@@ -115,7 +115,7 @@ class Message:
 Handler = Callable[[Message], None]
 
 
-def tcp_no_delay(client: mqtt.Client, userdata: Any, sock: Any) -> None:
+def tcp_no_delay(client: mqtt.Client, userdata: object, sock: object) -> None:
     """Switch Nagle's algorithm off on a TCP connection to the broker.
 
     A command's QoS 2 answer is several small packets, and each would otherwise wait for
@@ -377,10 +377,10 @@ class MqttBus:
     def _on_connect(
         self,
         client: mqtt.Client,
-        userdata: Any,
+        userdata: object,
         flags: mqtt.ConnectFlags,
         reason_code: ReasonCode,
-        properties: Any,
+        properties: object,
     ) -> None:
         if reason_code.is_failure:
             self._set_reconnect_delay()
@@ -426,10 +426,10 @@ class MqttBus:
     def _on_disconnect(
         self,
         client: mqtt.Client,
-        userdata: Any,
+        userdata: object,
         flags: mqtt.DisconnectFlags,
         reason_code: ReasonCode,
-        properties: Any,
+        properties: object,
     ) -> None:
         was_connected = self._connected.is_set()
         if was_connected:
@@ -448,7 +448,7 @@ class MqttBus:
                 self._next_delay,
             )
 
-    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+    def _on_connect_fail(self, client: mqtt.Client, userdata: object) -> None:
         self._set_reconnect_delay()
         # paho calls this from its ``except OSError`` block: the exception is the current one.
         error = sys.exc_info()[1]
@@ -472,7 +472,7 @@ class MqttBus:
             )
         return f"TLS with {where} failed: {error}"
 
-    def _on_paho_log(self, client: mqtt.Client, userdata: Any, level: int, text: str) -> None:
+    def _on_paho_log(self, client: mqtt.Client, userdata: object, level: int, text: str) -> None:
         # With TLS 1.3 a broker refuses a client certificate (or its absence) after the
         # handshake: paho only sees the broker's alert on its first read.
         if text.startswith(_TLS_RECEIVE_FAILED) and not self.connected:
@@ -491,10 +491,10 @@ class MqttBus:
     def _on_subscribe(
         self,
         client: mqtt.Client,
-        userdata: Any,
+        userdata: object,
         mid: int,
         reason_codes: list[ReasonCode],
-        properties: Any,
+        properties: object,
     ) -> None:
         refused = [code for code in reason_codes if code.is_failure]
         if refused:
@@ -502,7 +502,7 @@ class MqttBus:
         if mid == self._subscribe_mid:
             self._subscribed.set()
 
-    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+    def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
         now = time.monotonic()
         if message.topic == self._marker_topic:
             self._backlog = None

@@ -15,23 +15,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from lem_dcbm.everest import envelope, validation
 from lem_dcbm.everest.bus import Message
 from lem_dcbm.everest.serial_worker import SerialWorker
 from lem_dcbm.everest.topics import Topics
 from lem_dcbm.everest.validation import InterfaceSchema, own_schema
+from lem_dcbm.json_types import JsonObject, JsonValue
+from lem_dcbm.request_limits import MAX_PAYLOAD_BYTES, MAX_ROUTABLE_BYTES, MAX_WAITING
 
 _LOGGER = logging.getLogger(__name__)
 
-#: Calls waiting behind the one in progress before new ones are refused. EvseManager sends
-#: one call at a time per connector; a flood must not queue work for hours.
-MAX_WAITING = 32
-#: Larger requests are refused. The largest valid call is a few KiB.
-MAX_PAYLOAD_BYTES = 64 * 1024
-#: Refused requests up to this size are still read, only to address the refusal.
-MAX_ROUTABLE_BYTES = 4 * 1024 * 1024
 _EXCERPT_BYTES = 120
 #: A start the broker kept for the module's session longer than this (while the module
 #: was disconnected or not running) is refused with ``CmdTimeout`` instead of run late:
@@ -43,7 +37,7 @@ STALE_CALL_S = 300.0
 #: calls are run in the order they were sent), and its record is kept in the journal.
 EXPIRING_COMMANDS = frozenset({"start_transaction"})
 
-CommandHandler = Callable[[dict[str, Any]], Any]
+CommandHandler = Callable[[JsonObject], JsonValue]
 Publish = Callable[[str, bytes], object]
 #: The interface schema answers are shaped and checked by (it may change at start-up).
 SchemaSource = Callable[[], InterfaceSchema]
@@ -58,7 +52,7 @@ class _Call:
     request: envelope.CommandRequest
 
 
-def _not_unicode(value: Any, where: str = "") -> str | None:
+def _not_unicode(value: object, where: str = "") -> str | None:
     """Where a string holds a lone surrogate (JSON can carry one; the meter cannot), or None."""
     if isinstance(value, str):
         try:
@@ -224,13 +218,13 @@ class CommandDispatcher:
     def _run(self, call: _Call) -> None:
         name, request = call.name, call.request
         try:
-            retval = call.handler(request.args)
+            answer = call.handler(request.args)
         except Exception as exc:
             _LOGGER.exception("the %s handler failed for a call from %s", name, request.origin)
             message = f"{type(exc).__name__}: {exc}"
             self._answer_error(name, request.call_id, request.origin, "HandlerException", message)
             return
-        retval = self._shaped(name, retval)
+        retval = self._shaped(name, answer)
         problem = self._schema().check_result(name, retval)
         if problem is not None:
             # A bug on this side: the caller still gets the value, flagged as invalid.
@@ -247,7 +241,7 @@ class CommandDispatcher:
             payload = envelope.result_payload(request.call_id, self._topics.module_id, retval)
         self._publish(self._topics.cmd_response(name, request.origin), payload)
 
-    def _shaped(self, name: str, retval: Any) -> Any:
+    def _shaped(self, name: str, retval: object) -> object:
         """``retval`` without the properties the schema in use forbids (logged once each)."""
         schema = self._schema()
         shaped, dropped = schema.shape_result(name, retval)

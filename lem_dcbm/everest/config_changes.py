@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from lem_dcbm.core.ports import ConfigChangeHandler
 from lem_dcbm.errors import LemDcbmError, shown
 from lem_dcbm.everest import envelope
 from lem_dcbm.everest.bus import Message
@@ -42,8 +43,6 @@ MODULE_SCOPE = "!module"
 
 #: Longest module id, parameter name or implementation id read (no real one comes near).
 MAX_NAME_CHARS = 256
-#: Takes a parameter name and its new value; returns the status and the reason.
-ChangeHandler = Callable[[str, Any], tuple[str, str]]
 
 
 class SetRequestError(LemDcbmError, ValueError):
@@ -118,7 +117,7 @@ def set_error_payload(reason: str) -> bytes:
 
 
 class ConfigChanges:
-    """Answers the manager's set requests for one module with a ``ChangeHandler``."""
+    """Answers the manager's set requests for one module with a ``ConfigChangeHandler``."""
 
     def __init__(
         self,
@@ -129,9 +128,9 @@ class ConfigChanges:
         self._topics = topics
         self._publish = publish
         self._generation = generation
-        self._handler: ChangeHandler | None = None
+        self._handler: ConfigChangeHandler | None = None
 
-    def serve(self, handler: ChangeHandler) -> None:
+    def serve(self, handler: ConfigChangeHandler) -> None:
         """Answer set requests with ``handler`` from now on."""
         self._handler = handler
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from lem_dcbm.bounded_json import MAX_JSON_DEPTH, TooDeep, loads_bounded, nesting_depth
 from lem_dcbm.errors import LemDcbmError
+from lem_dcbm.json_types import JsonObject
 
 VAR = "Var"
 CMD = "Cmd"
@@ -81,12 +82,12 @@ class Envelope:
     data: Any
 
 
-def encode(msg_type: str, data: Any) -> bytes:
+def encode(msg_type: str, data: object) -> bytes:
     """Serialise an envelope as the framework does."""
     return dumps({"msg_type": msg_type, "data": data})
 
 
-def dumps(value: Any) -> bytes:
+def dumps(value: object) -> bytes:
     """Compact JSON with sorted keys, UTF-8.
 
     A string that is not valid Unicode (a lone surrogate, which JSON's ``\\ud800`` escape
@@ -135,17 +136,17 @@ def _json_kind(value: object) -> str:
 # --- variables and commands -------------------------------------------------------
 
 
-def var_payload(value: Any) -> bytes:
+def var_payload(value: object) -> bytes:
     """A variable publication: the value sits in ``data.data``."""
     return encode(VAR, {"data": value})
 
 
-def cmd_payload(call_id: str, args: dict[str, Any], origin: str) -> bytes:
+def cmd_payload(call_id: str, args: dict[str, object], origin: str) -> bytes:
     """A command call as a consumer module sends it."""
     return encode(CMD, {"id": call_id, "args": args, "origin": origin})
 
 
-def result_payload(call_id: str, origin: str, retval: Any) -> bytes:
+def result_payload(call_id: str, origin: str, retval: object) -> bytes:
     """A successful command result."""
     return encode(
         CMD_RESULT, {"type": "result", "data": {"id": call_id, "origin": origin, "retval": retval}}
@@ -158,7 +159,7 @@ def error_result_payload(
     error_type: str,
     message: str,
     *,
-    retval: Any = None,
+    retval: object = None,
     with_retval: bool = False,
 ) -> bytes:
     """A failed command result; ``with_retval`` keeps a result that failed validation."""
@@ -209,7 +210,7 @@ class CommandParseError(LemDcbmError, ValueError):
         return self.call_id is not None and self.origin is not None
 
 
-def _routing(document: Any) -> tuple[str | None, str | None]:
+def _routing(document: object) -> tuple[str | None, str | None]:
     """Best-effort id and origin of a damaged request, from ``data`` or the top level."""
     if not isinstance(document, dict):
         return None, None
@@ -288,7 +289,7 @@ def parse_command(payload: bytes) -> CommandRequest:
     return CommandRequest(call_id, origin, args)
 
 
-def _loads_or_none(text: str) -> Any:
+def _loads_or_none(text: str) -> object:
     try:
         return json.loads(text)
     except (ValueError, RecursionError):
@@ -375,7 +376,7 @@ class ErrorRecord:
     vendor_id: str = ""
     state: str = field(default="Active")
 
-    def to_data(self) -> dict[str, Any]:
+    def to_data(self) -> JsonObject:
         """The error object as it appears in ``data``."""
         return {
             "type": self.type,

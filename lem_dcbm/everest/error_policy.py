@@ -22,9 +22,9 @@ and the late-record message still carry what the records' checks found.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from lem_dcbm.core.ports import EverestOutputs
+from lem_dcbm.core.results import PowermeterValue
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -46,8 +46,8 @@ class PolicedOutputs:
         self._profile = profile
         self._logged: set[str] = set()
 
-    def publish_powermeter(self, value: dict[str, Any]) -> object:
-        """Publish the ``powermeter`` var."""
+    def publish_powermeter(self, value: PowermeterValue) -> object:
+        """Publish a measurement."""
         return self._outputs.publish_powermeter(value)
 
     def publish_public_key_ocmf(self, key: str) -> object:

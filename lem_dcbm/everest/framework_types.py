@@ -26,7 +26,7 @@ _LOGGER = logging.getLogger(__name__)
 TYPE_FILES = ("powermeter", "units", "units_signed", "temperature")
 
 
-def derive(node: Any) -> Any:
+def derive(node: object) -> object:
     """An EVerest type schema as draft-7: descriptions and keys beside ``$ref`` go, refs are local.
 
     ``/units_signed#/SignedMeterValue`` becomes ``#/definitions/units_signed/SignedMeterValue``;
@@ -42,7 +42,7 @@ def derive(node: Any) -> Any:
     return {key: derive(value) for key, value in node.items() if key != "description"}
 
 
-def schema_from_types(types: Mapping[str, Mapping[str, Any]], source: str) -> InterfaceSchema:
+def schema_from_types(types: Mapping[str, Mapping[str, object]], source: str) -> InterfaceSchema:
     """The interface under EVerest type files ``{file name: {TypeName: schema}}``.
 
     A referenced file that is not given is taken from the module's own schema.

@@ -29,7 +29,6 @@ import os
 import socket
 import threading
 import uuid
-from typing import Any
 from urllib.parse import quote, unquote
 
 from lem_dcbm.config import BrokerSettings, normalize_prefix
@@ -66,7 +65,7 @@ def describe_claim(payload: bytes) -> str:
     return ", ".join(told) or "a claim that says nothing more"
 
 
-def _short(value: Any) -> str:
+def _short(value: object) -> str:
     text = str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else "?"
     return text if len(text) <= 64 else text[:61] + "..."
 

@@ -19,11 +19,11 @@ import functools
 import json
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from lem_dcbm.schema_check import Check, compile_check
 
@@ -73,7 +73,7 @@ def interface_document() -> dict[str, Any]:
     return document
 
 
-def _inline(node: Any, definitions: Mapping[str, Any]) -> Any:
+def _inline(node: object, definitions: Mapping[str, object]) -> object:
     """``node`` with every ``#/definitions/...`` reference replaced by its definition.
 
     The powermeter types are not recursive, so the result is finite; a validator of an
@@ -141,7 +141,7 @@ class _Compiled:
             self.validator = Draft7Validator(self.schema, format_checker=format_checker())
         return self.validator
 
-    def problem(self, value: Any) -> str | None:
+    def problem(self, value: object) -> str | None:
         """The first problem of ``value`` in the framework's words, or None when valid."""
         if self.check is not None and self.check(value):
             return None
@@ -151,13 +151,13 @@ class _Compiled:
 class InterfaceSchema:
     """The powermeter interface's commands and variables under one set of type definitions."""
 
-    def __init__(self, definitions: Mapping[str, Any], source: str) -> None:
+    def __init__(self, definitions: Mapping[str, object], source: str) -> None:
         #: The draft-7 definitions per type file (``powermeter``, ``units_signed``, ...).
         self.definitions = definitions
         #: Where the definitions come from, for log lines.
         self.source = source
         self._compiled: dict[tuple[str, str], _Compiled] = {}
-        self._valid_shapes: dict[str, set[Any]] = {}
+        self._valid_shapes: dict[str, set[Hashable]] = {}
         self._by_shape: dict[str, bool] = {}
         self._lock = threading.Lock()
 
@@ -181,7 +181,8 @@ class InterfaceSchema:
             schema = interface["cmds"][name]["result"]
         else:
             schema = interface["vars"][name]
-        inlined = _inline(schema, self.definitions)
+        # An object schema inlines to an object schema.
+        inlined = cast("dict[str, Any]", _inline(schema, self.definitions))
         compiled = _Compiled(inlined, compile_check(inlined, FORMATS))
         with self._lock:
             return self._compiled.setdefault(key, compiled)
@@ -198,23 +199,23 @@ class InterfaceSchema:
         """jsonschema's validator of a variable's value."""
         return self._compile("var", name).jsonschema_validator()
 
-    def check_arguments(self, command: str, args: Any) -> str | None:
+    def check_arguments(self, command: str, args: object) -> str | None:
         """The first problem of ``args`` for ``command``, or None when they are valid."""
         return self._compile("arguments", command).problem(args)
 
-    def check_result(self, command: str, value: Any) -> str | None:
+    def check_result(self, command: str, value: object) -> str | None:
         """The first problem of a return value of ``command``, or None."""
         return self._compile("result", command).problem(value)
 
-    def shape_result(self, command: str, value: Any) -> tuple[Any, list[str]]:
+    def shape_result(self, command: str, value: object) -> tuple[object, list[str]]:
         """``value`` without what the result schema forbids, and the paths dropped."""
         return _drop_forbidden(self._compile("result", command).schema, value, "")
 
-    def shape_var(self, name: str, value: Any) -> tuple[Any, list[str]]:
+    def shape_var(self, name: str, value: object) -> tuple[object, list[str]]:
         """A variable's ``value`` without what its schema forbids, and the paths dropped."""
         return _drop_forbidden(self._compile("var", name).schema, value, "")
 
-    def check_var(self, name: str, value: Any) -> str | None:
+    def check_var(self, name: str, value: object) -> str | None:
         """The first problem of a value of variable ``name``, or None.
 
         When the variable's schema judges only structure and types (the ``powermeter``
@@ -246,12 +247,12 @@ def own_schema() -> InterfaceSchema:
     return InterfaceSchema(interface_document()["definitions"], "the module's own schema")
 
 
-def _drop_forbidden(schema: Any, value: Any, where: str) -> tuple[Any, list[str]]:
+def _drop_forbidden(schema: object, value: object, where: str) -> tuple[object, list[str]]:
     """``value`` without the properties an (inlined) object schema forbids, at any depth."""
     if not isinstance(schema, dict):
         return value, []
     if isinstance(value, list) and isinstance(schema.get("items"), dict):
-        items: list[Any] = []
+        items: list[object] = []
         dropped_in_items: list[str] = []
         for index, item in enumerate(value):
             kept_item, below = _drop_forbidden(schema["items"], item, f"{where}/{index}")
@@ -263,7 +264,7 @@ def _drop_forbidden(schema: Any, value: Any, where: str) -> tuple[Any, list[str]
     properties = schema.get("properties")
     properties = properties if isinstance(properties, dict) else {}
     closed = schema.get("additionalProperties") is False
-    kept: dict[str, Any] = {}
+    kept: dict[str, object] = {}
     dropped: list[str] = []
     for key, item in value.items():
         if key in properties:
@@ -276,7 +277,7 @@ def _drop_forbidden(schema: Any, value: Any, where: str) -> tuple[Any, list[str]
     return (kept if dropped else value), dropped
 
 
-def _problem(validator: Draft7Validator, value: Any) -> str | None:
+def _problem(validator: Draft7Validator, value: object) -> str | None:
     from jsonschema.exceptions import best_match
 
     error = best_match(validator.iter_errors(value))
@@ -307,22 +308,22 @@ def var_validator(name: str) -> Draft7Validator:
     return own_schema().var_validator(name)
 
 
-def check_arguments(command: str, args: Any) -> str | None:
+def check_arguments(command: str, args: object) -> str | None:
     """The first problem of ``args`` for ``command``, or None when they are valid."""
     return own_schema().check_arguments(command, args)
 
 
-def check_result(command: str, value: Any) -> str | None:
+def check_result(command: str, value: object) -> str | None:
     """The first problem of a return value of ``command`` (own schema), or None."""
     return own_schema().check_result(command, value)
 
 
-def check_var(name: str, value: Any) -> str | None:
+def check_var(name: str, value: object) -> str | None:
     """The first problem of a value of variable ``name`` (own schema), or None."""
     return own_schema().check_var(name, value)
 
 
-def _uses_value_keywords(schema: Any) -> bool:
+def _uses_value_keywords(schema: object) -> bool:
     if isinstance(schema, dict):
         return any(key in _VALUE_KEYWORDS for key in schema) or any(
             _uses_value_keywords(part) for part in schema.values()
@@ -332,7 +333,7 @@ def _uses_value_keywords(schema: Any) -> bool:
     return False
 
 
-def _shape(value: Any) -> Any:
+def _shape(value: object) -> Hashable:
     """The structure and JSON types of ``value``, without the values themselves."""
     if isinstance(value, dict):
         return ("object", tuple((key, _shape(item)) for key, item in value.items()))

@@ -17,12 +17,17 @@ import json
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
 
 from lem_dcbm.clock import Clock, SystemClock, rfc3339
 from lem_dcbm.config import BrokerSettings
-from lem_dcbm.everest import validation
-from lem_dcbm.everest.adapter import PowermeterHandlers
+from lem_dcbm.core.ports import (
+    ConfigChangeHandler,
+    EverestOutputs,
+    PowermeterHandlers,
+    RecordLookup,
+)
+from lem_dcbm.core.results import PowermeterValue
+from lem_dcbm.everest import shapes, validation
 from lem_dcbm.everest.bus import BrokerUnavailable, MqttBus, stable_client_id
 from lem_dcbm.everest_api import codecs
 from lem_dcbm.everest_api.conditions import ConditionBoard
@@ -38,6 +43,7 @@ from lem_dcbm.everest_api.topics import (
     reply_topic,
     status_topic,
 )
+from lem_dcbm.json_types import JsonMapping, JsonObject
 from lem_dcbm.records.late_record import KeptRecord, late_record_message, late_record_topic
 from lem_dcbm.retry import RetryPolicy
 
@@ -51,6 +57,9 @@ COMMUNICATION_CHECK_INTERVAL_S = 1.0
 
 class ApiAdapter:
     """One ``powermeter`` on a ``powermeter_API`` bridge, named by the bridge's module id."""
+
+    #: Nobody asks again for a stop whose answer was lost: its record goes the late road.
+    unanswered_stop_asked_again = False
 
     def __init__(
         self,
@@ -89,7 +98,7 @@ class ApiAdapter:
             unanswered_stop=self._record_without_reply,
             reply_prefixes=reply_prefixes,
         )
-        self._record_lookup: Callable[[str], KeptRecord | None] = lambda transaction_id: None
+        self._record_lookup: RecordLookup = lambda transaction_id: None
         for topic in self._requests.topics():
             self._bus.subscribe(topic, self._requests.submit)
         self._resumed: list[Callable[[], None]] = []
@@ -181,8 +190,11 @@ class ApiAdapter:
 
     # --- the core's outputs -------------------------------------------------------------
 
-    def publish_powermeter(self, value: dict[str, Any]) -> bool:
+    def publish_powermeter(self, value: PowermeterValue) -> bool:
         """Publish ``m2e/powermeter_values``; dropped while offline or when malformed."""
+        return self._publish_values(shapes.powermeter_var(value))
+
+    def _publish_values(self, value: JsonObject) -> bool:
         problem = validation.check_var("powermeter", value)
         if problem is not None:
             if not self._invalid_logged:
@@ -227,9 +239,23 @@ class ApiAdapter:
             _LOGGER.info("record of %s published on %s", record.transaction_id, topic)
         return sent
 
-    def records_from(self, lookup: Callable[[str], KeptRecord | None]) -> None:
+    def records_from(self, lookup: RecordLookup) -> None:
         """Where the record of a stop is found (the journal) when its reply had no topic."""
         self._record_lookup = lookup
+
+    # --- what differs from the module protocol -------------------------------------------
+
+    def condition_outputs(self, error_profile: str) -> EverestOutputs:
+        """The adapter itself: the API has no error path, it keeps and reports every
+        condition on its status board, whatever the error profile."""
+        return self
+
+    def watch_takeovers(self, holds_module_id: Callable[[], bool]) -> None:
+        """Not watched in this mode: only the module protocol's connection carries the watch."""
+
+    def serve_config_changes(self, handler: ConfigChangeHandler) -> None:
+        """Nothing to serve: runtime changes come from the manager's config service, which
+        only the module protocol reaches."""
 
     def _record_without_reply(self, transaction_id: str) -> None:
         """A stop carried out without ``replyTo``: its record goes the late-record road."""
@@ -249,7 +275,7 @@ class ApiAdapter:
         # QoS 2 and queued while the link is down: every reply goes out exactly once.
         return self._bus.publish(reply_topic(reply_to, self._external_prefix), payload)
 
-    def _publish_status(self, document: dict[str, Any]) -> object:
+    def _publish_status(self, document: JsonMapping) -> object:
         return self._bus.publish(self.status_topic, codecs.encode(document), qos=1, retain=True)
 
     def _republish_status(self) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 from lem_dcbm.bounded_json import MAX_JSON_DEPTH, nesting_depth
 from lem_dcbm.errors import LemDcbmError
 from lem_dcbm.everest import envelope, validation
+from lem_dcbm.json_types import JsonObject
 
 #: The longest topic MQTT allows, in bytes.
 MAX_TOPIC_BYTES = 65535
@@ -53,7 +54,7 @@ class ApiRequest:
     payload: Any
 
 
-def reply_topic(headers: Any) -> str | None:
+def reply_topic(headers: object) -> str | None:
     """``headers.replyTo`` when it names a topic one can publish to, else None."""
     if not isinstance(headers, dict):
         return None
@@ -91,7 +92,7 @@ def _salvaged_reply_to(text: str) -> str | None:
     return reply_topic({"replyTo": envelope.salvaged_string(text, "replyTo")})
 
 
-def start_request(payload: Any) -> dict[str, Any]:
+def start_request(payload: object) -> JsonObject:
     """The ``TransactionReq`` of a start's payload; raise ``RequestError`` when invalid."""
     if not isinstance(payload, dict):
         raise RequestError(_not_object(payload), None)
@@ -103,7 +104,7 @@ def start_request(payload: Any) -> dict[str, Any]:
     return value
 
 
-def stop_transaction_id(payload: Any) -> str:
+def stop_transaction_id(payload: object) -> str:
     """The ``transaction_id`` of a stop's payload; raise ``RequestError`` when invalid.
 
     The schema says ``{"transaction_id": ...}``; a bare string is taken as the id too, as
@@ -121,12 +122,12 @@ def stop_transaction_id(payload: Any) -> str:
     return transaction_id
 
 
-def encode(value: Any) -> bytes:
+def encode(value: object) -> bytes:
     """A message body: compact JSON, every string valid Unicode (lone surrogates replaced)."""
     return json.dumps(_clean(value), separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def _clean(value: Any) -> Any:
+def _clean(value: object) -> object:
     if isinstance(value, str):
         return value.encode("utf-8", "replace").decode("utf-8")
     if isinstance(value, dict):
@@ -136,14 +137,14 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def _check_unicode(value: Any) -> None:
+def _check_unicode(value: object) -> None:
     try:
         json.dumps(value, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
         raise RequestError("At /payload - a string is not valid Unicode", None) from None
 
 
-def _not_object(payload: Any) -> str:
+def _not_object(payload: object) -> str:
     return f"At /payload - a JSON object is required, got {type(payload).__name__}"
 
 

@@ -25,6 +25,7 @@ from importlib import resources
 from typing import Any
 
 from lem_dcbm.clock import Clock, rfc3339
+from lem_dcbm.json_types import JsonMapping, JsonObject
 
 #: File name of the JSON Schema of the status message, in this package.
 SCHEMA_FILE = "status.schema.json"
@@ -36,7 +37,7 @@ STATUS_VERSION = 1
 #: The conditions under which the meter cannot bill (the module protocol stops charging).
 BILLING_FATAL = frozenset({"CommunicationFault", "VendorError"})
 
-Publish = Callable[[dict[str, Any]], object]
+Publish = Callable[[JsonMapping], object]
 
 
 @dataclass(frozen=True)
@@ -131,12 +132,12 @@ class ConditionBoard:
             document = self._document()
         self._publish(document)
 
-    def document(self) -> dict[str, Any]:
+    def document(self) -> JsonObject:
         """The status message as it would be published now."""
         with self._lock:
             return self._document()
 
-    def offline_document(self) -> dict[str, Any]:
+    def offline_document(self) -> JsonObject:
         """The status of a module that is gone (its last will, and its last word at exit)."""
         return {
             "version": STATUS_VERSION,
@@ -148,7 +149,7 @@ class ConditionBoard:
             "updated_at": None,
         }
 
-    def _document(self) -> dict[str, Any]:
+    def _document(self) -> JsonObject:
         conditions = list(self._active.values())  # in the order they were raised
         return {
             "version": STATUS_VERSION,
@@ -161,7 +162,7 @@ class ConditionBoard:
         }
 
 
-def status_schema() -> dict[str, Any]:
+def status_schema() -> JsonObject:
     """The JSON Schema of the status message, as shipped in the package."""
     text = resources.files(__package__).joinpath(SCHEMA_FILE).read_text(encoding="utf-8")
     schema: dict[str, Any] = json.loads(text)

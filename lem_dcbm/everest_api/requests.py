@@ -13,16 +13,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
 
+from lem_dcbm.core.ports import PowermeterHandlers
 from lem_dcbm.errors import shown
-from lem_dcbm.everest import results
-from lem_dcbm.everest.adapter import PowermeterHandlers
+from lem_dcbm.everest import results, shapes
 from lem_dcbm.everest.bus import Message
-from lem_dcbm.everest.commands import MAX_PAYLOAD_BYTES, MAX_ROUTABLE_BYTES, MAX_WAITING
 from lem_dcbm.everest.serial_worker import SerialWorker
 from lem_dcbm.everest_api import codecs
 from lem_dcbm.everest_api.topics import REQUESTS, ApiTopics, reply_topic_allowed
+from lem_dcbm.json_types import JsonObject
+from lem_dcbm.request_limits import MAX_PAYLOAD_BYTES, MAX_ROUTABLE_BYTES, MAX_WAITING
 
 _LOGGER = logging.getLogger(__name__)
 _EXCERPT_BYTES = 120
@@ -105,7 +105,7 @@ class RequestWorker(SerialWorker[Message]):
             return
         self._publish(request.reply_to, codecs.encode(reply))
 
-    def _run(self, name: str, request: codecs.ApiRequest) -> dict[str, Any]:
+    def _run(self, name: str, request: codecs.ApiRequest) -> JsonObject:
         try:
             if name == "start_transaction":
                 value = codecs.start_request(request.payload)
@@ -113,9 +113,10 @@ class RequestWorker(SerialWorker[Message]):
                 if refused is not None:
                     _LOGGER.warning("refused start_transaction: %s", refused)
                     return results.failed(f"start refused: {refused}")
-                return self._handlers.start_transaction(value)
+                started = self._handlers.start_transaction(shapes.transaction_request(value))
+                return results.start_response(started)
             transaction_id = codecs.stop_transaction_id(request.payload)
-            return self._handlers.stop_transaction(transaction_id)
+            return results.stop_response(self._handlers.stop_transaction(transaction_id))
         except codecs.RequestError as exc:
             raise codecs.RequestError(exc.reason, request.reply_to) from None
         except Exception as exc:

@@ -19,6 +19,7 @@ from lem_dcbm.harness.processes import STOP_TIMEOUT_S, log_tail, spawn, stop_pro
 from lem_dcbm.harness.simulator import Simulator
 from lem_dcbm.harness.waiting import HarnessError, wait_until
 from lem_dcbm.health import HEALTH_DIR_ENV, health_file_path
+from lem_dcbm.json_types import JsonObject
 
 #: The checkout: ``module.py`` (the manager's entry point) lives there.
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,7 +28,7 @@ MODULE_ID = "powermeter_1"
 Entry = Literal["cli", "module.py"]
 
 
-def simulator_config(sim: Simulator, **overrides: Any) -> dict[str, Any]:
+def simulator_config(sim: Simulator, **overrides: object) -> JsonObject:
     """Config values for a module talking to ``sim`` (quick retries, short timeouts)."""
     values: dict[str, Any] = {
         "ip_address": sim.host,
@@ -43,7 +44,7 @@ def simulator_config(sim: Simulator, **overrides: Any) -> dict[str, Any]:
     return values
 
 
-def write_config(path: Path, values: Mapping[str, Any], module_id: str = MODULE_ID) -> Path:
+def write_config(path: Path, values: Mapping[str, object], module_id: str = MODULE_ID) -> Path:
     """Write an EVerest config file with one lem-dcbm module."""
     document = {
         "active_modules": {module_id: {"module": MODULE_NAME, "config_module": dict(values)}}

@@ -23,7 +23,8 @@ def spawn(
 
 
 def stop_processes(
-    processes: Sequence[subprocess.Popen[Any]], timeout_s: float = STOP_TIMEOUT_S
+    processes: Sequence[subprocess.Popen[str] | subprocess.Popen[bytes]],
+    timeout_s: float = STOP_TIMEOUT_S,
 ) -> None:
     """SIGTERM every process first, then wait for all within ``timeout_s``; kill the rest."""
     for process in processes:

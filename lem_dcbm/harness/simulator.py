@@ -17,6 +17,7 @@ from typing import Any
 
 from lem_dcbm.harness.processes import log_tail, spawn, stop_processes
 from lem_dcbm.harness.waiting import HarnessError
+from lem_dcbm.json_types import JsonObject
 from lem_dcbm.meter.tls import pinned_ssl_context
 
 START_TIMEOUT_S = 30.0
@@ -164,12 +165,12 @@ class Simulator:
             raise SimulatorControlError(method, path, response.status, text)
         return json.loads(text or "null")
 
-    def state(self) -> dict[str, Any]:
+    def state(self) -> JsonObject:
         """``GET /_sim/state``."""
         answer: dict[str, Any] = self.control("GET", "/_sim/state")
         return answer
 
-    def set_faults(self, **faults: Any) -> None:
+    def set_faults(self, **faults: object) -> None:
         """``PUT /_sim/faults`` with the given fault fields."""
         self.control("PUT", "/_sim/faults", faults)
 

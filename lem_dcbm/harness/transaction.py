@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from lem_dcbm.json_types import JsonObject
 
 
-def transaction_request(transaction_id: str, *, evse_id: str = "DE*LEM*E0001") -> dict[str, Any]:
+def transaction_request(transaction_id: str, *, evse_id: str = "DE*LEM*E0001") -> JsonObject:
     """A ``powermeter/TransactionReq`` for ``transaction_id`` with an RFID identification."""
     return {
         "evse_id": evse_id,

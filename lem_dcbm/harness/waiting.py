@@ -6,7 +6,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from lem_dcbm.errors import LemDcbmError
 
@@ -48,7 +48,11 @@ def port_open(host: str, port: int) -> bool:
 
 
 def wait_listening(
-    host: str, port: int, process: subprocess.Popen[Any], what: str, timeout_s: float
+    host: str,
+    port: int,
+    process: subprocess.Popen[str] | subprocess.Popen[bytes],
+    what: str,
+    timeout_s: float,
 ) -> None:
     """Wait until ``host:port`` accepts connections; fail at once when ``process`` exits."""
 

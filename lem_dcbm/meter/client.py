@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import TypeVar
 from urllib.parse import quote
 
 from lem_dcbm.errors import ConfigError, MeterBodyError, MeterStatusError
+from lem_dcbm.json_types import JsonObject
 from lem_dcbm.meter import endpoints
 from lem_dcbm.meter.models import (
     LegalState,
@@ -123,7 +124,7 @@ class MeterClient:
         method: str,
         path: str,
         expected: int,
-        json_body: Any = None,
+        json_body: object = None,
         timeout_s: float | None = None,
     ) -> tuple[int, str]:
         if timeout_s is None:
@@ -140,9 +141,9 @@ class MeterClient:
         method: str,
         path: str,
         expected: int,
-        json_body: Any = None,
+        json_body: object = None,
         timeout_s: float | None = None,
-    ) -> tuple[int, str, Any]:
+    ) -> tuple[int, str, object]:
         status, text = self._call(method, path, expected, json_body, timeout_s)
         try:
             return status, text, json.loads(text)
@@ -156,8 +157,8 @@ class MeterClient:
         method: str,
         path: str,
         expected: int,
-        parser: Callable[[Any], T],
-        json_body: Any = None,
+        parser: Callable[[object], T],
+        json_body: object = None,
         timeout_s: float | None = None,
     ) -> T:
         status, text, data = self._get_json(method, path, expected, json_body, timeout_s)
@@ -197,7 +198,7 @@ class MeterClient:
         path = endpoints.legal(self._api_version)
         return self._parse("GET", path, endpoints.OK, parse_legal)
 
-    def start_transaction(self, body: Mapping[str, Any]) -> LegalState:
+    def start_transaction(self, body: Mapping[str, object]) -> LegalState:
         """``POST /v1|v2/legal``: start a transaction; the meter must answer 201, running."""
         path = endpoints.legal(self._api_version)
         state = self._parse("POST", path, endpoints.CREATED, parse_legal, json_body=dict(body))
@@ -248,15 +249,15 @@ class MeterClient:
             )
         return record
 
-    def settings(self) -> dict[str, Any]:
+    def settings(self) -> JsonObject:
         """``GET /v1/settings``: the settings object as the meter sends it."""
         return self._get_object(endpoints.SETTINGS)
 
-    def logbook(self) -> dict[str, Any]:
+    def logbook(self) -> JsonObject:
         """``GET /v1/logbook``: the meter's event log, as sent (its shape is not documented)."""
         return self._get_object(endpoints.LOGBOOK)
 
-    def _get_object(self, path: str) -> dict[str, Any]:
+    def _get_object(self, path: str) -> JsonObject:
         status, text, data = self._get_json("GET", path, endpoints.OK)
         if not isinstance(data, dict):
             raise MeterBodyError(
@@ -264,7 +265,7 @@ class MeterClient:
             )
         return data
 
-    def put_settings(self, patch: Mapping[str, Any]) -> SettingsResult:
+    def put_settings(self, patch: Mapping[str, object]) -> SettingsResult:
         """``PUT /v1/settings`` with a partial object; ``accepted`` is the meter's verdict."""
         return self._parse(
             "PUT", endpoints.SETTINGS, endpoints.OK, parse_settings_result, json_body=dict(patch)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from lem_dcbm.errors import LemDcbmError
 
@@ -45,14 +45,23 @@ BILLABLE_TRANSACTION_STATUS = 17
 TRANSACTION_ONGOING_BIT = 1 << 2
 
 
+T = TypeVar("T")
+
+
 class ShapeError(LemDcbmError, ValueError):
     """A meter answer lacks a field or has one of the wrong type."""
 
 
-def _get(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], path: str = "") -> Any:
-    where = f"{path}{key}"
+def _object(data: object, path: str = "") -> Mapping[str, object]:
+    """``data`` when it is a JSON object; raise ``ShapeError`` naming ``path`` otherwise."""
     if not isinstance(data, Mapping):
         raise ShapeError(f"expected an object at '{path.rstrip('.') or '/'}'")
+    return data
+
+
+def _get(data: object, key: str, kind: type[T] | tuple[type[T], ...], path: str = "") -> T:
+    where = f"{path}{key}"
+    data = _object(data, path)
     if key not in data:
         raise ShapeError(f"field '{where}' is missing")
     value = data[key]
@@ -64,7 +73,7 @@ def _get(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], path:
     return value
 
 
-def _number(data: Mapping[str, Any], key: str, path: str = "") -> float:
+def _number(data: object, key: str, path: str = "") -> float:
     return float(_get(data, key, (int, float), path))
 
 
@@ -105,7 +114,7 @@ class MeterStatus:
         return bool(self.bits.get("muFatalErrorOccured", False))
 
 
-def _bits(data: Mapping[str, Any], names: tuple[str, ...], path: str) -> dict[str, bool]:
+def _bits(data: object, names: tuple[str, ...], path: str) -> dict[str, bool]:
     raw = _get(data, "bits", Mapping, path)
     out: dict[str, bool] = {}
     for name in names:
@@ -117,8 +126,9 @@ def _bits(data: Mapping[str, Any], names: tuple[str, ...], path: str) -> dict[st
     return out
 
 
-def parse_status(data: Any) -> MeterStatus:
+def parse_status(body: object) -> MeterStatus:
     """Parse the body of ``GET /v1/status``."""
+    data = _object(body)
     status = _get(data, "status", Mapping)
     errors = data.get("errors", {"value": 0, "bits": {}}) if isinstance(data, Mapping) else {}
     version = _get(data, "version", Mapping)
@@ -153,7 +163,7 @@ class LiveMeasure:
     timestamp: str
 
 
-def parse_livemeasure(data: Any) -> LiveMeasure:
+def parse_livemeasure(data: object) -> LiveMeasure:
     """Parse the body of ``GET /v1/livemeasure`` (or ``/v2/livemeasure``)."""
     return LiveMeasure(
         voltage_v=_number(data, "voltage"),
@@ -201,13 +211,14 @@ class LegalState:
         return _optional_int(meter_value, "transactionStatus")
 
 
-def _optional_int(data: Mapping[str, Any], key: str) -> int | None:
+def _optional_int(data: Mapping[str, object], key: str) -> int | None:
     value = data.get(key)
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def parse_legal(data: Any) -> LegalState:
+def parse_legal(body: object) -> LegalState:
     """Parse the body of ``GET /v1/legal`` or of a successful start."""
+    data = _object(body)
     return LegalState(
         transaction_id=str(_get(data, "transactionId", str)),
         running=bool(_get(data, "running", bool)),
@@ -239,8 +250,9 @@ class StopReport:
         return _optional_int(self.raw, "paginationCounter")
 
 
-def parse_stop_report(data: Any) -> StopReport:
+def parse_stop_report(body: object) -> StopReport:
     """Parse the body of ``PUT /v1/legal?transactionId=...``."""
+    data = _object(body)
     meter_value = _get(data, "meterValue", Mapping)
     return StopReport(
         transaction_id=str(data.get("transactionId", "")),
@@ -257,8 +269,9 @@ class SettingsResult:
     meter_id: str
 
 
-def parse_settings_result(data: Any) -> SettingsResult:
+def parse_settings_result(body: object) -> SettingsResult:
     """Parse the body of ``PUT /v1/settings``."""
+    data = _object(body)
     return SettingsResult(
         accepted=_get(data, "result", int) == 1,
         meter_id=str(data.get("meterId", "")),

@@ -226,7 +226,7 @@ class Transport(Protocol):
         method: str,
         path: str,
         *,
-        json_body: Any = None,
+        json_body: object = None,
         params: Mapping[str, str] | None = None,
         timeout_s: float | None = None,
     ) -> tuple[int, str]:
@@ -238,12 +238,12 @@ class Transport(Protocol):
         ...
 
 
-def interface_socket_options(interface: str) -> list[tuple[int, int, Any]]:
+def interface_socket_options(interface: str) -> list[tuple[int, int, int | bytes]]:
     """Socket options that send every request out of network ``interface`` ("" for any).
 
     Raises ``ConfigError`` naming ``interface`` when the machine has no such interface.
     """
-    options: list[tuple[int, int, Any]] = list(HTTPConnection.default_socket_options)
+    options: list[tuple[int, int, int | bytes]] = list(HTTPConnection.default_socket_options)
     if not interface:
         return options
     try:
@@ -395,7 +395,7 @@ class HttpTransport:
         method: str,
         path: str,
         *,
-        json_body: Any = None,
+        json_body: object = None,
         params: Mapping[str, str] | None = None,
         timeout_s: float | None = None,
     ) -> tuple[int, str]:
@@ -483,7 +483,7 @@ class HttpTransport:
         self,
         method: str,
         path: str,
-        json_body: Any,
+        json_body: object,
         params: Mapping[str, str] | None,
         timeout_s: float,
     ) -> tuple[int, str]:

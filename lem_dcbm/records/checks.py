@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from lem_dcbm.json_types import JsonObject
 from lem_dcbm.ocmf import parse_ocmf, verify_ocmf
 from lem_dcbm.records.readings import (
     BEGIN,
@@ -131,7 +132,7 @@ class RecordVerdict:
         """The names of the failed checks, in check order."""
         return tuple(failure.check for failure in self.failures)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         """The verdict as the journal stores it (``JournalEntry.data["verdict"]``)."""
         return {
             "signature_valid": self.signature_valid,
@@ -139,7 +140,7 @@ class RecordVerdict:
         }
 
     @classmethod
-    def from_json(cls, value: Any) -> RecordVerdict | None:
+    def from_json(cls, value: object) -> RecordVerdict | None:
         """Read a stored verdict back; None when ``value`` is not one."""
         if not isinstance(value, Mapping):
             return None
@@ -209,7 +210,7 @@ def pagination_of(record: str) -> int | None:
         return None
 
 
-def _session_key(record: str) -> tuple[Any, Any, Any]:
+def _session_key(record: str) -> tuple[object, object, object]:
     payload = parse_ocmf(record).payload
     begin = next((r for r in readings_of(payload) if r.kind == BEGIN), None)
     return payload.get("MS"), payload.get("PG"), begin.time if begin else None

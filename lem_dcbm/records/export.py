@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from typing import Any
 
 from lem_dcbm.journal import JournalEntry
+from lem_dcbm.json_types import JsonMapping, JsonObject, JsonValue
 from lem_dcbm.records.checks import RecordVerdict
 from lem_dcbm.records.late_record import (
     KeptRecord,
@@ -159,7 +159,7 @@ def _verified(report: TransactionReport, after_pagination: int | None) -> Transa
     return TransactionReport(report.entry, report.state, kept, verdict, report.summary)
 
 
-def export_object(report: TransactionReport, module_id: str) -> dict[str, Any]:
+def export_object(report: TransactionReport, module_id: str) -> JsonObject:
     """One transaction for the JSON export: the late-record message's fields and the journal's.
 
     Without a record, ``signed_meter_value``, ``verification`` and ``summary`` are null.
@@ -209,7 +209,7 @@ def export_csv(rows: Sequence[TransactionReport]) -> str:
     return out.getvalue()
 
 
-def _csv_row(report: TransactionReport) -> Mapping[str, Any]:
+def _csv_row(report: TransactionReport) -> JsonMapping:
     summary = report.summary
     verdict = report.verdict
     return {
@@ -252,7 +252,7 @@ def export_ocmf(rows: Sequence[TransactionReport]) -> tuple[str, list[str]]:
     return "".join(lines), skipped
 
 
-def _blank(value: Any) -> Any:
+def _blank(value: JsonValue) -> JsonValue:
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -260,5 +260,5 @@ def _blank(value: Any) -> Any:
     return value
 
 
-def _text(value: Any) -> str | None:
+def _text(value: object) -> str | None:
     return value if isinstance(value, str) else None

@@ -17,12 +17,14 @@ the record (in the journal, on a disk anybody with access may edit) never vouche
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from typing import Any
 from urllib.parse import quote
 
 from lem_dcbm.journal import JournalEntry
+from lem_dcbm.json_types import JsonObject
 from lem_dcbm.ocmf import parse_ocmf
 from lem_dcbm.records.checks import (
     CHECKS,
@@ -108,7 +110,7 @@ def verified_now(kept: KeptRecord) -> KeptRecord:
     )
 
 
-def late_record_message(kept: KeptRecord, *, module_id: str, published_at: str) -> dict[str, Any]:
+def late_record_message(kept: KeptRecord, *, module_id: str, published_at: str) -> JsonObject:
     """The JSON payload published on :func:`late_record_topic` (schema version 1).
 
     The ``verification`` is the one of :func:`verified_now`, made at this moment.
@@ -161,7 +163,7 @@ def kept_record_from_entry(entry: JournalEntry) -> KeptRecord | None:
     )
 
 
-def expectation_of(data: Any) -> RecordExpectation:
+def expectation_of(data: Mapping[str, object]) -> RecordExpectation:
     """What a transaction's record must say, from the facts the journal stored with it."""
     return RecordExpectation(
         meter_id=_text(data.get("meter_id")) or None,
@@ -174,22 +176,22 @@ def expectation_of(data: Any) -> RecordExpectation:
     )
 
 
-def message_schema() -> dict[str, Any]:
+def message_schema() -> JsonObject:
     """The JSON Schema of the late-record message, as shipped in the package."""
     text = resources.files(__package__).joinpath(SCHEMA_FILE).read_text(encoding="utf-8")
     schema: dict[str, Any] = json.loads(text)
     return schema
 
 
-def _text(value: Any) -> str:
+def _text(value: object) -> str:
     return value if isinstance(value, str) else ""
 
 
-def _text_or_none(value: Any) -> str | None:
+def _text_or_none(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _int(value: Any) -> int | None:
+def _int(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 

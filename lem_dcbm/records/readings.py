@@ -69,7 +69,7 @@ class Reading:
         return parse_meter_time(self.time)
 
 
-def readings_of(payload: Mapping[str, Any]) -> list[Reading]:
+def readings_of(payload: Mapping[str, object]) -> list[Reading]:
     """The payload's readings in order; ``ValueError`` when ``RD`` is not a list of objects."""
     raw = payload.get("RD")
     if not isinstance(raw, list) or not raw:
@@ -95,7 +95,7 @@ def readings_of(payload: Mapping[str, Any]) -> list[Reading]:
     return readings
 
 
-def _text(value: Any, inherited: str | None) -> str | None:
+def _text(value: object, inherited: str | None) -> str | None:
     return value if isinstance(value, str) else inherited
 
 
@@ -129,7 +129,7 @@ def parse_meter_time(text: str) -> datetime:
         raise ValueError(f"TM {text!r} is not a valid time: {exc}") from exc
 
 
-def transaction_counter(payload: Mapping[str, Any]) -> int | None:
+def transaction_counter(payload: Mapping[str, object]) -> int | None:
     """The number in the payload's ``PG`` (``T61`` -> 61); None when it is not like that."""
     value = payload.get("PG")
     match = _PAGINATION.fullmatch(value) if isinstance(value, str) else None

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
+from lem_dcbm.json_types import JsonObject
 from lem_dcbm.ocmf import parse_ocmf
 from lem_dcbm.records.readings import (
     BEGIN,
@@ -57,7 +57,7 @@ class RecordSummary:
         energy = self.energy_kwh
         return None if energy is None else round(energy * 1000)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         """Every field and the energy as a JSON object."""
         return {
             "meter_serial": self.meter_serial,
@@ -99,7 +99,7 @@ def summarize(record: str) -> RecordSummary:
     )
 
 
-def _text(payload: Mapping[str, Any], key: str) -> str | None:
+def _text(payload: Mapping[str, object], key: str) -> str | None:
     value = payload.get(key)
     return value if isinstance(value, str) else None
 

@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from lem_dcbm.clock import Clock, rfc3339
+from lem_dcbm.json_types import JsonObject
 from lem_dcbm.simulator.legal_request import StartRequest, parse_start
 from lem_dcbm.simulator.logbook import LOGBOOK_CAPACITY, Logbook
 from lem_dcbm.simulator.meter_bits import BIT, ERROR_NAMES, PRECONDITIONS, STATUS_NAMES
@@ -256,10 +257,10 @@ class SimulatedMeter:
             self._running.status = _fold(self._running.status, value)
         return value
 
-    def _log(self, event: str, **detail: Any) -> None:
+    def _log(self, event: str, **detail: object) -> None:
         self._logbook.add(iso_seconds(self._now_local()), event, **detail)
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> JsonObject:
         """``GET /v1/status``."""
         with self._lock:
             value = self._observe()
@@ -284,7 +285,7 @@ class SimulatedMeter:
                 "numberOfStoredTransactions": self._ring.stored,
             }
 
-    def livemeasure(self) -> dict[str, Any]:
+    def livemeasure(self) -> JsonObject:
         """``GET /v1/livemeasure`` and ``/v2/livemeasure`` (kW, kWh, degrees Celsius)."""
         with self._lock:
             self._integrate()
@@ -302,7 +303,7 @@ class SimulatedMeter:
                 "timestamp": iso_seconds(self._now_local()),
             }
 
-    def logbook(self) -> dict[str, Any]:
+    def logbook(self) -> JsonObject:
         """``GET /v1/logbook``: the meter's event log (shape not documented; ours)."""
         with self._lock:
             return {"count": self._logbook.count, "entries": self._logbook.recent()}
@@ -358,7 +359,7 @@ class SimulatedMeter:
             end_state=state,
         )
 
-    def start_transaction(self, body: Any, api: str) -> dict[str, Any]:
+    def start_transaction(self, body: object, api: str) -> JsonObject:
         """``POST /{api}/legal``: validate, check preconditions, start; the 201 body."""
         with self._lock:
             request = parse_start(body, api)
@@ -390,7 +391,7 @@ class SimulatedMeter:
             _LOGGER.info("transaction %s started", request.transaction_id)
             return {**request.echo, "running": True}
 
-    def stop_transaction(self, transaction_id: str | None, body: Any) -> dict[str, Any]:
+    def stop_transaction(self, transaction_id: str | None, body: object) -> JsonObject:
         """``PUT /{api}/legal?transactionId=ID`` with ``{"running": false}``: the report."""
         with self._lock:
             if not transaction_id:
@@ -478,7 +479,7 @@ class SimulatedMeter:
     def _latest(self) -> Transaction | None:
         return self._ring.latest()
 
-    def legal(self) -> dict[str, Any]:
+    def legal(self) -> JsonObject:
         """``GET /{api}/legal``: the current or last transaction."""
         with self._lock:
             self._integrate()
@@ -542,7 +543,7 @@ class SimulatedMeter:
 
     # -- settings ---------------------------------------------------------------------
 
-    def settings(self) -> dict[str, Any]:
+    def settings(self) -> JsonObject:
         """``GET /v1/settings``: the live settings, with the meter's clock as ``time.utc``."""
         with self._lock:
             live = copy.deepcopy(self._live.settings)
@@ -550,20 +551,20 @@ class SimulatedMeter:
             live["time"] = {"utc": utc.strftime("%Y-%m-%dT%H:%M:%SZ"), **live["time"]}
             return live
 
-    def put_settings(self, body: Any) -> dict[str, Any]:
+    def put_settings(self, request: object) -> JsonObject:
         """``PUT /v1/settings``: apply a partial write; ``result`` 0 during a transaction."""
         with self._lock:
             record: dict[str, Any] = {
                 "monotonic": self._clock.monotonic(),
                 "at": rfc3339(self._clock.utc_now()),
                 "since_power_on_s": self._clock.monotonic() - self._power_on,
-                "body": body,
+                "body": request,
                 "accepted": False,
                 "persisted": False,
             }
             self._settings_writes.append(record)
             try:
-                check_write(body)
+                body = check_write(request)
             except FieldError as exc:
                 record["error"] = exc.message
                 raise
@@ -574,9 +575,10 @@ class SimulatedMeter:
             self._apply(self._live, body)
             if persisted:
                 self._apply(self._stored, body)
-            if "time" in body and "utc" in body["time"]:
-                self._clock_offset = parse_utc(body["time"]["utc"]) - self._clock.utc_now()
-            elif body.get("ntp", {}).get("ntpActivated") is True:
+            time, ntp = body.get("time"), body.get("ntp")
+            if isinstance(time, Mapping) and "utc" in time:
+                self._clock_offset = parse_utc(time["utc"]) - self._clock.utc_now()
+            elif isinstance(ntp, Mapping) and ntp.get("ntpActivated") is True:
                 # Our NTP servers are the host's clock.
                 self._clock_offset = timedelta(0)
                 self._start_ntp_sync()
@@ -662,7 +664,7 @@ class SimulatedMeter:
         with self._lock:
             self._clock_offset = timedelta(seconds=offset_s)
 
-    def state(self) -> dict[str, Any]:
+    def state(self) -> JsonObject:
         """A snapshot of everything, for ``GET /_sim/state`` and tests."""
         with self._lock:
             self._integrate()
@@ -716,7 +718,7 @@ class SimulatedMeter:
                 },
             }
 
-    def _describe(self, tx: Transaction) -> dict[str, Any]:
+    def _describe(self, tx: Transaction) -> JsonObject:
         return {
             "index": tx.index,
             "paginationCounter": tx.pagination,

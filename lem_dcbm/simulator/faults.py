@@ -6,8 +6,8 @@ import re
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
-from typing import Any
 
+from lem_dcbm.json_types import JsonObject
 from lem_dcbm.simulator.refusals import FieldError
 
 #: The methods the server answers; ``methods`` may name only these.
@@ -61,27 +61,31 @@ class Faults:
         return not self.paths or any(path.startswith(prefix) for prefix in self.paths)
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _positive_or_null(body: Mapping[str, Any], name: str) -> int | None:
+def _positive_or_null(body: Mapping[str, object], name: str) -> int | None:
     value = body.get(name)
-    if value is not None and not (_is_int(value) and value > 0):
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise FieldError(name, f"{name} must be a positive integer or null")
     return value
 
 
-def _strings(body: Mapping[str, Any], name: str, allowed: tuple[str, ...] = ()) -> tuple[str, ...]:
+def _strings(
+    body: Mapping[str, object], name: str, allowed: tuple[str, ...] = ()
+) -> tuple[str, ...]:
     values = body.get(name) or []
-    ok = isinstance(values, list) and all(isinstance(v, str) and v for v in values)
-    if not ok or (allowed and any(v not in allowed for v in values)):
+    texts = [v for v in values if isinstance(v, str) and v] if isinstance(values, list) else []
+    if texts != values or (allowed and any(v not in allowed for v in texts)):
         what = f"names from {', '.join(allowed)}" if allowed else "path prefixes"
         raise FieldError(name, f"{name} must be a list of {what}")
-    return tuple(values)
+    return tuple(texts)
 
 
-def parse_faults(body: Any) -> Faults:
+def parse_faults(body: object) -> Faults:
     """Validate a ``PUT /_sim/faults`` body; raise ``FieldError`` naming a bad field."""
     if not isinstance(body, Mapping):
         raise FieldError("body", "the body must be a JSON object")
@@ -167,7 +171,7 @@ class FaultBoard:
                 self._until = self._until if left > 0 else None
             return faults
 
-    def describe(self) -> dict[str, Any] | None:
+    def describe(self) -> JsonObject | None:
         """The active faults as JSON (with ``remaining_ms`` under ``for_ms``), or None."""
         with self._lock:
             faults = self._active()

@@ -34,11 +34,11 @@ class StartRequest:
     echo: dict[str, Any] = field(default_factory=dict)
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def parse_start(body: Any, api: str) -> StartRequest:
+def parse_start(body: object, api: str) -> StartRequest:
     """Validate a start body for ``api`` ("v1" or "v2"); raise ``FieldError`` on a breach."""
     if not isinstance(body, Mapping):
         raise FieldError("body", "the body must be a JSON object")

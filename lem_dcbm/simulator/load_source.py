@@ -23,12 +23,13 @@ import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from lem_dcbm.errors import LemDcbmError
+from lem_dcbm.json_types import JsonMapping
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -62,14 +63,14 @@ class LoadMessageError(LemDcbmError, ValueError):
     """A message that carries no usable load."""
 
 
-def _number(value: Any) -> float | None:
+def _number(value: object) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     number = float(value)
     return number if math.isfinite(number) else None
 
 
-def _powermeter(document: Any) -> Mapping[str, Any]:
+def _powermeter(document: object) -> JsonMapping:
     for _ in range(MAX_ENVELOPES + 1):
         if not isinstance(document, Mapping):
             break
@@ -79,7 +80,7 @@ def _powermeter(document: Any) -> Mapping[str, Any]:
     raise LoadMessageError("no power_W, voltage_V or current_A in the message")
 
 
-def _voltage(value: Any) -> float | None:
+def _voltage(value: object) -> float | None:
     if isinstance(value, Mapping):
         for key in ("DC", "L1"):
             found = _number(value.get(key))
@@ -89,7 +90,7 @@ def _voltage(value: Any) -> float | None:
     return _number(value)
 
 
-def _power_from_current(record: Mapping[str, Any], voltage: float | None) -> float | None:
+def _power_from_current(record: Mapping[str, object], voltage: float | None) -> float | None:
     current = record.get("current_A")
     volts = record.get("voltage_V")
     if isinstance(current, Mapping):
@@ -161,7 +162,9 @@ class MqttLoadSource:
         )
         self._client.reconnect_delay_set(1, 10)
 
-    def _on_connect(self, client: Any, _userdata: Any, _flags: Any, reason: Any, _p: Any) -> None:
+    def _on_connect(
+        self, client: mqtt.Client, _userdata: object, _flags: object, reason: object, _p: object
+    ) -> None:
         if getattr(reason, "is_failure", False):
             _LOGGER.warning("load broker %s:%d refused: %s", self._host, self._port, reason)
             return

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
+from lem_dcbm.json_types import JsonObject
+
 #: Events the meter's logbook holds (operation manual: "about 40 000").
 LOGBOOK_CAPACITY = 40_000
 #: Entries ``GET /v1/logbook`` shows.
@@ -32,7 +34,7 @@ class Logbook:
         """True once the logbook is full; it stays full."""
         return self.count >= self.capacity
 
-    def add(self, time: str, event: str, **detail: Any) -> bool:
+    def add(self, time: str, event: str, **detail: object) -> bool:
         """Log one event; False (nothing logged) when full."""
         if self.full:
             return False
@@ -40,6 +42,6 @@ class Logbook:
         self.count += 1
         return True
 
-    def recent(self) -> list[dict[str, Any]]:
+    def recent(self) -> list[JsonObject]:
         """The latest entries, oldest first."""
         return list(self._recent)

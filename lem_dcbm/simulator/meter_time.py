@@ -6,7 +6,6 @@ import calendar
 import re
 from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
-from typing import Any
 
 _TZ = re.compile(r"^([+-])(\d{2}):(\d{2})$")
 _HOUR = re.compile(r"^T(\d{2}):(\d{2})Z$")
@@ -28,7 +27,7 @@ MONTHS = (
 )
 
 
-def parse_utc(text: str) -> datetime:
+def parse_utc(text: object) -> datetime:
     """Parse an RFC 3339 time (``Z`` or an offset, optional fraction) into aware UTC."""
     if not isinstance(text, str) or "T" not in text:
         raise ValueError("not an RFC 3339 date-time")
@@ -38,7 +37,7 @@ def parse_utc(text: str) -> datetime:
     return moment.astimezone(timezone.utc)
 
 
-def parse_tz(text: Any) -> timedelta:
+def parse_tz(text: object) -> timedelta:
     """Parse a meter timezone offset ``+HH:MM`` (-11:00..+14:00, quarter hours)."""
     match = _TZ.match(text) if isinstance(text, str) else None
     if not match:
@@ -50,7 +49,7 @@ def parse_tz(text: Any) -> timedelta:
     return sign * timedelta(hours=hours, minutes=minutes)
 
 
-def check_transition(rule: Any) -> None:
+def check_transition(rule: object) -> None:
     """Validate a DST transition ``{"order", "day", "month", "hour"}``; raise ValueError."""
     if not isinstance(rule, Mapping):
         raise ValueError("expected an object with order, day, month and hour")
@@ -66,8 +65,10 @@ def check_transition(rule: Any) -> None:
         raise ValueError("hour must look like T01:00Z")
 
 
-def transition_moment(rule: Mapping[str, Any], year: int) -> datetime:
-    """The UTC moment a DST transition rule names in ``year``."""
+def transition_moment(rule: object, year: int) -> datetime:
+    """The UTC moment a DST transition rule (checked by ``check_rule``) names in ``year``."""
+    if not isinstance(rule, Mapping):
+        raise ValueError("a DST transition rule is an object")
     month = MONTHS.index(rule["month"]) + 1
     weekday = DAYS.index(rule["day"])
     days = [
@@ -82,7 +83,7 @@ def transition_moment(rule: Mapping[str, Any], year: int) -> datetime:
     return datetime(year, month, day, int(match.group(1)), int(match.group(2)), tzinfo=timezone.utc)
 
 
-def dst_offset(moment_utc: datetime, dst: Mapping[str, Any]) -> timedelta:
+def dst_offset(moment_utc: datetime, dst: Mapping[str, object]) -> timedelta:
     """The daylight saving shift in force at ``moment_utc`` under the rule ``dst``."""
     if not dst.get("activated"):
         return timedelta(0)
@@ -90,10 +91,12 @@ def dst_offset(moment_utc: datetime, dst: Mapping[str, Any]) -> timedelta:
     end = transition_moment(dst["end"], moment_utc.year)
     # Southern-hemisphere rules start late in the year and end early in the next.
     inside = start <= moment_utc < end if start < end else moment_utc >= start or moment_utc < end
-    return timedelta(minutes=int(dst.get("offset", 60))) if inside else timedelta(0)
+    offset = dst.get("offset", 60)
+    minutes = offset if isinstance(offset, int | float | str) else 60
+    return timedelta(minutes=int(minutes)) if inside else timedelta(0)
 
 
-def local_time(moment_utc: datetime, tz_offset: timedelta, dst: Mapping[str, Any]) -> datetime:
+def local_time(moment_utc: datetime, tz_offset: timedelta, dst: Mapping[str, object]) -> datetime:
     """``moment_utc`` on the meter's local clock, as an aware datetime with fixed offset."""
     offset = tz_offset + dst_offset(moment_utc, dst)
     return moment_utc.astimezone(timezone(offset))

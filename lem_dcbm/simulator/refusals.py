@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from lem_dcbm.errors import LemDcbmError
+from lem_dcbm.json_types import JsonObject
 
 
 class Refusal(LemDcbmError):
@@ -18,7 +17,7 @@ class Refusal(LemDcbmError):
         self.detail = detail
 
     @property
-    def body(self) -> dict[str, Any]:
+    def body(self) -> JsonObject:
         """The JSON body of the answer: ``{"error": message, **detail}``."""
         return {"error": self.message, **self.detail}
 

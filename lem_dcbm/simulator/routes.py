@@ -25,7 +25,7 @@ _V1_ONLY = {
 _BOTH = {"livemeasure": ("GET",), "legal": ("GET", "POST", "PUT"), "ocmf": ("GET",)}
 
 
-def json_body(raw: bytes) -> Any:
+def json_body(raw: bytes) -> object:
     """The request body as JSON (None when empty); a bad body is a 400 naming it."""
     try:
         return json.loads(raw.decode("utf-8")) if raw else None

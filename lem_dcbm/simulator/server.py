@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from lem_dcbm.clock import Clock
+from lem_dcbm.json_types import JsonObject
 from lem_dcbm.simulator.certs import CertificatePair
 from lem_dcbm.simulator.connections import Connection, ConnectionRegistry
 from lem_dcbm.simulator.device import SimulatedMeter
@@ -117,7 +118,7 @@ class MeterServer(ThreadingHTTPServer):
             self.connections.remove(conn)
             self.shutdown_request(request)
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
+    def handle_error(self, request: object, client_address: object) -> None:
         """Log a failed connection quietly; clients vanish all the time."""
         _LOGGER.debug("connection from %s ended: %r", client_address, sys.exc_info()[1])
 
@@ -133,7 +134,7 @@ class MeterServer(ThreadingHTTPServer):
         with self._counts_lock:
             return dict(self._counts)
 
-    def state(self) -> dict[str, Any]:
+    def state(self) -> JsonObject:
         """The device's state plus request, connection and fault bookkeeping."""
         return {
             **self.device.state(),
@@ -177,7 +178,7 @@ class MeterRequestHandler(BaseHTTPRequestHandler):
             self._conn.idle = False
         return super().parse_request()
 
-    def log_message(self, format: str, *args: Any) -> None:
+    def log_message(self, format: str, *args: object) -> None:
         """Route the access log to logging at debug level."""
         message = format % args
         _LOGGER.debug("%s %s", self.address_string(), message)
@@ -246,7 +247,7 @@ class MeterRequestHandler(BaseHTTPRequestHandler):
             self.wfile.flush()
             self.server.clock.sleep(drip_s)
 
-    def _send_json(self, status: int, body: Any, head: bool = False) -> None:
+    def _send_json(self, status: int, body: object, head: bool = False) -> None:
         self._send(status, json.dumps(body).encode("utf-8"), JSON, head)
 
     def _dispatch(self, method: str) -> None:
@@ -310,7 +311,7 @@ class MeterRequestHandler(BaseHTTPRequestHandler):
 
     # -- the control API --------------------------------------------------------------
 
-    def _control(self, method: str, path: str, body: Any) -> Any:
+    def _control(self, method: str, path: str, body: object) -> object:
         server, device = self.server, self.server.device
         route = (method, path.rstrip("/"))
         if route == ("GET", "/_sim/state"):
@@ -342,13 +343,13 @@ class MeterRequestHandler(BaseHTTPRequestHandler):
         raise NotFound(f"no control endpoint {method} {path}")
 
 
-def _object(body: Any) -> dict[str, Any]:
+def _object(body: object) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise FieldError("body", "expected a JSON object")
     return body
 
 
-def _numbers(body: Any, names: tuple[str, ...]) -> dict[str, float]:
+def _numbers(body: object, names: tuple[str, ...]) -> dict[str, float]:
     body = _object(body)
     out: dict[str, float] = {}
     for key, value in body.items():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 from lem_dcbm.simulator.meter_time import check_transition, parse_tz, parse_utc
 from lem_dcbm.simulator.refusals import FieldError
@@ -47,23 +47,23 @@ def default_settings(tls_on: bool) -> dict[str, Any]:
     }
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _object(value: Any, field: str) -> Mapping[str, Any]:
+def _object(value: object, field: str) -> Mapping[str, object]:
     if not isinstance(value, Mapping) or not value:
         raise FieldError(field, f"{field} must be a non-empty object")
     return value
 
 
-def _only(section: Mapping[str, Any], allowed: tuple[str, ...], path: str) -> None:
+def _only(section: Mapping[str, object], allowed: tuple[str, ...], path: str) -> None:
     for key in section:
         if key not in allowed:
             raise FieldError(f"{path}.{key}", f"unknown setting {path}.{key}")
 
 
-def _check_time(section: Mapping[str, Any]) -> None:
+def _check_time(section: Mapping[str, object]) -> None:
     _only(section, ("utc", "tz", "dst"), "time")
     if "utc" in section:
         try:
@@ -90,7 +90,7 @@ def _check_time(section: Mapping[str, Any]) -> None:
                     raise FieldError(f"time.dst.{edge}", f"time.dst.{edge}: {exc}") from exc
 
 
-def _check_ntp(section: Mapping[str, Any]) -> None:
+def _check_ntp(section: Mapping[str, object]) -> None:
     _only(section, ("servers", "syncPeriod", "ntpActivated"), "ntp")
     if "servers" in section:
         servers = section["servers"]
@@ -111,7 +111,7 @@ def _check_ntp(section: Mapping[str, Any]) -> None:
         raise FieldError("ntp.ntpActivated", "ntp.ntpActivated must be a boolean")
 
 
-def check_write(body: Any) -> Mapping[str, Any]:
+def check_write(body: object) -> Mapping[str, object]:
     """Validate a partial settings object; raise ``FieldError`` naming the bad field."""
     if not isinstance(body, Mapping) or not body:
         raise FieldError("body", "the body must be a non-empty JSON object")

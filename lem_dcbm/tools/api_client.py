@@ -55,7 +55,7 @@ class ApiClient:
         self._closed.set()
         self._bus.close()
 
-    def on_var(self, name: str, handler: Callable[[Any], None]) -> None:
+    def on_var(self, name: str, handler: Callable[[object], None]) -> None:
         """Call ``handler(value)`` for every message on ``m2e/{name}`` (``powermeter``: values)."""
 
         def deliver(message: Message) -> None:
@@ -80,7 +80,7 @@ class ApiClient:
 
         threading.Thread(target=beat, name="api-heartbeat", daemon=True).start()
 
-    def send(self, name: str, payload: Any, *, token: str | None = None) -> str:
+    def send(self, name: str, payload: object, *, token: str | None = None) -> str:
         """Send request ``name`` without waiting; return its reply topic."""
         reply_to = self.topics.reply(token or str(uuid.uuid4()))
         body = {"headers": {"replyTo": reply_to}, "payload": payload}
@@ -91,7 +91,7 @@ class ApiClient:
         """Publish any bytes with QoS 2 (a hostile or broken bridge, in tests)."""
         self._bus.publish(topic, payload)
 
-    def request(self, name: str, payload: Any, timeout_s: float = 10.0) -> Any:
+    def request(self, name: str, payload: object, timeout_s: float = 10.0) -> object:
         """Send request ``name`` with ``payload``; return the decoded reply."""
         token = str(uuid.uuid4())
         inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -108,7 +108,7 @@ class ApiClient:
             with self._lock:
                 self._replies.pop(token, None)
 
-    def call(self, command: str, args: Any, timeout_s: float = 10.0) -> CommandResult:
+    def call(self, command: str, args: object, timeout_s: float = 10.0) -> CommandResult:
         """Call like the module protocol's consumer: ``{"value": req}`` or ``{"transaction_id"}``.
 
         Other arguments are sent as the payload unchanged.

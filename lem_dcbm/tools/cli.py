@@ -13,6 +13,7 @@ from typing import Any, TypeAlias
 from lem_dcbm.cli_common import add_broker_arguments, broker_from_args
 from lem_dcbm.errors import ConfigError
 from lem_dcbm.health import positive_seconds
+from lem_dcbm.json_types import JsonObject
 from lem_dcbm.tools import table
 from lem_dcbm.tools.api_client import VAR_TOPICS, ApiClient
 from lem_dcbm.tools.consumer import ConsumerError, EverestConsumer, result_json
@@ -91,7 +92,7 @@ def configure_call(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(handler=call_command)
 
 
-def start_arguments(args: argparse.Namespace) -> dict[str, Any]:
+def start_arguments(args: argparse.Namespace) -> JsonObject:
     """The ``TransactionReq`` built from the flags."""
     value: dict[str, Any] = {
         "evse_id": args.evse_id,
@@ -150,7 +151,7 @@ def _watch(consumer: Consumer, args: argparse.Namespace) -> int:
 
 def _other_mode(
     consumer: Consumer, args: argparse.Namespace
-) -> tuple[Consumer, queue.SimpleQueue[Any]] | None:
+) -> tuple[Consumer, queue.SimpleQueue[object]] | None:
     """A consumer of the protocol not asked for, and what it hears; None if unreachable."""
     broker = broker_from_args(args)
     other: Consumer = (
@@ -158,7 +159,7 @@ def _other_mode(
         if isinstance(consumer, ApiClient)
         else ApiClient(broker, args.module_id)
     )
-    heard: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    heard: queue.SimpleQueue[object] = queue.SimpleQueue()
     try:
         other.connect()
         other.on_var("powermeter", heard.put)
@@ -172,7 +173,7 @@ def _no_values(
     consumer: Consumer,
     args: argparse.Namespace,
     rows: int,
-    other: tuple[Consumer, queue.SimpleQueue[Any]] | None = None,
+    other: tuple[Consumer, queue.SimpleQueue[object]] | None = None,
 ) -> str:
     """Why watch stops: which module id and topic stayed silent, for how long."""
     topic = _powermeter_topic(consumer)

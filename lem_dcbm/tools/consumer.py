@@ -13,7 +13,6 @@ import queue
 import threading
 import uuid
 from collections.abc import Callable
-from typing import Any
 
 from lem_dcbm.config import BrokerSettings
 from lem_dcbm.errors import LemDcbmError
@@ -101,7 +100,7 @@ class EverestConsumer:
         """Disconnect."""
         self._bus.close()
 
-    def on_var(self, name: str, handler: Callable[[Any], None]) -> None:
+    def on_var(self, name: str, handler: Callable[[object], None]) -> None:
         """Call ``handler(value)`` for every publication of var ``name``."""
 
         def deliver(message: Message) -> None:
@@ -115,7 +114,7 @@ class EverestConsumer:
 
         self._bus.subscribe(self.topics.var(name), deliver)
 
-    def call(self, command: str, args: dict[str, Any], timeout_s: float = 10.0) -> CommandResult:
+    def call(self, command: str, args: dict[str, object], timeout_s: float = 10.0) -> CommandResult:
         """Call ``command`` and wait for its result."""
         call_id = str(uuid.uuid4())
         inbox: queue.SimpleQueue[CommandResult] = queue.SimpleQueue()

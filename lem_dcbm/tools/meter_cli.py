@@ -249,7 +249,7 @@ def _connect(
     )
 
 
-def _print(args: argparse.Namespace, report: Any, text: str) -> None:
+def _print(args: argparse.Namespace, report: object, text: str) -> None:
     print(json.dumps(report, indent=2) if args.json else text, flush=True)
 
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
-from typing import Any
+from typing import TypedDict
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from lem_dcbm.core.health_monitor import HEALTH_BITS
+from lem_dcbm.json_types import JsonObject
 from lem_dcbm.meter.models import ERROR_BITS, STATUS_BITS, LiveMeasure, MeterStatus
 from lem_dcbm.meter.tls import certificate_der, sha256_fingerprint
 from lem_dcbm.ocmf import verify_ocmf
@@ -24,6 +25,89 @@ from lem_dcbm.records.summary import summarize
 LOGBOOK_CAPACITY = 40_000
 _MEANINGS = {bit.name: bit for bit in HEALTH_BITS}
 _LABEL_WIDTH = 26
+
+
+class BitRow(TypedDict):
+    """One status or error bit as the meter reported it."""
+
+    bit: int | None
+    name: str
+    value: bool
+    problem: bool
+    meaning: str
+
+
+class BitsFacts(TypedDict):
+    """A bit field: its value and each bit."""
+
+    value: int
+    bits: list[BitRow]
+
+
+class LogbookFacts(TypedDict):
+    """How full the meter's logbook is."""
+
+    entries: int | None
+    capacity: int
+    full: bool | None
+
+
+class StatusReport(TypedDict):
+    url: str
+    meter_id: str
+    firmware: str
+    api: str
+    meter_time: str
+    local_time: str
+    clock_skew_s: float | None
+    time_sync_ok: bool
+    transaction_ongoing: bool
+    stored_transactions: int | None
+    index_of_last_transaction: int | None
+    logbook: LogbookFacts
+    status: BitsFacts
+    errors: BitsFacts
+    problems: list[str]
+
+
+class LiveRow(TypedDict):
+    """One ``meter live`` row in the meter's units."""
+
+    timestamp: str
+    voltage_v: float
+    current_a: float
+    power_kw: float
+    energy_import_kwh: float
+    energy_export_kwh: float
+    temperature_h_c: float
+    temperature_l_c: float
+
+
+class _CertificateFacts(TypedDict):
+    """``meter cert``: the served certificate's facts."""
+
+    sha256: str
+    subject: str
+    issuer: str
+    self_signed: bool
+    serial: str
+    key_type: str
+    key_bits: int | None
+    not_before: str
+    not_after: str
+    valid_now: bool
+    days_left: int
+    pinned_matches: bool | None
+    pem: str
+
+
+class CertificateReport(_CertificateFacts, total=False):
+    """The certificate's facts, and what ``meter cert`` did with it."""
+
+    #: Also read from the TLS handshake, where it matched ``/v1/certificate``.
+    from_handshake: bool
+    #: Where ``--out`` wrote it.
+    written_to: str
 
 
 def clock_skew_s(meter_time: str, local_now: datetime) -> float | None:
@@ -37,9 +121,9 @@ def clock_skew_s(meter_time: str, local_now: datetime) -> float | None:
     return round((moment - local_now).total_seconds(), 1)
 
 
-def _decoded(names: Sequence[str], bits: Mapping[str, bool], in_errors: bool) -> list[Any]:
+def _decoded(names: Sequence[str], bits: Mapping[str, bool], in_errors: bool) -> list[BitRow]:
     """Each bit the meter reported, in bit order, with whether it is a problem and why."""
-    rows: list[Any] = []
+    rows: list[BitRow] = []
     ordered = [name for name in names if name in bits] + [n for n in bits if n not in names]
     for name in ordered:
         watched = _MEANINGS.get(name)
@@ -65,7 +149,7 @@ def status_report(
     api_generation: str,
     local_now: datetime,
     logbook_entries: int | None,
-) -> dict[str, Any]:
+) -> StatusReport:
     """``meter status``: identity, firmware, API, clock, bits, storage and logbook."""
     status_bits = _decoded(STATUS_BITS, status.bits, in_errors=False)
     error_bits = _decoded(ERROR_BITS, status.error_bits, in_errors=True)
@@ -93,11 +177,11 @@ def status_report(
     }
 
 
-def _lines(pairs: Sequence[tuple[str, Any]]) -> list[str]:
+def _lines(pairs: Sequence[tuple[str, object]]) -> list[str]:
     return [f"{label:<{_LABEL_WIDTH}}{_text(value)}" for label, value in pairs]
 
 
-def _text(value: Any) -> str:
+def _text(value: object) -> str:
     if value is None:
         return "-"
     if isinstance(value, bool):
@@ -105,7 +189,7 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def render_status(report: Mapping[str, Any]) -> str:
+def render_status(report: StatusReport) -> str:
     """The status report as a readable table."""
     skew = report["clock_skew_s"]
     logbook = report["logbook"]
@@ -127,10 +211,10 @@ def render_status(report: Mapping[str, Any]) -> str:
             ("logbook full", logbook["full"]),
         ]
     )
-    for title, key in (("status", "status"), ("errors", "errors")):
+    for title, field in (("status", report["status"]), ("errors", report["errors"])):
         lines.append("")
-        lines.append(f"{title} bits (value {report[key]['value']})")
-        for row in report[key]["bits"]:
+        lines.append(f"{title} bits (value {field['value']})")
+        for row in field["bits"]:
             bit = "?" if row["bit"] is None else str(row["bit"])
             verdict = f"PROBLEM: {row['meaning']}" if row["problem"] else "ok"
             lines.append(f"  {bit:>2} {row['name']:<28}{_text(row['value']):<5}{verdict}")
@@ -153,7 +237,7 @@ LIVE_COLUMNS = (
 )
 
 
-def live_row(live: LiveMeasure) -> dict[str, Any]:
+def live_row(live: LiveMeasure) -> LiveRow:
     """One ``meter live`` row in the meter's units."""
     return {
         "timestamp": live.timestamp,
@@ -172,7 +256,7 @@ def live_header() -> str:
     return " ".join(name.rjust(width) for name, width in LIVE_COLUMNS)
 
 
-def render_live_row(row: Mapping[str, Any]) -> str:
+def render_live_row(row: LiveRow) -> str:
     """One live row as a table line."""
     cells = (
         str(row["timestamp"]),
@@ -186,7 +270,7 @@ def render_live_row(row: Mapping[str, Any]) -> str:
     return " ".join(cell.rjust(width) for cell, (_, width) in zip(cells, LIVE_COLUMNS, strict=True))
 
 
-def certificate_report(pem: str, *, local_now: datetime, pinned_pem: str = "") -> dict[str, Any]:
+def certificate_report(pem: str, *, local_now: datetime, pinned_pem: str = "") -> CertificateReport:
     """``meter cert``: fingerprint, key, validity; whether it is the pinned one if one is given."""
     cert = x509.load_pem_x509_certificate(pem.encode("ascii"))
     key = cert.public_key()
@@ -199,7 +283,7 @@ def certificate_report(pem: str, *, local_now: datetime, pinned_pem: str = "") -
     fingerprint = sha256_fingerprint(certificate_der(pem))
     not_before = cert.not_valid_before_utc
     not_after = cert.not_valid_after_utc
-    report: dict[str, Any] = {
+    report: CertificateReport = {
         "sha256": fingerprint,
         "subject": cert.subject.rfc4514_string(),
         "issuer": cert.issuer.rfc4514_string(),
@@ -219,9 +303,9 @@ def certificate_report(pem: str, *, local_now: datetime, pinned_pem: str = "") -
     return report
 
 
-def render_certificate(report: Mapping[str, Any]) -> str:
+def render_certificate(report: CertificateReport) -> str:
     """The certificate report as a readable table (without the PEM)."""
-    pairs: list[tuple[str, Any]] = [
+    pairs: list[tuple[str, object]] = [
         ("SHA-256 fingerprint", report["sha256"]),
         ("subject", report["subject"]),
         ("issuer", report["issuer"] + (" (self-signed)" if report["self_signed"] else "")),
@@ -236,10 +320,10 @@ def render_certificate(report: Mapping[str, Any]) -> str:
     return "\n".join(_lines(pairs))
 
 
-def record_report(record: str, public_key_ocmf: str, *, index: int | None = None) -> dict[str, Any]:
+def record_report(record: str, public_key_ocmf: str, *, index: int | None = None) -> JsonObject:
     """One stored transaction: its OCMF record's facts and whether its signature verifies."""
     try:
-        summary: dict[str, Any] = summarize(record).to_json()
+        summary: JsonObject = summarize(record).to_json()
     except ValueError as exc:
         summary = {"unreadable": str(exc)}
     return {
@@ -261,7 +345,7 @@ TRANSACTION_COLUMNS = (
 )
 
 
-def render_transactions(rows: Sequence[Mapping[str, Any]]) -> str:
+def render_transactions(rows: Sequence[Mapping[str, object]]) -> str:
     """Stored transactions, newest first, as a table."""
     lines = [" ".join(name.ljust(width) for name, width in TRANSACTION_COLUMNS).rstrip()]
     for row in rows:
@@ -282,7 +366,7 @@ def render_transactions(rows: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def render_record(report: Mapping[str, Any]) -> str:
+def render_record(report: Mapping[str, object]) -> str:
     """One record: its facts, the signature verdict, then the record itself."""
     pairs = [
         ("transaction counter (PG)", report.get("pagination")),

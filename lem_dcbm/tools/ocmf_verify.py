@@ -14,11 +14,11 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 from lem_dcbm.cli_common import Subcommands, add_command
 from lem_dcbm.errors import UsageError
+from lem_dcbm.json_types import JsonObject
 from lem_dcbm.ocmf import PREFIX, load_public_key
 from lem_dcbm.records.checks import RecordExpectation, RecordVerdict, check_record, checks_run
 from lem_dcbm.records.summary import RecordSummary, summarize
@@ -246,7 +246,7 @@ def _as_json(
     verdict: RecordVerdict,
     checks: tuple[str, ...],
     key: str | None,
-) -> dict[str, Any]:
+) -> JsonObject:
     return {
         "ok": result_word(verdict, key) == "ok",
         "result": result_word(verdict, key),

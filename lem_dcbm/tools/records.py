@@ -15,12 +15,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
 from lem_dcbm.cli_common import Subcommands, add_broker_arguments, add_command, broker_from_args
 from lem_dcbm.clock import rfc3339
 from lem_dcbm.errors import ConfigError, UsageError
 from lem_dcbm.journal import JournalEntry, read_journal
+from lem_dcbm.json_types import JsonObject
 from lem_dcbm.records import export
 from lem_dcbm.records.checks import FORMAT
 from lem_dcbm.records.late_record import (
@@ -435,7 +436,7 @@ def _list_table(rows: Reports) -> str:
     )
 
 
-def _list_object(report: export.TransactionReport) -> dict[str, Any]:
+def _list_object(report: export.TransactionReport) -> JsonObject:
     verdict = report.verdict
     return {
         "transaction_id": report.transaction_id,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 COLUMNS = (
     ("time (UTC)", 24),
     ("import Wh", 12),
@@ -20,16 +18,16 @@ def header() -> str:
     return " ".join(name.rjust(width) for name, width in COLUMNS)
 
 
-def _total(value: Any, key: str) -> Any:
+def _total(value: object, key: str) -> object:
     part = value.get(key) if isinstance(value, dict) else None
     return part.get("total", part.get("DC")) if isinstance(part, dict) else None
 
 
-def _fmt(number: Any, digits: int = 1) -> str:
+def _fmt(number: object, digits: int = 1) -> str:
     return f"{number:.{digits}f}" if isinstance(number, (int, float)) else "-"
 
 
-def row(value: Any) -> str:
+def row(value: object) -> str:
     """One line for one ``powermeter`` publication; missing fields show as '-'."""
     if not isinstance(value, dict):
         return "(not a powermeter value)"

@@ -12,12 +12,20 @@ import logging
 import tempfile
 import threading
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from lem_dcbm.config import BrokerSettings
+from lem_dcbm.core.results import (
+    PowermeterValue,
+    SignedRecord,
+    StartResult,
+    StopResult,
+    TransactionRequest,
+)
 from lem_dcbm.everest import envelope
 from lem_dcbm.everest.adapter import EverestAdapter
 from lem_dcbm.everest.bus import BrokerUnavailable
@@ -47,6 +55,31 @@ STOP_OK = {
         "public_key": "3059301306072A8648CE3D0201",
     },
 }
+MEASUREMENT = PowermeterValue(
+    timestamp=datetime(2026, 11, 22, 10, 0, tzinfo=timezone.utc),
+    meter_id="12024072805",
+    energy_import_wh=12.5,
+    energy_export_wh=0.0,
+    power_w=400.0,
+    voltage_v=400.0,
+    current_a=1.0,
+    temperature_h_c=30.0,
+    temperature_l_c=28.0,
+)
+#: ``MEASUREMENT`` as the ``powermeter`` var, to the byte.
+MEASUREMENT_VAR = {
+    "timestamp": "2026-11-22T10:00:00.000Z",
+    "meter_id": "12024072805",
+    "energy_Wh_import": {"total": 12.5},
+    "energy_Wh_export": {"total": 0.0},
+    "power_W": {"total": 400.0},
+    "voltage_V": {"DC": 400.0},
+    "current_A": {"DC": 1.0},
+    "temperatures": [
+        {"temperature": 30.0, "identification": "temperatureH", "location": "temperatureH"},
+        {"temperature": 28.0, "identification": "temperatureL", "location": "temperatureL"},
+    ],
+}
 TRANSACTION = {
     "evse_id": "DE*PNX*E1",
     "transaction_id": "tx-1",
@@ -64,18 +97,37 @@ class DummyHandlers:
         self.release = threading.Event()
         self.release.set()
 
-    def start_transaction(self, value: dict[str, Any]) -> dict[str, Any]:
-        self.calls.append(("start", value))
-        return dict(START_OK)
+    def start_transaction(self, request: TransactionRequest) -> StartResult:
+        self.calls.append(("start", request))
+        return StartResult(
+            min_stop_time=datetime(2026, 11, 22, 10, 2, tzinfo=timezone.utc),
+            max_stop_time=datetime(2026, 11, 24, 9, 59, tzinfo=timezone.utc),
+        )
 
-    def stop_transaction(self, transaction_id: str) -> dict[str, Any]:
+    def stop_transaction(self, transaction_id: str) -> StopResult:
         self.calls.append(("stop", transaction_id))
         self.release.wait(10)
         if transaction_id == "raise":
             raise RuntimeError("the meter exploded")
-        if transaction_id == "bad-result":
-            return {"status": "BOGUS_STATUS"}
-        return dict(STOP_OK)
+        return StopResult(record=SignedRecord("OCMF|{}|{}", "3059301306072A8648CE3D0201"))
+
+
+def answer_outside_the_interface(adapter: EverestAdapter, transaction_id: str) -> None:
+    """Make the stop of ``transaction_id`` answer a result the interface forbids.
+
+    The core's results cannot be shaped wrong, so the dispatcher's handler is replaced: this
+    checks that a bug on this side still reaches the caller, flagged.
+    """
+    commands = adapter._commands
+    handler = commands._handlers["stop_transaction"]
+    commands.register(
+        "stop_transaction",
+        lambda args: (
+            {"status": "BOGUS_STATUS"}
+            if args["transaction_id"] == transaction_id
+            else handler(args)
+        ),
+    )
 
 
 def broker_of(broker: Broker) -> BrokerSettings:
@@ -115,7 +167,10 @@ def test_good_calls_are_answered_with_the_exact_envelope(
     raw = peer.responses("start_transaction")[0].json()
     assert raw == {"msg_type": "CmdResult", "data": {"type": "result", "data": result}}
     assert peer.call("stop_transaction", {"transaction_id": "tx-1"})["retval"] == STOP_OK
-    assert handlers.calls == [("start", TRANSACTION), ("stop", "tx-1")]
+    assert handlers.calls == [
+        ("start", TransactionRequest("tx-1", evse_id="DE*PNX*E1")),
+        ("stop", "tx-1"),
+    ]
 
 
 def _cmd(data: dict[str, Any], msg_type: str = "Cmd") -> bytes:
@@ -222,6 +277,7 @@ def test_bad_input_is_answered_or_dropped_and_the_module_goes_on(
     expected: str | None,
 ) -> None:
     caplog.set_level(logging.WARNING, logger="lem_dcbm.everest")
+    answer_outside_the_interface(adapter, "bad-result")
     peer.send_raw(f"cmd/{cmd}", payload)
     # Calls run one at a time in order, so once this one is answered the bad one is done.
     good = peer.call("stop_transaction", {"transaction_id": "after"})
@@ -252,7 +308,7 @@ def test_a_38_byte_transaction_id_passes_the_schema_unchanged(
         "retval"
     ]
     assert peer.call("stop_transaction", {"transaction_id": ID_38})["retval"] == STOP_OK
-    assert handlers.calls[0][1]["transaction_id"] == ID_38
+    assert handlers.calls[0][1].transaction_id == ID_38
     assert handlers.calls[1] == ("stop", ID_38)
 
 
@@ -294,14 +350,14 @@ def test_a_refused_call_does_not_wait_behind_a_slow_one(
 
 
 def test_variables(adapter: EverestAdapter, peer: EverestPeer) -> None:
-    measurement = {"timestamp": "2026-11-22T10:00:00.000Z", "energy_Wh_import": {"total": 12.5}}
-    assert adapter.publish_powermeter(measurement)
+    assert adapter.publish_powermeter(MEASUREMENT)
     assert adapter.publish_public_key_ocmf("3059301306072A")
-    assert peer.wait_for_var("powermeter")[0].value == measurement
+    assert peer.wait_for_var("powermeter")[0].value == MEASUREMENT_VAR
     assert peer.wait_for_var("public_key_ocmf")[0].value == "3059301306072A"
     raw = peer.on_topic(f"everest/modules/{MODULE_ID}/impl/main/var/powermeter")[0].json()
-    assert raw == {"msg_type": "Var", "data": {"data": measurement}}
-    assert not adapter.publish_powermeter({"energy_Wh_import": {"total": 1}})  # no timestamp
+    assert raw == {"msg_type": "Var", "data": {"data": MEASUREMENT_VAR}}
+    # A value that breaks the interface (no timestamp) is not published.
+    assert not adapter._publish_var("powermeter", {"energy_Wh_import": {"total": 1}})
 
 
 @pytest.mark.parametrize("namespace", ["powermeter", "generic"])
@@ -463,14 +519,13 @@ def test_reconnect_after_broker_restart(mosquitto: Broker, handlers: DummyHandle
         wait_until(lambda: len(connects) == 1, 5, what="the first on_connected")
         mosquitto.stop()
         wait_until(lambda: not adapter.connected, 5, what="the module to notice")
-        measurement = {"timestamp": "2026-11-22T10:00:00.000Z", "energy_Wh_import": {"total": 1.0}}
-        assert not adapter.publish_powermeter(measurement)  # dropped, not queued
+        assert not adapter.publish_powermeter(MEASUREMENT)  # dropped, not queued
         mosquitto.start()
         wait_until(lambda: len(connects) == 2, 10, what="on_connected after the restart")
         # The restarted broker forgot every session: answering proves the resubscription.
         with EverestPeer(mosquitto.host, mosquitto.port, module_id=MODULE_ID) as peer:
             assert peer.call("stop_transaction", {"transaction_id": "tx"}, 10)["retval"] == STOP_OK
-            assert adapter.publish_powermeter(measurement)
+            assert adapter.publish_powermeter(MEASUREMENT)
             assert len(peer.wait_for_var("powermeter")) == 1
     finally:
         adapter.close(2)

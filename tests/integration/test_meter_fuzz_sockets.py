@@ -39,6 +39,7 @@ from lem_dcbm.core.record_book import RecordBook
 from lem_dcbm.core.timesync import TimeSync
 from lem_dcbm.core.transaction_request import StartSettings
 from lem_dcbm.errors import MeterConnectionError
+from lem_dcbm.everest.shapes import transaction_request
 from lem_dcbm.meter.client import MeterClient
 from lem_dcbm.simulator.device import MeterConfig, SimulatedMeter
 from lem_dcbm.simulator.ocmf_signer import OcmfSigner, tamper_record
@@ -256,7 +257,7 @@ def test_a_stop_never_bills_a_record_of_another_transaction(
         controller.initialize()
         number = len(meter.device.state()["transactions"])
         foreign_id, own_id = f"fuzz-{number}-a", f"fuzz-{number}-b"
-        assert controller.start_transaction(request(foreign_id)).ok
+        assert controller.start_transaction(transaction_request(request(foreign_id))).ok
         meter.clock.advance(30)
         assert controller.stop_transaction(foreign_id).ok
         foreign = meter.device.ocmf(foreign_id)
@@ -264,7 +265,7 @@ def test_a_stop_never_bills_a_record_of_another_transaction(
         meter.server.plan("POST", "/v1/legal", data.draw(st.lists(WIRE_ACTS, max_size=2)))
         meter.server.plan("GET", "/v1/status", data.draw(st.lists(WIRE_ACTS, max_size=2)))
         meter.server.plan("GET", "/v1/ocmf", data.draw(acts_with_records(foreign)))
-        started = controller.start_transaction(request(own_id))
+        started = controller.start_transaction(transaction_request(request(own_id)))
         meter.server.clear()
         running = meter.device.state()["running_transaction"]
         begin = meter.device.ocmf(own_id) if running == own_id else None

@@ -19,6 +19,7 @@ from lem_dcbm.clock import ManualClock
 from lem_dcbm.core.controller import MeterController
 from lem_dcbm.core.meter_limits import SESSION_SYNC_MARGIN, UNSAVED_RECORDS
 from lem_dcbm.core.timesync import NtpServer
+from lem_dcbm.everest.shapes import transaction_request
 from lem_dcbm.meter.client import MeterClient
 from lem_dcbm.meter.transport import HttpTransport
 from lem_dcbm.simulator.faults import Faults
@@ -58,7 +59,7 @@ class SocketRig:
         self.sim.server.faults.clear()
 
     def session(self, transaction_id: str) -> Any:
-        started = self.controller.start_transaction(request(transaction_id))
+        started = self.controller.start_transaction(transaction_request(request(transaction_id)))
         assert started.ok, started
         self.sim.device.set_load(power_kw=20.0)
         self.clock.advance(600)
@@ -97,7 +98,7 @@ def test_no_start_overwrites_a_record_the_journal_still_waits_for(
     rig.fault(http_status=500, paths=("/v1/ocmf",))
     for transaction_id in ("tx-a", "tx-b", "tx-c"):
         assert not rig.session(transaction_id).ok  # no record yet: the late road
-    refused = rig.controller.start_transaction(request("tx-d"))
+    refused = rig.controller.start_transaction(transaction_request(request("tx-d")))
     assert not refused.ok
     assert "would overwrite the record of tx-a" in refused.error
     assert UNSAVED_RECORDS in rig.alerts.active
@@ -109,7 +110,7 @@ def test_no_start_overwrites_a_record_the_journal_still_waits_for(
     rig.clock.advance(3600)
     rig.controller.housekeeping()
     assert {r.transaction_id for r in rig.late.published} == {"tx-a", "tx-b", "tx-c"}
-    assert rig.controller.start_transaction(request("tx-d")).ok
+    assert rig.controller.start_transaction(transaction_request(request("tx-d"))).ok
     assert UNSAVED_RECORDS not in rig.alerts.active
     [late_a] = [r for r in rig.late.published if r.transaction_id == "tx-a"]
     assert late_a.ocmf == kept_at_meter
@@ -119,7 +120,9 @@ def test_a_stop_beyond_the_lookup_window_finds_the_record_by_its_slot(
     rigs: list[SocketRig], tmp_path: Path
 ) -> None:
     rig = make(rigs, tmp_path, ocmf_search_window=3)
-    assert rig.controller.start_transaction(request("tx-old")).ok  # its record number kept
+    assert rig.controller.start_transaction(
+        transaction_request(request("tx-old"))
+    ).ok  # its record number kept
     rig.fault(http_status=500, paths=("/v1/ocmf?transactionId=tx-old",))
     rig.clock.advance(600)
     assert not rig.controller.stop_transaction("tx-old").ok
@@ -138,7 +141,7 @@ def test_a_stop_beyond_the_lookup_window_finds_the_record_by_its_slot(
 
 def test_a_full_logbook_refuses_the_start_naming_it(rigs: list[SocketRig], tmp_path: Path) -> None:
     rig = make(rigs, tmp_path, logbook_capacity=100, logbook_filled=100)
-    answer = rig.controller.start_transaction(request("tx-1"))
+    answer = rig.controller.start_transaction(transaction_request(request("tx-1")))
     assert not answer.ok
     assert "logbookIsFull" in answer.error
     assert "refuses every transaction from now on" in answer.error
@@ -154,27 +157,27 @@ def test_no_start_that_the_sync_expiry_would_invalidate(
     synced_at = rig.clock.utc_now()
     rig.fault(http_status=500, paths=("/v1/settings",), methods=("PUT",))
     rig.clock.advance(30 * 3600)  # 18 h left: a session still fits
-    started = rig.controller.start_transaction(request("tx-fits"))
+    started = rig.controller.start_transaction(transaction_request(request("tx-fits")))
     assert started.ok
     assert started.max_stop_time == synced_at + timedelta(hours=48) - timedelta(minutes=1)
     rig.clock.advance(600)
     assert rig.controller.stop_transaction("tx-fits").ok
     rig.clock.advance(48 * 3600 - SESSION_SYNC_MARGIN.total_seconds() - 30 * 3600)
-    refused = rig.controller.start_transaction(request("tx-late"))
+    refused = rig.controller.start_transaction(transaction_request(request("tx-late")))
     assert not refused.ok
     assert "time sync expires at 2026-11-24T10:00:00.000Z" in refused.error
     assert "the next is tried at" in refused.error
     assert rig.sim.device.state()["running_transaction"] is None
     # A sync that lands makes starts possible again.
     rig.clear_faults()
-    assert rig.controller.start_transaction(request("tx-late")).ok
+    assert rig.controller.start_transaction(transaction_request(request("tx-late"))).ok
 
 
 def test_a_start_waits_for_the_ntp_answer_instead_of_aborting_the_sync(
     rigs: list[SocketRig], tmp_path: Path
 ) -> None:
     rig = make(rigs, tmp_path, ntp=True, synced=False, ntp_answer_seconds=20)
-    answer = rig.controller.start_transaction(request("tx-1"))
+    answer = rig.controller.start_transaction(transaction_request(request("tx-1")))
     assert answer.ok, answer.error
     assert rig.sim.device.state()["running_transaction"] == "tx-1"
     events = [e["event"] for e in rig.sim.device.logbook()["entries"]]
@@ -194,4 +197,4 @@ def test_the_clock_written_in_the_first_two_minutes_is_written_again_to_last(
     rig.controller.housekeeping()
     rig.sim.device.reboot()
     assert rig.sim.device.status()["status"]["bits"]["timeSyncStatusIsOk"] is True
-    assert rig.controller.start_transaction(request("tx-1")).ok
+    assert rig.controller.start_transaction(transaction_request(request("tx-1"))).ok

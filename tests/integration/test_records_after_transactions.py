@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from lem_dcbm.everest.shapes import transaction_request
 from lem_dcbm.harness import module_env
 from lem_dcbm.ocmf import verify_ocmf
 from tests.support.record_rig import Rig, request
@@ -25,7 +26,7 @@ def test_export_after_three_transactions_lists_all_three_verifying(tmp_path: Pat
     rig = Rig(tmp_path / "base")
     for number in (1, 2, 3):
         transaction_id = f"tx-{number}"
-        assert rig.controller.start_transaction(request(transaction_id)).ok
+        assert rig.controller.start_transaction(transaction_request(request(transaction_id))).ok
         rig.charge(60.0 * number)
         assert rig.controller.stop_transaction(transaction_id).ok
     key = rig.device.status()["publicKeyOcmf"]

@@ -28,6 +28,8 @@ if sys.version_info < (3, 11):  # pyocmf needs 3.11; CI runs the newest Python
 
 import pyocmf  # noqa: E402 - after the version guard
 
+from lem_dcbm.everest.shapes import transaction_request
+
 pytestmark = pytest.mark.integration
 
 EXAMPLE = (
@@ -43,7 +45,7 @@ def rig(tmp_path: Path) -> Rig:
     rig = Rig(tmp_path / "base")
     for number in (1, 2, 3):
         transaction_id = f"tx-{number}"
-        assert rig.controller.start_transaction(request(transaction_id)).ok
+        assert rig.controller.start_transaction(transaction_request(request(transaction_id))).ok
         rig.charge(600.0 * number)
         assert rig.controller.stop_transaction(transaction_id).ok
         rig.clock.advance(3600.0)

@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from lem_dcbm.core.results import PowermeterValue
+from lem_dcbm.everest.shapes import powermeter_var
+
 
 @dataclass
 class RecordingOutputs:
@@ -12,8 +15,8 @@ class RecordingOutputs:
 
     events: list[tuple[str, Any]] = field(default_factory=list)
 
-    def publish_powermeter(self, value: dict[str, Any]) -> None:
-        self.events.append(("powermeter", value))
+    def publish_powermeter(self, value: PowermeterValue) -> None:
+        self.events.append(("powermeter", powermeter_var(value)))
 
     def publish_public_key_ocmf(self, key: str) -> None:
         self.events.append(("public_key_ocmf", key))

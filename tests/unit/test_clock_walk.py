@@ -9,6 +9,7 @@ from lem_dcbm.clock import ManualClock
 from lem_dcbm.core.controller import ControllerSettings, MeterController
 from lem_dcbm.core.timesync import TimeSync
 from lem_dcbm.core.transaction_request import StartSettings
+from lem_dcbm.everest.shapes import transaction_request
 from lem_dcbm.meter.client import MeterClient
 from lem_dcbm.simulator.device import MeterConfig, SimulatedMeter
 from lem_dcbm.simulator.ocmf_signer import OcmfSigner
@@ -77,7 +78,7 @@ def test_init_window_resync_daily_resync_and_sync_before_start() -> None:
     # Only the time from now on: the meter keeps the rules written after the window.
     assert len(writes(device)) == 7
     clock.advance(3600)
-    assert controller.start_transaction(REQUEST).ok
+    assert controller.start_transaction(transaction_request(REQUEST)).ok
     before_start = daily + timedelta(hours=1)
     assert writes(device)[7:] == [
         (round(24 * 3600 + 120 + 3600), utc_body(before_start), True),
@@ -92,7 +93,7 @@ def test_meter_clock_a_year_behind_is_fixed_by_the_next_start() -> None:
     device.set_clock_offset(-365 * 24 * 3600)
     meter_time = datetime.fromisoformat(device.status()["time"].replace("Z", "+00:00"))
     assert clock.utc_now() - meter_time > timedelta(days=364)
-    assert controller.start_transaction(REQUEST).ok
+    assert controller.start_transaction(transaction_request(REQUEST)).ok
     meter_time = datetime.fromisoformat(device.status()["time"].replace("Z", "+00:00"))
     assert abs(clock.utc_now() - meter_time) < timedelta(seconds=60)
 
@@ -104,4 +105,4 @@ def test_time_sync_expiry_is_renewed_before_it_blocks_a_start() -> None:
         clock.advance(24 * 3600)
         controller.housekeeping()
     assert device.status()["status"]["bits"]["timeSyncStatusIsOk"]
-    assert controller.start_transaction(REQUEST).ok
+    assert controller.start_transaction(transaction_request(REQUEST)).ok

@@ -19,6 +19,7 @@ import pytest
 from lem_dcbm.everest import envelope, results
 from lem_dcbm.everest.bus import Message
 from lem_dcbm.everest.commands import CommandDispatcher
+from lem_dcbm.everest.shapes import transaction_request
 from lem_dcbm.everest.topics import Topics
 from lem_dcbm.harness import wait_until
 from tests.support.faulty_transport import Rule
@@ -48,7 +49,9 @@ def lanes(tmp_path: Path) -> Any:
     controller = rig.controller
     commands.register(
         "start_transaction",
-        lambda args: results.start_response(controller.start_transaction(args["value"])),
+        lambda args: results.start_response(
+            controller.start_transaction(transaction_request(args["value"]))
+        ),
     )
     commands.register(
         "stop_transaction",
@@ -107,7 +110,7 @@ def test_a_stop_sent_during_its_start_is_carried_out_after_it(lanes: Any) -> Non
 def test_a_command_waits_for_one_background_step_not_for_all_of_them(tmp_path: Path) -> None:
     rig = Rig(tmp_path)
     for transaction_id in ("tx-1", "tx-2"):  # two records left to fetch in the background
-        assert rig.controller.start_transaction(request(transaction_id)).ok
+        assert rig.controller.start_transaction(transaction_request(request(transaction_id))).ok
         rig.charge()
         lost = rig.transport.add(Rule("GET", "/v1/ocmf", "reset"))
         assert not rig.controller.stop_transaction(transaction_id).ok
@@ -120,7 +123,9 @@ def test_a_command_waits_for_one_background_step_not_for_all_of_them(tmp_path: P
     assert gate.entered.wait(5), "the first record fetch never reached the meter"
     answers: list[Any] = []
     command = threading.Thread(
-        target=lambda: answers.append(rig.controller.start_transaction(request("tx-3")))
+        target=lambda: answers.append(
+            rig.controller.start_transaction(transaction_request(request("tx-3")))
+        )
     )
     command.start()
     wait_until(lambda: rig.controller.commands_waiting == 1, 5, what="the start to wait")

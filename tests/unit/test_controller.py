@@ -13,6 +13,7 @@ from lem_dcbm.core.results import StopResult
 from lem_dcbm.core.timesync import TimeSync
 from lem_dcbm.core.transaction_request import StartSettings
 from lem_dcbm.errors import MeterConnectionError, MeterStatusError
+from lem_dcbm.everest.shapes import powermeter_var, transaction_request
 from tests.support.fake_meter import PUBLIC_KEY, FakeMeter, unreachable
 
 REQUEST: dict[str, Any] = {
@@ -62,7 +63,7 @@ def test_initialize_survives_failing_optional_requests(meter: FakeMeter) -> None
     meter.fail["put_settings"] = [unreachable("settings")]
     controller, _ = make(meter)
     assert controller.initialize().meter_id == "12024072805"
-    assert controller.read_powermeter()["energy_Wh_import"] == {"total": 12500.0}
+    assert powermeter_var(controller.read_powermeter())["energy_Wh_import"] == {"total": 12500.0}
 
 
 def test_initialize_fails_without_status(meter: FakeMeter) -> None:
@@ -75,7 +76,7 @@ def test_initialize_fails_without_status(meter: FakeMeter) -> None:
 def test_start_then_stop_returns_final_record(meter: FakeMeter) -> None:
     controller, _ = make(meter)
     controller.initialize()
-    started = controller.start_transaction(REQUEST)
+    started = controller.start_transaction(transaction_request(REQUEST))
     assert started.ok
     # The window the EVerest answer carries (as RFC 3339 text, see test_everest_results).
     assert rfc3339(started.min_stop_time) == "2026-11-22T10:02:00.000Z"  # type: ignore[arg-type]
@@ -94,7 +95,7 @@ def test_v2_start_body_has_v2_fields(meter: FakeMeter) -> None:
     meter.v2 = True
     controller, _ = make(meter)
     controller.initialize()
-    controller.start_transaction({**REQUEST, "tariff_text": "0.49 EUR/kWh"})
+    controller.start_transaction(transaction_request({**REQUEST, "tariff_text": "0.49 EUR/kWh"}))
     body = meter.last_start_body
     assert (body["TT"], body["UV"], body["UD"], body["SC"]) == ("0.49 EUR/kWh", "1.0", "ud", 3)
 
@@ -102,7 +103,7 @@ def test_v2_start_body_has_v2_fields(meter: FakeMeter) -> None:
 def test_stop_twice_returns_same_record(meter: FakeMeter) -> None:
     controller, _ = make(meter)
     controller.initialize()
-    controller.start_transaction(REQUEST)
+    controller.start_transaction(transaction_request(REQUEST))
     first = controller.stop_transaction("tx-1")
     meter.fail["status"] = [unreachable("status")]
     second = controller.stop_transaction("tx-1")
@@ -128,7 +129,7 @@ def test_empty_stop_without_running_transaction(meter: FakeMeter) -> None:
 def test_empty_stop_stops_dangling_transaction_of_this_module(meter: FakeMeter) -> None:
     controller, _ = make(meter)
     controller.initialize()
-    controller.start_transaction({**REQUEST, "transaction_id": "tx-dangling"})
+    controller.start_transaction(transaction_request({**REQUEST, "transaction_id": "tx-dangling"}))
     answer = controller.stop_transaction("")
     assert answer.ok
     assert meter.running_id is None
@@ -151,7 +152,7 @@ def test_start_stops_dangling_transaction_first_and_keeps_its_record(meter: Fake
     meter.bodies["tx-dangling"] = {"evseId": REQUEST["evse_id"], "clientId": "04A1,tx-dangling"}
     controller, _ = make(meter)
     controller.initialize()
-    assert controller.start_transaction(REQUEST).ok
+    assert controller.start_transaction(transaction_request(REQUEST)).ok
     assert meter.running_id == "tx-1"
     meter.fail["ocmf"] = [unreachable("ocmf")] * 10
     kept = controller.stop_transaction("tx-dangling")
@@ -172,7 +173,7 @@ def test_start_limits_checked_before_sending(
 ) -> None:
     controller, _ = make(meter)
     controller.initialize()
-    answer = controller.start_transaction({**REQUEST, **change})
+    answer = controller.start_transaction(transaction_request({**REQUEST, **change}))
     assert not answer.ok
     assert reason in answer.error
     assert "start_transaction" not in meter.calls
@@ -181,7 +182,7 @@ def test_start_limits_checked_before_sending(
 def test_client_id_cut_at_character_boundary(meter: FakeMeter) -> None:
     controller, _ = make(meter)
     controller.initialize()
-    controller.start_transaction({**REQUEST, "identification_data": "€" * 20})
+    controller.start_transaction(transaction_request({**REQUEST, "identification_data": "€" * 20}))
     client_id = meter.last_start_body["clientId"]
     assert len(client_id.encode()) <= 37
     assert client_id == "€" * 12
@@ -197,7 +198,7 @@ def test_start_retries_connection_errors_and_detects_lost_answer(meter: FakeMete
         raise MeterConnectionError("POST", "/v1/legal", "read timed out")
 
     meter.fail["start_transaction"] = [lost_answer]
-    answer = controller.start_transaction(REQUEST)
+    answer = controller.start_transaction(transaction_request(REQUEST))
     assert answer.ok
     # The meter was asked what happened instead of being sent the start again.
     assert meter.calls.count("start_transaction") == 1
@@ -207,7 +208,7 @@ def test_start_sent_again_when_the_meter_did_not_act(meter: FakeMeter) -> None:
     controller, _ = make(meter)
     controller.initialize()
     meter.fail["start_transaction"] = [MeterConnectionError("POST", "/v1/legal", "reset")]
-    assert controller.start_transaction(REQUEST).ok
+    assert controller.start_transaction(transaction_request(REQUEST)).ok
     assert meter.calls.count("start_transaction") == 2
     assert meter.running_id == "tx-1"
 
@@ -218,7 +219,7 @@ def test_start_reports_meter_refusal(meter: FakeMeter) -> None:
     meter.fail["start_transaction"] = [
         MeterStatusError("POST", "/v1/legal", 400, '{"error": "evseId too long"}')
     ]
-    answer = controller.start_transaction(REQUEST)
+    answer = controller.start_transaction(transaction_request(REQUEST))
     assert not answer.ok
     assert "400" in answer.error
     assert "evseId too long" in answer.error
@@ -228,7 +229,7 @@ def test_start_refused_by_the_meter_is_explained_by_its_status_bits(meter: FakeM
     controller, _ = make(meter)
     controller.initialize()
     meter.sensor_link_ok = False
-    answer = controller.start_transaction(REQUEST)
+    answer = controller.start_transaction(transaction_request(REQUEST))
     assert not answer.ok
     assert "400" in answer.error
     assert "suLinkStatusIsOk false" in answer.error
@@ -240,7 +241,7 @@ def test_start_goes_on_when_timezone_write_fails_but_sync_valid(meter: FakeMeter
     controller, _ = make(meter)
     controller.initialize()
     meter.refuse_settings.add("time.tz")
-    assert controller.start_transaction(REQUEST).ok
+    assert controller.start_transaction(transaction_request(REQUEST)).ok
 
 
 def test_start_fails_when_time_sync_invalid_and_unfixable(meter: FakeMeter) -> None:
@@ -248,7 +249,7 @@ def test_start_fails_when_time_sync_invalid_and_unfixable(meter: FakeMeter) -> N
     controller.initialize()
     meter.time_sync_ok = False
     meter.refuse_settings.add("time.utc")
-    answer = controller.start_transaction(REQUEST)
+    answer = controller.start_transaction(transaction_request(REQUEST))
     assert not answer.ok
     assert "time sync is invalid" in answer.error
 
@@ -256,7 +257,7 @@ def test_start_fails_when_time_sync_invalid_and_unfixable(meter: FakeMeter) -> N
 def test_stop_unreachable_meter_answers_error(meter: FakeMeter) -> None:
     controller, _ = make(meter, transaction_retries=1)
     controller.initialize()
-    controller.start_transaction(REQUEST)
+    controller.start_transaction(transaction_request(REQUEST))
     meter.fail["status"] = [unreachable("status")] * 2
     answer = controller.stop_transaction("tx-1")
     assert not answer.ok
@@ -267,7 +268,7 @@ def test_stop_unreachable_meter_answers_error(meter: FakeMeter) -> None:
 def test_stop_ocmf_failure_then_second_stop_returns_record(meter: FakeMeter) -> None:
     controller, clock = make(meter, transaction_retries=1, stop_record_wait_s=5.0)
     controller.initialize()
-    controller.start_transaction(REQUEST)
+    controller.start_transaction(transaction_request(REQUEST))
     meter.fail["ocmf"] = [MeterStatusError("GET", "/v1/ocmf", 500, "boom")] * 100
     started = clock.monotonic()
     first = controller.stop_transaction("tx-1")
@@ -283,14 +284,14 @@ def test_stop_ocmf_failure_then_second_stop_returns_record(meter: FakeMeter) -> 
 
 def test_commands_before_init_answer_error(meter: FakeMeter) -> None:
     controller, _ = make(meter)
-    assert "not initialised" in controller.start_transaction(REQUEST).error
+    assert "not initialised" in controller.start_transaction(transaction_request(REQUEST)).error
     assert "not initialised" in controller.stop_transaction("tx-1").error
 
 
 def test_powermeter_units(meter: FakeMeter) -> None:
     controller, _ = make(meter)
     controller.initialize()
-    value = controller.read_powermeter()
+    value = powermeter_var(controller.read_powermeter())
     assert value["timestamp"] == "2026-11-22T09:00:00.000Z"
     assert value["power_W"] == {"total": 4000.0}
     assert value["energy_Wh_export"] == {"total": 250.0}

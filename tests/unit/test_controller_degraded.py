@@ -13,6 +13,7 @@ from lem_dcbm.core.controller import ControllerSettings, MeterController
 from lem_dcbm.core.timesync import TimeSync
 from lem_dcbm.core.transaction_request import StartSettings
 from lem_dcbm.errors import MeterConnectionError, MeterStatusError
+from lem_dcbm.everest.shapes import transaction_request
 from lem_dcbm.journal import TransactionJournal
 from tests.support.fake_meter import FakeMeter
 from tests.unit.test_controller_records import REQUEST, controller
@@ -38,7 +39,7 @@ def lost(method: str) -> MeterConnectionError:
 
 def test_without_get_legal_start_and_stop_go_through_asking_it_once(meter: FakeMeter) -> None:
     controller = make(meter)
-    assert controller.start_transaction(REQUEST).ok
+    assert controller.start_transaction(transaction_request(REQUEST)).ok
     stopped = controller.stop_transaction("tx-1")
     assert stopped.ok, stopped.error
     assert stopped.record is not None
@@ -50,8 +51,8 @@ def test_without_get_legal_a_repeated_start_is_answered_from_what_the_module_sta
     meter: FakeMeter,
 ) -> None:
     controller = make(meter)
-    assert controller.start_transaction(REQUEST).ok
-    assert controller.start_transaction(REQUEST).ok
+    assert controller.start_transaction(transaction_request(REQUEST)).ok
+    assert controller.start_transaction(transaction_request(REQUEST)).ok
     assert meter.calls.count("start_transaction") == 1
 
 
@@ -87,7 +88,7 @@ def test_without_get_legal_a_lost_start_answer_is_not_sent_again(meter: FakeMete
         raise lost("POST")
 
     meter.fail["start_transaction"] = [started_then_lost]
-    answer = controller.start_transaction(REQUEST)
+    answer = controller.start_transaction(transaction_request(REQUEST))
     assert not answer.ok
     assert "GET /legal" in answer.error
     assert "not sent again" in answer.error
@@ -99,7 +100,7 @@ def test_without_get_legal_a_lost_stop_answer_is_sent_again_never_assumed(
     meter: FakeMeter, losses: int, settled: bool
 ) -> None:
     controller = make(meter, transaction_retries=3, transaction_retry_delay_s=0.0)
-    assert controller.start_transaction(REQUEST).ok
+    assert controller.start_transaction(transaction_request(REQUEST)).ok
     meter.fail["stop_transaction"] = [lost("PUT")] * losses
     answer = controller.stop_transaction("tx-1")
     assert answer.ok is settled
@@ -114,7 +115,7 @@ def test_refused_timezone_and_dst_are_dropped_once_and_starts_go_on(meter: FakeM
     meter.fail["put_settings"] = [lambda: None, unprocessable, unprocessable]
     controller = make(meter)
     writes_at_init = len(meter.settings_writes)
-    assert controller.start_transaction(REQUEST).ok
+    assert controller.start_transaction(transaction_request(REQUEST)).ok
     # Before the start only the UTC time is written again; tz and DST are left out.
     later = meter.settings_writes[writes_at_init:]
     assert [next(iter(w["time"])) for w in later] == ["utc"]
@@ -123,7 +124,7 @@ def test_refused_timezone_and_dst_are_dropped_once_and_starts_go_on(meter: FakeM
 def test_report_mode_passes_on_a_record_without_end_reading_naming_it() -> None:
     meter = FakeMeter(no_get_legal=True, begin_only=True)
     controller = make(meter, record_identity_checks="report", stop_record_wait_s=0.0)
-    assert controller.start_transaction(REQUEST).ok
+    assert controller.start_transaction(transaction_request(REQUEST)).ok
     stopped = controller.stop_transaction("tx-1")
     assert stopped.ok, stopped.error
     kept = controller._book.kept("tx-1")  # noqa: SLF001 - the journal's verdict
@@ -135,7 +136,7 @@ def test_report_mode_passes_on_a_record_without_end_reading_naming_it() -> None:
 def test_enforce_mode_withholds_a_record_without_end_reading() -> None:
     meter = FakeMeter(no_get_legal=True, begin_only=True)
     controller = make(meter, stop_record_wait_s=0.0)
-    assert controller.start_transaction(REQUEST).ok
+    assert controller.start_transaction(transaction_request(REQUEST)).ok
     stopped = controller.stop_transaction("tx-1")
     assert not stopped.ok
     assert stopped.record is None
@@ -163,7 +164,7 @@ def test_without_get_legal_a_restart_resumes_what_the_journal_says_this_module_s
 ) -> None:
     meter = FakeMeter(no_get_legal=True)
     first, _ = controller(meter, tmp_path)
-    assert first.start_transaction(REQUEST).ok
+    assert first.start_transaction(transaction_request(REQUEST)).ok
     second, _ = controller(meter, tmp_path)  # crash and restart; still running at the meter
     assert second.pending_records == []  # resumed, not taken for stopped
     # Even a stop without an id knows which transaction runs: the journal's.

@@ -13,6 +13,7 @@ from lem_dcbm.core.record_book import RecordBook
 from lem_dcbm.core.timesync import TimeSync
 from lem_dcbm.core.transaction_request import StartSettings
 from lem_dcbm.errors import MeterStatusError
+from lem_dcbm.everest.shapes import transaction_request
 from lem_dcbm.journal import TransactionJournal
 from lem_dcbm.ocmf import verify_ocmf
 from tests.support.fake_meter import PUBLIC_KEY, FakeMeter, unreachable
@@ -60,7 +61,7 @@ def controller(
 def test_record_returned_after_restart_from_journal(tmp_path: Path) -> None:
     meter = FakeMeter()
     first, _ = controller(meter, tmp_path)
-    first.start_transaction(REQUEST)
+    first.start_transaction(transaction_request(REQUEST))
     record = first.stop_transaction("tx-1").record.ocmf
     # A new process; the meter has meanwhile moved on and forgets nothing we need.
     meter.ended.clear()
@@ -73,7 +74,7 @@ def test_record_returned_after_restart_from_journal(tmp_path: Path) -> None:
 def test_restart_resumes_running_transaction(tmp_path: Path) -> None:
     meter = FakeMeter()
     first, _ = controller(meter, tmp_path)
-    first.start_transaction(REQUEST)
+    first.start_transaction(transaction_request(REQUEST))
     second, _ = controller(meter, tmp_path)  # crash and restart; still running at the meter
     assert second.stop_transaction("tx-1").ok
     entry = TransactionJournal(tmp_path).get("tx-1")
@@ -85,7 +86,7 @@ def test_restart_resumes_running_transaction(tmp_path: Path) -> None:
 def test_transaction_stopped_while_away_gets_its_record_in_background(tmp_path: Path) -> None:
     meter = FakeMeter()
     first, _ = controller(meter, tmp_path)
-    first.start_transaction(REQUEST)
+    first.start_transaction(transaction_request(REQUEST))
     meter.stop_transaction("tx-1")  # stopped at the meter while the module was down
     meter.calls.clear()
     second, _ = controller(meter, tmp_path)
@@ -100,7 +101,7 @@ def test_transaction_stopped_while_away_gets_its_record_in_background(tmp_path: 
 def test_missing_record_fetched_with_backoff(tmp_path: Path) -> None:
     meter = FakeMeter()
     made, clock = controller(meter, tmp_path)
-    made.start_transaction(REQUEST)
+    made.start_transaction(transaction_request(REQUEST))
     busy = MeterStatusError("GET", "/v1/ocmf", 500, "busy")
     meter.fail["ocmf"] = [busy] * 40
     first = made.stop_transaction("tx-1")
@@ -133,7 +134,7 @@ def test_tampered_record_refetched_then_returned_unchanged_with_warning(tmp_path
     meter = FakeMeter()
     alerts = RecordingAlerts()
     made, _ = controller(meter, tmp_path, alerts)
-    made.start_transaction(REQUEST)
+    made.start_transaction(transaction_request(REQUEST))
     meter.tamper = True
     answer = made.stop_transaction("tx-1")
     record = answer.record.ocmf
@@ -148,12 +149,12 @@ def test_non_billable_stop_returns_record_with_warning() -> None:
     meter = FakeMeter(stop_status=1 | 16 | 8)
     alerts = RecordingAlerts()
     made, _ = controller(meter, alerts=alerts)
-    made.start_transaction(REQUEST)
+    made.start_transaction(transaction_request(REQUEST))
     answer = made.stop_transaction("tx-1")
     assert answer.ok
     assert "status 25" in alerts.active["TransactionNotBillable"]
     meter.stop_status = 17
-    made.start_transaction({**REQUEST, "transaction_id": "tx-2"})
+    made.start_transaction(transaction_request({**REQUEST, "transaction_id": "tx-2"}))
     made.stop_transaction("tx-2")
     assert alerts.history == [
         ("warn", "TransactionNotBillable"),
@@ -164,7 +165,7 @@ def test_non_billable_stop_returns_record_with_warning() -> None:
 def test_intermediate_record_is_never_returned_as_final() -> None:
     meter = FakeMeter()
     made, _ = controller(meter)
-    made.start_transaction(REQUEST)
+    made.start_transaction(transaction_request(REQUEST))
     # The meter stopped it, but the record it serves still holds only the begin reading.
     meter.begin_only = True
     answer = made.stop_transaction("tx-1")
@@ -175,7 +176,7 @@ def test_intermediate_record_is_never_returned_as_final() -> None:
 def test_journal_entry_of_another_meter_is_not_returned(tmp_path: Path) -> None:
     meter = FakeMeter()
     first, _ = controller(meter, tmp_path)
-    first.start_transaction(REQUEST)
+    first.start_transaction(transaction_request(REQUEST))
     first.stop_transaction("tx-1")
     replaced = FakeMeter(meter_id="99999999999")
     second, _ = controller(replaced, tmp_path)
@@ -186,11 +187,13 @@ def test_journal_entry_of_another_meter_is_not_returned(tmp_path: Path) -> None:
 def test_a_new_meter_never_inherits_an_old_meters_open_transaction(tmp_path: Path) -> None:
     old_meter = FakeMeter()
     first, _ = controller(old_meter, tmp_path)
-    first.start_transaction(REQUEST)  # left open: the meter is swapped before the stop
+    first.start_transaction(
+        transaction_request(REQUEST)
+    )  # left open: the meter is swapped before the stop
     new_meter = FakeMeter(meter_id="99999999999")
     second, _ = controller(new_meter, tmp_path)
     assert second.pending_records == []  # the old meter's transaction is not reconciled
-    assert second.start_transaction(REQUEST).ok  # the same id on the new meter
+    assert second.start_transaction(transaction_request(REQUEST)).ok  # the same id on the new meter
     journal = TransactionJournal(tmp_path)
     entry = journal.get("tx-1")
     assert entry is not None
@@ -214,7 +217,7 @@ def test_journal_directory_rules(tmp_path: Path) -> None:
 def test_a_start_and_stop_cost_four_journal_writes_for_five_steps(tmp_path: Path) -> None:
     meter = FakeMeter()
     made, _ = controller(meter, tmp_path)
-    made.start_transaction(REQUEST)
+    made.start_transaction(transaction_request(REQUEST))
     made.stop_transaction("tx-1")
     entry = TransactionJournal(tmp_path).get("tx-1")
     assert entry is not None
@@ -234,7 +237,7 @@ def test_confirmed_stop_is_written_alone_when_the_record_cannot_be_fetched(
 ) -> None:
     meter = FakeMeter()
     made, _ = controller(meter, tmp_path)
-    made.start_transaction(REQUEST)
+    made.start_transaction(transaction_request(REQUEST))
     meter.fail["ocmf"] = [MeterStatusError("GET", "/v1/ocmf", 500, "busy")] * 100
     assert not made.stop_transaction("tx-1").ok
     entry = TransactionJournal(tmp_path).get("tx-1")
@@ -246,7 +249,7 @@ def test_confirmed_stop_is_written_alone_when_the_record_cannot_be_fetched(
 def test_crash_between_stop_and_its_confirmation_is_recovered(tmp_path: Path) -> None:
     meter = FakeMeter()
     first, _ = controller(meter, tmp_path)
-    first.start_transaction(REQUEST)
+    first.start_transaction(transaction_request(REQUEST))
     journal = TransactionJournal(tmp_path)
     journal.record("tx-1", "stop_requested")
     meter.stop_transaction("tx-1")  # the meter stopped it; the module died before noting it
@@ -287,13 +290,13 @@ def test_a_journal_that_cannot_be_written_is_a_warning_and_records_still_flow(
     )
     made.initialize()
     journal.full = True
-    assert made.start_transaction(REQUEST).ok
+    assert made.start_transaction(transaction_request(REQUEST)).ok
     stopped = made.stop_transaction("tx-1")
     assert stopped.ok  # the bill still reaches EVerest
     assert "No space left" in alerts.active["JournalWriteFailed"]
     assert alerts.history.count(("warn", "JournalWriteFailed")) == 1  # once, not per write
     journal.full = False
-    made.start_transaction({**REQUEST, "transaction_id": "tx-2"})
+    made.start_transaction(transaction_request({**REQUEST, "transaction_id": "tx-2"}))
     assert "JournalWriteFailed" not in alerts.active
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from lem_dcbm.everest.shapes import transaction_request
 from lem_dcbm.journal import TransactionJournal
 from lem_dcbm.records.late_record import KeptRecord
 from tests.support.faulty_transport import Rule
@@ -40,7 +41,7 @@ def test_a_start_the_meter_never_ran_is_not_fetched_for_ever(tmp_path: Path) -> 
 
 def test_a_start_the_meter_did_run_is_still_fetched(tmp_path: Path) -> None:
     rig = Rig(tmp_path)
-    assert rig.controller.start_transaction(request("tx-1")).ok
+    assert rig.controller.start_transaction(transaction_request(request("tx-1"))).ok
     rig.charge()
     # The module died after the meter stopped it, before the journal heard of the stop.
     rig.device.stop_transaction("tx-1", {"running": False})
@@ -66,7 +67,7 @@ def test_a_late_record_the_module_died_before_publishing_goes_out_after_the_rest
     tmp_path: Path,
 ) -> None:
     rig = Rig(tmp_path)
-    assert rig.controller.start_transaction(request("tx-1")).ok
+    assert rig.controller.start_transaction(transaction_request(request("tx-1"))).ok
     rig.charge()
     rig.transport.add(
         Rule("GET", "/v1/ocmf", "status", status=500, until=rig.clock.monotonic() + 60)

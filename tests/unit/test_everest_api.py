@@ -16,7 +16,7 @@ from jsonschema import Draft202012Validator
 
 from lem_dcbm.clock import ManualClock
 from lem_dcbm.config import BrokerSettings
-from lem_dcbm.core.results import SignedRecord, StartResult, StopResult
+from lem_dcbm.core.results import SignedRecord, StartResult, StopResult, TransactionRequest
 from lem_dcbm.errors import ConfigError
 from lem_dcbm.everest import results
 from lem_dcbm.everest.bus import Message, MqttBus
@@ -229,13 +229,13 @@ class Handlers:
     def __init__(self) -> None:
         self.calls: list[str] = []
 
-    def start_transaction(self, value: dict[str, Any]) -> dict[str, Any]:
-        self.calls.append(f"start {value['transaction_id']}")
-        return results.failed("a test start")
+    def start_transaction(self, request: TransactionRequest) -> StartResult:
+        self.calls.append(f"start {request.transaction_id}")
+        return StartResult(error="a test start")
 
-    def stop_transaction(self, transaction_id: str) -> dict[str, Any]:
+    def stop_transaction(self, transaction_id: str) -> StopResult:
         self.calls.append(f"stop {transaction_id}")
-        return results.stop_response(StopResult(record=SignedRecord("OCMF|{}|{}", "")))
+        return StopResult(record=SignedRecord("OCMF|{}|{}", ""))
 
 
 def worker(refusal: str | None = None) -> tuple[RequestWorker, Handlers, list[tuple[str, Any]]]:

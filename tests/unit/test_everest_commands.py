@@ -9,9 +9,10 @@ import pytest
 
 from lem_dcbm.everest import envelope
 from lem_dcbm.everest.bus import Message
-from lem_dcbm.everest.commands import MAX_ROUTABLE_BYTES, CommandDispatcher
+from lem_dcbm.everest.commands import CommandDispatcher
 from lem_dcbm.everest.topics import Topics
 from lem_dcbm.harness import wait_until
+from lem_dcbm.request_limits import MAX_ROUTABLE_BYTES
 
 TOPICS = Topics("everest/", "pm")
 STOP = TOPICS.cmd("stop_transaction")
@@ -185,7 +186,7 @@ def test_nesting_depth_skips_strings() -> None:
 
 
 def test_a_flood_beyond_the_waiting_limit_is_answered_at_once() -> None:
-    from lem_dcbm.everest.commands import MAX_WAITING
+    from lem_dcbm.request_limits import MAX_WAITING
 
     commands, recorder = dispatcher()  # no worker started: every call waits in the queue
     for number in range(MAX_WAITING + 3):

@@ -84,12 +84,14 @@ def test_long_instances_are_cut_in_the_problem_text() -> None:
 def test_a_var_judged_by_shape_is_checked_as_strictly_and_names_each_bad_value() -> None:
     from datetime import datetime, timezone
 
-    from lem_dcbm.core.powermeter import to_powermeter
+    from lem_dcbm.core.powermeter import powermeter_value
     from lem_dcbm.everest import validation
+    from lem_dcbm.everest.shapes import powermeter_var
     from lem_dcbm.meter.models import LiveMeasure
 
     measure = LiveMeasure(400.0, 10.0, 4.0, 30.0, 28.0, 12.5, 0.25, "2026-11-22T10:00:00+01:00")
-    value = to_powermeter(measure, "12024072805", datetime(2026, 11, 22, tzinfo=timezone.utc))
+    now = datetime(2026, 11, 22, tzinfo=timezone.utc)
+    value = powermeter_var(powermeter_value(measure, "12024072805", now))
     assert validation.check_var("powermeter", value) is None
     assert (
         validation.check_var("powermeter", {**value, "timestamp": "2026-11-22T11:00:00Z"}) is None

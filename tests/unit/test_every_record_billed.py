@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from lem_dcbm.core.results import StopResult
+from lem_dcbm.everest.shapes import transaction_request
 from lem_dcbm.journal import TransactionJournal
 from lem_dcbm.ocmf import parse_ocmf, verify_ocmf
 from tests.support.faulty_transport import Rule
@@ -33,7 +34,7 @@ def rig(tmp_path: Path) -> Rig:
 
 def run(rig: Rig, transaction_id: str) -> str:
     """A whole transaction; the record returned by the stop."""
-    assert rig.controller.start_transaction(request(transaction_id)).ok
+    assert rig.controller.start_transaction(transaction_request(request(transaction_id))).ok
     rig.charge()
     return record_of(rig.controller.stop_transaction(transaction_id))
 
@@ -42,7 +43,7 @@ def run(rig: Rig, transaction_id: str) -> str:
 
 
 def test_record_failing_for_3_s_after_the_stop_is_waited_for(rig: Rig) -> None:
-    rig.controller.start_transaction(request("tx-1"))
+    rig.controller.start_transaction(transaction_request(request("tx-1")))
     rig.charge()
     stop_at = rig.clock.monotonic()
     rig.transport.add(Rule("GET", "/v1/ocmf", "status", status=500, until=stop_at + 3.0))
@@ -55,7 +56,7 @@ def test_record_failing_for_3_s_after_the_stop_is_waited_for(rig: Rig) -> None:
 
 
 def test_record_missing_past_the_budget_goes_the_late_road(rig: Rig) -> None:
-    rig.controller.start_transaction(request("tx-1"))
+    rig.controller.start_transaction(transaction_request(request("tx-1")))
     rig.charge()
     stop_at = rig.clock.monotonic()
     rig.transport.add(Rule("GET", "/v1/ocmf", "reset", until=stop_at + 60.0))
@@ -86,7 +87,7 @@ def test_record_missing_past_the_budget_goes_the_late_road(rig: Rig) -> None:
 
 def test_reused_id_gets_the_new_sessions_record(rig: Rig) -> None:
     first = run(rig, "tx-1")
-    assert rig.controller.start_transaction(request("tx-1")).ok
+    assert rig.controller.start_transaction(transaction_request(request("tx-1"))).ok
     rig.charge()
     second = record_of(rig.controller.stop_transaction("tx-1"))
     assert second != first
@@ -108,7 +109,7 @@ def test_repeated_stop_is_answered_from_the_meter(rig: Rig) -> None:
 
 def test_foreign_record_is_never_billed(rig: Rig) -> None:
     run(rig, "tx-1")
-    rig.controller.start_transaction(request("tx-2"))
+    rig.controller.start_transaction(transaction_request(request("tx-2")))
     rig.charge()
     stop_at = rig.clock.monotonic()
     rig.transport.add(Rule("GET", "/v1/ocmf", "ocmf_of", ocmf_of="tx-1", until=stop_at + 60))
@@ -124,7 +125,7 @@ def test_foreign_record_is_never_billed(rig: Rig) -> None:
 
 
 def test_clock_set_back_during_a_transaction_is_named(rig: Rig) -> None:
-    rig.controller.start_transaction(request("tx-1"))
+    rig.controller.start_transaction(transaction_request(request("tx-1")))
     rig.charge()
     rig.device.set_clock_offset(-365 * 24 * 3600.0)
     record = record_of(rig.controller.stop_transaction("tx-1"))
@@ -136,7 +137,7 @@ def test_clock_set_back_during_a_transaction_is_named(rig: Rig) -> None:
 
 
 def test_tampered_record_is_replaced_once_the_meter_recovered(rig: Rig) -> None:
-    rig.controller.start_transaction(request("tx-1"))
+    rig.controller.start_transaction(transaction_request(request("tx-1")))
     rig.charge()
     # The record is served tampered to the first fetch and to the one more that follows.
     rig.transport.add(Rule("GET", "/v1/ocmf", "tamper", count=2))
@@ -167,7 +168,7 @@ def test_tampered_record_is_replaced_once_the_meter_recovered(rig: Rig) -> None:
     ids=["reset", "500", "malformed", "timeout-every-attempt"],
 )
 def test_stop_whose_answer_was_lost_gets_its_record(rig: Rig, rule: Rule) -> None:
-    rig.controller.start_transaction(request("tx-1"))
+    rig.controller.start_transaction(transaction_request(request("tx-1")))
     rig.charge()
     rig.transport.add(rule)
     record = record_of(rig.controller.stop_transaction("tx-1"))
@@ -189,7 +190,7 @@ def test_stop_whose_answer_was_lost_gets_its_record(rig: Rig, rule: Rule) -> Non
 )
 def test_start_whose_answer_was_lost_runs_exactly_once(rig: Rig, rule: Rule) -> None:
     rig.transport.add(rule)
-    assert rig.controller.start_transaction(request("tx-1")).ok
+    assert rig.controller.start_transaction(transaction_request(request("tx-1"))).ok
     assert rig.device.state()["running_transaction"] == "tx-1"
     assert rig.ids_at_meter() == ["tx-1"]
     posts = [c for c in rig.transport.calls if c[0] == "POST"]
@@ -197,7 +198,7 @@ def test_start_whose_answer_was_lost_runs_exactly_once(rig: Rig, rule: Rule) -> 
 
 
 def test_one_failed_status_read_does_not_fail_the_stop(rig: Rig) -> None:
-    rig.controller.start_transaction(request("tx-1"))
+    rig.controller.start_transaction(transaction_request(request("tx-1")))
     rig.charge()
     rig.transport.add(Rule("GET", "/v1/status", "reset", count=1))
     record = record_of(rig.controller.stop_transaction("tx-1"))
@@ -231,10 +232,10 @@ def test_remembered_id_unknown_to_the_journal_gets_the_meters_record(tmp_path: P
 def test_start_retried_by_the_caller_after_a_lost_answer(rig: Rig) -> None:
     rig.transport.add(Rule("POST", "/v1/legal", "reset", after=True, count=1))
     rig.transport.add(Rule("GET", "/v1/status", "reset", count=10))
-    first = rig.controller.start_transaction(request("tx-1"))
+    first = rig.controller.start_transaction(transaction_request(request("tx-1")))
     assert not first.ok  # the meter could not be asked
     rig.transport.rules.clear()
-    assert rig.controller.start_transaction(request("tx-1")).ok
+    assert rig.controller.start_transaction(transaction_request(request("tx-1"))).ok
     rig.charge()
     record_of(rig.controller.stop_transaction("tx-1"))
     assert rig.ids_at_meter() == ["tx-1"]
@@ -244,7 +245,9 @@ def test_stop_arriving_while_its_start_still_runs(rig: Rig) -> None:
     gate = rig.transport.add(Rule("POST", "/v1/legal", "gate", count=1))
     answers: dict[str, dict[str, Any]] = {}
     start = threading.Thread(
-        target=lambda: answers.setdefault("start", rig.controller.start_transaction(request("a")))
+        target=lambda: answers.setdefault(
+            "start", rig.controller.start_transaction(transaction_request(request("a")))
+        )
     )
     stop = threading.Thread(
         target=lambda: answers.setdefault("stop", rig.controller.stop_transaction("a"))
@@ -262,7 +265,7 @@ def test_stop_arriving_while_its_start_still_runs(rig: Rig) -> None:
 
 
 def test_two_stops_for_the_same_id_at_once(rig: Rig) -> None:
-    rig.controller.start_transaction(request("tx-1"))
+    rig.controller.start_transaction(transaction_request(request("tx-1")))
     rig.charge()
     answers: list[dict[str, Any]] = []
     threads = [
@@ -278,7 +281,7 @@ def test_two_stops_for_the_same_id_at_once(rig: Rig) -> None:
 
 
 def test_remembered_stop_after_restart_while_the_record_is_fetched(rig: Rig) -> None:
-    rig.controller.start_transaction(request("tx-1"))
+    rig.controller.start_transaction(transaction_request(request("tx-1")))
     rig.charge()
     rig.transport.add(Rule("GET", "/v1/ocmf", "reset", until=rig.clock.monotonic() + 30))
     assert not rig.controller.stop_transaction("tx-1").ok

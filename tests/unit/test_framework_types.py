@@ -18,7 +18,7 @@ import pytest
 import yaml
 from jsonschema import Draft7Validator
 
-from lem_dcbm.core.powermeter import to_powermeter
+from lem_dcbm.core.powermeter import powermeter_value
 from lem_dcbm.core.results import SignedRecord, StartResult, StopResult
 from lem_dcbm.everest import results
 from lem_dcbm.everest.framework_types import (
@@ -27,6 +27,7 @@ from lem_dcbm.everest.framework_types import (
     derive,
     schema_from_types,
 )
+from lem_dcbm.everest.shapes import powermeter_var
 from lem_dcbm.everest.validation import format_checker, own_schema
 from lem_dcbm.meter.models import LiveMeasure
 
@@ -71,7 +72,8 @@ def answers() -> list[tuple[str, str, dict[str, Any]]]:
             StopResult(record=RECORD))),
         ("stop_transaction", "TransactionStopResponse", results.stop_response(
             StopResult(error="no record within 30 s"))),
-        ("powermeter", "Powermeter", to_powermeter(measure, "12024072805", NOW)),
+        ("powermeter", "Powermeter", powermeter_var(
+            powermeter_value(measure, "12024072805", NOW))),
     ]  # fmt: skip
 
 
@@ -162,7 +164,7 @@ def test_the_types_a_2026_manager_published_are_used_for_answers() -> None:
 def test_forbidden_properties_go_at_any_depth_and_in_lists() -> None:
     schema = schema_from_types(release_types("main"), "EVerest main")
     measure = LiveMeasure(400.0, 10.0, 4.0, 30.0, 28.0, 12.5, 0.25, "2026-11-22T10:00:00+01:00")
-    value = to_powermeter(measure, "12024072805", NOW)
+    value = powermeter_var(powermeter_value(measure, "12024072805", NOW))
     extra = {
         **value,
         "energy_Wh_import": {**value["energy_Wh_import"], "phase": 1},

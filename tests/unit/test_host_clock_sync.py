@@ -18,6 +18,7 @@ from lem_dcbm.core.controller import ControllerSettings, MeterController
 from lem_dcbm.core.host_clock_trust import HOST_CLOCK_UNTRUSTED, HostClockCheck, KernelClock
 from lem_dcbm.core.timesync import NtpServer, TimeSync
 from lem_dcbm.core.transaction_request import StartSettings
+from lem_dcbm.everest.shapes import transaction_request
 from lem_dcbm.meter.client import MeterClient
 from lem_dcbm.ocmf import parse_ocmf
 from lem_dcbm.simulator.device import MeterConfig, SimulatedMeter
@@ -105,7 +106,7 @@ class Stack:
             "identification_type": "ISO14443",
             "identification_flags": [],
         }
-        started = self.controller.start_transaction(request)
+        started = self.controller.start_transaction(transaction_request(request))
         assert started.ok, started.error
         self.clock.advance(300)
         stopped = self.controller.stop_transaction(transaction_id)
@@ -184,7 +185,7 @@ def test_first_boot_without_a_trusted_clock_refuses_starts_and_writes_nothing() 
         "identification_type": "ISO14443",
         "identification_flags": [],
     }
-    refused = stack.controller.start_transaction(request)
+    refused = stack.controller.start_transaction(transaction_request(request))
     assert not refused.ok
     assert refused.error is not None
     assert "host clock is not trusted" in refused.error
@@ -192,7 +193,7 @@ def test_first_boot_without_a_trusted_clock_refuses_starts_and_writes_nothing() 
     assert stack.utc_writes() == []
     assert stack.device.state()["transactions"] == []
     stack.kernel.state = SYNCED
-    assert stack.controller.start_transaction(request).ok
+    assert stack.controller.start_transaction(transaction_request(request)).ok
     assert len(stack.utc_writes()) == 1
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
+from lem_dcbm.everest.shapes import transaction_request
 from lem_dcbm.journal import TransactionJournal
 from lem_dcbm.records.late_record import late_record_message, message_schema
 from tests.support.faulty_transport import Rule
@@ -36,7 +37,7 @@ def refuse_writes(monkeypatch: pytest.MonkeyPatch, code: int) -> None:
 def charging(tmp_path: Path) -> Rig:
     """A rig whose meter runs transaction tx-1, with energy counted."""
     rig = Rig(tmp_path)
-    assert rig.controller.start_transaction(request("tx-1")).ok
+    assert rig.controller.start_transaction(transaction_request(request("tx-1"))).ok
     rig.charge()
     return rig
 
@@ -151,7 +152,7 @@ def test_own_transaction_left_running_goes_late_once_when_the_next_start_stops_i
 ) -> None:
     rig = charging(tmp_path)
     rig.restart()  # the module died; EvseManager forgot tx-1 and starts anew
-    assert rig.controller.start_transaction(request("tx-2")).ok
+    assert rig.controller.start_transaction(transaction_request(request("tx-2"))).ok
     background_until(rig, 600, lambda: bool(rig.late.published))
     [late] = rig.late.published
     assert late.transaction_id == "tx-1"

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lem_dcbm.everest.shapes import transaction_request
 from tests.support.record_rig import Rig, request
 
 
 def run_sessions(rig: Rig, count: int, gap_s: float) -> None:
     for n in range(count):
-        assert rig.controller.start_transaction(request(f"tx-{n}")).ok
+        assert rig.controller.start_transaction(transaction_request(request(f"tx-{n}"))).ok
         rig.charge(600)
         assert rig.controller.stop_transaction(f"tx-{n}").ok
         rig.clock.advance(gap_s)
@@ -39,6 +40,6 @@ def test_a_meter_clock_that_drifted_is_written_before_the_start(tmp_path: Path) 
     rig.controller.housekeeping()
     writes = len(rig.device.state()["settings_writes"])
     rig.device.set_clock_offset(-30)
-    assert rig.controller.start_transaction(request("tx-1")).ok
+    assert rig.controller.start_transaction(transaction_request(request("tx-1"))).ok
     assert len(rig.device.state()["settings_writes"]) == writes + 1
     assert abs(rig.device.state()["time_sync"]["clock_offset_s"]) < 1

@@ -15,6 +15,7 @@ from lem_dcbm.core.ownership import RunningTransaction, why_not_ours
 from lem_dcbm.core.record_book import RecordBook
 from lem_dcbm.core.timesync import TimeSync
 from lem_dcbm.core.transaction_request import StartSettings
+from lem_dcbm.everest.shapes import transaction_request
 from lem_dcbm.journal import TransactionJournal
 from tests.support.fake_meter import FakeMeter
 
@@ -88,7 +89,7 @@ def test_start_never_stops_another_evses_transaction(tmp_path: Path) -> None:
     started_elsewhere(meter, "tx-A", "DE*PNX*E2", "04FFFFFF,tx-A")
     owners = Owners()
     made, clock = controller(meter, tmp_path, owners)
-    answer = made.start_transaction(REQUEST)
+    answer = made.start_transaction(transaction_request(REQUEST))
     assert not answer.ok
     assert "transaction tx-A (evseId 'DE*PNX*E2', clientId '04FFFFFF,tx-A')" in answer.error
     assert "lem-dcbm meter stop-foreign --transaction-id tx-A" in answer.error
@@ -105,15 +106,17 @@ def test_start_never_stops_another_evses_transaction(tmp_path: Path) -> None:
     clock.advance(FOREIGN_CHECK_S)
     made.housekeeping()
     assert owners.raised[-1] is None
-    assert made.start_transaction(REQUEST).ok
+    assert made.start_transaction(transaction_request(REQUEST)).ok
 
 
 def test_own_transaction_left_running_is_stopped_and_kept(tmp_path: Path) -> None:
     meter = FakeMeter()
     first, _ = controller(meter, tmp_path)
-    assert first.start_transaction({**REQUEST, "transaction_id": "tx-old"}).ok
+    assert first.start_transaction(transaction_request({**REQUEST, "transaction_id": "tx-old"})).ok
     second, _ = controller(meter, tmp_path, Owners(other=("pm_other",)))
-    assert second.start_transaction(REQUEST).ok  # the journal holds tx-old: it is ours
+    assert second.start_transaction(
+        transaction_request(REQUEST)
+    ).ok  # the journal holds tx-old: it is ours
     assert "tx-old" in meter.ended
     assert meter.running_id == "tx-1"
     kept = TransactionJournal(tmp_path).get("tx-old")
@@ -124,7 +127,7 @@ def test_own_transaction_left_running_is_stopped_and_kept(tmp_path: Path) -> Non
 def test_boot_time_stop_without_id_ends_own_transaction(tmp_path: Path) -> None:
     meter = FakeMeter()
     first, _ = controller(meter, tmp_path)
-    first.start_transaction(REQUEST)
+    first.start_transaction(transaction_request(REQUEST))
     second, _ = controller(meter, tmp_path)
     answer = second.stop_transaction("")
     assert answer.ok
@@ -134,9 +137,9 @@ def test_boot_time_stop_without_id_ends_own_transaction(tmp_path: Path) -> None:
 def test_journal_lost_same_evse_is_stopped_by_the_next_start(tmp_path: Path) -> None:
     meter = FakeMeter()
     first, _ = controller(meter, tmp_path / "lost")
-    first.start_transaction({**REQUEST, "transaction_id": "tx-old"})
+    first.start_transaction(transaction_request({**REQUEST, "transaction_id": "tx-old"}))
     made, _ = controller(meter, tmp_path / "new-disk")
-    assert made.start_transaction(REQUEST).ok
+    assert made.start_transaction(transaction_request(REQUEST)).ok
     assert "tx-old" in meter.ended
 
 
@@ -144,7 +147,7 @@ def test_journal_lost_stop_by_name_still_answers(tmp_path: Path) -> None:
     """EvseManager's boot-time stop(remembered id) after the disk was replaced."""
     meter = FakeMeter()
     first, _ = controller(meter, tmp_path / "lost")
-    first.start_transaction(REQUEST)
+    first.start_transaction(transaction_request(REQUEST))
     made, _ = controller(meter, tmp_path / "new-disk", Owners(other=("pm_other",)))
     answer = made.stop_transaction("tx-1")
     assert answer.ok
@@ -156,7 +159,7 @@ def test_same_evse_is_not_proof_while_another_module_claims_the_meter(tmp_path: 
     started_elsewhere(meter, "tx-B", EVSE, "04A1B2C3,tx-B")
     owners = Owners(other=("pm_b",))
     made, _ = controller(meter, tmp_path, owners)
-    answer = made.start_transaction(REQUEST)
+    answer = made.start_transaction(transaction_request(REQUEST))
     assert not answer.ok
     assert "module(s) pm_b also claim this meter" in answer.error
     assert meter.running_id == "tx-B"

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from lem_dcbm.core.record_rider import MAX_WAITING, RecordRider
 from lem_dcbm.core.results import SignedRecord
+from lem_dcbm.everest.shapes import powermeter_var, transaction_request
 from tests.support.record_rig import Rig, request
 from tests.unit.test_short_sessions import ShortRig
 
@@ -67,9 +68,11 @@ def test_the_waiting_line_is_bounded() -> None:
 
 
 def carried(rig: ShortRig | Rig) -> str | None:
-    value = rig.controller.read_powermeter().get("signed_meter_value")
+    """The record the next publication carries, as EVerest's powermeter var shows it."""
+    value = powermeter_var(rig.controller.read_powermeter()).get("signed_meter_value")
     if value is None:
         return None
+    assert isinstance(value, dict)
     assert value["encoding_method"] == "OCMF"
     assert value["public_key"] == rig.controller.public_key_ocmf
     text = value["signed_meter_data"]
@@ -81,7 +84,7 @@ def test_a_20_s_session_s_record_rides_once_fetched_and_not_in_the_next_session(
     tmp_path: Path,
 ) -> None:
     rig = ShortRig(tmp_path, stop_minimum_wait_s=15.0, record_ride_s=RIDE_S)
-    assert rig.controller.start_transaction(request("short-20")).ok
+    assert rig.controller.start_transaction(transaction_request(request("short-20"))).ok
     rig.clock.advance(20.0)
     assert carried(rig) is None
     assert not rig.controller.stop_transaction("short-20").ok  # answered before the minimum
@@ -94,7 +97,7 @@ def test_a_20_s_session_s_record_rides_once_fetched_and_not_in_the_next_session(
     rig.clock.advance(600.0)
     assert carried(rig) == late.ocmf
     # The next car: its transaction's values never carry the earlier record.
-    assert rig.controller.start_transaction(request("next-1")).ok
+    assert rig.controller.start_transaction(transaction_request(request("next-1"))).ok
     for _ in range(3):
         rig.clock.advance(50.0)
         assert carried(rig) is None
@@ -114,7 +117,7 @@ def test_the_record_of_the_start_up_recovery_stop_rides_too(tmp_path: Path) -> N
     """A power loss: EvseManager's boot stop(remembered id) ends in no TransactionEvent."""
     rig = Rig(tmp_path)
     rig.restart(record_ride_s=RIDE_S)
-    assert rig.controller.start_transaction(request("tx-1")).ok
+    assert rig.controller.start_transaction(transaction_request(request("tx-1"))).ok
     rig.charge()
     rig.restart(record_ride_s=RIDE_S)  # the whole charger comes back; tx-1 still runs
     assert carried(rig) is None
@@ -127,7 +130,7 @@ def test_the_record_of_the_start_up_recovery_stop_rides_too(tmp_path: Path) -> N
 def test_a_record_answered_to_its_stop_does_not_ride(tmp_path: Path) -> None:
     rig = Rig(tmp_path)
     rig.restart(record_ride_s=RIDE_S)
-    assert rig.controller.start_transaction(request("tx-2")).ok
+    assert rig.controller.start_transaction(transaction_request(request("tx-2"))).ok
     rig.charge()
     assert rig.controller.stop_transaction("tx-2").ok
     for _ in range(3):

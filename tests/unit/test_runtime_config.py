@@ -11,9 +11,12 @@ import pytest
 from lem_dcbm.clock import ManualClock
 from lem_dcbm.config import ModuleConfig, config_from_mapping, load_manifest, runtime_keys
 from lem_dcbm.core.controller import MeterController
+from lem_dcbm.core.powermeter import powermeter_value
 from lem_dcbm.core.temperature_monitor import TemperatureMonitor
 from lem_dcbm.core.timesync import TimeSync
+from lem_dcbm.everest.shapes import transaction_request
 from lem_dcbm.meter.client import MeterClient
+from lem_dcbm.meter.models import LiveMeasure
 from lem_dcbm.ocmf import parse_ocmf
 from lem_dcbm.runtime_config import (
     CONNECTION_KEYS,
@@ -101,7 +104,9 @@ class Rig:
         self.runtime = RuntimeConfig(self.config, parts)
 
     def start(self, transaction_id: str) -> None:
-        assert self.controller.start_transaction({**REQUEST, "transaction_id": transaction_id}).ok
+        assert self.controller.start_transaction(
+            transaction_request({**REQUEST, "transaction_id": transaction_id})
+        ).ok
 
 
 def test_the_manifest_declares_exactly_the_documented_runtime_keys() -> None:
@@ -148,7 +153,8 @@ def test_a_new_timezone_is_written_only_once_no_transaction_runs() -> None:
 
 def test_temperature_levels_and_the_command_timeout_apply_at_once() -> None:
     rig = Rig()
-    hot = {"temperatures": [{"temperature": 70.0}]}
+    measure = LiveMeasure(400.0, 1.0, 0.4, 70.0, 70.0, 1.0, 0.0, "2026-11-22T10:00:00+00:00")
+    hot = powermeter_value(measure, "1", rig.clock.utc_now())
     rig.temperature.observe(hot)
     assert rig.runtime.change("temperature_warning_level_C", "60") == ChangeAnswer("Accepted")
     assert rig.runtime.change("temperature_min_time_as_valid_ms", "0") == ChangeAnswer("Accepted")

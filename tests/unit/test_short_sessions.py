@@ -14,6 +14,7 @@ from lem_dcbm.core.record_book import RecordBook
 from lem_dcbm.core.short_session import STOP_ANSWER_LIMIT_S, plan_wait
 from lem_dcbm.core.timesync import TimeSync
 from lem_dcbm.core.transaction_request import StartSettings
+from lem_dcbm.everest.shapes import transaction_request
 from lem_dcbm.journal import TransactionJournal
 from lem_dcbm.meter.client import MeterClient
 from lem_dcbm.records.checks import RecordExpectation, check_record
@@ -68,7 +69,7 @@ def test_a_20_s_session_waits_for_the_minimum_and_ends_with_its_record(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     rig = ShortRig(tmp_path)
-    assert rig.controller.start_transaction(request("short-1")).ok
+    assert rig.controller.start_transaction(transaction_request(request("short-1"))).ok
     rig.device.set_load(power_kw=11.0)
     rig.clock.advance(20.0)
     arrival = rig.clock.monotonic()
@@ -85,7 +86,7 @@ def test_a_20_s_session_waits_for_the_minimum_and_ends_with_its_record(
     assert any("waiting 101 s, then stopping it" in r.getMessage() for r in caplog.records)
     assert rig.late.published == []
     # The charger goes on: the next session starts and stops normally.
-    assert rig.controller.start_transaction(request("short-2")).ok
+    assert rig.controller.start_transaction(transaction_request(request("short-2"))).ok
     rig.clock.advance(130.0)
     assert rig.controller.stop_transaction("short-2").ok
 
@@ -98,7 +99,7 @@ def test_by_default_a_stop_waits_at_most_15_s_so_a_20_s_session_goes_the_late_ro
     default = ControllerSettings(start=StartSettings(tariff_id=0, cable_id=0))
     assert default.stop_minimum_wait_s == 15.0
     rig = ShortRig(tmp_path, stop_minimum_wait_s=default.stop_minimum_wait_s)
-    assert rig.controller.start_transaction(request("short-20")).ok
+    assert rig.controller.start_transaction(transaction_request(request("short-20"))).ok
     rig.clock.advance(20.0)
     arrival = rig.clock.monotonic()
     answer = rig.controller.stop_transaction("short-20")
@@ -108,7 +109,7 @@ def test_by_default_a_stop_waits_at_most_15_s_so_a_20_s_session_goes_the_late_ro
     rig.controller.housekeeping()
     assert [r.transaction_id for r in rig.late.published] == ["short-20"]
     # A session of 106 s waits its 15 s and ends with its record.
-    assert rig.controller.start_transaction(request("short-106")).ok
+    assert rig.controller.start_transaction(transaction_request(request("short-106"))).ok
     rig.clock.advance(106.0)
     arrival = rig.clock.monotonic()
     answer = rig.controller.stop_transaction("short-106")
@@ -121,7 +122,7 @@ def test_a_stop_too_early_to_wait_for_answers_at_once_and_the_record_goes_late(
     tmp_path: Path,
 ) -> None:
     rig = ShortRig(tmp_path)
-    assert rig.controller.start_transaction(request("blink-1")).ok
+    assert rig.controller.start_transaction(transaction_request(request("blink-1"))).ok
     rig.clock.advance(5.0)
     arrival = rig.clock.monotonic()
     answer = rig.controller.stop_transaction("blink-1")
@@ -145,7 +146,7 @@ def test_a_stop_too_early_to_wait_for_answers_at_once_and_the_record_goes_late(
 
 def test_a_deferred_stop_survives_a_restart_of_the_module(tmp_path: Path) -> None:
     rig = ShortRig(tmp_path)
-    assert rig.controller.start_transaction(request("blink-2")).ok
+    assert rig.controller.start_transaction(transaction_request(request("blink-2"))).ok
     rig.clock.advance(3.0)
     assert not rig.controller.stop_transaction("blink-2").ok
     rig.clock.advance(200.0)
@@ -157,7 +158,7 @@ def test_a_deferred_stop_survives_a_restart_of_the_module(tmp_path: Path) -> Non
 
 def test_a_shorter_configured_wait_moves_the_stop_to_the_background(tmp_path: Path) -> None:
     rig = ShortRig(tmp_path, stop_minimum_wait_s=30.0)
-    assert rig.controller.start_transaction(request("short-3")).ok
+    assert rig.controller.start_transaction(transaction_request(request("short-3"))).ok
     rig.clock.advance(60.0)
     answer = rig.controller.stop_transaction("short-3")
     assert not answer.ok
@@ -166,7 +167,7 @@ def test_a_shorter_configured_wait_moves_the_stop_to_the_background(tmp_path: Pa
 
 def test_a_stop_that_waited_before_it_reached_the_meter_waits_less(tmp_path: Path) -> None:
     rig = ShortRig(tmp_path)
-    assert rig.controller.start_transaction(request("short-4")).ok
+    assert rig.controller.start_transaction(transaction_request(request("short-4"))).ok
     rig.clock.advance(20.0)
     arrival = rig.clock.monotonic()
     rig.clock.advance(10.0)  # e.g. waited for the module to be set up
@@ -178,7 +179,7 @@ def test_a_stop_that_waited_before_it_reached_the_meter_waits_less(tmp_path: Pat
 
 def test_shutdown_interrupts_the_wait_and_keeps_the_stop_for_later(tmp_path: Path) -> None:
     rig = ShortRig(tmp_path)
-    assert rig.controller.start_transaction(request("short-5")).ok
+    assert rig.controller.start_transaction(transaction_request(request("short-5"))).ok
     rig.clock.advance(20.0)
     rig.controller.interrupt_waits()
     answer = rig.controller.stop_transaction("short-5")
@@ -196,7 +197,7 @@ def test_a_meter_that_accepts_early_is_not_kept_waiting(tmp_path: Path) -> None:
     rig.device = SimulatedMeter(rig.clock, SIGNER, MeterConfig(min_transaction_seconds=0))
     rig.transport.device = rig.device
     controller = rig.restart()
-    assert controller.start_transaction(request("quick-1")).ok
+    assert controller.start_transaction(transaction_request(request("quick-1"))).ok
     rig.clock.advance(2.0)
     before = rig.clock.monotonic()
     assert controller.stop_transaction("quick-1").ok
@@ -223,12 +224,12 @@ def test_plan_wait(
 
 def test_a_new_start_soon_after_a_very_short_session_waits_and_starts(tmp_path: Path) -> None:
     rig = ShortRig(tmp_path)
-    assert rig.controller.start_transaction(request("blink-3")).ok
+    assert rig.controller.start_transaction(transaction_request(request("blink-3"))).ok
     rig.clock.advance(5.0)
     assert not rig.controller.stop_transaction("blink-3").ok  # its stop moved to the background
     rig.clock.advance(25.0)  # a new car, 30 s after the first one's start
     arrival = rig.clock.monotonic()
-    started = rig.controller.start_transaction(request("next-1"))
+    started = rig.controller.start_transaction(transaction_request(request("next-1")))
     assert started.ok, started.error
     assert rig.clock.monotonic() - arrival <= STOP_ANSWER_LIMIT_S
     assert rig.running() == "next-1"

@@ -11,9 +11,16 @@ from lem_dcbm.simulator import meter_bits
 
 SIMULATOR = Path(lem_dcbm.simulator.__file__).parent
 #: What the simulator may import from this project besides itself: time as a dependency.
-#: The simulator may use its own package, the clock, the CLI plumbing and the package's
-#: exception tree (a leaf: its refusals are LemDcbmErrors too), nothing of the client.
-ALLOWED = ("lem_dcbm.simulator", "lem_dcbm.clock", "lem_dcbm.cli_common", "lem_dcbm.errors")
+#: The simulator may use its own package, the clock, the CLI plumbing, the package's
+#: exception tree (a leaf: its refusals are LemDcbmErrors too) and its JSON types (a leaf of
+#: type aliases), nothing of the client.
+ALLOWED = (
+    "lem_dcbm.simulator",
+    "lem_dcbm.clock",
+    "lem_dcbm.cli_common",
+    "lem_dcbm.errors",
+    "lem_dcbm.json_types",
+)
 
 
 def imported_modules(source: str, package: str) -> set[str]:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import pytest
 
 from lem_dcbm.clock import ManualClock
-from lem_dcbm.core.powermeter import to_powermeter
+from lem_dcbm.core.powermeter import powermeter_value
 from lem_dcbm.core.temperature_monitor import TemperatureLimits, TemperatureMonitor
 from lem_dcbm.meter.models import LiveMeasure
 from tests.support.fake_outputs import RecordingOutputs
@@ -124,7 +125,10 @@ def test_reads_the_powermeter_publication() -> None:
         TemperatureLimits(warning_level_c=60.0, error_level_c=70.0, min_time_s=0)
     )
     measure = LiveMeasure(400.0, 1.0, 0.4, 58.0, 62.0, 1.0, 0.0, "2026-11-22T10:00:00+00:00")
-    mon.observe(to_powermeter(measure, "1", clock.utc_now()))
+    value = powermeter_value(measure, "1", clock.utc_now())
+    mon.observe(value)
     assert outputs.events == [("raise", WARNING)]
-    mon.observe({"timestamp": "x"})  # no temperatures: nothing changes
+    unread = float("nan")
+    mon.observe(replace(value, temperature_h_c=unread, temperature_l_c=unread))  # no readings
+    assert outputs.events == [("raise", WARNING)]  # nothing changes
     assert outputs.events == [("raise", WARNING)]

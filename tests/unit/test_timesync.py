@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 
 from lem_dcbm.clock import ManualClock
 from lem_dcbm.core.timesync import NtpServer, TimeSync
+from lem_dcbm.everest.shapes import transaction_request
 from tests.support.fake_meter import FakeMeter
 
 DST = {"activated": False, "offset": 60}
@@ -108,11 +109,15 @@ def test_controller_walks_init_window_daily_and_start_syncs() -> None:
     controller.housekeeping()  # daily
     assert utc_writes()[-1] == "2026-11-23T10:02:00Z"
     clock.advance(600)
-    assert controller.start_transaction({"evse_id": "E1", "transaction_id": "t1"}).ok
+    assert controller.start_transaction(
+        transaction_request({"evse_id": "E1", "transaction_id": "t1"})
+    ).ok
     assert len(meter.settings_writes) == 7  # synced 10 minutes ago: valid for 47 h more
     assert controller.stop_transaction("t1").ok
     clock.advance(3600)
-    answer = controller.start_transaction({"evse_id": "E1", "transaction_id": "t2"})
+    answer = controller.start_transaction(
+        transaction_request({"evse_id": "E1", "transaction_id": "t2"})
+    )
     assert answer.ok
     assert utc_writes()[-1] == "2026-11-23T11:12:00Z"  # right before the start
     assert kinds(meter)[-1] == "time.utc"
