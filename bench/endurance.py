@@ -263,6 +263,7 @@ def sessions(args: argparse.Namespace) -> dict[str, Any]:
             crashes=args.crashes,
             seed=args.seed,
             big_journal=args.big_journal,
+            stop_minimum_wait_ms=args.stop_minimum_wait_ms,
         ) | {"work_dir": str(work)}
     finally:
         if not args.keep:
@@ -287,6 +288,11 @@ def print_sessions(result: dict[str, Any]) -> None:
             [
                 "  marked copies of recovery answers (dropped by record number)",
                 result.get("marked_copies_of_answers", 0),
+                "-",
+            ],
+            [
+                "  late copies cut by a crash before the journal noted them (published again)",
+                result.get("late_cut_by_a_crash", 0),
                 "-",
             ],
             ["foreign", result["foreign"], "0"],
@@ -368,6 +374,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--crashes", type=int, default=1_000, help="sessions: crash points")
     parser.add_argument("--seed", type=int, default=2027, help="sessions: random seed")
+    parser.add_argument(
+        "--stop-minimum-wait-ms",
+        type=int,
+        help="sessions: the module's stop_minimum_wait_ms (default: the module's default)",
+    )
     parser.add_argument(
         "--big-journal", type=int, default=10_000, help="sessions: entries of the grown journal"
     )

@@ -28,19 +28,37 @@ is stopped as usual. Records of transactions nobody asks for reach the bill by t
 road (published by the restarted module). For each transaction the meter ran, the
 records handed out (stop answers and late publications) are compared with the meter's
 own: none missing (lost), none twice (duplicate), none differing (foreign).
+
+**A late publication the crash cut before the journal noted it.** The module publishes a
+late record, then notes ``late_published_at`` in the journal; a crash between the two
+leaves the record kept and unnoted, and the restarted module publishes it again (it must:
+the real module's publication was queued in the MQTT client when the process died, and a
+SIGKILL empties that queue, so the first copy may never have left). Such a first copy is
+counted apart, as neither a bill nor a duplicate: a record whose only copy is one is lost,
+and the republication bills it. If the first copy did leave before the kill, the second is
+the at-least-once repeat of QoS 1 that a backend drops by meter id and record number
+(docs/records.md, "Exactly once").
+
+The run is deterministic: one seed and one version of the code give the same run, crash
+for crash (the module's retry jitter, the only randomness it draws, is 0 in every policy
+this run uses, and no decision depends on wall time or set order). ``crash_log`` in the
+result names each crash (session, effect number, point, the module's frames), so a
+duplicate's crash can be replayed.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import shutil
 import subprocess
 import sys
 import time
+import traceback
 from collections import Counter, defaultdict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -54,8 +72,13 @@ from lem_dcbm.config import ModuleConfig  # noqa: E402
 from lem_dcbm.core.controller import MeterController  # noqa: E402
 from lem_dcbm.core.record_book import RecordBook  # noqa: E402
 from lem_dcbm.core.timesync import TimeSync  # noqa: E402
-from lem_dcbm.everest.shapes import transaction_request
-from lem_dcbm.journal import TransactionJournal  # noqa: E402
+from lem_dcbm.everest.shapes import transaction_request  # noqa: E402
+from lem_dcbm.journal import (  # noqa: E402
+    TransactionJournal,
+    decode_entry,
+    encode_entry,
+    entry_file_name,
+)
 from lem_dcbm.meter.client import MeterClient  # noqa: E402
 from lem_dcbm.records.late_record import KeptRecord  # noqa: E402
 from lem_dcbm.runtime_config import clock_settings, controller_settings  # noqa: E402
@@ -66,6 +89,14 @@ from tests.support.device_transport import DeviceTransport  # noqa: E402
 YEAR_S = 365 * 86_400.0
 START = datetime(2027, 1, 1, 0, 0, tzinfo=timezone.utc)
 MODULE_ID = "endurance"
+
+
+#: A late publication the crash cut before the journal noted it (see the module docstring).
+CUT_LATE = "late, cut by a crash before the journal noted it"
+#: A copy of the record answered to EvseManager's start-up recovery stop, marked ``answered``.
+MARKED_LATE = "late, answered"
+#: Copies that are not a bill of their own.
+NOT_A_BILL = (MARKED_LATE, CUT_LATE)
 
 
 class SimulatedCrash(BaseException):
@@ -85,6 +116,8 @@ class CrashPlan:
         self._chosen = set(rng.sample(range(sessions), min(crashes, sessions)))
         self.effects = 0
         self.done: Counter[str] = Counter()
+        #: Each crash: session, effect number, point and the module's innermost frames.
+        self.log: list[dict[str, Any]] = []
         self.session = 0
         self._queued = 0
         self._next: int | None = None
@@ -120,9 +153,22 @@ class CrashPlan:
         if self._next is None or self.effects < self._next:
             return
         self.done[where] += 1
+        self.log.append(
+            {"session": self.session, "effect": self.effects, "where": where, "in": _frames()}
+        )
         self._next = None
         self._arm()
         raise SimulatedCrash(where)
+
+
+def _frames() -> str:
+    """The module's frames at a crash point, innermost first, for replaying it."""
+    frames = [
+        f"{Path(frame.filename).name}:{frame.lineno} {frame.name}"
+        for frame in traceback.extract_stack()
+        if f"{os.sep}lem_dcbm{os.sep}" in frame.filename
+    ]
+    return " < ".join(reversed(frames[-6:]))
 
 
 class CrashingTransport:
@@ -161,13 +207,35 @@ class Deliveries:
     """Every record handed out, per transaction: by stop answer or late publication."""
 
     by_id: dict[str, list[tuple[str, str]]] = field(default_factory=lambda: defaultdict(list))
+    #: The transaction of the last unmarked late publication, until a crash looks at it.
+    last_late: str | None = None
 
     def publish(self, record: KeptRecord) -> bool:
         # A record also answered to EvseManager's start-up recovery stop goes late marked
         # ``answered``: a backend drops that copy by meter id and record number.
-        road = "late, answered" if record.answered else "late"
+        road = MARKED_LATE if record.answered else "late"
         self.by_id[record.transaction_id].append((road, record.ocmf))
+        if not record.answered:
+            self.last_late = record.transaction_id
         return True
+
+    def crashed(self, directory: Path) -> None:
+        """The module died: was its last late publication noted in the journal?
+
+        Only the last can be unnoted: the note is the next effect after a publication.
+        """
+        transaction_id, self.last_late = self.last_late, None
+        if transaction_id is None:
+            return
+        path = directory / entry_file_name(transaction_id)
+        if not path.exists():
+            return  # archived or retired: the restart does not publish it again either
+        if decode_entry(path.read_bytes()).data.get("late_published_at"):
+            return
+        deliveries = self.by_id[transaction_id]
+        road, ocmf = deliveries[-1]
+        if road == "late":
+            deliveries[-1] = (CUT_LATE, ocmf)
 
     def where(self, transaction_id: str) -> str:
         return f"records/{transaction_id}"
@@ -189,7 +257,9 @@ class Alerts:
 class Year:
     """The meter, the journal directory and the module restarted after each crash."""
 
-    def __init__(self, base: Path, sessions: int, crashes: int, seed: int) -> None:
+    def __init__(
+        self, base: Path, sessions: int, crashes: int, seed: int, config: ModuleConfig
+    ) -> None:
         self.rng = random.Random(seed)
         self.clock = ManualClock(START)
         self.began = self.clock.monotonic()
@@ -198,7 +268,7 @@ class Year:
         )
         self.plan = CrashPlan(self.rng, crashes, sessions)
         self.transport = CrashingTransport(self.device, self.plan)
-        self.config = ModuleConfig(ip_address="127.0.0.1")
+        self.config = config
         self.base = base
         self.directory = base / MODULE_ID
         self.deliveries = Deliveries()
@@ -244,10 +314,12 @@ class Year:
             try:
                 return self.open_module(self.transport)
             except SimulatedCrash:
+                self.deliveries.crashed(self.directory)
                 self.restarts += 1
 
     def crashed(self) -> None:
         """The process died: a new one starts on the same journal and meter."""
+        self.deliveries.crashed(self.directory)
         self.restarts += 1
         self.controller = self._start_module()
 
@@ -321,12 +393,17 @@ class Year:
 def audit(year: Year) -> dict[str, Any]:
     """Lost, duplicate and foreign records against what the meter ran."""
     at_meter = {t["transactionId"]: t for t in year.device.state()["transactions"]}
-    lost = [tid for tid, t in at_meter.items() if not year.deliveries.by_id.get(tid)]
-    # The marked copy of an answered record is not a second bill (see Deliveries.publish).
+    # A record whose only copy is one the crash cut before the journal noted it is lost.
+    delivered = {
+        tid for tid, d in year.deliveries.by_id.items() if any(road != CUT_LATE for road, _ in d)
+    }
+    lost = [tid for tid in at_meter if tid not in delivered]
+    # Neither the marked copy of an answered record (see Deliveries.publish) nor a copy the
+    # crash cut before the journal noted it (see the module docstring) is a second bill.
     duplicate = {
         tid: n
         for tid, d in year.deliveries.by_id.items()
-        if (n := sum(1 for road, _ in d if road != "late, answered")) > 1
+        if (n := sum(1 for road, _ in d if road not in NOT_A_BILL)) > 1
     }
     foreign = [
         tid
@@ -334,13 +411,17 @@ def audit(year: Year) -> dict[str, Any]:
         if tid not in at_meter or any(ocmf != at_meter[tid]["ocmf"] for _, ocmf in delivered)
     ]
     roads = Counter(road for d in year.deliveries.by_id.values() for road, _ in d)
-    billed = sum(1 for tid in at_meter if year.deliveries.by_id.get(tid) and tid not in foreign)
+    billed = sum(1 for tid in at_meter if tid in delivered and tid not in foreign)
     return {
         "transactions_at_meter": len(at_meter),
         "records_billed": billed,
         "by_stop_answer": roads["stop"],
         "by_late_road": roads["late"],
-        "marked_copies_of_answers": roads["late, answered"],
+        "marked_copies_of_answers": roads[MARKED_LATE],
+        "late_cut_by_a_crash": roads[CUT_LATE],
+        "late_cut_ids": sorted(
+            tid for tid, d in year.deliveries.by_id.items() if any(r == CUT_LATE for r, _ in d)
+        )[:20],
         "lost": len(lost),
         "lost_ids": lost[:20],
         "duplicate": sum(n - 1 for n in duplicate.values()),
@@ -351,6 +432,15 @@ def audit(year: Year) -> dict[str, Any]:
         "foreign": len(foreign),
         "foreign_ids": foreign[:20],
     }
+
+
+def crashes_near(log: list[dict[str, Any]], transaction_ids: list[str]) -> dict[str, Any]:
+    """The crashes from the session of each id to the next two, to replay them."""
+    near: dict[str, Any] = {}
+    for transaction_id in transaction_ids:
+        session = int(transaction_id[1:])
+        near[transaction_id] = [c for c in log if session <= c["session"] <= session + 2]
+    return near
 
 
 def directory_size(path: Path) -> tuple[int, int]:
@@ -386,8 +476,6 @@ def records_list_seconds(base: Path) -> float:
 
 def grow_journal(source: Path, target: Path, entries: int) -> None:
     """A journal of ``entries`` finished transactions, copies of the kept ones renamed."""
-    from lem_dcbm.journal import decode_entry, encode_entry, entry_file_name
-
     target.mkdir(parents=True, exist_ok=True)
     templates = [decode_entry(p.read_bytes()) for p in sorted(source.glob("tx-*.json"))]
     templates = [t for t in templates if t.ocmf is not None]
@@ -405,9 +493,18 @@ def grow_journal(source: Path, target: Path, entries: int) -> None:
 
 
 def run_year(
-    work: Path, *, sessions: int, crashes: int, seed: int, big_journal: int
+    work: Path,
+    *,
+    sessions: int,
+    crashes: int,
+    seed: int,
+    big_journal: int,
+    stop_minimum_wait_ms: int | None = None,
 ) -> dict[str, Any]:
-    """The whole run; its figures."""
+    """The whole run; its figures. ``stop_minimum_wait_ms`` None: the module's default."""
+    config = ModuleConfig(ip_address="127.0.0.1")
+    if stop_minimum_wait_ms is not None:
+        config = replace(config, stop_minimum_wait_ms=stop_minimum_wait_ms)
     journal_module_write = journal_module.write_atomic
     base = work / "journal"
     year_holder: list[Year] = []
@@ -423,7 +520,7 @@ def run_year(
     journal_module.write_atomic = crashing_write  # type: ignore[assignment]
     try:
         began = time.perf_counter()
-        year = Year(base, sessions, crashes, seed)
+        year = Year(base, sessions, crashes, seed, config)
         year_holder.append(year)
         period_s = YEAR_S / sessions
         for number in range(sessions):
@@ -451,6 +548,9 @@ def run_year(
             "simulated_days": (year.clock.monotonic() - year.began) / 86_400.0,
             "crashes": sum(year.plan.done.values()),
             "crash_points": dict(year.plan.done),
+            "crashes_near": crashes_near(
+                year.plan.log, figures["duplicate_ids"] + figures["late_cut_ids"]
+            ),
             "effects": year.plan.effects,
             "restarts": year.restarts,
             "start_refused": sum(year.start_refused.values()),
