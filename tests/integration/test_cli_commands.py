@@ -19,8 +19,8 @@ pytestmark = pytest.mark.integration
 #: without a transaction, the verifier itself; urllib3 (the meter transport is on
 #: ``http.client``), difflib (a config mistake's hint), subprocess (no child processes:
 #: the kernel's clock is asked without ``ctypes.util``), strptime's module (a
-#: publication's time stamp is checked without it) and zipfile (package files are read
-#: from the package's directory).
+#: publication's time stamp is checked without it) and importlib.resources with zipfile
+#: (package files are read from the package's directory).
 NOT_FOR_THE_MODULE_PROTOCOL = (
     "lem_dcbm.everest_api.",
     "lem_dcbm.tools",
@@ -35,6 +35,7 @@ NOT_FOR_THE_MODULE_PROTOCOL = (
     "subprocess",
     "_strptime",
     "zipfile",
+    "importlib.resources",
 )
 
 
