@@ -246,6 +246,12 @@ class _MeterConnection(http.client.HTTPConnection):
         self.opened = 0
         self._timeout_s = 1.0
 
+    def __del__(self) -> None:
+        # A connection dropped without close() (a client nobody closed) closes its socket
+        # here rather than leaving it open until the collector warns about it.
+        if self.sock is not None:
+            self.close()
+
     def connect(self) -> None:
         """Open the TCP connection and, with a context, shake hands over TLS."""
         self.opened += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import socket
 import threading
 from collections.abc import Iterator
@@ -27,6 +28,8 @@ class _OneRequestPerConnection:
         self.port = self.listener.getsockname()[1]
         self.accepted = 0
         self.requests: list[str] = []
+        #: Released when a connection's handler is done (its second read came back).
+        self.handled = threading.Semaphore(0)
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
 
@@ -61,6 +64,7 @@ class _OneRequestPerConnection:
             if method:
                 self.requests.append(method)
             # Close without answering the second request.
+        self.handled.release()
 
     def close(self) -> None:
         self.listener.close()
@@ -99,3 +103,18 @@ def test_post_on_a_dropped_keepalive_connection_is_not_resent(
     finally:
         transport.close()
     assert dropping_server.requests == ["GET", "POST"]
+
+
+def test_a_transport_dropped_without_close_closes_its_connection(
+    dropping_server: _OneRequestPerConnection,
+) -> None:
+    # As urllib3's pools did: no socket is left open for the collector to warn about (the
+    # suite turns that ResourceWarning into a failure).
+    transport = HttpTransport(f"http://127.0.0.1:{dropping_server.port}", timeout_s=5.0)
+    assert transport.request("GET", "/v1/settings")[0] == 200
+    del transport
+    gc.collect()
+
+    # The server reads the end of the connection where a second request would be.
+    assert dropping_server.handled.acquire(timeout=10)
+    assert dropping_server.requests == ["GET"]
