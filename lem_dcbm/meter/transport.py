@@ -4,8 +4,8 @@ The standard library's ``http.client`` speaks HTTP/1.1 to the meter on one conne
 this module opens (socket options, the pinned TLS context) and keeps. A pool, retries,
 redirects, content decoding or proxies (what urllib3 or requests add) the meter needs
 none of, and urllib3 cost 1.5 MB of a running module's peak RSS and 70 µs of CPU per
-request, a third of the 1 Hz read (bench/RESULTS.md). Every exception is translated here into the package's tree
-(``raise ... from exc``):
+request, a third of the 1 Hz read (bench/RESULTS.md). Every exception is translated
+here into the package's tree (``raise ... from exc``):
 
 - a failed TLS handshake -> ``MeterTlsError``;
 - refused, reset or timed-out connections -> ``MeterConnectionError``;
@@ -278,8 +278,11 @@ class _MeterConnection(http.client.HTTPConnection):
         if self.sock is not None:
             self.sock.settimeout(timeout_s)
             # An idle kept-alive connection that reads as ready was closed by the meter
-            # (or holds something no request asked for): start afresh.
-            if select.select([self.sock], [], [], 0)[0]:
+            # (or holds something no request asked for): start afresh. poll, not select:
+            # select fails on descriptors above 1023.
+            ready = select.poll()
+            ready.register(self.sock, select.POLLIN)
+            if ready.poll(0):
                 self.close()
         self.request(method, url, body=body, headers=dict(headers))
         response = self.getresponse()
