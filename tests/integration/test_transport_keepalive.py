@@ -55,16 +55,19 @@ class _OneRequestPerConnection:
     def _handle(self, conn: socket.socket) -> None:
         with conn, conn.makefile("rb") as stream:
             self.requests.append(self._read_request(stream))
-            body = b'{"result": 1}'
-            conn.sendall(
-                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
-            )
+            self._answer(conn)
             method = self._read_request(stream)
             if method:
                 self.requests.append(method)
             # Close without answering the second request.
         self.handled.release()
+
+    def _answer(self, conn: socket.socket) -> None:
+        body = b'{"result": 1}'
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
 
     def close(self) -> None:
         self.listener.close()
@@ -118,3 +121,28 @@ def test_a_transport_dropped_without_close_closes_its_connection(
     # The server reads the end of the connection where a second request would be.
     assert dropping_server.handled.acquire(timeout=10)
     assert dropping_server.requests == ["GET"]
+
+
+class _ClosingAfterEachAnswer(_OneRequestPerConnection):
+    """Answers one request per connection and closes the connection at once."""
+
+    def _handle(self, conn: socket.socket) -> None:
+        with conn, conn.makefile("rb") as stream:
+            self.requests.append(self._read_request(stream))
+            self._answer(conn)
+        self.handled.release()
+
+
+def test_a_post_after_the_meter_closed_the_idle_connection_goes_out_on_a_fresh_one() -> None:
+    # The close is seen before the request is sent, so even a POST (never re-sent) works.
+    server = _ClosingAfterEachAnswer()
+    transport = HttpTransport(f"http://127.0.0.1:{server.port}", timeout_s=5.0)
+    try:
+        assert transport.request("GET", "/v1/status")[0] == 200
+        assert server.handled.acquire(timeout=10)
+        assert transport.request("POST", "/v1/legal", json_body={"transactionId": "t"})[0] == 200
+    finally:
+        transport.close()
+        server.close()
+    assert server.requests == ["GET", "POST"]
+    assert server.accepted == 2
