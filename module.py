@@ -18,7 +18,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 #: Import name -> distribution of each runtime dependency (pyproject.toml ``dependencies``).
 DEPENDENCIES = {
     "paho": "paho-mqtt",
-    "urllib3": "urllib3",
     "yaml": "PyYAML",
     "jsonschema": "jsonschema",
     "cryptography": "cryptography",

@@ -210,8 +210,11 @@ def _serve(
         remove_health,
         touch_health,
     )
+    from lem_dcbm.malloc_arenas import limit_malloc_arenas
     from lem_dcbm.service import Service
 
+    # Before the service starts its threads.
+    limit_malloc_arenas()
     heartbeat = health_file_path(module_id, environ)
     # Healthy means publishing live values: no beat while the meter does not answer, and
     # none left from an earlier run.

@@ -8,7 +8,6 @@ cannot express, and raises ``ConfigError(key, problem)`` for the first violation
 
 from __future__ import annotations
 
-import difflib
 import functools
 import ipaddress
 import json
@@ -18,7 +17,6 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -197,7 +195,9 @@ class ModuleConfig:
 def load_manifest(path: Path | None = None) -> dict[str, Any]:
     """Read a manifest; by default the one shipped inside the package."""
     if path is None:
-        text = resources.files("lem_dcbm").joinpath("manifest.yaml").read_text(encoding="utf-8")
+        # Beside this file, not through importlib.resources: its file reader imports
+        # zipfile, which would stay in a running module's memory (0.2 MB) for one read.
+        text = Path(__file__).with_name("manifest.yaml").read_text(encoding="utf-8")
     else:
         text = path.read_text(encoding="utf-8")
     manifest = yaml.safe_load(text)
@@ -266,6 +266,9 @@ def config_from_mapping(
 
 def unknown_key_problem(key: str, known: Mapping[str, object]) -> str:
     """``unknown key``, with the closest known key when one is close enough to be meant."""
+    # Imported here: only a config with a mistake needs it, a running module never does.
+    import difflib
+
     close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.75)
     if not close:
         lowered = {name.lower(): name for name in known}

@@ -15,8 +15,8 @@
 Every exception class of the package derives from ``LemDcbmError``
 (``tests/unit/test_exception_tree.py`` walks the package); one that callers catch as
 ``ValueError``, ``RuntimeError`` or ``TimeoutError`` keeps that class as a second base.
-Only ``lem_dcbm.meter.transport`` translates ``urllib3`` exceptions into the meter's
-errors, always with ``raise ... from``.
+Only ``lem_dcbm.meter.transport`` translates ``http.client``, socket and TLS exceptions
+into the meter's errors, always with ``raise ... from``.
 """
 
 from __future__ import annotations

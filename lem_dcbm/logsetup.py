@@ -107,8 +107,6 @@ def configure_logging(module_id: str, level: str | None = None, log_format: str 
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel((level or os.environ.get("LEM_DCBM_LOG_LEVEL") or "INFO").upper())
-    # urllib3 is chatty at DEBUG; keep it at WARNING.
-    logging.getLogger("urllib3").setLevel(logging.WARNING)
     # paho logs every failed reconnect attempt as an error; the bus logs the outage once
     # and the recovery once, so paho's own lines are wanted only when debugging.
     if root.level > logging.DEBUG:

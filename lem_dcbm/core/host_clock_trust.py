@@ -19,8 +19,7 @@ trust for hosts whose time service cannot be seen by the kernel.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -66,34 +65,45 @@ class KernelClock:
 KernelProbe = Callable[[], KernelClock]
 
 
-class _Timex(ctypes.Structure):
-    """``struct timex`` (linux/timex.h); C ``long`` follows the platform, as the kernel's."""
+@functools.cache
+def _timex_type() -> type:
+    """``struct timex`` as a ctypes structure, built at the first question to the kernel.
 
-    _fields_ = [
-        ("modes", ctypes.c_uint),
-        ("offset", ctypes.c_long),
-        ("freq", ctypes.c_long),
-        ("maxerror", ctypes.c_long),
-        ("esterror", ctypes.c_long),
-        ("status", ctypes.c_int),
-        ("constant", ctypes.c_long),
-        ("precision", ctypes.c_long),
-        ("tolerance", ctypes.c_long),
-        ("time_sec", ctypes.c_long),
-        ("time_usec", ctypes.c_long),
-        ("tick", ctypes.c_long),
-        ("ppsfreq", ctypes.c_long),
-        ("jitter", ctypes.c_long),
-        ("shift", ctypes.c_int),
-        ("stabil", ctypes.c_long),
-        ("jitcnt", ctypes.c_long),
-        ("calcnt", ctypes.c_long),
-        ("errcnt", ctypes.c_long),
-        ("stbcnt", ctypes.c_long),
-        ("tai", ctypes.c_int),
-        # The kernel's reserved tail, and room to spare should a libc lay it out larger.
-        ("reserved", ctypes.c_int * 32),
-    ]
+    ctypes is imported here, not with the module: a module whose meter keeps time by NTP,
+    or that trusts the meter's clock or ``always``, never asks the kernel.
+    """
+    import ctypes
+
+    class _Timex(ctypes.Structure):
+        """``struct timex`` (linux/timex.h); C ``long`` follows the platform, as the kernel's."""
+
+        _fields_ = [
+            ("modes", ctypes.c_uint),
+            ("offset", ctypes.c_long),
+            ("freq", ctypes.c_long),
+            ("maxerror", ctypes.c_long),
+            ("esterror", ctypes.c_long),
+            ("status", ctypes.c_int),
+            ("constant", ctypes.c_long),
+            ("precision", ctypes.c_long),
+            ("tolerance", ctypes.c_long),
+            ("time_sec", ctypes.c_long),
+            ("time_usec", ctypes.c_long),
+            ("tick", ctypes.c_long),
+            ("ppsfreq", ctypes.c_long),
+            ("jitter", ctypes.c_long),
+            ("shift", ctypes.c_int),
+            ("stabil", ctypes.c_long),
+            ("jitcnt", ctypes.c_long),
+            ("calcnt", ctypes.c_long),
+            ("errcnt", ctypes.c_long),
+            ("stbcnt", ctypes.c_long),
+            ("tai", ctypes.c_int),
+            # The kernel's reserved tail, and room to spare should a libc lay it out larger.
+            ("reserved", ctypes.c_int * 32),
+        ]
+
+    return _Timex
 
 
 def kernel_clock_from(returned: int, status: int, max_error_us: int) -> KernelClock:
@@ -108,9 +118,13 @@ def kernel_clock_from(returned: int, status: int, max_error_us: int) -> KernelCl
 
 def read_kernel_clock() -> KernelClock:
     """Ask the kernel (``adjtimex`` with no modes: reads only, needs no privilege)."""
+    import ctypes
+
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-        timex = _Timex()
+        # The process's own symbols hold libc's: no ctypes.util.find_library, which runs
+        # ldconfig in a child process (and imports subprocess) to find the same library.
+        libc = ctypes.CDLL(None, use_errno=True)
+        timex = _timex_type()()
         returned = int(libc.adjtimex(ctypes.byref(timex)))
     except (OSError, AttributeError) as err:
         return KernelClock(False, None, f"adjtimex unavailable: {err}")

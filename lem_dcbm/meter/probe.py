@@ -2,9 +2,9 @@
 
 A meter with TLS switched on resets plain HTTP connections; one with TLS off answers a
 TLS handshake with plain text; a meter whose certificate changed (a replaced meter, a
-factory reset) fails the pinned handshake. urllib3 reports all three as bare socket or
-SSL errors. These probes, made once after a request failed, tell them apart so that
-the error can say what to change. Each probe is one short connection that sends no
+factory reset) fails the pinned handshake. All three show as bare socket or SSL errors.
+These probes, made once after a request failed, tell them apart so that the error can
+say what to change. Each probe is one short connection that sends no
 meter request, and any failure of a probe means "don't know".
 """
 
@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import socket
 import ssl
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from urllib3.util.connection import create_connection
+from lem_dcbm.meter.transport import DEFAULT_SOCKET_OPTIONS, open_socket
 
 #: The longest a probe waits: it only adds a hint to an error already known.
 MAX_PROBE_S = 3.0
@@ -28,14 +28,12 @@ class ProbeTarget:
     host: str
     port: int
     timeout_s: float
-    socket_options: list[tuple[int, int, Any]] = field(default_factory=list)
+    socket_options: tuple[tuple[int, int, Any], ...] = DEFAULT_SOCKET_OPTIONS
 
     def open(self) -> socket.socket:
         """A fresh TCP connection, waiting at most ``MAX_PROBE_S``."""
-        return create_connection(
-            (self.host, self.port),
-            timeout=min(self.timeout_s, MAX_PROBE_S),
-            socket_options=self.socket_options,
+        return open_socket(
+            self.host, self.port, min(self.timeout_s, MAX_PROBE_S), self.socket_options
         )
 
 

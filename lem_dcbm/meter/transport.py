@@ -1,28 +1,28 @@
 """HTTP(S) to one meter over one persistent keep-alive connection.
 
-This is the only module that knows ``urllib3``: every exception it raises is translated
+The standard library's ``http.client`` speaks HTTP/1.1 to the meter on one connection
+this module opens (socket options, the pinned TLS context) and keeps. A pool, retries,
+redirects, content decoding or proxies (what urllib3 or requests add) the meter needs
+none of, and urllib3 cost 1.5 MB of a running module's peak RSS and 70 µs of CPU per
+request, a third of the 1 Hz read (bench/RESULTS.md). Every exception is translated
 here into the package's tree (``raise ... from exc``):
 
 - a failed TLS handshake -> ``MeterTlsError``;
 - refused, reset or timed-out connections -> ``MeterConnectionError``;
-- anything else ``urllib3`` raises -> ``MeterError``.
+- anything else -> ``MeterError``.
 
-urllib3 is used directly (``requests`` on top of it would add a session layer per request
-and about 3.7 MB of imports for nothing the meter needs: no cookies, no redirects, no
-proxies, no CA bundles).
+Every request ends within its timeout, however the meter answers: socket timeouts are
+per operation, so a meter (or a middlebox) that dribbles an answer a byte at a time,
+each byte within the timeout, would hold a request for ever. A deadline (``_Watchdog``)
+shuts the request's socket down when the whole exchange, connect and TLS handshake
+included, takes longer than the timeout.
 
-Every request ends within its timeout, however the meter answers: urllib3's timeouts
-are per socket operation, so a meter (or a middlebox) that dribbles an answer a byte
-at a time, each byte within the timeout, would hold a request for ever. A deadline
-(``_Watchdog``) shuts the request's socket down when the whole exchange, connect and TLS
-handshake included, takes longer than the timeout.
-
-urllib3's own retries are off, so nothing is ever re-sent behind the caller's back,
-with one exception: a GET or PUT that fails because the server closed a connection
-(reset, disconnect, broken pipe) before answering is sent once more on a fresh
-connection. The meter drops idle keep-alive connections at any time, and urllib3 only
-notices a dropped connection when it is taken from the pool, so the race between that
-check and the send is real. A POST is never re-sent here: a connection can break after
+Nothing is ever re-sent behind the caller's back, with one exception: a GET or PUT that
+fails because the server closed a connection (reset, disconnect, broken pipe) before
+answering is sent once more on a fresh connection. The meter drops idle keep-alive
+connections at any time, and a dropped connection shows only when the next request
+is about to go out (``_MeterConnection.exchange`` looks then), so the race between that
+look and the send is real. A POST is never re-sent here: a connection can break after
 the meter received and acted on the request, and starting a transaction twice is not
 harmless, so the caller's retry policy decides.
 """
@@ -35,6 +35,7 @@ import json
 import logging
 import math
 import re
+import select
 import socket
 import ssl
 import threading
@@ -42,17 +43,6 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 from urllib.parse import urlencode, urlsplit
-
-import urllib3
-from urllib3.connection import HTTPConnection
-from urllib3.exceptions import (
-    ConnectTimeoutError,
-    HTTPError,
-    NewConnectionError,
-    ProtocolError,
-    ReadTimeoutError,
-    SSLError,
-)
 
 from lem_dcbm.errors import (
     ConfigError,
@@ -71,10 +61,12 @@ _CHARSET = re.compile(r"charset=\"?([A-Za-z0-9._-]+)", re.IGNORECASE)
 
 #: The largest answer read: the meter's largest (a settings object, a record) is a few KiB.
 MAX_ANSWER_BYTES = 1024 * 1024
-#: One thread uses a transport at a time (the beat and the commands each have their own).
-POOL_SIZE = 1
 #: Methods that may be sent again after a stale-connection failure.
 IDEMPOTENT_METHODS = frozenset({"GET", "PUT"})
+#: Options of every connection to the meter: requests are small and go out at once.
+DEFAULT_SOCKET_OPTIONS: tuple[tuple[int, int, int | bytes], ...] = (
+    (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),
+)
 
 # Signs that the peer closed a connection we believed open, rather than that the meter
 # is unreachable; ssl.SSLEOFError is how a closed TLS connection shows up on a write.
@@ -85,18 +77,21 @@ _DISCONNECTS: tuple[type[BaseException], ...] = (
     BrokenPipeError,
     ssl.SSLEOFError,
 )
+
+
+class _ConnectFailed(LemDcbmError, OSError):
+    """No TCP connection to the meter (refused, unreachable, timed out); the cause says why."""
+
+
 # Failures that no scheme or certificate mix-up causes: nothing to probe for.
 _NOT_A_MIX_UP: tuple[type[BaseException], ...] = (
-    NewConnectionError,
-    ConnectTimeoutError,
-    ReadTimeoutError,
+    _ConnectFailed,
     TimeoutError,
     ConnectionRefusedError,
 )
 # Failures to establish a connection at all: a fresh one will not do better.
 _CONNECT_FAILURES: tuple[type[BaseException], ...] = (
-    NewConnectionError,
-    ConnectTimeoutError,
+    _ConnectFailed,
     ConnectionRefusedError,
     ssl.SSLCertVerificationError,
 )
@@ -198,24 +193,107 @@ class _Watchdog:
 _WATCHDOG = _Watchdog()
 
 
-class _WatchedPool(urllib3.HTTPConnectionPool):
-    """A pool that shows the current request's deadline the connection it takes.
+def open_socket(
+    host: str, port: int, timeout_s: float, options: tuple[tuple[int, int, Any], ...]
+) -> socket.socket:
+    """A TCP connection to ``host:port`` with ``options`` set before it connects.
 
-    ``_get_conn`` is urllib3's own (unpublished) hook, stable since 1.x; should it change,
-    the deadline tests (tests/integration/test_meter_fuzz_sockets.py) fail.
+    Raises ``_ConnectFailed`` from the last address's error when none accepts.
+    """
+    failure: OSError | None = None
+    for family, kind, proto, _name, address in socket.getaddrinfo(
+        host, port, 0, socket.SOCK_STREAM
+    ):
+        sock = socket.socket(family, kind, proto)
+        try:
+            for level, name, value in options:
+                sock.setsockopt(level, name, value)
+            sock.settimeout(timeout_s)
+            sock.connect(address)
+        except OSError as err:
+            sock.close()
+            failure = err
+            continue
+        return sock
+    raise _ConnectFailed(str(failure or f"no address for {host}")) from failure
+
+
+class _MeterConnection(http.client.HTTPConnection):
+    """``http.client``'s connection, opened with the transport's options and TLS context.
+
+    ``sock`` is set as soon as the TCP connection stands, before the TLS handshake, so
+    that the watchdog can cut a handshake that outlasts the request's deadline.
     """
 
-    deadline: _Deadline | None = None
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        options: tuple[tuple[int, int, Any], ...],
+        ssl_context: ssl.SSLContext | None,
+    ) -> None:
+        super().__init__(host, port)
+        self._options = options
+        self._ssl_context = ssl_context
+        # An address has no name to send (SNI) or check; the pinned certificate is the trust.
+        try:
+            socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
+            self._server_hostname: str | None = None
+        except OSError:
+            self._server_hostname = host
+        #: Connections opened so far (a failure on a fresh one is worth a diagnosis).
+        self.opened = 0
+        self._timeout_s = 1.0
 
-    def _get_conn(self, timeout: float | None = None) -> Any:  # noqa: ANN401 - as urllib3
-        connection = super()._get_conn(timeout)
-        if self.deadline is not None:
-            _WATCHDOG.watch(self.deadline, connection)
-        return connection
+    def __del__(self) -> None:
+        # A connection dropped without close() (a client nobody closed) closes its socket
+        # here rather than leaving it open until the collector warns about it.
+        if self.sock is not None:
+            self.close()
 
+    def connect(self) -> None:
+        """Open the TCP connection and, with a context, shake hands over TLS."""
+        self.opened += 1
+        self.sock = open_socket(self.host, self.port, self._timeout_s, self._options)
+        if self._ssl_context is not None:
+            self.sock = self._ssl_context.wrap_socket(
+                self.sock, server_hostname=self._server_hostname
+            )
 
-class _WatchedHttpsPool(_WatchedPool, urllib3.HTTPSConnectionPool):
-    """``_WatchedPool`` for HTTPS."""
+    def exchange(
+        self,
+        method: str,
+        url: str,
+        body: bytes | None,
+        headers: Mapping[str, str],
+        timeout_s: float,
+    ) -> tuple[int, str, bytes]:
+        """Send one request; ``(status, content type, body)``, the body cut after the limit.
+
+        An answer larger than ``MAX_ANSWER_BYTES`` is not read further and its connection
+        is closed; any other leaves the connection ready for the next request.
+        """
+        self._timeout_s = timeout_s
+        if self.sock is not None:
+            self.sock.settimeout(timeout_s)
+            # An idle kept-alive connection that reads as ready was closed by the meter
+            # (or holds something no request asked for): start afresh. poll, not select:
+            # select fails on descriptors above 1023.
+            ready = select.poll()
+            ready.register(self.sock, select.POLLIN)
+            if ready.poll(0):
+                self.close()
+        self.request(method, url, body=body, headers=dict(headers))
+        response = self.getresponse()
+        data = response.read(MAX_ANSWER_BYTES + 1)
+        if len(data) > MAX_ANSWER_BYTES:
+            self.close()  # the rest is never read: this connection is not reused
+        elif response.length:
+            # A read of a given size returns what came before the connection closed; bytes
+            # still owed by the Content-Length mean the answer was cut off.
+            raise http.client.IncompleteRead(data, response.length)
+        return response.status, response.getheader("Content-Type") or "", data
 
 
 class Transport(Protocol):
@@ -238,22 +316,23 @@ class Transport(Protocol):
         ...
 
 
-def interface_socket_options(interface: str) -> list[tuple[int, int, int | bytes]]:
+def interface_socket_options(interface: str) -> tuple[tuple[int, int, int | bytes], ...]:
     """Socket options that send every request out of network ``interface`` ("" for any).
 
     Raises ``ConfigError`` naming ``interface`` when the machine has no such interface.
     """
-    options: list[tuple[int, int, int | bytes]] = list(HTTPConnection.default_socket_options)
     if not interface:
-        return options
+        return DEFAULT_SOCKET_OPTIONS
     try:
         socket.if_nametoindex(interface)
     except OSError:
         raise ConfigError("interface", f"no network interface named {interface!r}") from None
     if not hasattr(socket, "SO_BINDTODEVICE"):
         raise ConfigError("interface", "binding to an interface is not supported on this OS")
-    options.append((socket.SOL_SOCKET, socket.SO_BINDTODEVICE, interface.encode()))
-    return options
+    return (
+        *DEFAULT_SOCKET_OPTIONS,
+        (socket.SOL_SOCKET, socket.SO_BINDTODEVICE, interface.encode()),
+    )
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
@@ -302,25 +381,19 @@ def _decode(body: bytes, content_type: str) -> str:
 def _translate(
     method: str, path: str, timeout_s: float, exc: Exception, base_url: str
 ) -> Exception:
-    """The package's error for what urllib3 (or the socket below it) raised."""
+    """The package's error for what ``http.client`` (or the socket below it) raised."""
     if isinstance(exc, _DeadlinePassed):
         detail = f"no answer within {timeout_s:g} s: not complete by then"
         return MeterConnectionError(method, path, detail, base_url=base_url)
-    if isinstance(exc, SSLError):
+    if isinstance(exc, ssl.SSLError):
         detail = f"TLS handshake failed: {_reason(exc)}"
         return MeterTlsError(method, path, detail, base_url=base_url)
-    if isinstance(exc, NewConnectionError):
-        # Checked first: urllib3 derives it from ConnectTimeoutError for old callers.
-        detail = f"connection failed: {_reason(exc)}"
-        return MeterConnectionError(method, path, detail, base_url=base_url)
-    if isinstance(exc, (ConnectTimeoutError, ReadTimeoutError, TimeoutError)):
+    if isinstance(exc, TimeoutError) or isinstance(exc.__cause__, TimeoutError):
         detail = f"no answer within {timeout_s:g} s: {_reason(exc)}"
         return MeterConnectionError(method, path, detail, base_url=base_url)
-    if isinstance(exc, (ProtocolError, OSError, http.client.HTTPException)):
+    if isinstance(exc, (OSError, http.client.HTTPException)):
         detail = f"connection failed: {_reason(exc)}"
         return MeterConnectionError(method, path, detail, base_url=base_url)
-    if isinstance(exc, HTTPError):
-        return MeterError(method, path, f"request failed: {_reason(exc)}", base_url=base_url)
     return MeterError(method, path, f"unreadable answer: {_reason(exc)}", base_url=base_url)
 
 
@@ -350,12 +423,17 @@ class HttpTransport:
         options = interface_socket_options(interface)
         context = pinned_ssl_context(tls_certificate_pem) if tls_certificate_pem else None
         self._ssl_context = context
+        # https:// without a pinned certificate: the system's CAs and the host name, as
+        # any HTTPS client would check them.
+        self._handshake_context = context or (
+            ssl.create_default_context() if parts.scheme == "https" else None
+        )
         self._pinned_der = certificate_der(tls_certificate_pem) if tls_certificate_pem else b""
         self._host = parts.hostname
         self._https = parts.scheme == "https"
         self._port = parts.port or (443 if self._https else 80)
         self._socket_options = options
-        self._pool = self._new_pool()
+        self._connection = self._new_connection()
         #: Whether the last failed attempt was on a connection opened for it.
         self._failed_fresh = False
         #: Where the user gives the certificate, for the hint when the meter speaks HTTPS.
@@ -364,25 +442,13 @@ class HttpTransport:
         #: retries log at DEBUG (one line per change of state, not per poll).
         self._failing = False
 
-    def _new_pool(self) -> _WatchedPool:
-        if self._https:
-            # Trust is the one pinned certificate in the context: no CA files, no hostname.
-            return _WatchedHttpsPool(
-                self._host,
-                self._port,
-                maxsize=POOL_SIZE,
-                retries=False,
-                ssl_context=self._ssl_context,
-                cert_reqs="CERT_REQUIRED",
-                assert_hostname=False,
-                socket_options=self._socket_options,
-            )
-        return _WatchedPool(
+    def _new_connection(self) -> _MeterConnection:
+        # With a pinned certificate, trust is that one certificate: no CA files, no hostname.
+        return _MeterConnection(
             self._host,
             self._port,
-            maxsize=POOL_SIZE,
-            retries=False,
-            socket_options=self._socket_options,
+            options=self._socket_options,
+            ssl_context=self._handshake_context,
         )
 
     @property
@@ -433,12 +499,12 @@ class HttpTransport:
 
     def _attempt(self, send: Callable[[], tuple[int, str]]) -> tuple[int, str]:
         """``send()``, noting whether a failure happened on a connection opened for it."""
-        opened = self._pool.num_connections
+        opened = self._connection.opened
         try:
             return send()
         except MeterConnectionError:
             # A kept-alive connection that worked before cannot have the wrong scheme.
-            self._failed_fresh = self._pool.num_connections > opened
+            self._failed_fresh = self._connection.opened > opened
             raise
 
     def _diagnose(self, err: MeterConnectionError, timeout_s: float) -> str:
@@ -475,8 +541,8 @@ class HttpTransport:
         return ""
 
     def _drop_pooled(self, _error: BaseException) -> None:
-        """Idle pooled connections may be as stale as the one that failed: start afresh."""
-        stale, self._pool = self._pool, self._new_pool()
+        """The connection that failed is not used again: start afresh."""
+        stale, self._connection = self._connection, self._new_connection()
         stale.close()
 
     def _send(
@@ -495,58 +561,40 @@ class HttpTransport:
             body = json.dumps(json_body).encode("utf-8")
             headers["Content-Type"] = "application/json"
         deadline = _WATCHDOG.arm(timeout_s)
-        pool = self._pool
-        pool.deadline = deadline
+        connection = self._connection
+        _WATCHDOG.watch(deadline, connection)
         try:
-            response = pool.urlopen(
-                method,
-                url,
-                body=body,
-                headers=headers,
-                timeout=urllib3.Timeout(connect=timeout_s, read=timeout_s),
-                retries=False,
-                redirect=False,
-                preload_content=False,
-            )
-            data = response.read(MAX_ANSWER_BYTES + 1)
-            too_large = len(data) > MAX_ANSWER_BYTES
+            status, content_type, data = connection.exchange(method, url, body, headers, timeout_s)
             if _WATCHDOG.end(deadline):
-                response.close()
+                connection.close()
                 raise _DeadlinePassed(f"the answer took longer than {timeout_s:g} s")
-            if too_large:
-                response.close()  # the rest is never read: this connection is not reused
-            else:
-                response.release_conn()
         except Exception as exc:
             if _WATCHDOG.end(deadline) and not isinstance(exc, _DeadlinePassed):
+                connection.close()
                 raise MeterConnectionError(
                     method,
                     path,
                     f"no answer within {timeout_s:g} s: not complete by then",
                     base_url=self.base_url,
                 ) from _DeadlinePassed(f"cut at {timeout_s:g} s: {_reason(exc)}")
+            # Whatever broke, the connection's state is unknown: the next request opens anew.
+            connection.close()
             raise _translate(method, path, timeout_s, exc, self.base_url) from exc
-        finally:
-            pool.deadline = None
-        if too_large:
+        if len(data) > MAX_ANSWER_BYTES:
             raise MeterBodyError(
                 method,
                 path,
                 f"the answer is larger than {MAX_ANSWER_BYTES} bytes (not read further)",
                 data[:200],
-                response.status,
+                status,
                 base_url=self.base_url,
             )
-        text = _decode(data, response.headers.get("Content-Type", ""))
+        text = _decode(data, content_type)
         _LOGGER.debug(
-            "%s %s -> %d in %.0f ms",
-            method,
-            path,
-            response.status,
-            (time.monotonic() - started) * 1000,
+            "%s %s -> %d in %.0f ms", method, path, status, (time.monotonic() - started) * 1000
         )
-        return response.status, text
+        return status, text
 
     def close(self) -> None:
-        """Close every pooled connection."""
-        self._pool.close()
+        """Close the connection."""
+        self._connection.close()

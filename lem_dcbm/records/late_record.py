@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from importlib import resources
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -178,7 +178,8 @@ def expectation_of(data: Mapping[str, object]) -> RecordExpectation:
 
 def message_schema() -> JsonObject:
     """The JSON Schema of the late-record message, as shipped in the package."""
-    text = resources.files(__package__).joinpath(SCHEMA_FILE).read_text(encoding="utf-8")
+    # Beside this file, not through importlib.resources (see config.load_manifest).
+    text = Path(__file__).with_name(SCHEMA_FILE).read_text(encoding="utf-8")
     schema: dict[str, Any] = json.loads(text)
     return schema
 

@@ -16,7 +16,11 @@ pytestmark = pytest.mark.integration
 #: (only its switch, ``everest_api.mode``, is read), the tools, the simulator, the
 #: meter probes that only a failed request calls for, jsonschema (valid values are
 #: judged by ``schema_check``), cryptography (records are verified with ecdsa) and,
-#: without a transaction, the verifier itself.
+#: without a transaction, the verifier itself; urllib3 (the meter transport is on
+#: ``http.client``), difflib (a config mistake's hint), subprocess (no child processes:
+#: the kernel's clock is asked without ``ctypes.util``), strptime's module (a
+#: publication's time stamp is checked without it) and importlib.resources with zipfile
+#: (package files are read from the package's directory).
 NOT_FOR_THE_MODULE_PROTOCOL = (
     "lem_dcbm.everest_api.",
     "lem_dcbm.tools",
@@ -26,6 +30,12 @@ NOT_FOR_THE_MODULE_PROTOCOL = (
     "referencing",
     "cryptography",
     "ecdsa",
+    "urllib3",
+    "difflib",
+    "subprocess",
+    "_strptime",
+    "zipfile",
+    "importlib.resources",
 )
 
 

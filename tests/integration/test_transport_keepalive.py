@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import socket
 import threading
 from collections.abc import Iterator
@@ -27,6 +28,8 @@ class _OneRequestPerConnection:
         self.port = self.listener.getsockname()[1]
         self.accepted = 0
         self.requests: list[str] = []
+        #: Released when a connection's handler is done (its second read came back).
+        self.handled = threading.Semaphore(0)
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
 
@@ -52,15 +55,19 @@ class _OneRequestPerConnection:
     def _handle(self, conn: socket.socket) -> None:
         with conn, conn.makefile("rb") as stream:
             self.requests.append(self._read_request(stream))
-            body = b'{"result": 1}'
-            conn.sendall(
-                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
-            )
+            self._answer(conn)
             method = self._read_request(stream)
             if method:
                 self.requests.append(method)
             # Close without answering the second request.
+        self.handled.release()
+
+    def _answer(self, conn: socket.socket) -> None:
+        body = b'{"result": 1}'
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
 
     def close(self) -> None:
         self.listener.close()
@@ -99,3 +106,43 @@ def test_post_on_a_dropped_keepalive_connection_is_not_resent(
     finally:
         transport.close()
     assert dropping_server.requests == ["GET", "POST"]
+
+
+def test_a_transport_dropped_without_close_closes_its_connection(
+    dropping_server: _OneRequestPerConnection,
+) -> None:
+    # As urllib3's pools did: no socket is left open for the collector to warn about (the
+    # suite turns that ResourceWarning into a failure).
+    transport = HttpTransport(f"http://127.0.0.1:{dropping_server.port}", timeout_s=5.0)
+    assert transport.request("GET", "/v1/settings")[0] == 200
+    del transport
+    gc.collect()
+
+    # The server reads the end of the connection where a second request would be.
+    assert dropping_server.handled.acquire(timeout=10)
+    assert dropping_server.requests == ["GET"]
+
+
+class _ClosingAfterEachAnswer(_OneRequestPerConnection):
+    """Answers one request per connection and closes the connection at once."""
+
+    def _handle(self, conn: socket.socket) -> None:
+        with conn, conn.makefile("rb") as stream:
+            self.requests.append(self._read_request(stream))
+            self._answer(conn)
+        self.handled.release()
+
+
+def test_a_post_after_the_meter_closed_the_idle_connection_goes_out_on_a_fresh_one() -> None:
+    # The close is seen before the request is sent, so even a POST (never re-sent) works.
+    server = _ClosingAfterEachAnswer()
+    transport = HttpTransport(f"http://127.0.0.1:{server.port}", timeout_s=5.0)
+    try:
+        assert transport.request("GET", "/v1/status")[0] == 200
+        assert server.handled.acquire(timeout=10)
+        assert transport.request("POST", "/v1/legal", json_body={"transactionId": "t"})[0] == 200
+    finally:
+        transport.close()
+        server.close()
+    assert server.requests == ["GET", "POST"]
+    assert server.accepted == 2

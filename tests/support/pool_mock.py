@@ -1,15 +1,14 @@
-"""Canned meter answers (or failures) at urllib3's connection pool, for the transport's unit tests.
+"""Canned meter answers (or failures) at the transport's connection, for its unit tests.
 
-``PoolMock`` replaces ``HTTPConnectionPool.urlopen`` while active: each request is matched
+``PoolMock`` replaces ``_MeterConnection.exchange`` while active: each request is matched
 by method and URL (path with query) against the registered answers, in order; the last
 one registered for a request repeats. An answer is a status with a body, or an exception
-raised as urllib3 would raise it. Unmatched requests fail the test. Exact error paths are
-pinned this way; the integration tests use real sockets.
+raised as ``http.client`` or the socket below it would raise it. Unmatched requests fail
+the test. Exact error paths are pinned this way; the integration tests use real sockets.
 """
 
 from __future__ import annotations
 
-import io
 import json as jsonlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,8 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from unittest import mock
 
-import urllib3
-from urllib3.response import HTTPResponse
+from lem_dcbm.meter import transport
 
 
 @dataclass
@@ -77,30 +75,34 @@ class PoolMock:
         self.answers.pop((method.upper(), url), None)
         self.add(method, url, **answer)
 
-    def _urlopen(self, method: str, url: str, body: bytes | None = None, **kwargs: Any) -> Any:
-        headers = dict(kwargs.get("headers") or {})
-        self.calls.append(Call(method.upper(), url, body, headers))
+    def _exchange(
+        self, method: str, url: str, body: bytes | None, headers: dict[str, str]
+    ) -> tuple[int, str, bytes]:
+        self.calls.append(Call(method.upper(), url, body, dict(headers)))
         queue = self.answers.get((method.upper(), url))
         if not queue:
             raise AssertionError(f"unexpected request {method} {url}")
         answer = queue.pop(0) if len(queue) > 1 else queue[0]
         if answer.raises is not None:
             raise answer.raises
-        return HTTPResponse(
-            body=io.BytesIO(answer.body),
-            status=answer.status,
-            headers={"Content-Type": answer.content_type},
-            preload_content=False,
-        )
+        # Cut as the connection cuts: one byte past the limit says "larger".
+        return answer.status, answer.content_type, answer.body[: transport.MAX_ANSWER_BYTES + 1]
 
 
 @contextmanager
 def mocked_pool() -> Iterator[PoolMock]:
-    """A ``PoolMock`` active for every urllib3 pool until the block ends."""
+    """A ``PoolMock`` active for every meter connection until the block ends."""
     pool = PoolMock()
 
-    def urlopen(_self: Any, method: str, url: str, body: Any = None, **kwargs: Any) -> Any:
-        return pool._urlopen(method, url, body, **kwargs)
+    def exchange(
+        _self: Any,
+        method: str,
+        url: str,
+        body: bytes | None,
+        headers: dict[str, str],
+        _timeout_s: float,
+    ) -> tuple[int, str, bytes]:
+        return pool._exchange(method, url, body, headers)
 
-    with mock.patch.object(urllib3.HTTPConnectionPool, "urlopen", urlopen):
+    with mock.patch.object(transport._MeterConnection, "exchange", exchange):
         yield pool

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -54,6 +56,40 @@ def test_measurement_problems(change: dict[str, Any], fragment: str) -> None:
 )
 def test_rfc3339_forms(timestamp: str) -> None:
     assert validation.check_var("powermeter", {**MEASUREMENT, "timestamp": timestamp}) is None
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "valid"),
+    [
+        ("2024-02-29T23:59:59Z", True),
+        ("2023-02-29T10:00:00Z", False),
+        ("2026-04-31T10:00:00Z", False),
+        ("2026-11-22T24:00:00Z", False),
+        ("2026-11-22T10:60:00Z", False),
+        ("2026-11-22T10:00:60Z", False),
+        ("0000-01-01T00:00:00Z", False),
+    ],
+)
+def test_date_and_time_fields_are_checked_as_calendar_values(timestamp: str, valid: bool) -> None:
+    problem = validation.check_var("powermeter", {**MEASUREMENT, "timestamp": timestamp})
+    assert (problem is None) is valid
+
+
+def test_checking_a_publication_does_not_load_strptime() -> None:
+    # A time stamp is checked at every publication: no strptime (slow, and it loads locale
+    # and calendar into a module's memory for good).
+    probe = (
+        "import sys\n"
+        "from lem_dcbm.everest import validation\n"
+        f"assert validation.check_var('powermeter', {MEASUREMENT!r}) is None\n"
+        "assert validation.check_var('powermeter', "
+        f"{{**{MEASUREMENT!r}, 'timestamp': '2026-02-30T10:00:00Z'}}) is not None\n"
+        "print('_strptime' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip() == "False"
 
 
 def test_status_beside_ref_is_a_string_not_an_object() -> None:

@@ -8,18 +8,11 @@ from __future__ import annotations
 
 import http.client
 import json
+import ssl
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from urllib3.exceptions import (
-    ConnectTimeoutError,
-    DecodeError,
-    NewConnectionError,
-    ProtocolError,
-    ReadTimeoutError,
-    SSLError,
-)
 
 from lem_dcbm.errors import (
     MeterBodyError,
@@ -29,7 +22,7 @@ from lem_dcbm.errors import (
     MeterTlsError,
 )
 from lem_dcbm.meter.client import MeterClient
-from lem_dcbm.meter.transport import HttpTransport, is_stale_connection
+from lem_dcbm.meter.transport import HttpTransport, _ConnectFailed, is_stale_connection
 from tests.support.certs import line_breakless, make_self_signed
 from tests.support.pool_mock import PoolMock, mocked_pool
 
@@ -83,16 +76,22 @@ def mocked() -> Iterator[PoolMock]:
         yield pool
 
 
-def disconnect() -> ProtocolError:
-    """What urllib3 raises when the server closed a kept-alive connection unanswered."""
-    reason = http.client.RemoteDisconnected("Remote end closed connection without response")
-    return ProtocolError("Connection aborted.", reason)
+def disconnect() -> http.client.RemoteDisconnected:
+    """What http.client raises when the server closed a kept-alive connection unanswered."""
+    return http.client.RemoteDisconnected("Remote end closed connection without response")
 
 
-def refused() -> NewConnectionError:
-    """What urllib3 raises when nothing listens on the meter's port."""
-    inner = NewConnectionError(None, "Failed to establish a new connection: refused")  # type: ignore[arg-type]
+def refused() -> _ConnectFailed:
+    """What the connection raises when nothing listens on the meter's port."""
+    inner = _ConnectFailed("[Errno 111] Connection refused")
     inner.__cause__ = ConnectionRefusedError(111, "Connection refused")
+    return inner
+
+
+def connect_timeout() -> _ConnectFailed:
+    """What the connection raises when the meter does not accept within the timeout."""
+    inner = _ConnectFailed("timed out")
+    inner.__cause__ = TimeoutError("timed out")
     return inner
 
 
@@ -102,26 +101,18 @@ def refused() -> NewConnectionError:
 @pytest.mark.parametrize(
     ("raised", "error_class", "detail"),
     [
-        (
-            ReadTimeoutError(None, "/v1/status", "read timed out"),  # type: ignore[arg-type]
-            MeterConnectionError,
-            "no answer within 5 s",
-        ),
-        (
-            ConnectTimeoutError("connect timed out"),
-            MeterConnectionError,
-            "no answer within 5 s",
-        ),
+        (TimeoutError("timed out"), MeterConnectionError, "no answer within 5 s"),
+        (connect_timeout(), MeterConnectionError, "no answer within 5 s"),
         (refused(), MeterConnectionError, "connection failed: ConnectionRefusedError"),
         (
-            SSLError("certificate verify failed: self-signed certificate"),
+            ssl.SSLCertVerificationError(1, "certificate verify failed: self-signed certificate"),
             MeterTlsError,
             "TLS handshake failed",
         ),
         (
-            ProtocolError("Connection broken: body cut off"),
+            http.client.IncompleteRead(b"partial", 10),
             MeterConnectionError,
-            "body cut off",
+            "connection failed: IncompleteRead",
         ),
     ],
     ids=["read-timeout", "connect-timeout", "refused", "tls", "cut-off"],
@@ -147,21 +138,18 @@ def test_connection_failures_map_to_the_tree(
 
 
 def test_tls_error_is_also_a_connection_error(client: MeterClient, mocked: PoolMock) -> None:
-    mocked.add("GET", "/v1/livemeasure", raises=SSLError("handshake"))
+    mocked.add("GET", "/v1/livemeasure", raises=ssl.SSLError("handshake"))
     with pytest.raises(MeterConnectionError):
         client.livemeasure()
 
 
 def test_other_request_errors_are_meter_errors(mocked: PoolMock) -> None:
     transport = HttpTransport(BASE, timeout_s=1.0)
-    mocked.add("GET", "/v1/status", raises=DecodeError("bad content encoding"))
+    mocked.add("GET", "/v1/status", raises=ValueError("bad header"))
     with pytest.raises(MeterError) as caught:
         transport.request("GET", "/v1/status")
     assert not isinstance(caught.value, MeterConnectionError)
-    assert (
-        str(caught.value)
-        == f"GET {BASE}/v1/status: request failed: DecodeError: bad content encoding"
-    )
+    assert str(caught.value) == f"GET {BASE}/v1/status: unreadable answer: ValueError: bad header"
 
 
 # -- stale keep-alive connections ---------------------------------------------------------
@@ -205,13 +193,14 @@ def test_post_is_never_resent_by_the_transport(client: MeterClient, mocked: Pool
     ("exc", "stale"),
     [
         (disconnect(), True),
-        (ProtocolError("aborted", ConnectionResetError(104, "reset")), True),
-        (ProtocolError("aborted", BrokenPipeError(32, "pipe")), True),
+        (ConnectionResetError(104, "reset"), True),
+        (BrokenPipeError(32, "pipe"), True),
+        (ssl.SSLEOFError(8, "EOF occurred in violation of protocol"), True),
         (refused(), False),
-        (ReadTimeoutError(None, "/v1/status", "read timed out"), False),  # type: ignore[arg-type]
-        (ProtocolError("something"), False),
+        (TimeoutError("timed out"), False),
+        (http.client.BadStatusLine("something"), False),
     ],
-    ids=["disconnected", "reset", "broken-pipe", "refused", "timeout", "unknown"],
+    ids=["disconnected", "reset", "broken-pipe", "tls-eof", "refused", "timeout", "unknown"],
 )
 def test_stale_connection_classification(exc: BaseException, stale: bool) -> None:
     assert is_stale_connection(exc) is stale
