@@ -133,3 +133,22 @@ def test_provides_main_powermeter_and_metadata(manifest: dict[str, Any]) -> None
 
 def test_the_package_ships_the_same_manifest(manifest: dict[str, Any]) -> None:
     assert load_manifest() == manifest
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """A YAML loader that refuses a key given twice in one mapping (PyYAML keeps the last)."""
+
+
+def _no_repeated_keys(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    keys = [loader.construct_object(key) for key, _ in node.value]
+    repeated = sorted({str(key) for key in keys if keys.count(key) > 1})
+    assert not repeated, f"manifest.yaml gives these keys twice: {repeated}"
+    return yaml.SafeLoader.construct_mapping(loader, node)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_repeated_keys)
+
+
+def test_no_key_is_given_twice() -> None:
+    # The EVerest manager and PyYAML would silently take the last of two entries.
+    assert yaml.load((ROOT / "manifest.yaml").read_text(), Loader=_StrictLoader)  # noqa: S506
