@@ -41,6 +41,8 @@ from lem_dcbm.tools.cli import Consumer
 from lem_dcbm.tools.consumer import EverestConsumer
 
 MIN_TRANSACTION_S = 5
+#: A shorter simulated minimum transaction duration in whole seconds (the test suite's).
+MIN_TRANSACTION_ENV = "LEM_DEMO_MIN_TRANSACTION_S"
 #: ``embedded`` makes the demo use amqtt even where mosquitto is installed.
 BROKER_ENV = "LEM_DEMO_BROKER"
 
@@ -52,6 +54,11 @@ class DemoError(LemDcbmError, RuntimeError):
 def say(text: str) -> None:
     """One line of demo narration."""
     print(f"demo: {text}", flush=True)
+
+
+def min_transaction_s() -> int:
+    """The simulated meter's minimum transaction duration: ``MIN_TRANSACTION_S`` or the env's."""
+    return int(os.environ.get(MIN_TRANSACTION_ENV, MIN_TRANSACTION_S))
 
 
 def broker_kind() -> BrokerKind:
@@ -99,7 +106,7 @@ def run_demo(workdir: Path, *, everest_api: bool = False) -> bool:
         try:
             broker = group.broker(kind=broker_kind())
             say(f"started {broker.description} on {broker.host}:{broker.port}")
-            sim = group.simulator(min_transaction_seconds=MIN_TRANSACTION_S)
+            sim = group.simulator(min_transaction_seconds=min_transaction_s())
             say(f"meter simulator on {sim.base_url}")
             sim.set_load(power_kw=150.0, voltage_v=800.0)
             values = simulator_config(sim, resilience_initial_connection_retries=5)
@@ -163,7 +170,7 @@ def drive(consumer: Consumer) -> bool:
         raise DemoError(f"start_transaction failed: {started}")
     say(f"transaction {transaction_id} started: {json.dumps(started.retval)[:160]}...")
     print(table.header(), flush=True)
-    watcher.show_rows(MIN_TRANSACTION_S + 1, 30)
+    watcher.show_rows(min_transaction_s() + 1, 30)
     stopped = consumer.call("stop_transaction", {"transaction_id": transaction_id}, 15)
     retval = stopped.retval if isinstance(stopped.retval, dict) else {}
     if retval.get("status") != "OK":

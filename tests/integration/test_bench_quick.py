@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-# Meant to keep them on one worker; see ``results`` for why that is not enough.
+# One worker runs them all (one run of the benchmarks); see ``results``.
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.timeout(240),
@@ -50,9 +50,10 @@ def run_quick(directory: Path) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # Under xdist each worker that gets one of these tests makes this fixture (the
-    # xdist_group mark does not keep them together with pytest 9's node ids): the first
-    # runs the benchmarks, the others wait for it and read the same directory.
+    # The xdist_group mark keeps these tests on one worker (tests/conftest.py mends it for
+    # pytest 9's node ids). Should a group ever be split, each worker that gets one of them
+    # makes this fixture: the first runs the benchmarks, the others wait for it and read
+    # the same directory.
     run_id = os.environ.get("PYTEST_XDIST_TESTRUNUID")
     if run_id is None:
         directory = tmp_path_factory.mktemp("bench")

@@ -49,12 +49,13 @@ def test_the_soak_samples_the_module_process(tmp_path: Path) -> None:
     result = endurance(
         tmp_path,
         "soak",
+        # 6 s: samples at 0, 2, 4 and 6 s, a session every 1.5 s (one takes well under).
         "--minutes",
-        "0.25",
+        "0.1",
         "--sample-seconds",
-        "5",
+        "2",
         "--session-every",
-        "3",
+        "1.5",
     )
     assert len(result["samples"]) >= 3
     assert result["sessions"] >= 3

@@ -11,7 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from lem_dcbm.harness import Broker, ModuleProcess, Simulator, simulator_config, start_module
+from lem_dcbm.harness import (
+    Broker,
+    ModuleProcess,
+    Simulator,
+    simulator_config,
+    start_module,
+    start_simulator,
+)
 from tests.integration import test_module_modes
 from tests.integration.test_module_modes import manager_env
 from tests.support.everest_peer import EverestPeer, dumps, parameters_from_values
@@ -21,10 +28,10 @@ pytestmark = pytest.mark.integration
 peer = test_module_modes.peer
 
 
-@pytest.fixture
-def module(
+def managed_module(
     tmp_path: Path, simulator: Simulator, mosquitto: Broker, peer: EverestPeer
 ) -> Iterator[ModuleProcess]:
+    """The module as the 2026 manager starts it, shut down by the manager at the end."""
     peer.act_as_manager("2026", parameters_from_values(simulator_config(simulator, cable_id=1)))
     running = start_module(
         tmp_path, None, mosquitto.port, env=manager_env(mosquitto), entry="module.py"
@@ -41,6 +48,38 @@ def module(
     finally:
         if running.process.poll() is None:
             running.kill()
+
+
+@pytest.fixture
+def module(
+    tmp_path: Path, simulator: Simulator, mosquitto: Broker, peer: EverestPeer
+) -> Iterator[ModuleProcess]:
+    yield from managed_module(tmp_path, simulator, mosquitto, peer)
+
+
+# The integer texts share one module per worker: each test leaves cable_id at 3, as it
+# found it or set it, and a module process per text spent most of this file's time.
+@pytest.fixture(scope="module")
+def shared_module(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[ModuleProcess, EverestPeer]]:
+    tmp_path = tmp_path_factory.mktemp("integer-texts")
+    with (
+        Broker(tmp_path / "broker") as broker,
+        start_simulator(tmp_path / "simulator") as simulator,
+        EverestPeer(broker.host, broker.port) as peer,
+    ):
+        running = managed_module(tmp_path, simulator, broker, peer)
+        yield next(running), peer
+        next(running, None)  # the manager's shutdown and its checks
+
+
+@pytest.fixture
+def shared_peer(shared_module: tuple[ModuleProcess, EverestPeer]) -> Iterator[EverestPeer]:
+    module, peer = shared_module
+    yield peer
+    # The next text must not meet a module this one ended.
+    assert module.process.poll() is None, module.log_tail()
 
 
 def test_a_set_request_nested_5000_levels_deep_gets_an_error_answer(
@@ -62,8 +101,9 @@ def test_a_set_request_nested_5000_levels_deep_gets_an_error_answer(
 
 @pytest.mark.parametrize("text", [" 3", "+3", "\u0663", "3\n", "3 ", "03", "3.0", "1_0"])
 def test_only_the_canonical_text_of_an_integer_is_taken(
-    module: ModuleProcess, peer: EverestPeer, text: str
+    shared_peer: EverestPeer, text: str
 ) -> None:
+    peer = shared_peer
     answer = peer.set_config("cable_id", text)
     assert answer["response"]["status"] == "Rejected", answer
     assert "config key 'cable_id': cannot read" in answer["response"]["status_info"]

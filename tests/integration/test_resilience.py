@@ -42,8 +42,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
 OCMF_PATHS = ["/v1/ocmf", "/v2/ocmf"]
 LEGAL_PATHS = ["/v1/legal", "/v2/legal"]
-#: How long the meter stays unreachable in the outage test (part of its definition).
-METER_OUTAGE_S = 10.0
+#: How long the meter stays unreachable in the outage test (part of its definition): the
+#: raise comes within 5 s (asserted), and the readings that keep failing after it must
+#: not raise again.
+METER_OUTAGE_S = 7.0
 #: How long the broker link stays cut (long enough for a few dropped measurements).
 BROKER_CUT_S = 5.0
 
