@@ -182,13 +182,15 @@ class ReadyLoop:
         except Exception:  # noqa: BLE001 - a bad answer must not end the loop
             _LOGGER.exception("reading the meter failed unexpectedly")
         else:
+            # The heartbeat's file calls go first: after the publication paho's network
+            # thread wakes to send it, and each call here would hand it the GIL and back.
+            if self._on_meter_answer is not None:
+                self._on_meter_answer()
             self._outputs.publish_powermeter(value)
             _LOGGER.debug("powermeter published at monotonic %.3f", self._clock.monotonic())
             self._communication_restored()
             if self._temperature is not None:
                 self._temperature.observe(value)
-            if self._on_meter_answer is not None:
-                self._on_meter_answer()
         # An unreachable meter is CommunicationFault alone; its health is polled once back.
         if self._health is not None and not self._fault_raised:
             try:

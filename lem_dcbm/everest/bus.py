@@ -115,6 +115,32 @@ class Message:
 Handler = Callable[[Message], None]
 
 
+#: paho's network loop waits in ``select`` at most this share of the keepalive. Outgoing
+#: messages do not wait for it (a publish from another thread wakes the loop through
+#: paho's socket pair), but the keepalive is checked only when the loop wakes: a PINGREQ
+#: due after ``keepalive`` leaves at the latest a quarter of it later, well before the
+#: broker's limit of one and a half keepalives.
+LOOP_TIMEOUT_SHARE = 0.25
+
+
+class _Client(mqtt.Client):
+    """paho's client whose network thread waits longer than paho's one second.
+
+    paho's ``loop_start`` runs ``loop_forever`` with its default ``select`` timeout of
+    1 s: one idle wake-up a second per connection. The thread's body is paho's own
+    ``_thread_main`` with the timeout passed (paho-mqtt is pinned in constraints.txt).
+    """
+
+    #: Set by ``MqttBus`` before the thread starts.
+    loop_timeout_s = 1.0
+
+    def _thread_main(self) -> None:
+        try:
+            self.loop_forever(timeout=self.loop_timeout_s, retry_first_connection=True)
+        finally:
+            self._thread = None
+
+
 def tcp_no_delay(client: mqtt.Client, userdata: object, sock: object) -> None:
     """Switch Nagle's algorithm off on a TCP connection to the broker.
 
@@ -186,13 +212,15 @@ class MqttBus:
         #: Clear from a connect that found the session until the marker came back.
         self._drained = threading.Event()
         self._drained.set()
-        self._client = mqtt.Client(
+        self._client = _Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
             clean_session=None if mqtt5 else clean_session,
             protocol=MQTTProtocolVersion.MQTTv5 if mqtt5 else MQTTProtocolVersion.MQTTv311,
             transport="unix" if broker.socket_path else "tcp",
         )
+        if keepalive_s > 0:
+            self._client.loop_timeout_s = keepalive_s * LOOP_TIMEOUT_SHARE
         self._client.enable_logger(_PAHO_LOGGER)
         if will is not None:
             self._client.will_set(will[0], will[1], qos=1, retain=True)

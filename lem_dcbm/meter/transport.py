@@ -125,7 +125,10 @@ class _Watchdog:
 
     A thread per request would cost more CPU than the request itself; this one sleeps
     until the earliest deadline and is woken early only by a request whose deadline is
-    earlier still (mostly the first after a quiet spell).
+    earlier still. With nothing to watch it sleeps the shortest timeout armed so far:
+    a request armed meanwhile falls due later and need not wake it (at 1 Hz one look
+    per timeout instead of a wake-up at nearly every request). After such a sleep in
+    which nothing was armed it waits until a request wakes it.
     """
 
     #: While the connection has no socket yet (still connecting), how often to look again.
@@ -137,12 +140,18 @@ class _Watchdog:
         self._thread: threading.Thread | None = None
         #: When the thread looks next on its own (infinity while it waits for work).
         self._wake_at = math.inf
+        #: The shortest timeout armed so far, and whether anything was armed since the
+        #: thread last found nothing to watch.
+        self._shortest = math.inf
+        self._armed = False
 
     def arm(self, seconds: float) -> _Deadline:
         """Watch a request that must be over in ``seconds``."""
         deadline = _Deadline(time.monotonic() + seconds)
         with self._cond:
             self._active.add(deadline)
+            self._shortest = min(self._shortest, seconds)
+            self._armed = True
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
                     target=self._run, name="meter-deadlines", daemon=True
@@ -167,11 +176,16 @@ class _Watchdog:
     def _run(self) -> None:
         with self._cond:
             while True:
-                if not self._active:
-                    self._wake_at = math.inf
-                    self._cond.wait()
-                    continue
                 now = time.monotonic()
+                if not self._active:
+                    if self._armed and self._shortest < math.inf:
+                        self._armed = False
+                        self._wake_at = now + self._shortest
+                        self._cond.wait(self._shortest)
+                    else:
+                        self._wake_at = math.inf
+                        self._cond.wait()
+                    continue
                 due = min(deadline.at for deadline in self._active)
                 if due > now:
                     self._wake_at = due
