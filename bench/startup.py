@@ -14,13 +14,12 @@ an MQTT subscriber receives:
 from __future__ import annotations
 
 import argparse
+import socket
 import sys
 import time
 from typing import Any
 
 import harness
-
-from lem_dcbm.harness import free_port
 
 LATE_S = 5.0
 #: A meter without the optional ``/legal`` endpoint.
@@ -46,12 +45,17 @@ def late_meter(
     stack: harness.Stack, broker: harness.Broker, run: int, late_s: float
 ) -> dict[str, Any]:
     """Start a module, then its meter ``late_s`` later on the port reserved for it."""
-    port = free_port()
+    # The port stays bound (not listening: the module's connections are refused, as by a
+    # meter that is off) until the meter starts, so no neighbouring process can take it.
+    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    holder.bind(("127.0.0.1", 0))
+    port = int(holder.getsockname()[1])
     module_id = f"startup_late_{run}"
     with harness.VarRecorder(broker) as recorder:
         module = stack.start_module(module_id, broker, port)
         # The scenario itself: the meter powers up this long after the module.
         time.sleep(max(0.0, module.started_at + late_s - time.monotonic()))
+        holder.close()
         sim = stack.start_simulator(f"late-{run}", port=port)
         first = recorder.wait_count([module_id], 1, 60)
     stack.stop_module(module)
