@@ -47,15 +47,14 @@ def late_meter(
     """Start a module, then its meter ``late_s`` later on the port reserved for it."""
     # The port stays bound (not listening: the module's connections are refused, as by a
     # meter that is off) until the meter starts, so no neighbouring process can take it.
-    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    holder.bind(("127.0.0.1", 0))
-    port = int(holder.getsockname()[1])
     module_id = f"startup_late_{run}"
     with harness.VarRecorder(broker) as recorder:
-        module = stack.start_module(module_id, broker, port)
-        # The scenario itself: the meter powers up this long after the module.
-        time.sleep(max(0.0, module.started_at + late_s - time.monotonic()))
-        holder.close()
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+            holder.bind(("127.0.0.1", 0))
+            port = int(holder.getsockname()[1])
+            module = stack.start_module(module_id, broker, port)
+            # The scenario itself: the meter powers up this long after the module.
+            time.sleep(max(0.0, module.started_at + late_s - time.monotonic()))
         sim = stack.start_simulator(f"late-{run}", port=port)
         first = recorder.wait_count([module_id], 1, 60)
     stack.stop_module(module)
