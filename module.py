@@ -21,7 +21,6 @@ DEPENDENCIES = {
     "yaml": "PyYAML",
     "jsonschema": "jsonschema",
     "cryptography": "cryptography",
-    "ecdsa": "ecdsa",
 }
 #: Exit code when the module cannot start as installed (as for a bad configuration).
 EXIT_NOT_INSTALLED = 2

@@ -3,22 +3,21 @@
 The signature covers the payload JSON exactly as the meter sent it, so the record is
 split on the text, never re-serialised: ``payload_text`` holds those exact characters.
 
-``verify_ocmf`` checks the signature with the pure-Python ``ecdsa`` package: a running
-module verifies two records per transaction, and cryptography's OpenSSL bindings would
-stay in its memory for that (about 9 MB, ``ecdsa`` less than 1 MB) at the price of about
-2 ms per verification. ``tests/unit/test_ocmf.py`` holds its verdicts equal to
-cryptography's, ``tests/unit/test_pyocmf_crosscheck.py`` to pyocmf's. ``load_public_key``
-(the tools' key reader) still uses cryptography, loaded when a tool calls it.
+``verify_ocmf`` checks the signature with the package's own pure-Python P-256 code
+(``lem_dcbm.p256``): a running module verifies two records per transaction, and
+cryptography's OpenSSL bindings would stay in its memory for that (about 8 MB) at the
+price of about 2 ms per verification. ``tests/unit/test_ocmf.py`` and
+``tests/unit/test_p256.py`` hold its verdicts equal to cryptography's,
+``tests/unit/test_pyocmf_crosscheck.py`` to pyocmf's. ``load_public_key`` (the tools' key
+reader) uses cryptography, loaded when a tool calls it.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 import string
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -26,18 +25,14 @@ from lem_dcbm.json_types import JsonObject
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import ec
-    from ecdsa import VerifyingKey
-    from ecdsa.curves import Curve
+
+    from lem_dcbm.p256 import PublicKey
 
 PREFIX = "OCMF|"
 #: The only algorithm LEM meters use, and OCMF's default when ``SA`` is absent.
 DEFAULT_ALGORITHM = "ECDSA-secp256r1-SHA256"
-#: Algorithm -> (``ecdsa``'s name of the curve, the digest).
-_ALGORITHMS: Mapping[str, tuple[str, Callable[..., Any]]] = {
-    "ECDSA-secp256r1-SHA256": ("NIST256p", hashlib.sha256),
-}
-#: SEC 2 names of the curves ``ecdsa`` knows (errors name curves as OCMF and OpenSSL do).
-_SEC_NAMES = {"NIST256p": "secp256r1", "NIST384p": "secp384r1", "NIST521p": "secp521r1"}
+#: The algorithms ``verify_ocmf`` checks: ECDSA on secp256r1 with SHA-256 (``p256``).
+_ALGORITHMS = frozenset({DEFAULT_ALGORITHM})
 _DECODER = json.JSONDecoder()
 
 
@@ -126,29 +121,39 @@ def _key_bytes(key: str) -> bytes:
         raise ValueError("public key is neither hex nor base64") from exc
 
 
-def verifying_key(key: str) -> VerifyingKey:
-    """``ecdsa``'s key for a public key given as ``load_public_key`` takes it."""
+def _pem_der(pem: str) -> bytes:
+    """The DER of one ``-----BEGIN PUBLIC KEY-----`` block."""
+    lines = [line.strip() for line in pem.strip().splitlines()]
+    label = lines[0][len("-----BEGIN ") :].split("-----")[0]
+    if label != "PUBLIC KEY" or lines[-1] != "-----END PUBLIC KEY-----":
+        raise ValueError(f"public key PEM holds {label!r}, not one 'PUBLIC KEY' block")
+    try:
+        return base64.b64decode("".join(lines[1:-1]), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError("public key PEM is not base64") from exc
+
+
+def verifying_key(key: str) -> PublicKey:
+    """The secp256r1 point of a public key given as ``load_public_key`` takes it.
+
+    Raises ``ValueError`` naming the problem: unreadable, not an EC key, on another curve
+    (``public key is on secp384r1, the record needs secp256r1``), or not a curve point.
+    """
     # Imported here: a module that runs no transaction never loads the verifier.
-    from ecdsa import NIST256p, VerifyingKey
+    from lem_dcbm import p256
 
     key = key.strip()
-    try:
-        if key.startswith("-----BEGIN"):
-            return VerifyingKey.from_pem(key)
+    if key.startswith("-----BEGIN"):
+        der = _pem_der(key)
+    else:
         der = _key_bytes(key)
         if len(der) == 65 and der[0] == 4:
             # A bare uncompressed point, as some meters print it.
-            return VerifyingKey.from_string(der, curve=NIST256p)
-        return VerifyingKey.from_der(der)
-    except ValueError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - ecdsa's parse errors share no base class
-        raise ValueError(f"public key is not an EC public key: {exc}") from exc
-
-
-def _curve_name(curve: Curve) -> str:
-    name: str = curve.name
-    return _SEC_NAMES.get(name, name)
+            return p256.decode_point(der)
+    curve, point = p256.public_key_info(der)
+    if curve != p256.CURVE:
+        raise ValueError(f"public key is on {curve}, the record needs {p256.CURVE}")
+    return p256.decode_point(point)
 
 
 def verify_ocmf(text: str, public_key_hex: str) -> bool:
@@ -160,24 +165,9 @@ def verify_ocmf(text: str, public_key_hex: str) -> bool:
     record = parse_ocmf(text)
     if record.signature_algorithm not in _ALGORITHMS:
         raise ValueError(f"unsupported OCMF signature algorithm {record.signature_algorithm!r}")
-    from ecdsa import BadSignatureError
-    from ecdsa.util import sigdecode_der
+    from lem_dcbm import p256
 
-    curve, digest = _ALGORITHMS[record.signature_algorithm]
     key = verifying_key(public_key_hex)
-    if key.curve.name != curve:
-        raise ValueError(
-            f"public key is on {_curve_name(key.curve)}, "
-            f"the record needs {_SEC_NAMES.get(curve, curve)}"
-        )
-    try:
-        return bool(
-            key.verify(
-                bytes.fromhex(record.signature_hex),
-                record.payload_text.encode("utf-8"),
-                hashfunc=digest,
-                sigdecode=sigdecode_der,
-            )
-        )
-    except BadSignatureError:
-        return False
+    return p256.verify(
+        key, bytes.fromhex(record.signature_hex), record.payload_text.encode("utf-8")
+    )

@@ -15,8 +15,8 @@ pytestmark = pytest.mark.integration
 #: What ``run`` in the module protocol never needs: the API mode's adapter and its parts
 #: (only its switch, ``everest_api.mode``, is read), the tools, the simulator, the
 #: meter probes that only a failed request calls for, jsonschema (valid values are
-#: judged by ``schema_check``), cryptography (records are verified with ecdsa) and,
-#: without a transaction, the verifier itself; urllib3 (the meter transport is on
+#: judged by ``schema_check``), cryptography (records are verified by ``lem_dcbm.p256``)
+#: and, without a transaction, that verifier itself; urllib3 (the meter transport is on
 #: ``http.client``), difflib (a config mistake's hint), subprocess (no child processes:
 #: the kernel's clock is asked without ``ctypes.util``), strptime's module (a
 #: publication's time stamp is checked without it) and importlib.resources with zipfile
@@ -29,7 +29,7 @@ NOT_FOR_THE_MODULE_PROTOCOL = (
     "jsonschema",
     "referencing",
     "cryptography",
-    "ecdsa",
+    "lem_dcbm.p256",
     "urllib3",
     "difflib",
     "subprocess",

@@ -146,8 +146,25 @@ def test_unsupported_algorithm_and_wrong_curve_are_errors_not_false() -> None:
         verify_ocmf(text, "not a key!")
 
 
+@pytest.mark.parametrize("curve", [ec.SECP384R1(), ec.SECP521R1(), ec.SECP256K1()])
+def test_a_key_on_another_curve_is_named_in_the_error(curve: ec.EllipticCurve) -> None:
+    text = sign('{"FV":"1.0"}', ec.generate_private_key(ec.SECP256R1()))
+    pem = (
+        ec.generate_private_key(curve)
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    needs = f"public key is on {curve.name}, the record needs secp256r1"
+
+    with pytest.raises(ValueError, match=needs):
+        verify_ocmf(text, pem)
+    with pytest.raises(ValueError, match="holds 'EC PUBLIC KEY', not one 'PUBLIC KEY' block"):
+        verify_ocmf(text, pem.replace("PUBLIC KEY", "EC PUBLIC KEY"))
+
+
 def _cryptography_verdict(text: str, key: ec.EllipticCurvePrivateKey) -> bool:
-    """The verdict of cryptography (OpenSSL) on ``text``, the verifier ecdsa replaced."""
+    """The verdict of cryptography (OpenSSL) on ``text``, which ``lem_dcbm.p256`` replaces."""
     record = parse_ocmf(text)
     try:
         key.public_key().verify(
@@ -212,14 +229,16 @@ def test_a_key_that_is_not_ec_is_an_error_not_false() -> None:
 
 
 def test_a_running_module_verifies_without_cryptography() -> None:
-    """The verifier loads at the first verification; cryptography never does."""
+    """The verifier loads at the first verification; cryptography and ecdsa never do."""
     code = (
         "import sys, json\n"
         "import lem_dcbm.cli, lem_dcbm.service\n"
         "from lem_dcbm.ocmf import verify_ocmf\n"
-        "assert 'ecdsa' not in sys.modules, 'the verifier loaded before a verification'\n"
+        "assert 'lem_dcbm.p256' not in sys.modules, 'the verifier loaded before a verification'\n"
         f"vector = json.loads(open({str(VECTOR)!r}).read())\n"
         "assert verify_ocmf(vector['ocmf'], vector['public_key_ocmf_hex'])\n"
+        "assert 'lem_dcbm.p256' in sys.modules\n"
         "assert 'cryptography' not in sys.modules, 'cryptography loaded'\n"
+        "assert 'ecdsa' not in sys.modules, 'ecdsa loaded'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
