@@ -204,12 +204,7 @@ def _serve(
     """Run a service with heartbeat and signal handling; a config error exits with 2."""
     from lem_dcbm.everest.manager import ManagerError
     from lem_dcbm.everest.presence import DuplicateInstance
-    from lem_dcbm.health import (
-        health_file_path,
-        register_health,
-        remove_health,
-        touch_health,
-    )
+    from lem_dcbm.health import Heartbeat, health_file_path, register_health, remove_health
     from lem_dcbm.malloc_arenas import limit_malloc_arenas
     from lem_dcbm.service import Service
 
@@ -219,10 +214,11 @@ def _serve(
     # Healthy means publishing live values: no beat while the meter does not answer, and
     # none left from an earlier run.
     register_health(heartbeat)
+    beat = Heartbeat(heartbeat)
     service = Service(
         module_id,
         broker,
-        on_meter_answer=lambda: touch_health(heartbeat),
+        on_meter_answer=beat.touch,
         everest_api=everest_api,
     )
     service.install_signal_handlers()
@@ -238,6 +234,7 @@ def _serve(
         print(f"lem-dcbm: {err}", file=sys.stderr)
         return EXIT_FAILURE
     finally:
+        beat.close()
         remove_health(heartbeat)
 
 
