@@ -216,11 +216,10 @@ class EverestAdapter:
 
     def _publish_var(self, name: str, value: object) -> bool:
         schema = self.framework_types.schema()
-        value, dropped = schema.shape_var(name, value)
+        value, dropped, problem = schema.shape_and_check_var(name, value)
         if dropped and f"{name}:dropped" not in self._invalid_var_logged:
             self._invalid_var_logged.add(f"{name}:dropped")
             _LOGGER.info("publishing %s without %s: %s forbids it", name, dropped, schema.source)
-        problem = schema.check_var(name, value)
         if problem is not None:
             # Once per variable: a mapping bug would otherwise flood the log every second.
             if name not in self._invalid_var_logged:

@@ -225,6 +225,25 @@ class InterfaceSchema:
         """A variable's ``value`` without what its schema forbids, and the paths dropped."""
         return _drop_forbidden(self._compile("var", name).schema, value, "")
 
+    def shape_and_check_var(self, name: str, value: object) -> tuple[object, list[str], str | None]:
+        """``shape_var`` then ``check_var``: the value to publish, what was dropped, a problem.
+
+        A value whose shape was found valid before has nothing to drop either (a valid
+        value holds no property its schema forbids), so the 1 Hz publication costs one
+        look at its shape.
+        """
+        if self._judged_by_shape(name) and _shape(value) in self._valid_shapes.get(name, ()):
+            return value, [], None
+        value, dropped = self.shape_var(name, value)
+        return value, dropped, self.check_var(name, value)
+
+    def _judged_by_shape(self, name: str) -> bool:
+        by_shape = self._by_shape.get(name)
+        if by_shape is None:
+            schema = self._compile("var", name).schema
+            by_shape = self._by_shape.setdefault(name, not _uses_value_keywords(schema))
+        return by_shape
+
     def check_var(self, name: str, value: object) -> str | None:
         """The first problem of a value of variable ``name``, or None.
 
@@ -234,10 +253,7 @@ class InterfaceSchema:
         own message.
         """
         compiled = self._compile("var", name)
-        by_shape = self._by_shape.get(name)
-        if by_shape is None:
-            by_shape = self._by_shape.setdefault(name, not _uses_value_keywords(compiled.schema))
-        if not by_shape:
+        if not self._judged_by_shape(name):
             return compiled.problem(value)
         valid = self._valid_shapes.setdefault(name, set())
         shape = _shape(value)

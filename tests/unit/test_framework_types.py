@@ -179,6 +179,23 @@ def test_forbidden_properties_go_at_any_depth_and_in_lists() -> None:
     assert schema.shape_var("powermeter", value) == (value, [])
 
 
+def test_shaping_and_checking_at_once_gives_the_two_calls_verdicts_every_time() -> None:
+    schema = schema_from_types(release_types("main"), "EVerest main")
+    measure = LiveMeasure(400.0, 10.0, 4.0, 30.0, 28.0, 12.5, 0.25, "2026-11-22T10:00:00+01:00")
+    value = powermeter_var(powermeter_value(measure, "12024072805", NOW))
+    extra = {**value, "vendor": "x"}
+    bad = {**value, "meter_id": 7}
+    # Twice each: the second look may come from what the first one remembered.
+    for candidate in (value, extra, bad, value, extra, bad):
+        shaped, dropped = schema.shape_var("powermeter", candidate)
+        expected = (shaped, dropped, schema.check_var("powermeter", shaped))
+        assert schema.shape_and_check_var("powermeter", candidate) == expected
+    assert schema.shape_and_check_var("powermeter", extra)[1] == ["/vendor"]
+    assert schema.shape_and_check_var("powermeter", bad)[2] is not None
+    # A value of a known-valid shape goes out as the very same object.
+    assert schema.shape_and_check_var("powermeter", value)[0] is value
+
+
 def test_the_command_dispatcher_answers_in_the_types_in_use() -> None:
     from lem_dcbm.everest.bus import Message
     from lem_dcbm.everest.commands import CommandDispatcher
