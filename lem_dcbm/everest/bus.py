@@ -419,6 +419,9 @@ class MqttBus:
             return
         self._attempt = 0
         self._refusal, self._refusal_logged = None, False
+        # Connected, paho's log has nothing more to tell the bus; without a callback paho
+        # no longer formats a line for every packet (five per publication of a var).
+        client.on_log = None
         self._set_reconnect_delay()
         self.connections += 1
         # Set first: a subscribe() racing with this callback then subscribes itself.
@@ -463,6 +466,7 @@ class MqttBus:
         if was_connected:
             self._lost_at = time.monotonic()
         self._connected.clear()
+        client.on_log = self._on_paho_log
         self._subscribed.clear()
         # A refused CONNACK ends in a disconnect too; the refusal has been reported.
         if was_connected and not self._closing.is_set():
@@ -502,7 +506,8 @@ class MqttBus:
 
     def _on_paho_log(self, client: mqtt.Client, userdata: object, level: int, text: str) -> None:
         # With TLS 1.3 a broker refuses a client certificate (or its absence) after the
-        # handshake: paho only sees the broker's alert on its first read.
+        # handshake: paho only sees the broker's alert on its first read. Set only while
+        # not connected (``_on_connect`` removes it, ``_on_disconnect`` sets it again).
         if text.startswith(_TLS_RECEIVE_FAILED) and not self.connected:
             self._note_refusal(self._tls_failure(text.partition(": ")[2]))
 

@@ -108,3 +108,27 @@ def test_a_broker_that_stops_answering_is_noticed(mosquitto: Broker) -> None:
     finally:
         os.kill(pid, signal.SIGCONT)
         bus.close(timeout_s=1.0)
+
+
+def test_paho_formats_no_line_per_packet_while_the_link_is_up(mosquitto: Broker) -> None:
+    """paho formats a line per packet for a log callback: it is set only while down."""
+    lost = threading.Event()
+    bus = MqttBus(mosquitto.settings, "loop-log", keepalive_s=1, clean_session=True)
+    bus.on_lost(lost.set)
+    # Before the first connection: a TLS broker's late refusal shows only in paho's log.
+    assert bus._client.on_log is not None
+    bus.connect()
+    assert mosquitto.process is not None
+    pid = mosquitto.process.pid
+    try:
+        assert bus._client.on_log is None
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            assert lost.wait(15), "a silent broker was not noticed"
+            assert bus._client.on_log is not None
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        wait_until(lambda: bus.connections == 2, 20, what="the reconnection")
+        assert bus._client.on_log is None
+    finally:
+        bus.close(timeout_s=1.0)
