@@ -52,6 +52,7 @@ from lem_dcbm.errors import (
     MeterError,
     MeterTlsError,
 )
+from lem_dcbm.meter.http_response import MeterResponse
 from lem_dcbm.meter.tls import certificate_der, pinned_ssl_context, sha256_fingerprint
 from lem_dcbm.retry import RetryPolicy
 
@@ -238,6 +239,8 @@ class _MeterConnection(http.client.HTTPConnection):
     ``sock`` is set as soon as the TCP connection stands, before the TLS handshake, so
     that the watchdog can cut a handshake that outlasts the request's deadline.
     """
+
+    response_class = MeterResponse
 
     def __init__(
         self,
