@@ -121,6 +121,12 @@ Handler = Callable[[Message], None]
 #: due after ``keepalive`` leaves at the latest a quarter of it later, well before the
 #: broker's limit of one and a half keepalives.
 LOOP_TIMEOUT_SHARE = 0.25
+#: Keepalive of a process's side connections (the instance guard, the meter claim): they
+#: carry a retained claim and its will, and sit idle otherwise. A crashed process closes
+#: its sockets and the broker sends the will at once; only a host or network that dies
+#: without a word leaves the will waiting, 1.5 keepalives. Their network threads wake a
+#: quarter keepalive apart, every 15 s instead of every 2.5 s.
+SIDE_KEEPALIVE_S = 60
 
 
 class _Client(mqtt.Client):

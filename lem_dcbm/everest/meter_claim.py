@@ -34,7 +34,7 @@ from urllib.parse import quote, unquote
 from lem_dcbm.config import BrokerSettings, normalize_prefix
 from lem_dcbm.core.ownership import FOREIGN_TRANSACTION
 from lem_dcbm.core.ports import EverestOutputs
-from lem_dcbm.everest.bus import BrokerUnavailable, Message, MqttBus
+from lem_dcbm.everest.bus import SIDE_KEEPALIVE_S, BrokerUnavailable, Message, MqttBus
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -116,6 +116,7 @@ class MeterClaim:
             f"lemdcbm-m-{self._token}",
             clean_session=True,
             will=(own, b""),
+            keepalive_s=SIDE_KEEPALIVE_S,
             report_link=False,  # the module's own connection reports the broker's state
         )
         with self._lock:

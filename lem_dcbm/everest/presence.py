@@ -45,7 +45,7 @@ from lem_dcbm.clock import rfc3339
 from lem_dcbm.config import BrokerSettings, normalize_prefix
 from lem_dcbm.errors import LemDcbmError
 from lem_dcbm.everest import envelope
-from lem_dcbm.everest.bus import BrokerUnavailable, Message, MqttBus
+from lem_dcbm.everest.bus import SIDE_KEEPALIVE_S, BrokerUnavailable, Message, MqttBus
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -279,6 +279,7 @@ class InstanceGuard:
             f"lemdcbm-p-{self.me.token}",
             clean_session=True,
             will=(self.presence_topic, offline),
+            keepalive_s=SIDE_KEEPALIVE_S,
             report_link=False,  # the module's own connection reports the broker's state
         )
         self._bus.subscribe(self.presence_topic, self._on_presence)
