@@ -1,11 +1,12 @@
 """HTTP(S) to one meter over one persistent keep-alive connection.
 
-The standard library's ``http.client`` speaks HTTP/1.1 to the meter on one connection
-this module opens (socket options, the pinned TLS context) and keeps. A pool, retries,
-redirects, content decoding or proxies (what urllib3 or requests add) the meter needs
-none of, and urllib3 cost 1.5 MB of a running module's peak RSS and 70 µs of CPU per
-request, a third of the 1 Hz read (bench/RESULTS.md). Every exception is translated
-here into the package's tree (``raise ... from exc``):
+The module speaks HTTP/1.1 (``http11``: one request string, one buffered reader per
+connection, ``http.client``'s limits and exception types) on one connection it opens
+(socket options, the pinned TLS context) and keeps. A pool, retries, redirects, content
+decoding or proxies (what urllib3 or requests add) the meter needs none of; urllib3 cost
+1.5 MB of a running module's peak RSS, and ``http.client``'s request and response
+objects about half of the Python work of the 1 Hz read (bench/RESULTS.md). Every
+exception is translated here into the package's tree (``raise ... from exc``):
 
 - a failed TLS handshake -> ``MeterTlsError``;
 - refused, reset or timed-out connections -> ``MeterConnectionError``;
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import io
 import json
 import logging
 import math
@@ -52,7 +54,7 @@ from lem_dcbm.errors import (
     MeterError,
     MeterTlsError,
 )
-from lem_dcbm.meter.http_response import MeterResponse
+from lem_dcbm.meter import http11
 from lem_dcbm.meter.tls import certificate_der, pinned_ssl_context, sha256_fingerprint
 from lem_dcbm.retry import RetryPolicy
 
@@ -233,14 +235,14 @@ def open_socket(
     raise _ConnectFailed(str(failure or f"no address for {host}")) from failure
 
 
-class _MeterConnection(http.client.HTTPConnection):
-    """``http.client``'s connection, opened with the transport's options and TLS context.
+class _MeterConnection:
+    """One kept-alive connection to the meter, opened with the transport's options and TLS.
 
     ``sock`` is set as soon as the TCP connection stands, before the TLS handshake, so
-    that the watchdog can cut a handshake that outlasts the request's deadline.
+    that the watchdog can cut a handshake that outlasts the request's deadline. Requests
+    and answers are HTTP/1.1 as ``http11`` writes and reads them, on one buffered reader
+    for the life of the connection.
     """
-
-    response_class = MeterResponse
 
     def __init__(
         self,
@@ -250,33 +252,58 @@ class _MeterConnection(http.client.HTTPConnection):
         options: tuple[tuple[int, int, Any], ...],
         ssl_context: ssl.SSLContext | None,
     ) -> None:
-        super().__init__(host, port)
+        self.host = host
+        self.port = port
         self._options = options
         self._ssl_context = ssl_context
+        self._host_header = http11.host_header(host, port, 443 if ssl_context else 80)
         # An address has no name to send (SNI) or check; the pinned certificate is the trust.
         try:
             socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
             self._server_hostname: str | None = None
         except OSError:
             self._server_hostname = host
+        self.sock: socket.socket | None = None
+        self._rfile: io.BufferedIOBase | None = None
         #: Connections opened so far (a failure on a fresh one is worth a diagnosis).
         self.opened = 0
         self._timeout_s = 1.0
+        #: The timeout the socket has now: set again only when a request asks another.
+        self._sock_timeout_s: float | None = None
 
     def __del__(self) -> None:
         # A connection dropped without close() (a client nobody closed) closes its socket
         # here rather than leaving it open until the collector warns about it.
-        if self.sock is not None:
+        if getattr(self, "sock", None) is not None:
             self.close()
 
     def connect(self) -> None:
         """Open the TCP connection and, with a context, shake hands over TLS."""
         self.opened += 1
         self.sock = open_socket(self.host, self.port, self._timeout_s, self._options)
+        self._sock_timeout_s = self._timeout_s
         if self._ssl_context is not None:
             self.sock = self._ssl_context.wrap_socket(
                 self.sock, server_hostname=self._server_hostname
             )
+        self._rfile = self.sock.makefile("rb")
+
+    def _streams(self) -> tuple[socket.socket, io.BufferedIOBase]:
+        """The socket and its reader, connecting first when there are none."""
+        if self.sock is None or self._rfile is None:
+            self.connect()
+        if self.sock is None or self._rfile is None:
+            raise ConnectionError("the connection closed while it was being opened")
+        return self.sock, self._rfile
+
+    def close(self) -> None:
+        """Close the connection (the next request opens a new one)."""
+        sock, rfile = self.sock, self._rfile
+        self.sock = self._rfile = None
+        if rfile is not None:
+            rfile.close()
+        if sock is not None:
+            sock.close()
 
     def exchange(
         self,
@@ -291,9 +318,12 @@ class _MeterConnection(http.client.HTTPConnection):
         An answer larger than ``MAX_ANSWER_BYTES`` is not read further and its connection
         is closed; any other leaves the connection ready for the next request.
         """
+        request = http11.request_bytes(method, url, self._host_header, headers, body)
         self._timeout_s = timeout_s
         if self.sock is not None:
-            self.sock.settimeout(timeout_s)
+            if timeout_s != self._sock_timeout_s:
+                self.sock.settimeout(timeout_s)
+                self._sock_timeout_s = timeout_s
             # An idle kept-alive connection that reads as ready was closed by the meter
             # (or holds something no request asked for): start afresh. poll, not select:
             # select fails on descriptors above 1023.
@@ -301,16 +331,13 @@ class _MeterConnection(http.client.HTTPConnection):
             ready.register(self.sock, select.POLLIN)
             if ready.poll(0):
                 self.close()
-        self.request(method, url, body=body, headers=dict(headers))
-        response = self.getresponse()
-        data = response.read(MAX_ANSWER_BYTES + 1)
-        if len(data) > MAX_ANSWER_BYTES:
-            self.close()  # the rest is never read: this connection is not reused
-        elif response.length:
-            # A read of a given size returns what came before the connection closed; bytes
-            # still owed by the Content-Length mean the answer was cut off.
-            raise http.client.IncompleteRead(data, response.length)
-        return response.status, response.getheader("Content-Type") or "", data
+        sock, rfile = self._streams()
+        sock.sendall(request)
+        answer = http11.read_answer(rfile, MAX_ANSWER_BYTES)
+        if not answer.reusable:
+            self.close()
+        content_type = ", ".join(answer.headers.get_all("content-type"))
+        return answer.status, content_type, answer.body
 
 
 class Transport(Protocol):
