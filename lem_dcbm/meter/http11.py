@@ -2,9 +2,10 @@
 
 The module asks the meter for a reading every second over one kept-alive connection.
 ``http.client`` did that with a request builder, a response object and a new buffered
-reader per answer, and read each answer's head with ``email.parser``: together about
-half of the module's Python work per reading (bench/RESULTS.md). Here a request is one
-string and an answer is read from the connection's one buffered reader.
+reader per answer, and read each answer's head with ``email.parser``. Here a request is
+one string and an answer is read from the connection's one buffered reader: over TLS a
+reading's exchange takes 47 µs of CPU instead of 80 in a hot loop, and the module at
+1 Hz about a tenth less CPU in all (bench/RESULTS.md).
 
 What ``http.client`` guarantees is kept, with its exception types, which the transport
 translates (``transport._translate``) and reads for a stale connection

@@ -5,8 +5,8 @@ connection, ``http.client``'s limits and exception types) on one connection it o
 (socket options, the pinned TLS context) and keeps. A pool, retries, redirects, content
 decoding or proxies (what urllib3 or requests add) the meter needs none of; urllib3 cost
 1.5 MB of a running module's peak RSS, and ``http.client``'s request and response
-objects about half of the Python work of the 1 Hz read (bench/RESULTS.md). Every
-exception is translated here into the package's tree (``raise ... from exc``):
+objects a tenth of its CPU at 1 Hz (bench/RESULTS.md). Every exception is translated
+here into the package's tree (``raise ... from exc``):
 
 - a failed TLS handshake -> ``MeterTlsError``;
 - refused, reset or timed-out connections -> ``MeterConnectionError``;
