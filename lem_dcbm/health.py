@@ -146,7 +146,7 @@ def touch_health(path: Path) -> None:
 
 
 class Heartbeat:
-    """A running module's heartbeat: ``touch_health`` once a second, at one call's cost.
+    """A running module's heartbeat: ``touch_health`` once a second, at two calls' cost.
 
     The first beat (and any beat after something changed) takes ``touch_health``'s road:
     directory checks, a no-follow open, a type check; seven calls into the kernel. It
