@@ -118,8 +118,8 @@ def _private_directory(directory: Path) -> None:
         raise UnsafeHeartbeat(f"the heartbeat directory {directory} is writable by every user")
 
 
-def _beat(path: Path, times: tuple[int, int] | None = None) -> None:
-    """Set the heartbeat's times (now, or ``times``) through a descriptor, never a link.
+def _open_beat(path: Path) -> tuple[int, os.stat_result]:
+    """The heartbeat file opened for its times, never through a link, and its ``fstat``.
 
     ``O_NOFOLLOW`` refuses a symbolic link at ``path`` (ELOOP); ``O_NONBLOCK`` keeps a
     FIFO planted there from blocking the open.
@@ -132,12 +132,11 @@ def _beat(path: Path, times: tuple[int, int] | None = None) -> None:
         if exc.errno == errno.ELOOP:
             raise UnsafeHeartbeat(f"{path} is a symbolic link; not followed") from None
         raise
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise UnsafeHeartbeat(f"{path} is not a regular file")
-        os.utime(fd, times)
-    finally:
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
         os.close(fd)
+        raise UnsafeHeartbeat(f"{path} is not a regular file")
+    return fd, info
 
 
 def touch_health(path: Path) -> None:
@@ -172,21 +171,10 @@ class Heartbeat:
             except OSError:
                 pass
             self.close()
-        _write_beat(self.path, None)
-        if self.path not in _failing:
-            self._keep_open()
-
-    def _keep_open(self) -> None:
-        flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-        try:
-            fd = os.open(self.path, flags)
-        except OSError:
-            return  # the next beat takes the full road again
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            os.close(fd)
-            return
-        self._fd, self._identity = fd, (info.st_dev, info.st_ino)
+        kept = _write_beat(self.path, None, keep=True)
+        if kept is not None:
+            self._fd, info = kept
+            self._identity = (info.st_dev, info.st_ino)
 
     def close(self) -> None:
         """Release the kept descriptor (the file stays)."""
@@ -196,17 +184,32 @@ class Heartbeat:
             self._fd = None
 
 
-def _write_beat(path: Path, times: tuple[int, int] | None) -> None:
+def _write_beat(
+    path: Path, times: tuple[int, int] | None, *, keep: bool = False
+) -> tuple[int, os.stat_result] | None:
+    """Set the beat's times (now, or ``times``); never raises, a failure is logged once.
+
+    With ``keep`` the open descriptor and its ``fstat`` are handed back (None on failure).
+    """
     try:
-        _beat(path, times)
+        fd, info = _open_beat(path)
+        try:
+            os.utime(fd, times)
+        except OSError:
+            os.close(fd)
+            raise
     except OSError as exc:
         if path not in _failing:
             _failing.add(path)
             _LOGGER.warning("cannot write heartbeat file %s: %s", path, exc)
-        return
+        return None
     if path in _failing:
         _failing.discard(path)
         _LOGGER.info("heartbeat file %s writable again", path)
+    if keep:
+        return fd, info
+    os.close(fd)
+    return None
 
 
 def register_health(path: Path) -> None:
