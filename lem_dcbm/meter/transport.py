@@ -268,8 +268,6 @@ class _MeterConnection:
         #: Connections opened so far (a failure on a fresh one is worth a diagnosis).
         self.opened = 0
         self._timeout_s = 1.0
-        #: The timeout the socket has now: set again only when a request asks another.
-        self._sock_timeout_s: float | None = None
 
     def __del__(self) -> None:
         # A connection dropped without close() (a client nobody closed) closes its socket
@@ -281,7 +279,6 @@ class _MeterConnection:
         """Open the TCP connection and, with a context, shake hands over TLS."""
         self.opened += 1
         self.sock = open_socket(self.host, self.port, self._timeout_s, self._options)
-        self._sock_timeout_s = self._timeout_s
         if self._ssl_context is not None:
             self.sock = self._ssl_context.wrap_socket(
                 self.sock, server_hostname=self._server_hostname
@@ -321,9 +318,8 @@ class _MeterConnection:
         request = http11.request_bytes(method, url, self._host_header, headers, body)
         self._timeout_s = timeout_s
         if self.sock is not None:
-            if timeout_s != self._sock_timeout_s:
+            if self.sock.gettimeout() != timeout_s:
                 self.sock.settimeout(timeout_s)
-                self._sock_timeout_s = timeout_s
             # An idle kept-alive connection that reads as ready was closed by the meter
             # (or holds something no request asked for): start afresh. poll, not select:
             # select fails on descriptors above 1023.
