@@ -22,15 +22,17 @@ translates (``transport._translate``) and reads for a stale connection
   is not hex) is ``IncompleteRead``.
 
 A body is read up to ``limit + 1`` bytes: a longer answer is cut there and its
-connection is not reused.
+connection is not reused. ``SocketReader`` shows what it holds beyond an answer, so that
+bytes a meter sent after one are never read as the start of the next.
 """
 
 from __future__ import annotations
 
 import http.client
-import io
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 #: ``http.client``'s limits on the answer's head.
 MAX_LINE = 65536
@@ -39,6 +41,65 @@ MAX_HEADERS = 100
 _FORBIDDEN_IN_TARGET = frozenset(chr(code) for code in (*range(0x21), 0x7F))
 #: Methods whose request carries a length even without a body.
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+class LineReader(Protocol):
+    """What an answer is read from: a buffered reader of the connection."""
+
+    def readline(self, limit: int = -1, /) -> bytes:
+        """One line, at most ``limit`` bytes; fewer at the end of the connection."""
+        ...
+
+    def read(self, size: int = -1, /) -> bytes:
+        """``size`` bytes; fewer at the end of the connection."""
+        ...
+
+
+class SocketReader:
+    """The connection's reader, whose buffer can be seen: bytes the meter sent after a
+    whole answer are no part of the next one, and show in ``buffered`` before it is asked.
+    """
+
+    #: How much one receive asks for; an answer of the meter is a few KiB at most.
+    CHUNK = 65536
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._buffer = bytearray()
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not read yet."""
+        return len(self._buffer)
+
+    def _fill(self) -> bool:
+        data = self._sock.recv(self.CHUNK)
+        self._buffer += data
+        return bool(data)
+
+    def _take(self, count: int) -> bytes:
+        data = bytes(self._buffer[:count])
+        del self._buffer[:count]
+        return data
+
+    def readline(self, limit: int = -1, /) -> bytes:
+        """As ``io.BufferedReader.readline``: up to and with the newline, at most ``limit``."""
+        searched = 0
+        while True:
+            end = self._buffer.find(b"\n", searched)
+            if end >= 0 and (limit < 0 or end < limit):
+                return self._take(end + 1)
+            if 0 <= limit <= len(self._buffer):
+                return self._take(limit)
+            searched = len(self._buffer)
+            if not self._fill():
+                return self._take(len(self._buffer))
+
+    def read(self, size: int = -1, /) -> bytes:
+        """As ``io.BufferedReader.read``: ``size`` bytes, fewer only at the end (-1: all)."""
+        while (size < 0 or len(self._buffer) < size) and self._fill():
+            pass
+        return self._take(len(self._buffer) if size < 0 else size)
 
 
 class Headers:
@@ -97,7 +158,7 @@ def request_bytes(
     return "\r\n".join(lines).encode("latin-1") + (body or b"")
 
 
-def read_headers(rfile: io.BufferedIOBase) -> Headers:
+def read_headers(rfile: LineReader) -> Headers:
     """The header lines up to the blank one; a folded line continues the field before.
 
     As ``http.client`` counts: the blank line is one of the 100 lines a head may have.
@@ -123,7 +184,7 @@ def read_headers(rfile: io.BufferedIOBase) -> Headers:
     raise http.client.HTTPException(f"got more than {MAX_HEADERS} headers")
 
 
-def _status_line(rfile: io.BufferedIOBase) -> tuple[int, int]:
+def _status_line(rfile: LineReader) -> tuple[int, int]:
     """``(version, status)`` of the status line: version 10 or 11, as ``http.client``."""
     line = rfile.readline(MAX_LINE + 1)
     if len(line) > MAX_LINE:
@@ -162,7 +223,7 @@ def _length(headers: Headers) -> int | None:
     return length if length is not None and length >= 0 else None
 
 
-def _read_exactly(rfile: io.BufferedIOBase, count: int, owed: int, before: bytes = b"") -> bytes:
+def _read_exactly(rfile: LineReader, count: int, owed: int, before: bytes = b"") -> bytes:
     """``count`` bytes; fewer (the connection ended) raise ``IncompleteRead`` with ``owed``."""
     data = rfile.read(count)
     if len(data) < count:
@@ -170,7 +231,7 @@ def _read_exactly(rfile: io.BufferedIOBase, count: int, owed: int, before: bytes
     return data
 
 
-def _read_chunked(rfile: io.BufferedIOBase, limit: int) -> tuple[bytes, bool]:
+def _read_chunked(rfile: LineReader, limit: int) -> tuple[bytes, bool]:
     """The body of a chunked answer up to ``limit + 1`` bytes, and whether it was all read."""
     parts: list[bytes] = []
     total = 0
@@ -197,7 +258,7 @@ def _read_chunked(rfile: io.BufferedIOBase, limit: int) -> tuple[bytes, bool]:
         _read_exactly(rfile, 2, 2, b"".join(parts))  # the CRLF after the chunk
 
 
-def read_answer(rfile: io.BufferedIOBase, limit: int) -> Answer:
+def read_answer(rfile: LineReader, limit: int) -> Answer:
     """The next answer on the connection whose buffered reader is ``rfile``."""
     version, status = _status_line(rfile)
     headers = read_headers(rfile)

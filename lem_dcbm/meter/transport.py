@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import http.client
-import io
 import json
 import logging
 import math
@@ -264,7 +263,7 @@ class _MeterConnection:
         except OSError:
             self._server_hostname = host
         self.sock: socket.socket | None = None
-        self._rfile: io.BufferedIOBase | None = None
+        self._rfile: http11.SocketReader | None = None
         #: Connections opened so far (a failure on a fresh one is worth a diagnosis).
         self.opened = 0
         self._timeout_s = 1.0
@@ -283,9 +282,9 @@ class _MeterConnection:
             self.sock = self._ssl_context.wrap_socket(
                 self.sock, server_hostname=self._server_hostname
             )
-        self._rfile = self.sock.makefile("rb")
+        self._rfile = http11.SocketReader(self.sock)
 
-    def _streams(self) -> tuple[socket.socket, io.BufferedIOBase]:
+    def _streams(self) -> tuple[socket.socket, http11.SocketReader]:
         """The socket and its reader, connecting first when there are none."""
         if self.sock is None or self._rfile is None:
             self.connect()
@@ -295,10 +294,7 @@ class _MeterConnection:
 
     def close(self) -> None:
         """Close the connection (the next request opens a new one)."""
-        sock, rfile = self.sock, self._rfile
-        self.sock = self._rfile = None
-        if rfile is not None:
-            rfile.close()
+        sock, self.sock, self._rfile = self.sock, None, None
         if sock is not None:
             sock.close()
 
@@ -321,11 +317,16 @@ class _MeterConnection:
             if self.sock.gettimeout() != timeout_s:
                 self.sock.settimeout(timeout_s)
             # An idle kept-alive connection that reads as ready was closed by the meter
-            # (or holds something no request asked for): start afresh. poll, not select:
-            # select fails on descriptors above 1023.
+            # (or holds something no request asked for, received or still in the
+            # socket): start afresh. poll, not select: select fails on descriptors
+            # above 1023.
             ready = select.poll()
             ready.register(self.sock, select.POLLIN)
-            if ready.poll(0):
+            leftover = self._rfile is not None and self._rfile.buffered
+            # TLS: a record decrypted but not yet taken is in the SSL object, not the socket.
+            if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
+                leftover = True
+            if leftover or ready.poll(0):
                 self.close()
         sock, rfile = self._streams()
         sock.sendall(request)

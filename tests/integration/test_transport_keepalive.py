@@ -146,3 +146,37 @@ def test_a_post_after_the_meter_closed_the_idle_connection_goes_out_on_a_fresh_o
         server.close()
     assert server.requests == ["GET", "POST"]
     assert server.accepted == 2
+
+
+class _TrailingBytesAfterEachAnswer(_OneRequestPerConnection):
+    """Answers every request on a connection, each answer followed by bytes no one asked for.
+
+    The answer and the bytes go out in one write: the reader takes both in one receive.
+    """
+
+    def _handle(self, conn: socket.socket) -> None:
+        with conn, conn.makefile("rb") as stream:
+            while method := self._read_request(stream):
+                self.requests.append(method)
+                body = b'{"result": 1}'
+                conn.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%sEXTRA\r\n" % (len(body), body)
+                )
+        self.handled.release()
+
+
+def test_bytes_after_an_answer_send_the_next_request_on_a_fresh_connection() -> None:
+    # A POST too: the leftover is seen before the request is sent, never read as its answer.
+    server = _TrailingBytesAfterEachAnswer()
+    transport = HttpTransport(f"http://127.0.0.1:{server.port}", timeout_s=5.0)
+    try:
+        assert transport.request("GET", "/v1/status") == (200, '{"result": 1}')
+        assert transport.request("POST", "/v1/legal", json_body={"transactionId": "t"}) == (
+            200,
+            '{"result": 1}',
+        )
+    finally:
+        transport.close()
+        server.close()
+    assert server.requests == ["GET", "POST"]
+    assert server.accepted == 2

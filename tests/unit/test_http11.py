@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import http.client
 import io
+import socket
+import threading
 
 import pytest
 from hypothesis import given, settings
@@ -78,6 +80,38 @@ def _ours(data: bytes) -> tuple[int, str | None, bytes, bool] | type[Exception]:
 @pytest.mark.parametrize("data", ANSWERS, ids=range(len(ANSWERS)))
 def test_every_answer_reads_as_http_client_reads_it(data: bytes) -> None:
     assert _ours(data) == _standard(data)
+
+
+def _over_a_socket(data: bytes) -> tuple[int, str | None, bytes, bool] | type[Exception]:
+    """``_ours``, read by the transport's ``SocketReader`` from a real socket."""
+    ours, peer = socket.socketpair()
+    sender = threading.Thread(target=lambda: (peer.sendall(data), peer.shutdown(socket.SHUT_WR)))
+    sender.start()
+    try:
+        answer = http11.read_answer(http11.SocketReader(ours), LIMIT)
+    except (http.client.HTTPException, ValueError) as exc:
+        return type(exc)
+    finally:
+        sender.join()
+        ours.close()
+        peer.close()
+    content_type = ", ".join(answer.headers.get_all("Content-Type")) or None
+    return answer.status, content_type, answer.body, answer.reusable
+
+
+@pytest.mark.parametrize("data", ANSWERS, ids=range(len(ANSWERS)))
+def test_the_socket_reader_reads_every_answer_as_http_client(data: bytes) -> None:
+    assert _over_a_socket(data) == _standard(data)
+
+
+def test_bytes_after_a_whole_answer_stay_in_the_readers_buffer() -> None:
+    ours, peer = socket.socketpair()
+    with ours, peer:
+        peer.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}EXTRA")
+        reader = http11.SocketReader(ours)
+        answer = http11.read_answer(reader, LIMIT)
+        assert (answer.body, answer.reusable) == (b"{}", True)
+        assert reader.buffered == len(b"EXTRA")
 
 
 @settings(max_examples=300, deadline=None)
