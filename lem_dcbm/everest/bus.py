@@ -253,6 +253,9 @@ class MqttBus:
         self._subscribed = threading.Event()
         self._subscribe_mid: int | None = None
         self._closing = threading.Event()
+        #: Held by a publication and by ``close`` while it releases paho's socket pair: a
+        #: publication from another thread (a heartbeat) never meets a half-closed client.
+        self._publishing = threading.Lock()
         self._attempt = 0
         self._next_delay = 0.0
         #: Why the broker refused the last attempt; None after a successful connect.
@@ -353,7 +356,13 @@ class MqttBus:
                 raise ValueError("a message expiry needs an MQTT 5 connection")
             properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             properties.MessageExpiryInterval = expiry_s
-        info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
+        with self._publishing:
+            if self._closing.is_set():
+                _LOGGER.debug("bus closed; dropped a message for %s", topic)
+                return False
+            info = self._client.publish(
+                topic, payload, qos=qos, retain=retain, properties=properties
+            )
         if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
             _LOGGER.warning("publishing to %s failed: %s", topic, mqtt.error_string(info.rc))
             return False
@@ -380,7 +389,8 @@ class MqttBus:
         self._client.disconnect()
         self._client.loop_stop()
         # Releases paho's internal wake-up socket pair, which nothing else closes.
-        self._client.reinitialise()
+        with self._publishing:
+            self._client.reinitialise()
         self._inbox.put(None)
         if self._worker is not None and self._worker is not threading.current_thread():
             self._worker.join(max(0.1, deadline - time.monotonic()))

@@ -132,3 +132,29 @@ def test_paho_formats_no_line_per_packet_while_the_link_is_up(mosquitto: Broker)
         assert bus._client.on_log is None
     finally:
         bus.close(timeout_s=1.0)
+
+
+def test_a_publication_racing_the_close_is_dropped_not_raised(mosquitto: Broker) -> None:
+    """A heartbeat thread may publish while the bus closes: after the close it is dropped."""
+    bus = MqttBus(mosquitto.settings, "loop-race", clean_session=True)
+    bus.connect()
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def publish_until_stopped() -> None:
+        while not stop.is_set():
+            try:
+                bus.publish("loop/race", b"x", qos=0)
+            except Exception as exc:  # noqa: BLE001 - the failure under test
+                errors.append(exc)
+                return
+
+    publisher = threading.Thread(target=publish_until_stopped)
+    publisher.start()
+    try:
+        bus.close(timeout_s=1.0)
+        assert bus.publish("loop/race", b"after", qos=0) is False
+    finally:
+        stop.set()
+        publisher.join(10)
+    assert errors == []
